@@ -1,0 +1,104 @@
+"""Argument checks shared by every layer.
+
+Each check raises ``ValueError`` naming the argument, the value received and what would
+be accepted, so that a user reading the message alone knows how to fix the call.
+Checks look only at Python-level metadata (shapes, dtypes, option strings); they never
+read tensor values, so they cause no host sync and are safe under ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def check_choice(name: str, value: T, accepted: Iterable[T]) -> T:
+    """Return ``value`` if it is one of ``accepted``, else raise a ``ValueError``."""
+    accepted = tuple(accepted)
+    if value not in accepted:
+        raise ValueError(f"{name}={value!r} is not accepted; expected one of {list(accepted)}")
+    return value
+
+
+def check_ndim(ndim: int) -> int:
+    """Spatial dimensionality: 1 (audio), 2 (images) or 3 (volumes, video)."""
+    if isinstance(ndim, bool) or not isinstance(ndim, int) or ndim not in (1, 2, 3):
+        raise ValueError(f"ndim={ndim!r} is not accepted; expected 1 (audio), 2 (images) or 3 (volumes)")
+    return ndim
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """Reject negative (or zero) and non-finite numbers."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not accepted; expected a number") from None
+    ok = v >= 0 if allow_zero else v > 0
+    if not ok or v != v or v in (float("inf"), float("-inf")):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}={value!r} is not accepted; expected a finite number {bound}")
+    return v
+
+
+def check_signal(name: str, x: torch.Tensor, ndim: int) -> None:
+    """A batch of signals: floating tensor of shape (B, C, *spatial) with ``ndim`` spatial dims.
+
+    Dims between the batch and the spatial dims are all treated as channels, so
+    (B, C, T, H, W) with ``ndim=2`` is a batch of C·T images per sample.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not (x.is_floating_point() or x.is_complex()) or x.is_complex():
+        raise ValueError(
+            f"{name} has dtype {x.dtype}; expected a real floating dtype "
+            "(float16, bfloat16, float32 or float64)"
+        )
+    if x.dim() < ndim + 2:
+        raise ValueError(
+            f"{name} has shape {tuple(x.shape)} ({x.dim()} dims); with ndim={ndim} expected at least "
+            f"{ndim + 2} dims: (batch, channels, {', '.join('LHW'[-ndim:] if ndim < 3 else 'DHW')})"
+        )
+    if any(s == 0 for s in x.shape):
+        raise ValueError(f"{name} has shape {tuple(x.shape)}; every dim must be non-empty")
+
+
+def check_pair(x0_hat: torch.Tensor, x0: torch.Tensor, ndim: int) -> None:
+    """Both arguments of a loss: valid signals of identical shape."""
+    check_signal("x0_hat", x0_hat, ndim)
+    check_signal("x0", x0, ndim)
+    if x0_hat.shape != x0.shape:
+        raise ValueError(
+            f"x0_hat has shape {tuple(x0_hat.shape)} but x0 has shape {tuple(x0.shape)}; "
+            "they must be equal"
+        )
+
+
+def check_int_sequence(name: str, value: Sequence[int], *, min_value: int = 1) -> tuple[int, ...]:
+    """A non-empty sequence of integers, each at least ``min_value``."""
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not accepted; expected a sequence of integers") from None
+    if not out or any(v < min_value for v in out) or any(float(a) != float(b) for a, b in zip(out, value)):
+        raise ValueError(f"{name}={value!r} is not accepted; expected a non-empty sequence of integers >= {min_value}")
+    return out
+
+
+def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Apply ``"none"`` (keep shape (B,)), ``"mean"`` or ``"sum"`` to per-sample values."""
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Half-precision inputs are computed in float32 (FFTs and logs need the range)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
