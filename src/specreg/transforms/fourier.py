@@ -32,16 +32,6 @@ def rfftn(x: torch.Tensor, ndim: int) -> torch.Tensor:
     return torch.fft.rfftn(x, dim=spatial_dims(check_ndim(ndim)), norm="ortho")
 
 
-@lru_cache(maxsize=64)
-def _hermitian_weights_cpu(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    n_last = shape[-1]
-    w = torch.full((n_last // 2 + 1,), 2.0, dtype=dtype)
-    w[0] = 1.0
-    if n_last % 2 == 0:
-        w[-1] = 1.0
-    return w
-
-
 def hermitian_weights(shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
                       device: torch.device | str | None = None) -> torch.Tensor:
     """Weights (n_last//2 + 1,) of the ``rfftn`` bins along the last dim.
@@ -50,7 +40,12 @@ def hermitian_weights(shape: tuple[int, ...], *, dtype: torch.dtype = torch.floa
     for even n, the Nyquist bin count once. ``shape`` is the spatial shape of the signal.
     Σ weights · f(rfft bin) = Σ_full f(bin) for any f with f(F(−ω)) = f(F(ω)).
     """
-    return _hermitian_weights_cpu(tuple(int(s) for s in shape), dtype).to(device)
+    n_last = int(shape[-1])
+    w = torch.full((n_last // 2 + 1,), 2.0, dtype=dtype, device=device)
+    w[0] = 1.0
+    if n_last % 2 == 0:
+        w[-1] = 1.0
+    return w
 
 
 def full_mean(values: torch.Tensor, spatial_shape: tuple[int, ...], ndim: int) -> torch.Tensor:
@@ -106,7 +101,7 @@ def _radial_index_cpu(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tenso
     index = torch.round(radius).long().flatten()
     n_bins = n_min // 2 + 1
     index = torch.where(index < n_bins, index, torch.full_like(index, n_bins))  # corners → overflow bin
-    weights = _hermitian_weights_cpu(shape, torch.float64).expand(*shape[:-1], -1).flatten()
+    weights = hermitian_weights(shape, dtype=torch.float64).expand(*shape[:-1], -1).flatten()
     counts = torch.zeros(n_bins + 1, dtype=torch.float64).index_add_(0, index, weights)
     freqs = torch.arange(n_bins, dtype=torch.float64) / n_min
     return index, counts, freqs

@@ -1,0 +1,23 @@
+"""Spectral losses on (x0_hat, x0): Eq. 14–16 of the paper and their peers.
+
+Every loss maps (B, C, *spatial) pairs to per-sample values (B,) by default.
+"""
+
+from specreg.losses.base import SpectralLoss
+from specreg.losses.fourier import (
+    FocalFrequencyLoss,
+    FourierAmplitudeLoss,
+    FourierAmplitudePhaseLoss,
+    PowerSpectrumLoss,
+)
+from specreg.losses.registry import LOSSES, build_loss
+
+__all__ = [
+    "LOSSES",
+    "FocalFrequencyLoss",
+    "FourierAmplitudeLoss",
+    "FourierAmplitudePhaseLoss",
+    "PowerSpectrumLoss",
+    "SpectralLoss",
+    "build_loss",
+]

@@ -1,0 +1,203 @@
+r"""Eq. 17: the spectral term λ·L_S(x̂0, x0) added to a diffusion loss.
+
+    L_total = L_diffusion + λ(σ) · g(σ) · L_S(x̂0, x0)
+
+σ is the noise-to-signal ratio of the sample's noise level, the one quantity every
+formulation shares: EDM's σ itself; σ = sqrt((1 − ᾱ_t)/ᾱ_t) for DDPM/DDIM (VP);
+σ = t/(1 − t) for rectified flow. :func:`sigma_from_alpha_bar` and
+:func:`sigma_from_flow_t` convert.
+
+λ policies:
+
+* a number — the paper's "unweighted" images (λ = 1) and its audio runs (1e-4 … 1e-6);
+* ``"edm"`` — λ_EDM(σ) = (σ² + σ_data²)/(σ·σ_data)², the paper's "weighted";
+* ``"snr"`` — λ = SNR = 1/σ², which turns an x̂0-space loss into the scale of the
+  eps-prediction loss (‖ε − ε̂‖² = SNR·‖x0 − x̂0‖²); ``snr_gamma`` clips it at γ
+  (min-SNR-γ, Hang et al. 2023) so that nearly clean samples do not dominate;
+* :class:`AutoLambda` — set during training from measured sizes (see its docstring).
+
+The gate g(σ) = 1[σ ≤ sigma_max] switches the term off at high noise, where x̂0 from
+eps-prediction divides by sqrt(ᾱ_t) and is meaningless (and where, per the pilot in the
+project docs, an amplitude loss pulls x̂0 away from the posterior mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from specreg._checks import check_choice, check_positive
+
+
+def sigma_from_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
+    """σ = sqrt((1 − ᾱ)/ᾱ), the VE noise level equivalent to a VP level ᾱ (∞ at ᾱ = 0)."""
+    return torch.sqrt((1.0 - alpha_bar) / alpha_bar)
+
+
+def sigma_from_flow_t(t: torch.Tensor) -> torch.Tensor:
+    """σ = t/(1 − t) for x_t = (1 − t)·x0 + t·ε (∞ at t = 1)."""
+    return t / (1.0 - t)
+
+
+def lambda_edm(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
+    """λ_EDM(σ) = (σ² + σ_data²)/(σ·σ_data)², EDM's per-noise-level loss weight."""
+    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+
+
+@dataclass
+class RegularizerOutput:
+    """Per-sample parts of the spectral term, each of shape (B,).
+
+    ``value`` = ``lam`` · ``spectral`` is what is added to the diffusion loss; ``lam``
+    is the λ actually used (0 where the gate is closed), ``spectral`` the raw L_S.
+    """
+
+    value: torch.Tensor
+    spectral: torch.Tensor
+    lam: torch.Tensor
+
+
+class AutoLambda(nn.Module):
+    r"""Sets λ from measured sizes so that the spectral term is a fixed fraction ρ of the
+    diffusion term:
+
+        λ = ρ · EMA[L_diffusion] / EMA[L_S]
+
+    ρ (``ratio``) is the single knob: "the spectral term contributes ρ times as much
+    loss as the diffusion term, on average". Default ρ = 0.1 — large enough to shape the
+    spectrum, small enough that the diffusion objective (which sets the sampler's
+    correctness) stays dominant. The EMAs (decay ``beta``, bias-corrected, float64) are
+    updated from detached values in training mode only; λ is a detached scalar, so
+    no gradient flows through it. Under DDP each process keeps its own EMAs; they agree
+    up to batch noise.
+    """
+
+    def __init__(self, ratio: float = 0.1, beta: float = 0.99) -> None:
+        super().__init__()
+        self.ratio = check_positive("ratio", ratio)
+        self.beta = check_positive("beta", beta)
+        if not self.beta < 1.0:
+            raise ValueError(f"beta={beta!r} is not accepted; expected 0 < beta < 1")
+        self.register_buffer("ema_diffusion", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("ema_spectral", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.float64))
+
+    def forward(self, spectral: torch.Tensor, diffusion: torch.Tensor) -> torch.Tensor:
+        """λ (a 0-dim tensor) given this batch's per-sample L_S and diffusion loss."""
+        s = spectral.detach().mean().to(torch.float64)
+        d = diffusion.detach().mean().to(torch.float64)
+        if self.training:
+            self.steps += 1
+            self.ema_spectral.mul_(self.beta).add_((1 - self.beta) * s)
+            self.ema_diffusion.mul_(self.beta).add_((1 - self.beta) * d)
+        corr = 1.0 - self.beta ** self.steps.clamp(min=1.0)
+        have = self.steps > 0
+        ema_s = torch.where(have, self.ema_spectral / corr, s)
+        ema_d = torch.where(have, self.ema_diffusion / corr, d)
+        lam = self.ratio * ema_d / torch.where(ema_s > 0, ema_s, torch.ones_like(ema_s))
+        return lam.to(spectral.dtype)
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}, beta={self.beta}"
+
+
+LAM_POLICIES = ("edm", "snr")
+
+
+class SpectralRegularizer(nn.Module):
+    r"""λ·g·L_S(x̂0, x0) per sample (Eq. 17), with its parts kept apart for logging.
+
+    Args:
+        loss: a spectral loss module (per-sample (B,) output), or a name for
+            :func:`specreg.losses.build_loss` (then ``loss_kwargs`` go to it).
+        lam: a number ≥ 0, ``"edm"``, ``"snr"`` or an :class:`AutoLambda`.
+        sigma_max: gate — apply only where σ ≤ sigma_max (None: everywhere).
+        alpha_bar_min: the same gate in VP terms, ᾱ ≥ alpha_bar_min
+            (σ_max = sqrt((1 − ᾱ_min)/ᾱ_min)). Give at most one of the two.
+        sigma_data: σ_data of λ_EDM.
+        snr_gamma: with ``lam="snr"``, clip λ at this value (min-SNR-γ).
+
+    Call ``reg(x0_hat, x0, sigma=..., diffusion_loss=...)``; ``sigma`` (B,) is needed by
+    ``"edm"``, ``"snr"`` and the gate, ``diffusion_loss`` (B,) by :class:`AutoLambda`.
+
+    Example (your own loop, eps-prediction)::
+
+        x0_hat = specreg.x0_from_pred(eps_hat, x_t, prediction="eps", t=t,
+                                      alphas_cumprod=scheduler.alphas_cumprod)
+        reg = specreg.SpectralRegularizer("wavelet", lam=0.1, wavelet="haar")
+        loss = mse_per_sample + reg(x0_hat, x0, sigma=sigma_t).value
+    """
+
+    def __init__(self, loss: nn.Module | str, lam: float | str | AutoLambda = 1.0, *,
+                 sigma_max: float | None = None, alpha_bar_min: float | None = None,
+                 sigma_data: float = 0.5, snr_gamma: float | None = None, **loss_kwargs) -> None:
+        super().__init__()
+        if isinstance(loss, str):
+            from specreg.losses.registry import build_loss
+
+            loss = build_loss(loss, **loss_kwargs)
+        elif loss_kwargs:
+            raise ValueError(f"loss keyword arguments {sorted(loss_kwargs)} are only accepted with a loss name")
+        if not callable(loss):
+            raise ValueError(f"loss={loss!r} is not accepted; expected a loss module or a loss name")
+        if getattr(loss, "reduction", "none") != "none":
+            raise ValueError(f"loss has reduction={loss.reduction!r}; the regularizer needs per-sample "
+                             "values, build the loss with reduction='none'")
+        self.loss = loss
+        if isinstance(lam, AutoLambda):
+            self.lam = lam
+        elif isinstance(lam, str):
+            self.lam = check_choice("lam", lam, LAM_POLICIES)
+        else:
+            self.lam = check_positive("lam", lam, allow_zero=True)
+        if sigma_max is not None and alpha_bar_min is not None:
+            raise ValueError("give at most one of sigma_max and alpha_bar_min (they are the same gate)")
+        if alpha_bar_min is not None:
+            a = check_positive("alpha_bar_min", alpha_bar_min)
+            if a > 1:
+                raise ValueError(f"alpha_bar_min={alpha_bar_min!r} is not accepted; expected 0 < alpha_bar_min <= 1")
+            sigma_max = ((1.0 - a) / a) ** 0.5
+        self.sigma_max = None if sigma_max is None else check_positive("sigma_max", sigma_max, allow_zero=True)
+        self.sigma_data = check_positive("sigma_data", sigma_data)
+        self.snr_gamma = None if snr_gamma is None else check_positive("snr_gamma", snr_gamma)
+
+    @property
+    def needs_sigma(self) -> bool:
+        return isinstance(self.lam, str) or self.sigma_max is not None
+
+    def weights(self, sigma: torch.Tensor | None, batch: int, like: torch.Tensor,
+                spectral: torch.Tensor, diffusion_loss: torch.Tensor | None) -> torch.Tensor:
+        """λ·g per sample, shape (B,)."""
+        if self.needs_sigma and sigma is None:
+            raise ValueError(f"lam={self.lam!r}, sigma_max={self.sigma_max!r} need sigma=(B,) noise levels")
+        if sigma is not None:
+            sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device).reshape(-1).expand(batch)
+        if isinstance(self.lam, AutoLambda):
+            if diffusion_loss is None:
+                raise ValueError("lam=AutoLambda needs diffusion_loss=(B,) per-sample diffusion loss")
+            lam = self.lam(spectral, diffusion_loss).expand(batch)
+        elif self.lam == "edm":
+            lam = lambda_edm(sigma, self.sigma_data)
+        elif self.lam == "snr":
+            lam = sigma.pow(-2)
+            if self.snr_gamma is not None:
+                lam = lam.clamp(max=self.snr_gamma)
+        else:
+            lam = like.new_full((batch,), self.lam)
+        if self.sigma_max is not None:
+            lam = torch.where(sigma <= self.sigma_max, lam, torch.zeros_like(lam))
+        return lam.to(like.dtype)
+
+    def forward(self, x0_hat: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor | None = None, *,
+                diffusion_loss: torch.Tensor | None = None) -> RegularizerOutput:
+        spectral = self.loss(x0_hat, x0)
+        lam = self.weights(sigma, x0.shape[0], spectral, spectral, diffusion_loss)
+        # where λ = 0 (gated or λ = 0) the product is exactly 0, never 0·inf
+        value = torch.where(lam > 0, lam * spectral, torch.zeros_like(spectral))
+        return RegularizerOutput(value=value, spectral=spectral, lam=lam)
+
+    def extra_repr(self) -> str:
+        lam = self.lam if not isinstance(self.lam, nn.Module) else "AutoLambda"
+        return f"lam={lam!r}, sigma_max={self.sigma_max}, sigma_data={self.sigma_data}"

@@ -1,0 +1,394 @@
+"""Run configuration: nested dataclasses loaded from YAML and checked on load.
+
+A config has six sections, one dataclass each: ``data``, ``model``, ``diffusion``,
+``regularizer``, ``train`` and ``sample``. It is read from a built-in name (``demo``,
+``checkerboard``, ``fashion32``, ``textures64``, ``speech-vocoder``; files shipped in
+``specreg/configs``) or a YAML path, then dotted overrides are applied::
+
+    cfg = load_config("demo", ["train.steps=200", "regularizer.loss=fourier_ap",
+                               "regularizer.lam=edm", "diffusion.kind=edm"])
+
+Override values are typed by YAML (``200`` is an int, ``1e-4`` a float, ``edm`` a
+string, ``null`` None, ``[1, 2]`` a list). Every key and value is checked: an unknown
+key or a wrong type raises ``ValueError`` naming the dotted key and what is accepted, so
+a typo never silently trains the wrong model. The resolved config (every default
+filled in) is saved to the run directory as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+CONFIG_FILE = "config.yaml"
+
+
+def _choice(*values: Any, help: str = "") -> dict[str, Any]:
+    return {"choices": values, "help": help}
+
+
+def _help(text: str) -> dict[str, Any]:
+    return {"help": text}
+
+
+@dataclass
+class DataConfig:
+    """Which data set to train on and how to cut it."""
+
+    kind: str = field(default="textures", metadata=_choice(
+        "textures", "checkerboard", "fashion_mnist", "image_folder", "speech", "audio_folder",
+        help="data set family"))
+    names: list[str] = field(default_factory=lambda: ["brick", "grass", "gravel"], metadata=_help(
+        "textures: scikit-image texture names to crop from"))
+    size: int = field(default=32, metadata=_help("images: side length in pixels"))
+    channels: int = field(default=1, metadata=_help("images: 1 (gray) or 3 (RGB)"))
+    n: int = field(default=4096, metadata=_help("synthetic/cropped sets: number of items"))
+    root: str | None = field(default=None, metadata=_help(
+        "folder or data root; null uses the loader's default location"))
+    split: str = field(default="train", metadata=_help("split name for sets that have splits"))
+    seed: int = field(default=0, metadata=_help("seed of the data set's own randomness (crops, boards)"))
+    sample_rate: int = field(default=22050, metadata=_help("audio: sampling rate in Hz"))
+    segment_length: int = field(default=16384, metadata=_help("audio: training clip length in samples"))
+    n_mels: int = field(default=80, metadata=_help("audio: mel bands of the conditioning"))
+    n_fft: int = field(default=1024, metadata=_help("audio: FFT size of the mel conditioning"))
+    hop_length: int = field(default=256, metadata=_help("audio: hop of the mel conditioning in samples"))
+
+    @property
+    def is_audio(self) -> bool:
+        return self.kind in ("speech", "audio_folder")
+
+
+@dataclass
+class ModelConfig:
+    """The denoising network (UNet for images, DiffWave for audio)."""
+
+    kind: str = field(default="unet", metadata=_choice("unet", "diffwave", help="network family"))
+    model_channels: int = field(default=32, metadata=_help("unet: channels at the top level"))
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2], metadata=_help(
+        "unet: channel multiplier per resolution level"))
+    num_res_blocks: int = field(default=1, metadata=_help("unet: residual blocks per level"))
+    attn_resolutions: list[int] = field(default_factory=list, metadata=_help(
+        "unet: resolutions (pixels) that get self-attention"))
+    dropout: float = field(default=0.0, metadata=_help("dropout probability"))
+    num_classes: int = field(default=0, metadata=_help("class-conditional if > 0 (labels from the data)"))
+    residual_layers: int = field(default=30, metadata=_help("diffwave: residual layers"))
+    residual_channels: int = field(default=64, metadata=_help("diffwave: residual channels"))
+    dilation_cycle: int = field(default=10, metadata=_help("diffwave: dilation cycle length"))
+
+
+@dataclass
+class DiffusionConfig:
+    """The forward process and training objective (Eq. 17's L_diffusion)."""
+
+    kind: str = field(default="edm", metadata=_choice("edm", "ddpm", "flow", help="formulation"))
+    precond: str = field(default="edm", metadata=_choice("edm", "vp", "ve", help="edm: preconditioning"))
+    sigma_data: float = field(default=0.5, metadata=_help("edm: data standard deviation σ_data"))
+    schedule: str = field(default="linear", metadata=_choice(
+        "linear", "cosine", help="ddpm: β schedule"))
+    timesteps: int = field(default=1000, metadata=_help("ddpm: number of diffusion steps T"))
+    prediction: str = field(default="eps", metadata=_choice(
+        "eps", "x0", "v", help="ddpm: what the network predicts"))
+
+
+@dataclass
+class RegularizerConfig:
+    """The spectral term λ·L_S of Eq. 17 (``loss: null`` trains the baseline)."""
+
+    loss: str | None = field(default=None, metadata=_choice(
+        None, "none", "fourier_amp", "fourier_ap", "fourier_ap_weighted", "wavelet", "mrstft", "psd", "ffl",
+        help="spectral loss name (null: no regularizer, the baseline)"))
+    lam: float | str = field(default=1.0, metadata=_choice(
+        float, "edm", "snr", "auto", help="λ: a constant, 'edm' (λ_EDM(σ)), 'snr' or 'auto' (AutoLambda)"))
+    sigma_max: float | None = field(default=None, metadata=_help(
+        "apply the term only where σ < sigma_max (null: everywhere)"))
+    options: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "keyword arguments of the loss, e.g. {wavelet: haar, levels: 3}"))
+    auto: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "keyword arguments of AutoLambda when lam is 'auto'"))
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, logging and checkpointing."""
+
+    steps: int = field(default=1000, metadata=_help("optimizer steps in total"))
+    batch_size: int = field(default=32, metadata=_help(
+        "global batch per optimizer step (split over processes and accumulation)"))
+    grad_accum: int = field(default=1, metadata=_help("gradient accumulation micro-steps per optimizer step"))
+    optimizer: str = field(default="adam", metadata=_choice("adam", "adamw", help="optimizer"))
+    lr: float = field(default=2e-4, metadata=_help("peak learning rate"))
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata=_help("Adam β1, β2"))
+    weight_decay: float = field(default=0.0, metadata=_help("weight decay (decoupled for adamw)"))
+    warmup_steps: int = field(default=0, metadata=_help("linear learning-rate warm-up steps"))
+    grad_clip: float | None = field(default=1.0, metadata=_help("max gradient norm (null: no clipping)"))
+    ema_decay: float = field(default=0.999, metadata=_help("EMA decay of the weights"))
+    mixed_precision: str = field(default="no", metadata=_choice("no", "fp16", "bf16", help="autocast precision"))
+    seed: int = field(default=0, metadata=_help("seed of data order, noise and initialisation"))
+    log_every: int = field(default=10, metadata=_help("steps between log lines (metrics.jsonl)"))
+    sample_every: int = field(default=0, metadata=_help("steps between sample grids (0: never)"))
+    checkpoint_every: int = field(default=500, metadata=_help("steps between checkpoints (and one at the end)"))
+    keep_checkpoints: int = field(default=2, metadata=_help("checkpoints kept on disk (oldest removed)"))
+    num_workers: int = field(default=0, metadata=_help("data-loader worker processes"))
+    threads: int = field(default=0, metadata=_help("CPU threads for torch (0: leave torch's default)"))
+    progress_bar: bool = field(default=True, metadata=_help("show a tqdm progress bar"))
+    tensorboard: bool = field(default=True, metadata=_help("also log to TensorBoard when it is installed"))
+
+
+@dataclass
+class SampleConfig:
+    """How to sample (periodic grids during training and ``specreg sample``)."""
+
+    sampler: str = field(default="heun", metadata=_choice(
+        "heun", "euler", "dpmpp_2m", "ddpm", "ddim", help="sampler (edm: heun/euler/dpmpp_2m; "
+        "ddpm: ddpm/ddim; flow: euler/heun)"))
+    steps: int = field(default=18, metadata=_help("sampling steps"))
+    n: int = field(default=16, metadata=_help("samples per periodic grid"))
+    eta: float = field(default=0.0, metadata=_help("ddim: η (0: deterministic)"))
+    churn: float = field(default=0.0, metadata=_help("edm: stochastic churn S_churn"))
+    seed: int = field(default=0, metadata=_help("seed of the sampling noise"))
+
+
+@dataclass
+class Config:
+    """A whole run. ``Config()`` is a small texture-EDM baseline."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write the resolved config to ``run_dir/config.yaml``; return the path."""
+        path = Path(run_dir) / CONFIG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dump_config(self))
+        return path
+
+
+# --------------------------------------------------------------------------- checking
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        return f"a list of {_type_name(arg)}"
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Return ``value`` as type ``tp`` or raise ``ValueError`` naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arg)
+            except ValueError:
+                continue
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is Any:
+        return value
+    elif origin is list:
+        (arg,) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return [_coerce(f"{key}[{i}]", v, arg) for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        # bool is an int subclass in Python; `steps: true` is a typo, not 1
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML reads "1e-4" (no dot) as a string; accept it as the number it means
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ValueError(f"{key}={value!r} has the wrong type; expected {_type_name(tp)}")
+
+
+def _check_choice(key: str, value: Any, choices: tuple[Any, ...]) -> None:
+    ok = any((c is float and isinstance(value, float)) or (not isinstance(c, type) and value == c)
+             for c in choices)
+    if not ok:
+        shown = ["a number" if c is float else c for c in choices]
+        raise ValueError(f"{key}={value!r} is not accepted; expected one of {shown}")
+
+
+def _build_section(cls: type, name: str, raw: Any) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{name} must be a mapping of keys to values, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        raise ValueError(f"unknown key {name}.{unknown[0]}; accepted keys in {name}: {sorted(fields)}")
+    values = {}
+    for key, value in raw.items():
+        dotted = f"{name}.{key}"
+        value = _coerce(dotted, value, hints[key])
+        choices = fields[key].metadata.get("choices")
+        if choices:
+            _check_choice(dotted, value, choices)
+        values[key] = value
+    return cls(**values)
+
+
+SAMPLERS: dict[str, tuple[str, ...]] = {
+    "edm": ("heun", "euler", "dpmpp_2m"), "ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun"),
+}
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Numbers that must be positive, and cross-field rules."""
+    positive = {
+        "data.size": cfg.data.size, "data.channels": cfg.data.channels, "data.n": cfg.data.n,
+        "train.steps": cfg.train.steps, "train.batch_size": cfg.train.batch_size,
+        "train.grad_accum": cfg.train.grad_accum, "train.lr": cfg.train.lr,
+        "train.log_every": cfg.train.log_every, "train.checkpoint_every": cfg.train.checkpoint_every,
+        "train.keep_checkpoints": cfg.train.keep_checkpoints, "sample.steps": cfg.sample.steps,
+        "sample.n": cfg.sample.n, "model.model_channels": cfg.model.model_channels,
+        "diffusion.sigma_data": cfg.diffusion.sigma_data,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"{key}={value!r} is not accepted; expected a number > 0")
+    non_negative = {"train.warmup_steps": cfg.train.warmup_steps, "train.sample_every": cfg.train.sample_every,
+                    "train.num_workers": cfg.train.num_workers, "train.threads": cfg.train.threads,
+                    "train.weight_decay": cfg.train.weight_decay, "model.num_classes": cfg.model.num_classes}
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ValueError(f"{key}={value!r} is not accepted; expected a number >= 0")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ValueError(f"train.ema_decay={cfg.train.ema_decay!r} is not accepted; expected 0 <= decay < 1")
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ValueError(f"model.dropout={cfg.model.dropout!r} is not accepted; expected 0 <= p < 1")
+    if len(cfg.train.betas) != 2:
+        raise ValueError(f"train.betas={cfg.train.betas!r} is not accepted; expected two numbers [β1, β2]")
+    if cfg.train.grad_clip is not None and not cfg.train.grad_clip > 0:
+        raise ValueError(f"train.grad_clip={cfg.train.grad_clip!r} is not accepted; expected a number > 0 or null")
+    if isinstance(cfg.regularizer.lam, float) and cfg.regularizer.lam < 0:
+        raise ValueError(f"regularizer.lam={cfg.regularizer.lam!r} is not accepted; expected a number >= 0")
+    samplers = SAMPLERS[cfg.diffusion.kind]
+    if cfg.sample.sampler not in samplers:
+        raise ValueError(f"sample.sampler={cfg.sample.sampler!r} is not accepted with "
+                         f"diffusion.kind={cfg.diffusion.kind!r}; expected one of {list(samplers)}")
+    if cfg.data.is_audio != (cfg.model.kind == "diffwave"):
+        raise ValueError(f"model.kind={cfg.model.kind!r} does not fit data.kind={cfg.data.kind!r}; "
+                         "audio data (speech, audio_folder) needs model.kind=diffwave, images need unet")
+
+
+SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build and check a :class:`Config` from nested mappings (missing keys take defaults)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"a config must be a mapping with sections {list(SECTIONS)}, got {raw!r}")
+    unknown = [k for k in raw if k not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]}; accepted sections: {list(SECTIONS)}")
+    cfg = Config(**{name: _build_section(cls, name, raw.get(name)) for name, cls in SECTIONS.items()})
+    if cfg.regularizer.loss == "none":  # the natural spelling on a command line
+        cfg.regularizer.loss = None
+    _check_ranges(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------- loading
+
+def builtin_configs() -> list[str]:
+    """Names of the configs shipped with the package."""
+    folder = resources.files("specreg") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(name_or_path: str | Path) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            path = path / CONFIG_FILE
+        if not path.is_file():
+            raise ValueError(f"config {str(name_or_path)!r} not found (no such file)")
+        text = path.read_text()
+    else:
+        resource = resources.files("specreg") / "configs" / f"{name_or_path}.yaml"
+        if not resource.is_file():
+            raise ValueError(f"config {str(name_or_path)!r} is neither a file nor a built-in config; "
+                             f"built-in configs: {builtin_configs()}")
+        text = resource.read_text()
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"config {str(name_or_path)!r} is not valid YAML: {err}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.steps=200"`` → (["train", "steps"], 200), with YAML scalar typing."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or "." not in key:
+        raise ValueError(f"override {text!r} is not accepted; expected section.key=value, e.g. train.steps=200")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted ``key=value`` overrides in nested mappings (a copy; ``raw`` is unchanged)."""
+    out = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {text!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config(name_or_path: str | Path = "demo", overrides: list[str] | None = None) -> Config:
+    """Load a built-in config by name or a YAML file (or run dir), apply overrides, check."""
+    return config_from_dict(apply_overrides(_read_yaml(name_or_path), list(overrides or [])))
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text (sections in declaration order)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,263 @@
+"""Fourier losses (Eq. 14, 15), PSD loss and FFL against plain numpy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from specreg.losses import (
+    FocalFrequencyLoss,
+    FourierAmplitudeLoss,
+    FourierAmplitudePhaseLoss,
+    PowerSpectrumLoss,
+    build_loss,
+)
+
+SHAPES = {1: (3, 2, 37), 2: (2, 3, 12, 17), 3: (2, 1, 6, 7, 8)}
+
+
+def _pair(ndim: int, seed: int = 0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(*SHAPES[ndim], generator=g, dtype=dtype)
+    x0_hat = x0 + 0.5 * torch.randn(*SHAPES[ndim], generator=g, dtype=dtype)
+    return x0_hat, x0
+
+
+def _np_fft(x: np.ndarray, ndim: int) -> np.ndarray:
+    axes = tuple(range(-ndim, 0))
+    return np.fft.fftn(x, axes=axes, norm="ortho")
+
+
+def _per_sample_mean(v: np.ndarray) -> np.ndarray:
+    return v.reshape(v.shape[0], -1).mean(1)
+
+
+# --- numpy references: full complex FFT, no Hermitian shortcut ---------------------------
+
+def ref_amp(x_hat, x0, ndim):
+    return _per_sample_mean(np.abs(np.abs(_np_fft(x0, ndim)) - np.abs(_np_fft(x_hat, ndim))))
+
+
+def _snap_real(f: np.ndarray) -> np.ndarray:
+    # Bins that are real in exact arithmetic (DC, Nyquist) carry ±1e-17 imaginary rounding
+    # in a full complex FFT, which flips their phase between π and −π: the printed form's
+    # branch cut. Snap them to the real axis, as an rfft does exactly.
+    return np.where(np.abs(f.imag) < 1e-12 * np.abs(f).max(), f.real + 0j, f)
+
+
+def ref_ap_paper(x_hat, x0, ndim):
+    f0, f1 = _snap_real(_np_fft(x0, ndim)), _snap_real(_np_fft(x_hat, ndim))
+    l_a = _per_sample_mean(np.abs(np.abs(f0) - np.abs(f1)))
+    l_phi = _per_sample_mean(np.abs(np.angle(f0) - np.angle(f1)))
+    return l_a * (1 + l_phi)
+
+
+def ref_ap_weighted(x_hat, x0, ndim):
+    f0, f1 = _np_fft(x0, ndim), _np_fft(x_hat, ndim)
+    dphi = np.angle(f0) - np.angle(f1)
+    return _per_sample_mean(np.abs(np.abs(f0) - np.abs(f1)) + np.abs(f0) * (1 - np.cos(dphi)))
+
+
+def ref_psd(x_hat, x0, ndim, eps=1e-10):
+    def log_radial(x):
+        f = _np_fft(x, ndim)
+        p = np.abs(f) ** 2
+        shape = x.shape[-ndim:]
+        n_min = min(shape)
+        grids = np.meshgrid(*[np.fft.fftfreq(n) * n_min for n in shape], indexing="ij")
+        r = np.rint(np.sqrt(sum(g**2 for g in grids))).astype(int)
+        n_bins = n_min // 2 + 1
+        lead = p.shape[:-ndim]
+        p = p.reshape(*lead, -1)
+        r = r.reshape(-1)
+        out = np.stack([p[..., r == b].mean(-1) for b in range(n_bins)], -1)
+        m = np.abs(f).reshape(*lead[:1], -1).max(1).reshape(-1, *([1] * (out.ndim - 1)))
+        return np.log10(out / m**2 + eps) + 2 * np.log10(m)
+
+    return _per_sample_mean(np.abs(log_radial(x_hat) - log_radial(x0)))
+
+
+REFERENCES = {
+    "fourier_amp": ref_amp,
+    "fourier_ap": ref_ap_paper,
+    "fourier_ap_weighted": ref_ap_weighted,
+    "psd": ref_psd,
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_matches_numpy_reference(name, ndim):
+    x_hat, x0 = _pair(ndim)
+    got = build_loss(name, ndim=ndim)(x_hat, x0).numpy()
+    want = REFERENCES[name](x_hat.numpy(), x0.numpy(), ndim)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_matches_reference():
+    x_hat, x0 = _pair(2, dtype=torch.float32)
+    got = FourierAmplitudeLoss()(x_hat, x0).numpy()
+    np.testing.assert_allclose(got, ref_amp(x_hat.double().numpy(), x0.double().numpy(), 2), rtol=1e-5)
+
+
+def test_ffl_matches_reference_package():
+    ffl_pkg = pytest.importorskip("focal_frequency_loss")
+    for alpha, log_matrix, patch in [(1.0, False, 1), (2.0, True, 1), (1.0, False, 2)]:
+        ref = ffl_pkg.FocalFrequencyLoss(loss_weight=1.0, alpha=alpha, patch_factor=patch, log_matrix=log_matrix)
+        x_hat, x0 = _pair(2, seed=3, dtype=torch.float32)
+        x_hat, x0 = x_hat[:1, :, :12, :16], x0[:1, :, :12, :16]
+        ours = FocalFrequencyLoss(alpha=alpha, patch_factor=patch, log_matrix=log_matrix)(x_hat, x0)
+        torch.testing.assert_close(ours[0], ref(x_hat, x0), rtol=1e-5, atol=1e-7)
+
+
+def test_ffl_per_sample_equals_one_at_a_time():
+    x_hat, x0 = _pair(2, seed=4)
+    loss = FocalFrequencyLoss()
+    whole = loss(x_hat, x0)
+    single = torch.stack([loss(x_hat[i : i + 1], x0[i : i + 1])[0] for i in range(x0.shape[0])])
+    torch.testing.assert_close(whole, single)
+
+
+ALL = ["fourier_amp", "fourier_ap", "fourier_ap_weighted", "psd", "ffl"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gradcheck_float64(name):
+    x_hat, x0 = _pair(2, seed=1)
+    x_hat = x_hat[:2, :2, :6, :7].clone().requires_grad_(True)
+    x0 = x0[:2, :2, :6, :7]
+    # FFL's focal weight is detached by definition (no gradient through it), which a
+    # finite difference cannot see; with alpha=0 the weight is constant and FFL is exact.
+    loss = build_loss(name, alpha=0.0) if name == "ffl" else build_loss(name)
+    assert torch.autograd.gradcheck(lambda a: loss(a, x0), (x_hat,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_zero_on_equal_inputs(name, ndim):
+    _, x0 = _pair(ndim)
+    assert torch.all(build_loss(name, ndim=ndim)(x0, x0) == 0)
+
+
+def test_amplitude_shift_invariance_and_weighted_phase_sensitivity():
+    _, x0 = _pair(2, seed=2)
+    shifted = torch.roll(x0, shifts=(3, -5), dims=(-2, -1))
+    amp = FourierAmplitudeLoss()(shifted, x0)
+    torch.testing.assert_close(amp, torch.zeros_like(amp), atol=1e-12, rtol=0)
+    weighted = FourierAmplitudePhaseLoss(form="weighted")(shifted, x0)
+    assert torch.all(weighted > 0.1)
+
+
+def test_printed_form_is_blind_to_a_pure_shift():
+    # Eq. 15 as printed multiplies by L_A, which a circular shift leaves at 0: the phase
+    # error of the shift costs nothing.
+    _, x0 = _pair(2, seed=2)
+    shifted = torch.roll(x0, shifts=(3, -5), dims=(-2, -1))
+    phase_err = FourierAmplitudePhaseLoss(form="paper")
+    assert torch.all(phase_err(shifted, x0) < 1e-10)
+    assert torch.all(FourierAmplitudePhaseLoss(form="weighted")(shifted, x0) > 0.1)
+
+
+def test_weighted_form_has_no_branch_cut_jump():
+    # Phases just either side of ±π are 2e-3 apart on the circle. The weighted form's
+    # phase part sees that small error; the printed form's |φ0 − φ̂0| sees ≈ 2π.
+    n, k = 16, 3
+    t = torch.arange(n, dtype=torch.float64)
+    x0 = torch.cos(2 * torch.pi * k * t / n + (torch.pi - 1e-3)).view(1, 1, n)
+    x_hat = 1.1 * torch.cos(2 * torch.pi * k * t / n + (-torch.pi + 1e-3)).view(1, 1, n)
+    amp = FourierAmplitudeLoss(ndim=1)(x_hat, x0)
+    weighted_phase_part = FourierAmplitudePhaseLoss(ndim=1, form="weighted")(x_hat, x0) - amp
+    assert 0 <= weighted_phase_part.item() < 1e-5
+    printed_phase_factor = FourierAmplitudePhaseLoss(ndim=1, form="paper")(x_hat, x0) / amp - 1
+    # the two signal bins (k, n−k) of 16 carry a ≈2π jump, so mean |Δφ| ≥ 2·(2π − 2e-3)/16;
+    # the empty bins add more, since rounding noise gives them arbitrary phases
+    assert printed_phase_factor.item() >= 2 * (2 * torch.pi - 2e-3) / n
+
+
+BAD_INPUTS = {
+    "zeros": lambda x: torch.zeros_like(x),
+    "constant": lambda x: torch.full_like(x, 3.0),
+    "tiny": lambda x: x * 1e-20,
+    "huge": lambda x: x * 1e20,
+}
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_finite_value_and_gradient(name, case):
+    g = torch.Generator().manual_seed(5)
+    a = BAD_INPUTS[case](torch.randn(2, 2, 13, 11, generator=g))
+    b = BAD_INPUTS[case](torch.randn(2, 2, 13, 11, generator=g))
+    if name == "ffl" and case == "huge":
+        # FFL is quadratic: its true value at 1e20-scaled input (~1e40) exceeds float32,
+        # so this scale is checked in float64, where it is representable.
+        a, b = a.double(), b.double()
+    for pair in [(a, b), (a, a), (torch.zeros_like(a), b), (a, torch.zeros_like(b))]:
+        x_hat = pair[0].clone().requires_grad_(True)
+        val = build_loss(name)(x_hat, pair[1])
+        assert torch.isfinite(val).all(), (name, case, val)
+        val.sum().backward()
+        assert torch.isfinite(x_hat.grad).all(), (name, case)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bf16_autocast_and_half_input(name):
+    g = torch.Generator().manual_seed(6)
+    x0 = torch.randn(2, 1, 16, 16, generator=g)
+    x_hat = (x0 + 0.3 * torch.randn(2, 1, 16, 16, generator=g)).bfloat16().requires_grad_(True)
+    loss = build_loss(name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v = loss(x_hat, x0.bfloat16())
+    assert v.dtype == torch.float32
+    v.sum().backward()
+    assert torch.isfinite(v).all() and torch.isfinite(x_hat.grad).all()
+    want = loss(x_hat.detach().float(), x0.bfloat16().float())
+    torch.testing.assert_close(v, want)
+
+
+def test_reductions():
+    x_hat, x0 = _pair(2)
+    per = FourierAmplitudeLoss()(x_hat, x0)
+    assert per.shape == (x0.shape[0],)
+    torch.testing.assert_close(FourierAmplitudeLoss(reduction="mean")(x_hat, x0), per.mean())
+    torch.testing.assert_close(FourierAmplitudeLoss(reduction="sum")(x_hat, x0), per.sum())
+
+
+def test_extra_leading_dims_are_channels():
+    g = torch.Generator().manual_seed(7)
+    video = torch.randn(2, 3, 4, 8, 8, generator=g, dtype=torch.float64)
+    other = torch.randn(2, 3, 4, 8, 8, generator=g, dtype=torch.float64)
+    got = FourierAmplitudeLoss(ndim=2)(video, other)
+    want = FourierAmplitudeLoss(ndim=2)(video.flatten(1, 2), other.flatten(1, 2))
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: FourierAmplitudeLoss()(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 9)), "must be equal"),
+        (lambda: FourierAmplitudeLoss(ndim=2)(torch.zeros(8, 8), torch.zeros(8, 8)), "at least 4 dims"),
+        (lambda: FourierAmplitudeLoss()(torch.zeros(2, 1, 8, 8, dtype=torch.long),
+                                        torch.zeros(2, 1, 8, 8, dtype=torch.long)), "floating dtype"),
+        (lambda: FourierAmplitudeLoss(ndim=4), "ndim=4"),
+        (lambda: FourierAmplitudeLoss(reduction="avg"), "reduction='avg'"),
+        (lambda: FourierAmplitudePhaseLoss(form="printed"), "form='printed'"),
+        (lambda: FocalFrequencyLoss(patch_factor=0), "patch_factor=0"),
+        (lambda: FocalFrequencyLoss(patch_factor=3)(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)), "divide"),
+        (lambda: build_loss("fourier"), "fourier_amp"),
+        (lambda: build_loss("fourier_amp", wavelet="haar"), "fourier_amp"),
+        (lambda: PowerSpectrumLoss(eps=0), "eps=0"),
+    ],
+)
+def test_bad_input_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("name", ["fourier_amp", "fourier_ap_weighted"])
+def test_torch_compile_matches_eager(name):
+    x_hat, x0 = _pair(2, seed=8, dtype=torch.float32)
+    loss = build_loss(name)
+    compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x_hat, x0), loss(x_hat, x0), rtol=1e-5, atol=1e-6)
