@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh machine (Python >= 3.10 with pip; Debian/Ubuntu for the data).
+# Creates .venv, installs the CPU build of PyTorch first (so no dependency pulls a
+# multi-GB CUDA build), then specreg with the extras named in $SPECREG_EXTRAS.
+# Re-running is cheap: everything already present is skipped by pip/apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real data used by the demo, the tests and the studies, from Debian packages.
+need=()
+[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+[ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || need+=(asterisk-core-sounds-en-wav)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+python -m pip install -q -e ".[${SPECREG_EXTRAS:-test}]"

@@ -1,0 +1,496 @@
+"""A DDPM++-style U-Net (Song et al. 2021, as re-implemented in NVlabs/edm ``SongUNet``).
+
+Every network in :mod:`specreg.models` is called the same way::
+
+    out = net(x, noise_label, class_labels=None, cond=None)   # out.shape == x.shape
+
+``noise_label`` is the scalar the formulation feeds the network for each sample, shape
+(B,) or a 0-dim tensor broadcast to the batch: the DDPM timestep t (as float, 0 … T−1),
+EDM's c_noise = ln(σ)/4, or the flow-matching time t ∈ [0, 1]. The network does not
+know which; the sinusoidal embedding covers all three scales.
+
+Architecture (DDPM++ "standard" encoder and decoder):
+
+* noise embedding: e = MLP(PE(c)), with PE(c)_j = [sin(c·ω_j), cos(c·ω_j)],
+  ω_j = (1/10000)^(j/(h−1)), j = 0 … h−1, h = model_channels/2, and a two-layer SiLU MLP
+  to ``4·model_channels`` features. A class label adds a learned embedding to PE(c)
+  before the MLP.
+* residual blocks: GroupNorm → SiLU → 3×3 conv → adaptive GroupNorm
+  (x ← norm(x)·(1 + scale(e)) + shift(e)) → SiLU → dropout → 3×3 conv, plus a (1×1)
+  skip path; the sum is scaled by √½ so that activations keep unit variance.
+* self-attention (after the block, also scaled by √½) at the chosen resolutions and
+  always at the bottleneck.
+* down/upsampling inside residual blocks: 2×2 average pooling and nearest-neighbour
+  ×2, which is exactly EDM's ``resample_filter=[1, 1]``.
+* output: GroupNorm → SiLU → 3×3 conv whose weights and bias start at zero, so a
+  freshly built network outputs exactly 0 (the preconditioned denoiser starts at
+  c_skip·x, an eps-predictor at ε̂ = 0).
+
+The last conv of each residual branch and each attention projection start at 1e-5 of
+the Xavier scale (EDM's ``init_zero``): the branches begin almost switched off, which
+keeps the initial network near the identity on its skip paths, yet every parameter
+receives gradient from the first step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specreg._checks import check_int_sequence, check_positive
+
+__all__ = [
+    "UNET_PRESETS",
+    "PositionalEmbedding",
+    "SelfAttention",
+    "UNet",
+    "UNetBlock",
+    "UNetConfig",
+    "class_embedding_input",
+    "group_count",
+    "noise_label_batch",
+    "unet_preset",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Shared helpers (also used by DiffWave)
+
+
+def noise_label_batch(noise_label: torch.Tensor | float, batch: int, *, device: torch.device,
+                      dtype: torch.dtype) -> torch.Tensor:
+    """The noise label as a (B,) tensor: a 0-dim (or one-element) label is broadcast.
+
+    Accepts (B,), (B, 1, …, 1) (e.g. σ already shaped for broadcasting) or a scalar.
+    Only shapes are inspected, never values.
+    """
+    c = torch.as_tensor(noise_label, device=device, dtype=dtype).reshape(-1)
+    if c.numel() == 1:
+        return c.expand(batch)
+    if c.numel() != batch:
+        shape = tuple(torch.as_tensor(noise_label).shape)
+        raise ValueError(
+            f"noise_label has shape {shape}; expected (B,) with B={batch}, a 0-dim tensor or a number"
+        )
+    return c
+
+
+def class_embedding_input(class_labels: torch.Tensor, num_classes: int, batch: int,
+                          dtype: torch.dtype) -> torch.Tensor:
+    """Class labels as a (B, num_classes) float matrix.
+
+    Integer labels (B,) become one-hot rows; a label outside 0 … num_classes−1 (the
+    datasets use −1 for "no label") becomes a zero row, i.e. the unconditional
+    embedding also used by label dropout. Float labels (B, num_classes) are used as they
+    are (one-hot or soft labels).
+    """
+    if class_labels.is_floating_point():
+        if class_labels.shape != (batch, num_classes):
+            raise ValueError(
+                f"class_labels has shape {tuple(class_labels.shape)}; float labels must be "
+                f"(B, num_classes) = ({batch}, {num_classes}), integer labels (B,)"
+            )
+        return class_labels.to(dtype)
+    if class_labels.shape != (batch,):
+        raise ValueError(
+            f"class_labels has shape {tuple(class_labels.shape)}; integer labels must be (B,) = ({batch},)"
+        )
+    classes = torch.arange(num_classes, device=class_labels.device)
+    return (class_labels.unsqueeze(1) == classes).to(dtype)
+
+
+def group_count(channels: int, max_groups: int = 32, min_channels_per_group: int = 4) -> int:
+    """GroupNorm groups: min(32, C//4) as in EDM, lowered to the nearest divisor of C.
+
+    EDM's rule alone fails for channel counts such as 130 (32 does not divide 130); the
+    divisor keeps any width usable and is identical to EDM whenever EDM's rule works.
+    """
+    target = max(1, min(max_groups, channels // min_channels_per_group))
+    for g in range(target, 0, -1):
+        if channels % g == 0:
+            return g
+    return 1  # pragma: no cover - g = 1 always divides
+
+
+def _norm(channels: int, eps: float) -> nn.GroupNorm:
+    return nn.GroupNorm(group_count(channels), channels, eps=eps)
+
+
+def _xavier(layer: nn.Module, scale: float = 1.0) -> nn.Module:
+    """Xavier-uniform weights times ``scale`` and zero bias (EDM's ``weight_init``)."""
+    nn.init.xavier_uniform_(layer.weight)
+    with torch.no_grad():
+        layer.weight.mul_(scale)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+_ZERO_SCALE = 1e-5  # EDM init_zero: residual branches start almost off but still learn
+_ATTN_SCALE = math.sqrt(0.2)  # EDM init_attn for the qkv projection
+
+
+# --------------------------------------------------------------------------------------
+# Building blocks
+
+
+class PositionalEmbedding(nn.Module):
+    """Sinusoidal embedding of a noise label c (B,) → (B, num_channels).
+
+    PE(c) = [sin(c·ω_0), …, sin(c·ω_{h−1}), cos(c·ω_0), …, cos(c·ω_{h−1})],
+    ω_j = (1/max_positions)^(j/(h−1)), h = num_channels/2: angular frequencies from 1
+    down to 1/max_positions rad per unit of c (EDM's ``endpoint=True`` variant, with
+    its sin/cos order).
+    """
+
+    def __init__(self, num_channels: int, max_positions: float = 10000.0) -> None:
+        super().__init__()
+        if num_channels < 4 or num_channels % 2:
+            raise ValueError(f"num_channels={num_channels!r} is not accepted; expected an even number >= 4")
+        self.num_channels = num_channels
+        self.max_positions = check_positive("max_positions", max_positions)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        half = self.num_channels // 2
+        j = torch.arange(half, dtype=torch.float32, device=c.device) / (half - 1)
+        omega = (1.0 / self.max_positions) ** j
+        angle = torch.outer(c, omega.to(c.dtype))
+        return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"num_channels={self.num_channels}, max_positions={self.max_positions:g}"
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the H·W positions of a feature map.
+
+    out = x + proj(softmax(qᵀk/√d)·v) per head, with q, k, v = 1×1 conv(GroupNorm(x))
+    and d = C/num_heads; the caller applies the √½ skip scale.
+    """
+
+    def __init__(self, channels: int, num_heads: int = 1, eps: float = 1e-6) -> None:
+        super().__init__()
+        if num_heads < 1 or channels % num_heads:
+            raise ValueError(
+                f"num_heads={num_heads!r} is not accepted for {channels} channels; "
+                "expected a positive divisor of the channel count"
+            )
+        self.num_heads = num_heads
+        self.norm = _norm(channels, eps)
+        self.qkv = _xavier(nn.Conv2d(channels, 3 * channels, 1), _ATTN_SCALE)
+        self.proj = _xavier(nn.Conv2d(channels, channels, 1), _ZERO_SCALE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        d = c // self.num_heads
+        qkv = self.qkv(self.norm(x)).reshape(b * self.num_heads, d, 3, h * w)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # (B·heads, HW, d)
+        a = F.scaled_dot_product_attention(q, k, v)  # softmax(q kᵀ / √d) v
+        return x + self.proj(a.transpose(1, 2).reshape(b, c, h, w))
+
+
+class UNetBlock(nn.Module):
+    """Residual block with adaptive scale-shift noise conditioning (and optional attention).
+
+    h = conv0(SiLU(GN(x))) (after ×2 resampling if ``up``/``down``);
+    h = conv1(dropout(SiLU(GN(h)·(1 + scale) + shift))), (scale, shift) = affine(e);
+    y = √½ (h + skip(x)); with attention, y = √½ · attn(y).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, emb_channels: int, *, up: bool = False,
+                 down: bool = False, attention: bool = False, num_heads: int = 1, dropout: float = 0.0,
+                 eps: float = 1e-6) -> None:
+        super().__init__()
+        if up and down:
+            raise ValueError("a UNetBlock resamples in one direction: up and down cannot both be True")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.up = up
+        self.down = down
+        self.dropout = float(dropout)
+        self.skip_scale = math.sqrt(0.5)
+        self.norm0 = _norm(in_channels, eps)
+        self.conv0 = _xavier(nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.affine = _xavier(nn.Linear(emb_channels, 2 * out_channels))
+        self.norm1 = _norm(out_channels, eps)
+        self.conv1 = _xavier(nn.Conv2d(out_channels, out_channels, 3, padding=1), _ZERO_SCALE)
+        self.skip = None
+        if in_channels != out_channels or up or down:
+            self.skip = _xavier(nn.Conv2d(in_channels, out_channels, 1))
+        self.attn = SelfAttention(out_channels, num_heads, eps) if attention else None
+
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        # EDM's [1, 1] filter: a 2×2 box, i.e. average pooling down and nearest up.
+        if self.down:
+            return F.avg_pool2d(x, 2)
+        if self.up:
+            return F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return x
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv0(self._resample(F.silu(self.norm0(x))))
+        scale, shift = self.affine(emb).to(h.dtype)[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(torch.addcmul(shift, self.norm1(h), scale + 1))
+        h = self.conv1(F.dropout(h, p=self.dropout, training=self.training))
+        orig = self._resample(x)
+        y = (h + (self.skip(orig) if self.skip is not None else orig)) * self.skip_scale
+        if self.attn is not None:
+            y = self.attn(y) * self.skip_scale
+        return y
+
+
+# --------------------------------------------------------------------------------------
+# The network
+
+
+@dataclass
+class UNetConfig:
+    """Every constructor argument of :class:`UNet` (save it next to the weights)."""
+
+    in_channels: int = 1
+    out_channels: int | None = None
+    model_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.0
+    num_classes: int | None = None
+    resolution: int = 32
+    num_heads: int = 1
+    label_dropout: float = 0.0
+    cond_channels: int = 0
+    channel_mult_emb: int = 4
+    mid_attention: bool = True
+    max_positions: float = 10000.0
+
+    def __post_init__(self) -> None:
+        # YAML and JSON give lists; the network wants tuples.
+        self.channel_mult = tuple(self.channel_mult)
+        self.attn_resolutions = tuple(self.attn_resolutions)
+
+
+UNET_PRESETS: dict[str, dict[str, Any]] = {
+    # ≈0.6 M parameters at 32×32 gray: trains on a CPU (the pilot's size).
+    "cpu32": dict(model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
+                  resolution=32),
+    # 64×64 gray toy (checkerboards) at CPU scale.
+    "cpu64": dict(model_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
+                  resolution=64),
+    # EDM's DDPM++ CIFAR-10 network (≈56 M parameters with 3 channels).
+    "ddpmpp32": dict(model_channels=128, channel_mult=(2, 2, 2), num_res_blocks=4, attn_resolutions=(16,),
+                     resolution=32, dropout=0.13),
+    # EDM's DDPM++ network for 64×64 (AFHQv2, FFHQ).
+    "ddpmpp64": dict(model_channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=4,
+                     attn_resolutions=(16,), resolution=64, dropout=0.05),
+}
+
+
+class UNet(nn.Module):
+    """DDPM++ U-Net: ``net(x, noise_label, class_labels=None, cond=None)`` → shape of x.
+
+    Args:
+        in_channels: image channels C of x (1 gray, 3 RGB, any other count).
+        out_channels: output channels (default ``in_channels``).
+        model_channels: width of the first level; level ℓ has
+            ``model_channels·channel_mult[ℓ]`` channels.
+        channel_mult: one multiplier per resolution level; the image is halved between
+            levels, so H and W must be divisible by 2^(len(channel_mult)−1).
+        num_res_blocks: residual blocks per level in the encoder (decoder: one more).
+        attn_resolutions: feature-map sizes (with ``resolution`` as the input size) that
+            get self-attention; the bottleneck always has one (``mid_attention``).
+        dropout: dropout probability inside residual blocks.
+        num_classes: number of classes for class conditioning (None: unconditional;
+            then ``class_labels`` is ignored so that one training loop serves both).
+        resolution: nominal input size, used only to place attention; other sizes
+            divisible by 2^(levels−1) also run.
+        num_heads: attention heads (must divide each attended width).
+        label_dropout: probability, in training, of replacing a sample's class label by
+            the unconditional (zero) label, for classifier-free guidance.
+        cond_channels: channels of an optional image-shaped ``cond`` concatenated to x
+            (0: no ``cond``).
+        channel_mult_emb: noise-embedding width = ``model_channels·channel_mult_emb``.
+        mid_attention: self-attention in the first bottleneck block (EDM: always).
+        max_positions: lowest frequency of the positional embedding is 1/max_positions.
+
+    ``class_labels``: integer (B,) with −1 (or any out-of-range value) meaning "no
+    label", or float (B, num_classes).
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int | None = None, model_channels: int = 64,
+                 channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
+                 attn_resolutions: Sequence[int] = (16,), dropout: float = 0.0,
+                 num_classes: int | None = None, resolution: int = 32, num_heads: int = 1,
+                 label_dropout: float = 0.0, cond_channels: int = 0, channel_mult_emb: int = 4,
+                 mid_attention: bool = True, max_positions: float = 10000.0) -> None:
+        super().__init__()
+        in_channels = _check_int("in_channels", in_channels, 1)
+        out_channels = in_channels if out_channels is None else _check_int("out_channels", out_channels, 1)
+        model_channels = _check_int("model_channels", model_channels, 4)
+        if model_channels % 2:
+            raise ValueError(f"model_channels={model_channels!r} is not accepted; expected an even number")
+        channel_mult = check_int_sequence("channel_mult", channel_mult)
+        num_res_blocks = _check_int("num_res_blocks", num_res_blocks, 1)
+        attn_resolutions = tuple(attn_resolutions)
+        if attn_resolutions:
+            attn_resolutions = check_int_sequence("attn_resolutions", attn_resolutions)
+        _check_probability("dropout", dropout)
+        _check_probability("label_dropout", label_dropout)
+        if num_classes is not None:
+            num_classes = _check_int("num_classes", num_classes, 1)
+        resolution = _check_int("resolution", resolution, 1)
+        cond_channels = _check_int("cond_channels", cond_channels, 0)
+        self.config = UNetConfig(
+            in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
+            channel_mult=channel_mult, num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions,
+            dropout=float(dropout), num_classes=num_classes, resolution=resolution, num_heads=num_heads,
+            label_dropout=float(label_dropout), cond_channels=cond_channels,
+            channel_mult_emb=_check_int("channel_mult_emb", channel_mult_emb, 1),
+            mid_attention=bool(mid_attention), max_positions=float(max_positions),
+        )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.num_classes = num_classes
+        self.cond_channels = cond_channels
+        self.label_dropout = float(label_dropout)
+        self.num_levels = len(channel_mult)
+
+        noise_channels = model_channels
+        emb_channels = model_channels * self.config.channel_mult_emb
+        block = dict(emb_channels=emb_channels, num_heads=num_heads, dropout=dropout)
+
+        # Mapping network: PE(c) (+ class embedding) → 2-layer SiLU MLP.
+        self.map_noise = PositionalEmbedding(noise_channels, max_positions)
+        self.map_label = _xavier(nn.Linear(num_classes, noise_channels)) if num_classes else None
+        self.map_layer0 = _xavier(nn.Linear(noise_channels, emb_channels))
+        self.map_layer1 = _xavier(nn.Linear(emb_channels, emb_channels))
+
+        # Encoder: every module's output is kept for the decoder's skip connections.
+        self.conv_in = _xavier(nn.Conv2d(in_channels + cond_channels, model_channels, 3, padding=1))
+        self.enc = nn.ModuleList()
+        skips = [model_channels]
+        cout = model_channels
+        for level, mult in enumerate(channel_mult):
+            res = resolution >> level
+            if level > 0:
+                self.enc.append(UNetBlock(cout, cout, down=True, **block))
+                skips.append(cout)
+            for _ in range(num_res_blocks):
+                cin, cout = cout, model_channels * mult
+                self.enc.append(UNetBlock(cin, cout, attention=res in attn_resolutions, **block))
+                skips.append(cout)
+
+        # Decoder: bottleneck pair, then per level an upsampling block and
+        # num_res_blocks + 1 blocks that each consume one skip.
+        self.dec = nn.ModuleList()
+        self._takes_skip: list[bool] = []
+        for level in reversed(range(self.num_levels)):
+            res = resolution >> level
+            mult = channel_mult[level]
+            if level == self.num_levels - 1:
+                self._add_dec(UNetBlock(cout, cout, attention=self.config.mid_attention, **block), False)
+                self._add_dec(UNetBlock(cout, cout, **block), False)
+            else:
+                self._add_dec(UNetBlock(cout, cout, up=True, **block), False)
+            for idx in range(num_res_blocks + 1):
+                cin, cout = cout + skips.pop(), model_channels * mult
+                attn = idx == num_res_blocks and res in attn_resolutions
+                self._add_dec(UNetBlock(cin, cout, attention=attn, **block), True)
+        self.out_norm = _norm(cout, 1e-6)
+        self.out_conv = nn.Conv2d(cout, out_channels, 3, padding=1)
+        nn.init.zeros_(self.out_conv.weight)  # initial output exactly zero
+        nn.init.zeros_(self.out_conv.bias)
+
+    def _add_dec(self, block: UNetBlock, takes_skip: bool) -> None:
+        self.dec.append(block)
+        self._takes_skip.append(takes_skip)
+
+    @classmethod
+    def from_config(cls, config: UNetConfig | Mapping[str, Any]) -> UNet:
+        """Build from a :class:`UNetConfig` or a plain dict of constructor arguments."""
+        if isinstance(config, UNetConfig):
+            config = asdict(config)
+        known = {f.name for f in fields(UNetConfig)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"UNet config has unknown keys {unknown}; accepted keys are {sorted(known)}")
+        return cls(**dict(config))
+
+    def embed(self, noise_label: torch.Tensor, class_labels: torch.Tensor | None, batch: int,
+              device: torch.device) -> torch.Tensor:
+        """The conditioning vector e (B, emb_channels) from noise and class labels."""
+        dtype = self.map_layer0.weight.dtype
+        c = noise_label_batch(noise_label, batch, device=device, dtype=dtype)
+        emb = self.map_noise(c)
+        if self.map_label is not None and class_labels is not None:
+            onehot = class_embedding_input(class_labels.to(device), self.num_classes, batch, dtype)
+            if self.training and self.label_dropout > 0:
+                keep = torch.rand(batch, 1, device=device) >= self.label_dropout
+                onehot = onehot * keep.to(dtype)
+            # EDM scales one-hot labels by √K so the embedding has unit-scale inputs.
+            emb = emb + self.map_label(onehot * math.sqrt(self.num_classes))
+        emb = F.silu(self.map_layer0(emb))
+        return F.silu(self.map_layer1(emb))
+
+    def _check_input(self, x: torch.Tensor, cond: torch.Tensor | None) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x has shape {shape}; expected (B, C, H, W)")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x has {x.shape[1]} channels; this UNet expects in_channels={self.in_channels}")
+        factor = 2 ** (self.num_levels - 1)
+        if x.shape[2] % factor or x.shape[3] % factor:
+            raise ValueError(
+                f"x has spatial size {tuple(x.shape[2:])}; with {self.num_levels} levels H and W must be "
+                f"divisible by {factor}"
+            )
+        if self.cond_channels == 0 and cond is not None:
+            raise ValueError("cond was given but this UNet was built with cond_channels=0")
+        if self.cond_channels > 0:
+            if cond is None:
+                raise ValueError(f"this UNet was built with cond_channels={self.cond_channels}; cond is required")
+            if cond.shape != (x.shape[0], self.cond_channels, *x.shape[2:]):
+                raise ValueError(
+                    f"cond has shape {tuple(cond.shape)}; expected "
+                    f"{(x.shape[0], self.cond_channels, *x.shape[2:])}"
+                )
+
+    def forward(self, x: torch.Tensor, noise_label: torch.Tensor | float,
+                class_labels: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_input(x, cond)
+        emb = self.embed(noise_label, class_labels, x.shape[0], x.device)
+        h = self.conv_in(x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1))
+        skips = [h]
+        for block in self.enc:
+            h = block(h, emb)
+            skips.append(h)
+        for block, takes_skip in zip(self.dec, self._takes_skip):
+            if takes_skip:
+                h = torch.cat([h, skips.pop()], dim=1)
+            h = block(h, emb)
+        return self.out_conv(F.silu(self.out_norm(h)))
+
+
+def unet_preset(name: str, **overrides: Any) -> UNet:
+    """A :class:`UNet` from :data:`UNET_PRESETS` with some arguments overridden."""
+    if name not in UNET_PRESETS:
+        raise ValueError(f"name={name!r} is not accepted; expected one of {sorted(UNET_PRESETS)}")
+    return UNet(**{**UNET_PRESETS[name], **overrides})
+
+
+def _check_int(name: str, value: int, min_value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < min_value:
+        raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {min_value}")
+    return value
+
+
+def _check_probability(name: str, value: float) -> float:
+    v = check_positive(name, value, allow_zero=True)
+    if v >= 1:
+        raise ValueError(f"{name}={value!r} is not accepted; expected a probability in [0, 1)")
+    return v
