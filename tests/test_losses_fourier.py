@@ -255,9 +255,14 @@ def test_bad_input_errors(call, match):
         call()
 
 
-@pytest.mark.parametrize("name", ["fourier_amp", "fourier_ap_weighted"])
-def test_torch_compile_matches_eager(name):
+@pytest.mark.parametrize(
+    "name, backend",
+    # inductor (the default, ~20 s to compile here) once; the graph capture for the rest
+    [("fourier_ap_weighted", "inductor"), ("fourier_amp", "aot_eager"), ("fourier_ap", "aot_eager"),
+     ("psd", "aot_eager"), ("ffl", "aot_eager")],
+)
+def test_torch_compile_matches_eager(name, backend):
     x_hat, x0 = _pair(2, seed=8, dtype=torch.float32)
     loss = build_loss(name)
-    compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(loss, backend=backend, fullgraph=True)
     torch.testing.assert_close(compiled(x_hat, x0), loss(x_hat, x0), rtol=1e-5, atol=1e-6)

@@ -26,8 +26,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from specreg._checks import check_positive
-
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 
 

@@ -81,6 +81,8 @@ class ModelConfig:
     residual_layers: int = field(default=30, metadata=_help("diffwave: residual layers"))
     residual_channels: int = field(default=64, metadata=_help("diffwave: residual channels"))
     dilation_cycle: int = field(default=10, metadata=_help("diffwave: dilation cycle length"))
+    options: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "further constructor arguments of the network, e.g. {label_dropout: 0.1}"))
 
 
 @dataclass
@@ -95,6 +97,8 @@ class DiffusionConfig:
     timesteps: int = field(default=1000, metadata=_help("ddpm: number of diffusion steps T"))
     prediction: str = field(default="eps", metadata=_choice(
         "eps", "x0", "v", help="ddpm: what the network predicts"))
+    options: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "further constructor arguments of the formulation, e.g. {P_mean: -1.2, P_std: 1.2}"))
 
 
 @dataclass
@@ -102,7 +106,8 @@ class RegularizerConfig:
     """The spectral term λ·L_S of Eq. 17 (``loss: null`` trains the baseline)."""
 
     loss: str | None = field(default=None, metadata=_choice(
-        None, "none", "fourier_amp", "fourier_ap", "fourier_ap_weighted", "wavelet", "mrstft", "psd", "ffl",
+        None, "none", "fourier_amp", "fourier_ap", "fourier_ap_weighted", "wavelet", "haar", "bior1.3",
+        "mrstft", "psd", "ffl",
         help="spectral loss name (null: no regularizer, the baseline)"))
     lam: float | str = field(default=1.0, metadata=_choice(
         float, "edm", "snr", "auto", help="λ: a constant, 'edm' (λ_EDM(σ)), 'snr' or 'auto' (AutoLambda)"))

@@ -1,0 +1,63 @@
+"""Evaluation: spectral metrics (radial power spectrum, LSD, peak energy), distribution
+distances on features (Fréchet distance, KID) and audio metrics (MR-STFT, PESQ, NDB,
+DNSMOS, FAD, UTMOS).
+
+Optional packages (pesq, speechmos, torch-fidelity, utmos) are imported only when the
+metric that needs them is called.
+"""
+
+from specreg.metrics.audio import (
+    NDBResult,
+    dnsmos,
+    frechet_audio_distance,
+    mr_stft_distance,
+    ndb,
+    pesq,
+    utmos,
+)
+from specreg.metrics.frechet import (
+    KID,
+    DomainClassifier,
+    DomainEmbedding,
+    FrechetDistance,
+    frechet_distance,
+    frechet_distance_from_stats,
+    inception_feature_extractor,
+    kid,
+    load_domain_embedding,
+)
+from specreg.metrics.plots import plot_spectra
+from specreg.metrics.spectrum import (
+    BANDS,
+    SpectrumMetric,
+    log_spectral_distance,
+    log_spectral_distance_from_spectra,
+    peak_energy_fraction,
+    radial_power_spectrum,
+)
+
+__all__ = [
+    "BANDS",
+    "KID",
+    "DomainClassifier",
+    "DomainEmbedding",
+    "FrechetDistance",
+    "NDBResult",
+    "SpectrumMetric",
+    "dnsmos",
+    "frechet_audio_distance",
+    "frechet_distance",
+    "frechet_distance_from_stats",
+    "inception_feature_extractor",
+    "kid",
+    "load_domain_embedding",
+    "log_spectral_distance",
+    "log_spectral_distance_from_spectra",
+    "mr_stft_distance",
+    "ndb",
+    "peak_energy_fraction",
+    "pesq",
+    "plot_spectra",
+    "radial_power_spectrum",
+    "utmos",
+]

@@ -1,0 +1,57 @@
+"""Figures for the spectral metrics (matplotlib, non-interactive Agg backend)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def plot_spectra(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, Any] | None = None,
+                 path: str | os.PathLike | None = None, *, title: str = "Radially averaged power spectrum",
+                 reference_label: str = "reference", xlabel: str = "frequency (cycles / sample)",
+                 ylabel: str = "power") -> Any:
+    """Log-log plot of radial power spectra, one line per model, the reference dashed black.
+
+    ``spectra`` maps a name to ``(freqs, power)`` as returned by
+    :func:`specreg.metrics.spectrum.radial_power_spectrum`; the DC bin (f = 0) cannot be
+    shown on a log axis and is dropped. Saves to ``path`` when given (format from the
+    suffix) and returns the matplotlib Figure. The figure is drawn on the Agg canvas
+    without pyplot, so it works headless and leaves pyplot's state alone.
+    """
+    if not spectra and reference is None:
+        raise ValueError("spectra is empty and no reference is given; nothing to plot")
+    # a bare Figure on the Agg canvas: no pyplot state, the user's backend is untouched
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    lines = [(name, spec, False) for name, spec in spectra.items()]
+    if reference is not None:
+        lines.append((reference_label, reference, True))
+    for name, (freqs, power), is_ref in lines:
+        f, p = _np(freqs), _np(power)
+        if f.shape != p.shape or f.ndim != 1:
+            raise ValueError(f"spectrum {name!r} has freqs {f.shape} and power {p.shape}; expected equal 1-D shapes")
+        keep = (f > 0) & (p > 0)
+        ax.loglog(f[keep], p[keep], label=str(name), color="black" if is_ref else None,
+                  linestyle="--" if is_ref else "-", linewidth=1.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

@@ -1,0 +1,231 @@
+"""Turn a :class:`~specreg.train.config.Config` into the objects a run needs.
+
+Each builder is small and takes one config section, so scripts and tests can build one
+piece (say, the network) without the rest:
+
+* :func:`build_dataset`      data section → ``Dataset`` of ``(x, label)`` or audio items;
+* :func:`build_net`          model section → raw network ``net(x, noise_label, class_labels, cond)``;
+* :func:`build_formulation`  diffusion section → ``DDPM``, ``EDM`` or ``FlowMatching``;
+* :func:`build_model`        the trainable module: EDM's preconditioned denoiser D(x; σ) = x̂0,
+                             or the raw network for DDPM and flow matching;
+* :func:`build_regularizer`  regularizer section → ``SpectralRegularizer`` (λ·L_S of Eq. 17) or None;
+* :func:`batch_inputs`       a collated batch → (x0, model keyword arguments);
+* :func:`generate`           samples with the configured sampler;
+* :func:`load_trained`       a run directory → (config, model with EMA weights, formulation, step).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints, load_weights
+from specreg.train.config import (
+    CONFIG_FILE,
+    Config,
+    DataConfig,
+    DiffusionConfig,
+    RegularizerConfig,
+    SampleConfig,
+    load_config,
+)
+
+
+def spatial_ndim(cfg: Config) -> int:
+    """1 for audio (B, 1, L), 2 for images (B, C, H, W)."""
+    return 1 if cfg.data.is_audio else 2
+
+
+def build_dataset(data: DataConfig, split: str | None = None) -> Dataset:
+    """The data set named by ``data.kind``; items are ``(x, label)`` for images."""
+    split = data.split if split is None else split
+    if data.kind == "textures":
+        from specreg.data.images import TextureCrops
+
+        return TextureCrops(names=list(data.names), size=data.size, n=data.n, seed=data.seed,
+                            channels=data.channels)
+    if data.kind == "checkerboard":
+        from specreg.data.images import Checkerboards
+
+        return Checkerboards(n=data.n, size=data.size, seed=data.seed)
+    if data.kind == "fashion_mnist":
+        from specreg.data.images import FashionMNIST
+
+        kw = {} if data.root is None else {"root": data.root}
+        return FashionMNIST(split=split, size=data.size, **kw)
+    if data.kind == "image_folder":
+        from specreg.data.images import ImageFolder
+
+        if data.root is None:
+            raise ValueError("data.kind=image_folder needs data.root (a folder of images)")
+        return ImageFolder(root=data.root, size=data.size, channels=data.channels)
+    return _build_audio(data, split)
+
+
+def _build_audio(data: DataConfig, split: str) -> Dataset:
+    from specreg.data import audio
+
+    if data.kind == "speech":
+        kw = {} if data.root is None else {"root": data.root}
+        waves = audio.AsteriskSpeech(split=split, sample_rate=data.sample_rate,
+                                     segment_length=data.segment_length, **kw)
+    else:
+        if data.root is None:
+            raise ValueError("data.kind=audio_folder needs data.root (a folder of audio files)")
+        waves = audio.AudioFolder(root=data.root, sample_rate=data.sample_rate,
+                                  segment_length=data.segment_length)
+    mel = audio.LogMel(sample_rate=data.sample_rate, n_fft=data.n_fft, hop_length=data.hop_length,
+                       n_mels=data.n_mels)
+    return audio.MelConditioned(waves, mel)
+
+
+def build_net(cfg: Config) -> nn.Module:
+    """The raw denoising network of ``cfg.model`` sized for ``cfg.data``."""
+    m = cfg.model
+    if m.kind == "unet":
+        from specreg.models.unet import UNet
+
+        return UNet(in_channels=cfg.data.channels, model_channels=m.model_channels,
+                    channel_mult=list(m.channel_mult), num_res_blocks=m.num_res_blocks,
+                    attn_resolutions=list(m.attn_resolutions), dropout=m.dropout,
+                    num_classes=m.num_classes or None, resolution=cfg.data.size, **m.options)
+    from specreg.models.diffwave import DiffWave
+
+    return DiffWave(residual_layers=m.residual_layers, residual_channels=m.residual_channels,
+                    dilation_cycle=m.dilation_cycle, n_mels=cfg.data.n_mels,
+                    hop_length=cfg.data.hop_length, **m.options)
+
+
+def build_formulation(diffusion: DiffusionConfig) -> Any:
+    """``EDM``, ``DDPM`` or ``FlowMatching`` with the configured options."""
+    from specreg import diffusion as D
+
+    if diffusion.kind == "edm":
+        return D.EDM(precond=diffusion.precond, sigma_data=diffusion.sigma_data, **diffusion.options)
+    if diffusion.kind == "ddpm":
+        return D.DDPM(schedule=diffusion.schedule, timesteps=diffusion.timesteps,
+                      prediction=diffusion.prediction, **diffusion.options)
+    return D.FlowMatching(**diffusion.options)
+
+
+def build_model(formulation: Any, net: nn.Module) -> nn.Module:
+    """The module that is trained, checkpointed and handed to the sampler.
+
+    EDM trains the preconditioned denoiser D(x; σ) (its only parameters are the
+    network's); DDPM and flow matching call the network directly.
+    """
+    precondition = getattr(formulation, "precondition", None)
+    return precondition(net) if callable(precondition) else net
+
+
+def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: float = 0.5) -> nn.Module | None:
+    """λ·L_S of Eq. 17, or None for the baseline (``regularizer.loss: null``)."""
+    if reg.loss is None:
+        return None
+    from specreg.losses.registry import build_loss
+    from specreg.regularizer import SpectralRegularizer
+
+    options = dict(reg.options)
+    if reg.loss != "mrstft":  # the STFT loss is 1-D by construction; the others take ndim
+        options.setdefault("ndim", ndim)
+    loss = build_loss(reg.loss, **options)
+    lam: Any = reg.lam
+    if lam == "auto":
+        from specreg.regularizer import AutoLambda
+
+        lam = AutoLambda(**reg.auto)
+    return SpectralRegularizer(loss, lam=lam, sigma_max=reg.sigma_max, sigma_data=sigma_data)
+
+
+def batch_inputs(batch: Any, cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:
+    """A collated batch → (x0 on ``device``, keyword arguments of the model).
+
+    Images: ``(x, label)``; labels go to ``class_labels`` only for class-conditional
+    models. Audio: ``(wave, mel)``; the mel spectrogram goes to ``cond``.
+    """
+    x0, extra = batch[0], batch[1]
+    x0 = x0.to(device, non_blocking=True)
+    if cfg.data.is_audio:
+        return x0, {"cond": extra.to(device, non_blocking=True)}
+    if cfg.model.num_classes > 0:
+        return x0, {"class_labels": extra.to(device, non_blocking=True)}
+    return x0, {}
+
+
+def sample_kwargs(diffusion_kind: str, sample: SampleConfig) -> dict[str, Any]:
+    """The keyword arguments of ``formulation.sample`` for this formulation."""
+    kw: dict[str, Any] = {"sampler": sample.sampler, "steps": sample.steps}
+    if diffusion_kind == "edm":
+        kw["churn"] = sample.churn
+    elif diffusion_kind == "ddpm":
+        kw["eta"] = sample.eta
+    return kw
+
+
+@torch.no_grad()
+def generate(cfg: Config, formulation: Any, model: nn.Module, n: int, *, generator: torch.Generator,
+             model_kwargs: dict[str, Any] | None = None, batch_size: int = 256) -> torch.Tensor:
+    """``n`` samples (n, C, *spatial) on ``model``'s device, drawn in chunks of ``batch_size``.
+
+    ``model_kwargs`` (conditioning, e.g. ``class_labels`` or ``cond``) must have ``n`` rows.
+    """
+    model_kwargs = dict(model_kwargs or {})
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    kw = sample_kwargs(cfg.diffusion.kind, cfg.sample)
+    out = []
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        chunk_kw = {k: v[start:stop].to(device) for k, v in model_kwargs.items()}
+        shape = _sample_shape(cfg, stop - start, chunk_kw)
+        out.append(formulation.sample(model, shape, generator=generator, **kw, **chunk_kw).float())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def _sample_shape(cfg: Config, n: int, kw: dict[str, Any]) -> tuple[int, ...]:
+    if cfg.data.is_audio:
+        # a vocoder's output length is set by its conditioning: frames × hop
+        frames = kw["cond"].shape[-1] if "cond" in kw else cfg.data.segment_length // cfg.data.hop_length
+        return (n, 1, frames * cfg.data.hop_length)
+    return (n, cfg.data.channels, cfg.data.size, cfg.data.size)
+
+
+def conditioning_for_samples(cfg: Config, n: int, dataset: Dataset | None = None) -> dict[str, Any]:
+    """Conditioning of ``n`` samples: classes 0, 1, …, K−1 in turn; the first mels of the data."""
+    if cfg.data.is_audio:
+        dataset = dataset if dataset is not None else build_dataset(cfg.data, split="test")
+        mels = [dataset[i % len(dataset)][1] for i in range(n)]
+        return {"cond": torch.stack(mels)}
+    if cfg.model.num_classes > 0:
+        return {"class_labels": torch.arange(n) % cfg.model.num_classes}
+    return {}
+
+
+def load_trained(run_dir: str | Path, *, ema: bool = True, checkpoint: str | Path | None = None,
+                 overrides: list[str] | None = None) -> tuple[Config, nn.Module, Any, int]:
+    """Rebuild a trained model from a run directory (its ``config.yaml`` and newest checkpoint).
+
+    Returns ``(config, model, formulation, step)``; ``model`` carries the EMA weights
+    unless ``ema=False``. ``overrides`` change the sample section (or anything else)
+    of the saved config.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ValueError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
+    cfg = load_config(run_dir / CONFIG_FILE, overrides)
+    if checkpoint is None:
+        found = list_checkpoints(run_dir / CHECKPOINT_DIR)
+        if not found:
+            raise ValueError(f"{run_dir} holds no checkpoint under {CHECKPOINT_DIR}/; train first")
+        checkpoint = found[-1]
+    formulation = build_formulation(cfg.diffusion)
+    model = build_model(formulation, build_net(cfg))
+    model.load_state_dict(load_weights(checkpoint, ema=ema))
+    step = int(Path(checkpoint).name.split("-")[-1])
+    return cfg, model.eval(), formulation, step
