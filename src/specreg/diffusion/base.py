@@ -95,6 +95,16 @@ def randint(high: int, batch: int, generator: torch.Generator | None,
     return torch.randint(0, high, (batch,), generator=generator, device=draw).to(device)
 
 
+def module_device(model: Any) -> torch.device:
+    """Where a model's parameters live (CPU for plain functions and parameter-free modules)."""
+    if isinstance(model, torch.nn.Module):
+        for tensor in model.parameters():
+            return tensor.device
+        for tensor in model.buffers():
+            return tensor.device
+    return torch.device("cpu")
+
+
 def check_data(name: str, x: torch.Tensor) -> None:
     """A batch of training data: a floating tensor with a non-empty batch dim."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():

@@ -30,6 +30,7 @@ from specreg.diffusion.base import (
     check_steps,
     combine,
     mean_per_sample,
+    module_device,
     per_sample,
     randint,
     randn,
@@ -302,7 +303,7 @@ class DDPM(nn.Module):
                 picks timesteps by ``timestep_spacing`` (diffusers' ``set_timesteps``).
             eta: DDIM's η (0: deterministic; 1: DDPM variance). Ignored by ``"ddpm"``.
             generator: source of x_T and of every step's noise.
-            device: defaults to the device of the schedule buffers.
+            device: defaults to the device of the model's parameters (CPU for a function).
             dtype: dtype of x handed to the model and of the noise draws (x_T ~ N(0, I),
                 then noise per step in the order diffusers draws it); the update
                 arithmetic runs in float64.
@@ -319,7 +320,7 @@ class DDPM(nn.Module):
         if steps is None:
             steps = self.num_timesteps if sampler == "ddpm" else min(50, self.num_timesteps)
         timesteps = inference_timesteps(self.num_timesteps, steps, self.timestep_spacing, self.steps_offset)
-        device = self.alphas_cumprod.device if device is None else torch.device(device)
+        device = module_device(model) if device is None else torch.device(device)
         alpha_bars = self.alphas_cumprod.tolist()
         final = 1.0 if self.set_alpha_to_one else alpha_bars[0]
         ratio = self.num_timesteps // steps

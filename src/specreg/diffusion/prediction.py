@@ -44,6 +44,18 @@ import torch
 from specreg._checks import check_choice
 from specreg.regularizer import sigma_from_alpha_bar, sigma_from_flow_t
 
+__all__ = [
+    "ACCEPTED",
+    "PREDICTIONS",
+    "alpha_bar_from_sigma",
+    "canonical_prediction",
+    "eps_from_pred",
+    "flow_t_from_sigma",
+    "sigma_from_alpha_bar",
+    "sigma_from_flow_t",
+    "x0_from_pred",
+]
+
 PREDICTIONS = ("eps", "v", "x0", "flow", "edm")
 ALIASES = {
     "epsilon": "eps",
@@ -75,6 +87,14 @@ def flow_t_from_sigma(sigma: torch.Tensor) -> torch.Tensor:
 
 def _result_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(x.dtype == torch.float64 for x in tensors) else torch.float32
+
+
+def _sqrt_pair(alpha_bar: torch.Tensor, like: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sqrt(ᾱ), sqrt(1 − ᾱ)) shaped per sample, computed in the wider of ᾱ's dtype and
+    ``dtype`` (1 − ᾱ near ᾱ = 1 loses digits in float32), returned in ``dtype``."""
+    a = _per_sample(alpha_bar, like)
+    a = a.to(torch.promote_types(a.dtype, dtype))
+    return a.sqrt().to(dtype), (1 - a).sqrt().to(dtype)
 
 
 def _per_sample(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -241,8 +261,8 @@ def x0_from_pred(
         t_b = _per_sample(level.to(dtype), pred)
         x0_hat = x_t.to(dtype) - t_b * pred.to(dtype)
     elif prediction == "v":
-        a = _per_sample(level, pred)
-        x0_hat = a.sqrt().to(dtype) * x_t.to(dtype) - (1 - a).sqrt().to(dtype) * pred.to(dtype)
+        sqrt_a, sqrt_b = _sqrt_pair(level, pred, dtype)
+        x0_hat = sqrt_a * x_t.to(dtype) - sqrt_b * pred.to(dtype)
     else:  # eps
         valid = (level > 0).expand(batch) if level.dim() == 0 or level.shape[0] == 1 else level > 0
         if validate and not return_mask and not bool(valid.all()):
@@ -250,11 +270,10 @@ def x0_from_pred(
                 "x̂0 is undefined for prediction='eps' where alpha_bar == 0 (zero terminal SNR); "
                 "use v-prediction, avoid that timestep, or pass return_mask=True"
             )
-        a = _per_sample(level, pred)
         ok = _per_sample(valid, pred)
         # A safe denominator keeps the discarded branch finite, so gradients stay finite too.
-        sqrt_a = torch.where(ok, a, torch.ones_like(a)).sqrt().to(dtype)
-        x0_hat = (x_t.to(dtype) - (1 - a).sqrt().to(dtype) * pred.to(dtype)) / sqrt_a
+        sqrt_a, sqrt_b = _sqrt_pair(torch.where(level > 0, level, torch.ones_like(level)), pred, dtype)
+        x0_hat = (x_t.to(dtype) - sqrt_b * pred.to(dtype)) / sqrt_a
         x0_hat = torch.where(ok, x0_hat, torch.zeros_like(x0_hat))
 
     return (x0_hat, valid) if return_mask else x0_hat
@@ -299,11 +318,9 @@ def eps_from_pred(
     level = _resolve_level(kind, prediction, x_t, t, sigma, alphas_cumprod, alpha_bar, validate)
     if prediction == "flow":
         return x_t_c + (1 - _per_sample(level.to(dtype), pred)) * pred_c
-    a = _per_sample(level, pred)
+    sqrt_a, sqrt_b = _sqrt_pair(level, pred, dtype)
     if prediction == "v":
-        return a.sqrt().to(dtype) * pred_c + (1 - a).sqrt().to(dtype) * x_t_c
-    # x0
-    b = (1 - a)
-    safe_b = torch.where(b > 0, b, torch.ones_like(b)).sqrt().to(dtype)
-    eps_hat = (x_t_c - a.sqrt().to(dtype) * pred_c) / safe_b
-    return torch.where(b > 0, eps_hat, torch.zeros_like(eps_hat))
+        return sqrt_a * pred_c + sqrt_b * x_t_c
+    # x0: undefined where ᾱ = 1 (no noise); a safe denominator keeps it finite, 0 there
+    eps_hat = (x_t_c - sqrt_a * pred_c) / torch.where(sqrt_b > 0, sqrt_b, torch.ones_like(sqrt_b))
+    return torch.where(sqrt_b > 0, eps_hat, torch.zeros_like(eps_hat))

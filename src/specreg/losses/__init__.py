@@ -11,9 +11,11 @@ from specreg.losses.fourier import (
     PowerSpectrumLoss,
 )
 from specreg.losses.registry import LOSSES, build_loss
+from specreg.losses.stft import MultiResolutionSTFTLoss
 
 __all__ = [
     "LOSSES",
+    "MultiResolutionSTFTLoss",
     "FocalFrequencyLoss",
     "FourierAmplitudeLoss",
     "FourierAmplitudePhaseLoss",

@@ -50,6 +50,7 @@ class MultiResolutionSTFTLoss(SpectralLoss):
         w_sc, w_log_mag: weights of the spectral-convergence and log-magnitude terms.
         eps: floor of the squared magnitude (magnitudes are clamped at sqrt(eps)).
         reduction: ``"none"`` → (B,), ``"mean"``, ``"sum"``.
+        ndim: accepted for a uniform ``build_loss`` call; only 1 (audio) is valid.
 
     Signals need more than max(fft_sizes)/2 samples (reflect padding). Example::
 
@@ -69,7 +70,10 @@ class MultiResolutionSTFTLoss(SpectralLoss):
         w_log_mag: float = 1.0,
         eps: float = 1e-8,
         reduction: str = "none",
+        ndim: int = 1,
     ) -> None:
+        if ndim != 1:
+            raise ValueError(f"ndim={ndim!r} is not accepted; MultiResolutionSTFTLoss is for 1-D audio (ndim=1)")
         super().__init__(ndim=1, reduction=reduction)
         fft_sizes = check_int_sequence("fft_sizes", fft_sizes)
         hop_sizes = check_int_sequence("hop_sizes", hop_sizes)

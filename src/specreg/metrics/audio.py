@@ -129,6 +129,10 @@ def pesq(ref: Any, deg: Any, sample_rate: int, *, deg_sample_rate: int | None = 
     r, d = _clips(ref, "ref"), _clips(deg, "deg")
     if r.shape != d.shape:
         raise ValueError(f"ref has shape {r.shape} but deg has shape {d.shape}; they must be equal")
+    for name, clips in (("ref", r), ("deg", d)):
+        silent = np.flatnonzero(np.abs(clips).max(-1) == 0)
+        if silent.size:
+            raise ValueError(f"{name} clip {int(silent[0])} is silent (all zeros); PESQ needs speech in both signals")
     if sample_rate not in PESQ_RATES:
         if not resample_to_16k:
             raise ValueError(

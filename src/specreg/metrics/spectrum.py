@@ -244,8 +244,9 @@ def peak_energy_fraction(x: torch.Tensor, peak_freqs: Sequence[float | Sequence[
     frequencies. ``peak_freqs`` lists the peaks, each a frequency vector of ``ndim``
     entries in cycles per sample (a bare float for 1-D); their mirrors −f are added,
     since real signals have symmetric spectra. On the full DFT grid with power
-    P(ω) = |F[x](ω)|², let K be the bins nearest to the peaks and N(K) the bins within
-    Euclidean distance ``tolerance`` (cycles per sample) of a peak:
+    P(ω) = |F[x](ω)|², let K be the bins nearest to the peaks (ties rounded up) and their
+    mirrors, and N(K) ⊇ K the bins within Euclidean distance ``tolerance`` (cycles per
+    sample, wrapping at ±0.5) of a peak or its mirror:
 
         fraction = Σ_{ω∈K} P(ω) / Σ_{ω∈N(K)} P(ω)          (1 = no leakage)
 
@@ -275,11 +276,12 @@ def peak_energy_fraction(x: torch.Tensor, peak_freqs: Sequence[float | Sequence[
     on_peak = torch.zeros(spatial, dtype=torch.bool)
     near = torch.zeros(spatial, dtype=torch.bool)
     for vec in peaks:
-        for sign in (1.0, -1.0):
+        # nearest bin k (ties upwards) and its mirror −k, so the set stays symmetric
+        k = [math.floor(f * n + 0.5) for f, n in zip(vec, spatial)]
+        for sign in (1, -1):
+            on_peak[tuple((sign * ki) % n for ki, n in zip(k, spatial))] = True
             # distance on the torus: frequencies wrap at ±0.5
             d2 = sum(((g - sign * f + 0.5) % 1.0 - 0.5) ** 2 for g, f in zip(grids, vec))
-            idx = tuple(int(round(sign * f * n)) % n for f, n in zip(vec, spatial))
-            on_peak[idx] = True
             near |= d2 <= tolerance**2 + 1e-12
     near |= on_peak
     flat = P.flatten(1)

@@ -83,9 +83,8 @@ class DiffusionStepEmbedding(nn.Module):
         self.projection2 = nn.Linear(hidden, hidden)
 
     def sinusoids(self, t: torch.Tensor) -> torch.Tensor:
-        j = torch.arange(self.num_frequencies, dtype=torch.float32, device=t.device)
-        omega = 10.0 ** (j * 4.0 / (self.num_frequencies - 1))
-        angle = torch.outer(t, omega.to(t.dtype))
+        j = torch.arange(self.num_frequencies, dtype=t.dtype, device=t.device)
+        angle = torch.outer(t, 10.0 ** (j * 4.0 / (self.num_frequencies - 1)))
         return torch.cat([angle.sin(), angle.cos()], dim=1)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ def build_dataset(data: DataConfig, split: str | None = None) -> Dataset:
         from specreg.data.images import TextureCrops
 
         return TextureCrops(names=list(data.names), size=data.size, n=data.n, seed=data.seed,
-                            channels=data.channels)
+                            channels=data.channels, split=split)
     if data.kind == "checkerboard":
         from specreg.data.images import Checkerboards
 
@@ -138,7 +138,8 @@ def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: floa
         from specreg.regularizer import AutoLambda
 
         lam = AutoLambda(**reg.auto)
-    return SpectralRegularizer(loss, lam=lam, sigma_max=reg.sigma_max, sigma_data=sigma_data)
+    return SpectralRegularizer(loss, lam=lam, sigma_max=reg.sigma_max, sigma_data=sigma_data,
+                               snr_gamma=reg.snr_gamma)
 
 
 def batch_inputs(batch: Any, cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -4,7 +4,8 @@ One checkpoint is a directory ``checkpoints/step-00001000/`` holding
 
 * ``model.safetensors``     weights of the model (``model.*``) and of its EMA (``ema.*``);
 * ``optimizer.safetensors`` every tensor of the optimizer state (``state.<param>.<name>``);
-* ``rng.safetensors``       torch's CPU (and CUDA) generator states;
+* ``state.safetensors``     torch's CPU (and CUDA) generator states (``rng.*``) and the
+                            regularizer's buffers (``regularizer.*``, e.g. AutoLambda's EMAs);
 * ``state.json``            step, resolved config, the optimizer's non-tensor state and
                             param groups, python/numpy RNG states, data-loader position.
 
@@ -40,7 +41,7 @@ from safetensors.torch import load_file, save_file
 
 CHECKPOINT_DIR = "checkpoints"
 PREFIX = "step-"
-FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
+FILES = ("model.safetensors", "optimizer.safetensors", "state.safetensors", "state.json")
 FORMAT_VERSION = 1
 
 # Test hook: "during:<step>" or "after:<step>" makes the writer announce itself on stderr
@@ -59,6 +60,7 @@ class Checkpoint:
     optimizer: dict[str, Any]
     config: dict[str, Any]
     rng: dict[str, Any]
+    regularizer: dict[str, torch.Tensor] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -180,6 +182,7 @@ def save_checkpoint(
     ema: Mapping[str, torch.Tensor],
     optimizer: Mapping[str, Any],
     config: Mapping[str, Any],
+    regularizer: Mapping[str, torch.Tensor] | None = None,
     data: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     keep: int = 2,
@@ -187,7 +190,8 @@ def save_checkpoint(
     """Write a checkpoint for ``step`` atomically under ``root``; keep the newest ``keep``.
 
     ``model``, ``ema`` are state dicts; ``optimizer`` is ``optimizer.state_dict()``;
-    ``config`` the resolved config as a mapping; ``data`` the data-loader position.
+    ``config`` the resolved config as a mapping; ``regularizer`` the regularizer's state
+    dict (buffers such as AutoLambda's EMAs); ``data`` the data-loader position.
     Returns the committed directory.
     """
     root = Path(root)
@@ -203,7 +207,9 @@ def save_checkpoint(
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
     save_file(_tensors_for_disk(opt_tensors), str(tmp / "optimizer.safetensors"))
     rng_tensors, rng_meta = capture_rng()
-    save_file(_tensors_for_disk(rng_tensors), str(tmp / "rng.safetensors"))
+    state_tensors = {f"rng.{k}": v for k, v in rng_tensors.items()}
+    state_tensors.update({f"regularizer.{k}": v for k, v in (regularizer or {}).items()})
+    save_file(_tensors_for_disk(state_tensors), str(tmp / "state.safetensors"))
     state = {
         "format": FORMAT_VERSION, "step": step, "config": dict(config), "optimizer": opt_meta,
         "rng": rng_meta, "data": dict(data or {}), "extra": dict(extra or {}),
@@ -249,7 +255,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         state = json.loads((path / "state.json").read_text())
         weights = load_file(str(path / "model.safetensors"), device=str(map_location))
         opt_tensors = load_file(str(path / "optimizer.safetensors"), device=str(map_location))
-        rng_tensors = load_file(str(path / "rng.safetensors"))
+        state_tensors = load_file(str(path / "state.safetensors"))
     except Exception as err:  # any parse error means the directory cannot be trusted
         raise ValueError(f"checkpoint {path} is unreadable: {err}") from None
     if state.get("format") != FORMAT_VERSION:
@@ -257,10 +263,12 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
                          f"{FORMAT_VERSION}")
     model = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
     ema = {k[len("ema."):]: v for k, v in weights.items() if k.startswith("ema.")}
+    rng = {k[len("rng."):]: v for k, v in state_tensors.items() if k.startswith("rng.")}
+    reg = {k[len("regularizer."):]: v for k, v in state_tensors.items() if k.startswith("regularizer.")}
     return Checkpoint(
         path=path, step=int(state["step"]), model=model, ema=ema,
         optimizer=optimizer_from_flat(opt_tensors, state["optimizer"]), config=state["config"],
-        rng={"tensors": rng_tensors, "meta": state["rng"]}, data=state["data"], extra=state["extra"],
+        rng={"tensors": rng, "meta": state["rng"]}, regularizer=reg, data=state["data"], extra=state["extra"],
     )
 
 

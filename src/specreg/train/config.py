@@ -93,7 +93,7 @@ class DiffusionConfig:
     precond: str = field(default="edm", metadata=_choice("edm", "vp", "ve", help="edm: preconditioning"))
     sigma_data: float = field(default=0.5, metadata=_help("edm: data standard deviation σ_data"))
     schedule: str = field(default="linear", metadata=_choice(
-        "linear", "cosine", help="ddpm: β schedule"))
+        "linear", "scaled_linear", "cosine", help="ddpm: β schedule"))
     timesteps: int = field(default=1000, metadata=_help("ddpm: number of diffusion steps T"))
     prediction: str = field(default="eps", metadata=_choice(
         "eps", "x0", "v", help="ddpm: what the network predicts"))
@@ -112,7 +112,9 @@ class RegularizerConfig:
     lam: float | str = field(default=1.0, metadata=_choice(
         float, "edm", "snr", "auto", help="λ: a constant, 'edm' (λ_EDM(σ)), 'snr' or 'auto' (AutoLambda)"))
     sigma_max: float | None = field(default=None, metadata=_help(
-        "apply the term only where σ < sigma_max (null: everywhere)"))
+        "apply the term only where σ <= sigma_max (null: everywhere)"))
+    snr_gamma: float | None = field(default=None, metadata=_help(
+        "with lam: snr, clip λ at this value (min-SNR-γ; null: no clipping)"))
     options: dict[str, Any] = field(default_factory=dict, metadata=_help(
         "keyword arguments of the loss, e.g. {wavelet: haar, levels: 3}"))
     auto: dict[str, Any] = field(default_factory=dict, metadata=_help(

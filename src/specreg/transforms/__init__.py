@@ -1,5 +1,6 @@
 """Differentiable N-D transforms (no losses here): Fourier, wavelet, STFT."""
 
 from specreg.transforms.fourier import radial_average, radial_bins, rfftn
+from specreg.transforms.stft import stft, stft_magnitude
 
-__all__ = ["radial_average", "radial_bins", "rfftn"]
+__all__ = ["radial_average", "radial_bins", "rfftn", "stft", "stft_magnitude"]

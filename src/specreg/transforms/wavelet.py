@@ -1,12 +1,13 @@
 """Differentiable multilevel N-D discrete wavelet transform (DWT) that matches PyWavelets.
 
-:func:`wavedec` returns exactly what ``pywt.wavedecn(x, wavelet, mode=mode, level=level,
+:func:`wavedec` returns what ``pywt.wavedecn(x, wavelet, mode=mode, level=level,
 axes=<last ndim axes>)`` returns, as torch tensors with autograd:
 ``[a_n, {details of level n}, ..., {details of level 1}]`` (coarsest first). Detail keys
 spell, for each transformed axis in order, ``"a"`` (low-pass) or ``"d"`` (high-pass):
 ``"d"`` in 1-D; ``"ad"``, ``"da"``, ``"dd"`` in 2-D (first letter = height axis); seven
-keys in 3-D. Coefficients are in the units of the signal (the filters of orthogonal
-wavelets have unit norm, so ``periodization`` is an orthonormal transform).
+keys in 3-D. Coefficients are in the units of the signal: the filters of orthogonal
+wavelets have unit norm, so with ``mode="periodization"`` and an even size at every level
+the transform is orthonormal.
 
 One analysis step along an axis of length n, with the reversed decomposition filters
 w_c = dec_c[::-1] (c = lo, hi; L taps), is the strided correlation
@@ -16,24 +17,26 @@ w_c = dec_c[::-1] (c = lo, hi; L taps), is the strided correlation
 where x̃ is x extended beyond its ends by the boundary ``mode`` (PyWavelets semantics):
 
 * ``periodization``: M = ⌈n/2⌉, s0 = ⌊L/2⌋ − L + 1; x̃ is periodic with period n + (n mod 2),
-  an odd-length signal first being extended by repeating its last sample (as pywt does);
+  an odd-length signal being first extended by repeating its last sample (as pywt does);
 * every other mode: M = ⌊(n + L − 1)/2⌋, s0 = 2 − L, and x̃ follows the mode
   (``zero``, ``constant``, ``symmetric``, ``reflect``, ``periodic``, ``smooth``,
   ``antisymmetric``, ``antireflect``).
 
-Implementation (chosen for speed of forward + backward on CPU and GPU):
+Implementation (chosen for the speed of forward + backward):
 
 * Haar: pairwise sums and differences (x[2o] ± x[2o+1]) / √2 on a reshaped view, after
-  extending an odd axis by its one extension sample.
-* Other wavelets on axes up to :data:`DENSE_MAX` samples: the whole step along one axis,
-  boundary extension included (every mode is linear in x), is a small dense matrix
-  A_c (M × n), applied with one matrix product. Low- and high-pass are separate products,
-  so autograd never has to scatter gradients into slices of a larger tensor.
+  appending the one extension sample an odd axis needs.
+* Other wavelets, on axes of up to :data:`DENSE_MAX` samples: a whole step along one axis,
+  boundary extension included (every mode is linear in x), is one small dense matrix
+  [A_lo; A_hi] (2M × n) applied with one matrix product. All axes of a level are
+  transformed before the bands are split off with ``unbind``, so a level costs one GEMM
+  per axis forward and one backward, and autograd never scatters into zero-filled copies.
 * Longer axes (audio): explicit extension and one ``conv1d`` with 2 output channels
   (low, high) and stride 2, on the axis moved last.
 
 Operators are built once in float64 from the PyWavelets filters and cached per
-(wavelet, length, mode, dtype, device).
+(wavelet, length, mode, dtype, device). The builders are marked as constant for
+``torch.compile``, so a compiled caller traces the transform without graph breaks.
 """
 
 from __future__ import annotations
@@ -62,12 +65,11 @@ MODES = (
     "antireflect",
 )
 
-#: Axes longer than this use ``conv1d`` instead of a dense (M × n) operator; below it the
-#: matrix product is faster (forward and backward) than a strided convolution.
+#: Axes longer than this use ``conv1d`` instead of a dense (2M × n) operator, whose cost
+#: grows as n²; up to here the matrix product is faster, forward and backward.
 DENSE_MAX = 256
 
 WaveletLike = Union[str, pywt.Wavelet]
-Coeffs = list  # [Tensor, dict[str, Tensor], ...]: the pywt.wavedecn layout
 
 
 @dataclass(frozen=True)
@@ -87,56 +89,75 @@ class Filters:
         r = 1.0 / math.sqrt(2.0)
         return (
             self.length == 2
-            and np.allclose(self.dec_lo, (r, r), rtol=0, atol=1e-15)
-            and np.allclose(self.dec_hi, (-r, r), rtol=0, atol=1e-15)
+            and all(abs(a - b) < 1e-15 for a, b in zip(self.dec_lo, (r, r)))
+            and all(abs(a - b) < 1e-15 for a, b in zip(self.dec_hi, (-r, r)))
         )
 
 
-@lru_cache(maxsize=1)
-def _discrete_families() -> tuple[str, ...]:
-    discrete = set(pywt.wavelist(kind="discrete"))
-    return tuple(f for f in pywt.families() if any(w in discrete for w in pywt.wavelist(f)))
+def _filters_of(w: pywt.Wavelet, name: str) -> Filters:
+    return Filters(name, tuple(float(v) for v in w.dec_lo), tuple(float(v) for v in w.dec_hi))
 
 
-@lru_cache(maxsize=128)
-def _filters_from_name(name: str) -> Filters:
-    if name not in pywt.wavelist(kind="discrete"):
-        families = list(_discrete_families())
-        if name in pywt.wavelist(kind="continuous") or name.split("-")[0].rstrip("0123456789.") in (
-            "cmor", "shan", "fbsp", "gaus", "mexh", "morl", "cgau"
-        ):
+# Every discrete wavelet of PyWavelets, read once (about a millisecond): lookups are then
+# plain dict accesses, which torch.compile traces without leaving the graph.
+_FILTERS: dict[str, Filters] = {n: _filters_of(pywt.Wavelet(n), n) for n in pywt.wavelist(kind="discrete")}
+_CONTINUOUS_FAMILIES = ("cgau", "cmor", "fbsp", "gaus", "mexh", "morl", "shan")
+
+
+def discrete_families() -> list[str]:
+    """Short names of the PyWavelets families that have discrete wavelets."""
+    return [f for f in pywt.families() if any(n in _FILTERS for n in pywt.wavelist(f))]
+
+
+def wavelet_key(wavelet: WaveletLike) -> str:
+    """Validate ``wavelet`` and return the key under which its filters are registered.
+
+    A name must be one of ``pywt.wavelist(kind="discrete")``; a ``pywt.Wavelet`` object
+    (e.g. built from a custom filter bank) is registered under a key made of its filters.
+    """
+    if isinstance(wavelet, str):
+        if wavelet in _FILTERS:
+            return wavelet
+        families = discrete_families()
+        if wavelet.split("-")[0].rstrip("0123456789.") in _CONTINUOUS_FAMILIES:
             raise ValueError(
-                f"wavelet={name!r} is a continuous wavelet, which has no discrete filter bank "
+                f"wavelet={wavelet!r} is a continuous wavelet: it has no discrete filter bank "
                 f"and cannot be used for a DWT; expected a discrete wavelet from the families "
                 f"{families} (e.g. 'haar', 'bior1.3', 'db4'; see pywt.wavelist(kind='discrete'))"
             )
         raise ValueError(
-            f"wavelet={name!r} is not accepted; expected the name of a discrete PyWavelets "
+            f"wavelet={wavelet!r} is not accepted; expected the name of a discrete PyWavelets "
             f"wavelet from the families {families} (e.g. 'haar', 'bior1.3', 'db4'; see "
             "pywt.wavelist(kind='discrete'))"
         )
-    w = pywt.Wavelet(name)
-    return Filters(name, tuple(float(v) for v in w.dec_lo), tuple(float(v) for v in w.dec_hi))
+    if isinstance(wavelet, pywt.Wavelet):
+        f = _filters_of(wavelet, wavelet.name or "custom")
+        if f.length < 2 or len(f.dec_hi) != f.length:
+            raise ValueError(
+                f"wavelet={wavelet.name!r} has decomposition filters of lengths {f.length} and "
+                f"{len(f.dec_hi)}; expected two filters of equal length >= 2"
+            )
+        key = f"custom:{f.name}:{hash((f.dec_lo, f.dec_hi)):x}"
+        _FILTERS.setdefault(key, f)
+        return key
+    raise ValueError(
+        f"wavelet={wavelet!r} is not accepted; expected a discrete wavelet name (str) or a pywt.Wavelet"
+    )
 
 
 def get_filters(wavelet: WaveletLike) -> Filters:
     """Filters of a discrete wavelet given by PyWavelets name or ``pywt.Wavelet`` object."""
-    if isinstance(wavelet, Filters):
-        return wavelet
-    if isinstance(wavelet, pywt.Wavelet):
-        lo, hi = tuple(float(v) for v in wavelet.dec_lo), tuple(float(v) for v in wavelet.dec_hi)
-        if len(lo) < 2 or len(lo) != len(hi):
-            raise ValueError(
-                f"wavelet={wavelet.name!r} has decomposition filters of lengths {len(lo)} and "
-                f"{len(hi)}; expected two filters of equal length >= 2"
-            )
-        return Filters(wavelet.name or "custom", lo, hi)
-    if not isinstance(wavelet, str):
-        raise ValueError(
-            f"wavelet={wavelet!r} is not accepted; expected a discrete wavelet name (str) or "
-            "a pywt.Wavelet"
-        )
-    return _filters_from_name(wavelet)
+    return _FILTERS[wavelet_key(wavelet)]
+
+
+def _max_level_for(n: int, filter_length: int) -> int:
+    # pywt.dwt_max_level in integer arithmetic: the largest k with (L − 1)·2^k ≤ n, or 0.
+    if n < filter_length - 1:
+        return 0
+    k = 0
+    while (filter_length - 1) * 2 ** (k + 1) <= n:
+        k += 1
+    return k
 
 
 def dwt_max_level(size: int, wavelet: WaveletLike) -> int:
@@ -145,7 +166,7 @@ def dwt_max_level(size: int, wavelet: WaveletLike) -> int:
     Same as ``pywt.dwt_max_level(size, L)``: the last level at which some coefficient is
     still free of boundary effects.
     """
-    return int(pywt.dwt_max_level(int(size), get_filters(wavelet).length))
+    return _max_level_for(int(size), get_filters(wavelet).length)
 
 
 def max_level(spatial_shape: tuple[int, ...], wavelet: WaveletLike) -> int:
@@ -154,17 +175,17 @@ def max_level(spatial_shape: tuple[int, ...], wavelet: WaveletLike) -> int:
 
 
 def check_level(level: int | None, spatial_shape: tuple[int, ...], wavelet: WaveletLike) -> int:
-    """Resolve ``level=None`` to the maximum; reject levels too deep for the smallest axis."""
+    """Resolve ``level=None`` to :func:`max_level`; reject negative and too deep levels."""
     deepest = max_level(spatial_shape, wavelet)
     if level is None:
         return deepest
     if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 0:
         raise ValueError(f"level={level!r} is not accepted; expected None or an integer >= 0")
     if level > deepest:
-        name = get_filters(wavelet).name
+        f = get_filters(wavelet)
         raise ValueError(
             f"level={level} is too deep for spatial size {tuple(spatial_shape)} with wavelet "
-            f"{name!r} (filter length {get_filters(wavelet).length}); the maximum is {deepest} "
+            f"{f.name!r} (filter length {f.length}); the maximum is {deepest} "
             "(pywt.dwtn_max_level); use a smaller level or a larger signal"
         )
     return int(level)
@@ -183,201 +204,201 @@ def _step_geometry(n: int, filter_length: int, mode: str) -> tuple[int, int]:
     return (n + L - 1) // 2, 2 - L
 
 
-def _extension_terms(v: np.ndarray, n: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """x̃[v] = Σ_t coef[..., t] · x[idx[..., t]] (two terms), for integer virtual indices v.
+def _extension_terms(i: int, n: int, mode: str) -> tuple[tuple[int, float], ...]:
+    """x̃[i] = Σ coef · x[idx] over the returned (idx, coef) pairs (empty: x̃[i] = 0).
 
-    Indices inside [0, n) map to themselves. Outside, the rules are PyWavelets' (valid
-    for extensions up to n samples, which is all a level allowed by :func:`check_level`
-    ever needs).
+    PyWavelets' rules; the ones with an end sample as a pivot (smooth, antireflect) are
+    valid for extensions of up to n − 1 samples, which is all a level allowed by
+    :func:`check_level` ever reads.
     """
-    v = np.asarray(v, dtype=np.int64)
-    idx = np.zeros(v.shape + (2,), dtype=np.int64)
-    coef = np.zeros(v.shape + (2,), dtype=np.float64)
-    inside = (v >= 0) & (v < n)
-    left, right = v < 0, v >= n
-    i0, c0 = idx[..., 0], coef[..., 0]
-    i1, c1 = idx[..., 1], coef[..., 1]
-    i0[inside], c0[inside] = v[inside], 1.0
+    if 0 <= i < n:
+        return ((i, 1.0),)
+    left = i < 0
     if mode == "zero":
-        pass
-    elif mode == "constant":
-        i0[left], c0[left] = 0, 1.0
-        i0[right], c0[right] = n - 1, 1.0
-    elif mode in ("periodic", "periodization"):
-        period = n + (n % 2) if mode == "periodization" else n
-        out = ~inside
-        j = np.mod(v[out], period)
-        i0[out], c0[out] = np.minimum(j, n - 1), 1.0  # the extra sample repeats x[n-1]
-    elif mode == "symmetric":  # half-sample symmetric: x1 x0 | x0 x1 ...
-        out = ~inside
-        j = np.mod(v[out], 2 * n)
-        i0[out], c0[out] = np.where(j < n, j, 2 * n - 1 - j), 1.0
-    elif mode == "reflect":  # whole-sample symmetric: x2 x1 | x0 x1 ...
-        out = ~inside
-        if n == 1:
-            i0[out], c0[out] = 0, 1.0
-        else:
-            j = np.mod(v[out], 2 * n - 2)
-            i0[out], c0[out] = np.where(j < n, j, 2 * n - 2 - j), 1.0
-    elif mode == "antisymmetric":  # -x1 -x0 | x0 x1 ... xn-1 | -xn-1 -xn-2
-        out = ~inside
-        j = np.mod(v[out], 2 * n)
-        i0[out] = np.where(j < n, j, 2 * n - 1 - j)
-        c0[out] = np.where(j < n, 1.0, -1.0)
-    elif mode == "smooth":  # first-order extrapolation from the two end samples
-        if n == 1:
-            i0[~inside], c0[~inside] = 0, 1.0
-        else:
-            k = -v[left]
-            i0[left], c0[left], i1[left], c1[left] = 0, 1.0 + k, 1, -k
-            k = v[right] - n + 1
-            i0[right], c0[right], i1[right], c1[right] = n - 1, 1.0 + k, n - 2, -k
-    elif mode == "antireflect":  # 2·x0 − x[k] | x0 x1 ... | 2·x[n-1] − x[n-1-k]
-        if n == 1:
-            i0[~inside], c0[~inside] = 0, 1.0
-        else:
-            i0[left], c0[left], i1[left], c1[left] = 0, 2.0, -v[left], -1.0
-            i0[right], c0[right], i1[right], c1[right] = n - 1, 2.0, 2 * n - 2 - v[right], -1.0
-    else:  # pragma: no cover - modes are validated by the caller
-        raise ValueError(f"mode={mode!r} is not accepted; expected one of {list(MODES)}")
-    return idx, coef
+        return ()
+    if mode == "constant" or n == 1:
+        return ((0 if left else n - 1, 1.0),)
+    if mode == "periodic":
+        return ((i % n, 1.0),)
+    if mode == "periodization":  # period n + (n mod 2); the extra sample repeats x[n-1]
+        return ((min(i % (n + n % 2), n - 1), 1.0),)
+    if mode in ("symmetric", "antisymmetric"):  # x1 x0 | x0 x1 … (negated for anti-)
+        j = i % (2 * n)
+        if j < n:
+            return ((j, 1.0),)
+        return ((2 * n - 1 - j, 1.0 if mode == "symmetric" else -1.0),)
+    if mode == "reflect":  # x2 x1 | x0 x1 …
+        j = i % (2 * n - 2)
+        return ((j if j < n else 2 * n - 2 - j, 1.0),)
+    if mode == "smooth":  # first-order extrapolation from the two end samples
+        k = -i if left else i - n + 1
+        return ((0, 1.0 + k), (1, -float(k))) if left else ((n - 1, 1.0 + k), (n - 2, -float(k)))
+    if mode == "antireflect":  # 2·x0 − x[k] | x0 x1 … | 2·x[n−1] − x[2n−2−i]
+        return ((0, 2.0), (-i, -1.0)) if left else ((n - 1, 2.0), (2 * n - 2 - i, -1.0))
+    raise ValueError(f"mode={mode!r} is not accepted; expected one of {list(MODES)}")
 
 
 @lru_cache(maxsize=512)
-def _analysis_matrices(filters: Filters, n: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """The dense operators A_lo, A_hi (M × n, float64) of one step along an axis of length n."""
-    L = filters.length
+def _analysis_matrix(key: str, n: int, mode: str) -> np.ndarray:
+    """[A_lo; A_hi] (2M × n, float64): one step along an axis of length n, extension included."""
+    f = _FILTERS[key]
+    L = f.length
     M, s0 = _step_geometry(n, L, mode)
-    v = s0 + 2 * np.arange(M)[:, None] + np.arange(L)[None, :]  # (M, L) virtual indices
-    idx, coef = _extension_terms(v, n, mode)
-    out = []
-    for dec in (filters.dec_lo, filters.dec_hi):
-        w = np.asarray(dec[::-1], dtype=np.float64)
-        A = np.zeros((M, n), dtype=np.float64)
-        rows = np.broadcast_to(np.arange(M)[:, None, None], idx.shape)
-        np.add.at(A, (rows, idx), coef * w[None, :, None])
-        out.append(A)
-    return out[0], out[1]
+    A = np.zeros((2 * M, n), dtype=np.float64)
+    for c, dec in enumerate((f.dec_lo, f.dec_hi)):
+        w = dec[::-1]
+        for o in range(M):
+            for j in range(L):
+                for idx, coef in _extension_terms(s0 + 2 * o + j, n, mode):
+                    A[c * M + o, idx] += w[j] * coef
+    return A
 
 
 @lru_cache(maxsize=512)
-def _pad_plan(n: int, filter_length: int, mode: str) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Extension terms of the samples left and right of x that one conv step reads."""
+def _pad_plan_cached(n: int, filter_length: int, mode: str) -> tuple:
     M, s0 = _step_geometry(n, filter_length, mode)
-    stop = s0 + 2 * M + filter_length - 2  # one past the last virtual index read
-    v = np.concatenate([np.arange(s0, 0), np.arange(n, max(stop, n))])
-    idx, coef = _extension_terms(v, n, mode)
-    return idx, coef, -s0, max(stop, n) - n
+    stop = max(s0 + 2 * M + filter_length - 2, n)  # one past the last virtual index read
+    virtual = list(range(s0, 0)) + list(range(n, stop))
+    terms = [_extension_terms(i, n, mode) for i in virtual]
+    # Two index/coefficient columns; an absent second term reads x[0] with weight 0.
+    idx = tuple(tuple(t[k][0] if k < len(t) else 0 for t in terms) for k in range(2))
+    coef = tuple(tuple(t[k][1] if k < len(t) else 0.0 for t in terms) for k in range(2))
+    used = tuple(any(c != 0.0 for c in coef[k]) for k in range(2))
+    plain = tuple(all(c == 1.0 for c in coef[k]) for k in range(2))
+    return -s0, stop - n, used, plain, idx, coef
 
 
-_TENSOR_CACHE: dict[tuple, torch.Tensor] = {}
+@torch.compiler.assume_constant_result
+def _pad_plan(n: int, filter_length: int, mode: str) -> tuple:
+    """(n_left, n_right, used[2], plain[2], idx[2], coef[2]) of the samples one step reads
+    outside x: pad = Σ_k coef[k] · x[idx[k]] over the used terms."""
+    return _pad_plan_cached(n, filter_length, mode)
 
 
-def _cached_tensor(key: tuple, make, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    full_key = (key, dtype, device)
-    t = _TENSOR_CACHE.get(full_key)
+_TENSORS: dict[tuple, torch.Tensor] = {}
+
+
+def _as_cached_tensor(key: tuple, make, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    t = _TENSORS.get((key, dtype, device))
     if t is None:
-        t = torch.as_tensor(make(), dtype=dtype, device=device)
-        if len(_TENSOR_CACHE) > 1024:  # bounded: distinct sizes seen by a program are few
-            _TENSOR_CACHE.clear()
-        _TENSOR_CACHE[full_key] = t
+        if len(_TENSORS) > 1024:  # bounded: a program sees few distinct sizes
+            _TENSORS.clear()
+        t = _TENSORS[(key, dtype, device)] = torch.as_tensor(make(), dtype=dtype, device=device)
     return t
 
 
-def _extend(x: torch.Tensor, axis: int, filters_length: int, mode: str) -> torch.Tensor:
+@torch.compiler.assume_constant_result
+def _dense_operator(key: str, n: int, mode: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return _as_cached_tensor(("dense", key, n, mode), lambda: _analysis_matrix(key, n, mode), dtype, device)
+
+
+@torch.compiler.assume_constant_result
+def _conv_weight(key: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    f = _FILTERS[key]
+    return _as_cached_tensor(("conv", key), lambda: [[f.dec_lo[::-1]], [f.dec_hi[::-1]]], dtype, device)
+
+
+@torch.compiler.assume_constant_result
+def _pad_tensor(n: int, filter_length: int, mode: str, what: str, k: int, dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
+    values = _pad_plan_cached(n, filter_length, mode)[4 if what == "idx" else 5][k]
+    return _as_cached_tensor(("pad", n, filter_length, mode, what, k), lambda: values, dtype, device)
+
+
+def _extend(x: torch.Tensor, axis: int, filter_length: int, mode: str) -> torch.Tensor:
     """x with the extension samples one step reads concatenated along ``axis`` (< 0)."""
     n = x.shape[axis]
-    idx_np, coef_np, n_left, n_right = _pad_plan(n, filters_length, mode)
+    n_left, n_right, used, plain, _, _ = _pad_plan(n, filter_length, mode)
     if n_left + n_right == 0:
         return x
-    used = coef_np != 0
     shape = [1] * x.dim()
-    shape[axis] = len(idx_np)
+    shape[axis] = n_left + n_right
     pad = None
-    for t in range(2):
-        if not used[:, t].any():
+    for k in range(2):
+        if not used[k]:
             continue
-        idx = _cached_tensor(("idx", n, filters_length, mode, t), lambda: idx_np[:, t], torch.long, x.device)
-        term = x.index_select(axis, idx)
-        if not np.all(coef_np[used[:, t], t] == 1.0) or not used[:, t].all():
-            coef = _cached_tensor(("coef", n, filters_length, mode, t), lambda: coef_np[:, t], x.dtype, x.device)
-            term = term * coef.reshape(shape)
+        term = x.index_select(axis, _pad_tensor(n, filter_length, mode, "idx", k, torch.long, x.device))
+        if not plain[k]:
+            term = term * _pad_tensor(n, filter_length, mode, "coef", k, x.dtype, x.device).reshape(shape)
         pad = term if pad is None else pad + term
     if pad is None:  # zero mode
         pad_shape = list(x.shape)
-        pad_shape[axis] = len(idx_np)
+        pad_shape[axis] = n_left + n_right
         pad = x.new_zeros(pad_shape)
     left, right = pad.split([n_left, n_right], dim=axis)
     return torch.cat([left, x, right], dim=axis)
 
 
 # --------------------------------------------------------------------------------------
-# One analysis step along one axis: (low, high)
+# One level
 # --------------------------------------------------------------------------------------
 
 
-def _step_haar(x: torch.Tensor, axis: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unscaled Haar step: (x[2o] + x[2o+1], x[2o] − x[2o+1]); the caller multiplies by 1/√2."""
+def _haar_step(x: torch.Tensor, axis: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unscaled Haar step along ``axis`` (< 0): (x[2o] + x[2o+1], x[2o] − x[2o+1])."""
     if x.shape[axis] % 2:
         x = _extend(x, axis, 2, mode)  # Haar reads exactly one extension sample, on the right
-    v = x.unflatten(axis, (-1, 2))
-    even, odd = v.select(axis, 0), v.select(axis, 1)
+    # unbind, not two selects: its backward is one stack instead of two zero-filled copies
+    even, odd = x.unflatten(axis, (-1, 2)).unbind(axis)
     return even + odd, even - odd
 
 
-def _apply_along(A: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
-    """Contract axis ``axis`` (< 0) of x with the columns of A: y[..., o, ...] = Σ_i A[o, i] x[..., i, ...]."""
+def _apply_along(A: torch.Tensor, rows: int, x: torch.Tensor, axis: int) -> torch.Tensor:
+    """y[..., o, ...] = Σ_i A[o, i] · x[..., i, ...] along ``axis`` (< 0); A has ``rows`` rows.
+
+    (``rows`` is passed rather than read from ``A.shape``: torch.compile cannot read the
+    shape of a tensor returned by an ``assume_constant_result`` function.)
+    """
     if axis == -1:
         return x @ A.mT
     n = x.shape[axis]
     lead, trail = x.shape[:axis], x.shape[axis + 1 :]
     y = A @ x.reshape(-1, n, math.prod(trail))
-    return y.reshape(*lead, A.shape[0], *trail)
+    return y.reshape(*lead, rows, *trail)
 
 
-def _step_dense(x: torch.Tensor, axis: int, filters: Filters, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    n = x.shape[axis]
-    key = ("dense", filters, n, mode)
-    A_lo = _cached_tensor(key + ("lo",), lambda: _analysis_matrices(filters, n, mode)[0], x.dtype, x.device)
-    A_hi = _cached_tensor(key + ("hi",), lambda: _analysis_matrices(filters, n, mode)[1], x.dtype, x.device)
-    return _apply_along(A_lo, x, axis), _apply_along(A_hi, x, axis)
-
-
-def _step_conv(x: torch.Tensor, axis: int, filters: Filters, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    L = filters.length
+def _stacked_step(x: torch.Tensor, axis: int, key: str, mode: str) -> torch.Tensor:
+    """One step along ``axis`` (< 0), low and high stacked: that axis becomes [y_lo; y_hi]."""
+    n, L = x.shape[axis], _FILTERS[key].length
+    if n <= DENSE_MAX:
+        rows = 2 * _step_geometry(n, L, mode)[0]
+        return _apply_along(_dense_operator(key, n, mode, x.dtype, x.device), rows, x, axis)
     xe = _extend(x, axis, L, mode).movedim(axis, -1)
-    lead = xe.shape[:-1]
-    weight = _cached_tensor(
-        ("conv", filters),
-        lambda: np.stack([filters.dec_lo[::-1], filters.dec_hi[::-1]])[:, None, :],
-        x.dtype,
-        x.device,
-    )
-    y = F.conv1d(xe.reshape(-1, 1, xe.shape[-1]), weight, stride=2)  # (N, 2, M)
-    y = y.reshape(*lead, 2, y.shape[-1])
-    return y.select(-2, 0).movedim(-1, axis), y.select(-2, 1).movedim(-1, axis)
+    y = F.conv1d(xe.reshape(-1, 1, xe.shape[-1]), _conv_weight(key, x.dtype, x.device), stride=2)
+    return y.reshape(*xe.shape[:-1], -1).movedim(-1, axis)  # (N, 2, M) is channel-major: [lo; hi]
 
 
-def _dwtn_level(x: torch.Tensor, ndim: int, filters: Filters, mode: str) -> dict[str, torch.Tensor]:
-    """One N-D level: {key: band} with pywt keys (character i ↔ spatial axis i)."""
-    haar = filters.is_haar
-    bands: dict[str, torch.Tensor] = {"": x}
-    # Last axis first: its product is one large GEMM on a contiguous input.
-    for axis in range(-1, -ndim - 1, -1):
-        new: dict[str, torch.Tensor] = {}
-        for key, b in bands.items():
-            if haar:
-                lo, hi = _step_haar(b, axis, mode)
-            elif b.shape[axis] <= DENSE_MAX:
-                lo, hi = _step_dense(b, axis, filters, mode)
-            else:
-                lo, hi = _step_conv(b, axis, filters, mode)
-            new["a" + key], new["d" + key] = lo, hi
-        bands = new
-    if haar:  # the 1/√2 of every axis, applied once per band
-        scale = 2.0 ** (-ndim / 2)
-        bands = {k: b * scale for k, b in bands.items()}
+def _split_bands(y: torch.Tensor, ndim: int) -> dict[str, torch.Tensor]:
+    """Bands of a tensor stacked [lo; hi] along each of the last ``ndim`` axes, keyed like pywt.
+
+    ``unbind`` (rather than slicing) keeps the backward pass to one ``stack`` per axis
+    instead of a zero-filled copy of the whole level per band.
+    """
+    for i in range(ndim - 1, -1, -1):  # unflattening the later axes first keeps indices simple
+        pos = -(2 * (ndim - i) - 1)
+        y = y.unflatten(pos, (2, y.shape[pos] // 2))
+    bands: dict[str, torch.Tensor] = {"": y}
+    for i in range(ndim):
+        pos = -(2 * (ndim - i))
+        bands = {k + c: part for k, t in bands.items() for c, part in zip("ad", t.unbind(pos))}
     return bands
+
+
+def dwtn_level(x: torch.Tensor, ndim: int, key: str, mode: str) -> dict[str, torch.Tensor]:
+    """One N-D level over the last ``ndim`` dims: {pywt key: band}, the approximation included."""
+    if _FILTERS[key].is_haar:
+        bands: dict[str, torch.Tensor] = {"": x}
+        for axis in range(-1, -ndim - 1, -1):
+            new: dict[str, torch.Tensor] = {}
+            for k, b in bands.items():
+                new["a" + k], new["d" + k] = _haar_step(b, axis, mode)
+            bands = new
+        scale = 2.0 ** (-ndim / 2)  # the 1/√2 of every axis, applied once per band
+        return {k: b * scale for k, b in bands.items()}
+    y = x
+    for axis in range(-1, -ndim - 1, -1):  # last axis first: one large GEMM on a contiguous input
+        y = _stacked_step(y, axis, key, mode)
+    return _split_bands(y, ndim)
 
 
 def wavedec(
@@ -386,7 +407,7 @@ def wavedec(
     level: int | None = None,
     ndim: int = 2,
     mode: str = "periodization",
-) -> Coeffs:
+) -> list:
     """Multilevel DWT over the last ``ndim`` dims, equal to ``pywt.wavedecn``.
 
     Args:
@@ -394,8 +415,8 @@ def wavedec(
             treated as channels); differentiable.
         wavelet: discrete PyWavelets wavelet name (``"haar"``, ``"bior1.3"``, ``"db4"``…)
             or a ``pywt.Wavelet``.
-        level: number of levels; ``None`` = ``pywt.dwtn_max_level`` of the spatial shape.
-            A level deeper than that raises ``ValueError``.
+        level: number of levels; ``None`` = ``pywt.dwtn_max_level`` of the spatial shape
+            (0 for signals shorter than the filter). A deeper level raises ``ValueError``.
         ndim: number of transformed (spatial) dims: 1, 2 or 3.
         mode: boundary extension, one of :data:`MODES` (pywt semantics).
 
@@ -403,27 +424,39 @@ def wavedec(
         ``[a_level, {detail bands of level `level`}, ..., {detail bands of level 1}]``:
         coarsest approximation first, then one dict per level from coarse to fine, keyed
         like pywt (``"d"``; ``"ad"``, ``"da"``, ``"dd"``; ``"aad"`` … ``"ddd"``). Every
-        tensor keeps the leading dims of ``x``; coefficients are in the units of ``x``.
+        tensor keeps the leading dims of ``x``, has the dtype of ``x`` and is in its units.
+        Bands may be non-contiguous views.
 
     Example:
         >>> x = torch.randn(2, 3, 32, 32)
         >>> coeffs = wavedec(x, "bior1.3", level=2)
-        >>> coeffs[0].shape, sorted(coeffs[1])
-        (torch.Size([2, 3, 8, 8]), ['ad', 'da', 'dd'])
+        >>> tuple(coeffs[0].shape), sorted(coeffs[1])
+        ((2, 3, 8, 8), ['ad', 'da', 'dd'])
     """
     ndim = check_ndim(ndim)
     check_signal("x", x, ndim)
     mode = check_choice("mode", mode, MODES)
-    filters = get_filters(wavelet)
-    spatial = tuple(x.shape[-ndim:])
-    level = check_level(level, spatial, filters)
+    key = wavelet_key(wavelet)
+    level = check_level(level, tuple(x.shape[-ndim:]), key)
     details: list[dict[str, torch.Tensor]] = []
     a = x
     for _ in range(level):
-        bands = _dwtn_level(a, ndim, filters, mode)
+        bands = dwtn_level(a, ndim, key, mode)
         a = bands.pop("a" * ndim)
         details.append(bands)
     return [a, *reversed(details)]
 
 
-__all__ = ["MODES", "DENSE_MAX", "Filters", "check_level", "dwt_max_level", "get_filters", "max_level", "wavedec"]
+__all__ = [
+    "DENSE_MAX",
+    "MODES",
+    "Filters",
+    "check_level",
+    "discrete_families",
+    "dwt_max_level",
+    "dwtn_level",
+    "get_filters",
+    "max_level",
+    "wavedec",
+    "wavelet_key",
+]

@@ -1,0 +1,205 @@
+"""The ``specreg`` command line.
+
+::
+
+    specreg train CONFIG --out DIR [section.key=value ...]
+    specreg sample RUN_DIR --n N --out DIR [--sampler NAME] [--steps K] [--seed S]
+    specreg demo [--out DIR]
+
+Each sub-command is one small ``add_<name>(subparsers)`` function that declares its
+options and sets ``func`` to the function that runs it; :data:`COMMANDS` lists them.
+Sub-commands that live in other modules (``eval``, ``compare``) are found through
+:data:`COMMAND_MODULES`: such a module defines ``register(subparsers)`` the same way,
+so adding a command is a function there and one line here. Heavy imports (torch) happen
+inside the run functions, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+# Modules that add their own sub-commands: each defines ``register(subparsers)``.
+COMMAND_MODULES: tuple[str, ...] = ("specreg.experiments.evaluate", "specreg.experiments.compare")
+
+
+def _builtin_names() -> str:
+    from specreg.train.config import builtin_configs
+
+    return ", ".join(builtin_configs())
+
+
+# --------------------------------------------------------------------------- train
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model from a config (resumes if DIR holds a checkpoint)",
+        description="Train a diffusion model, with or without a spectral regularizer, from a config. "
+                    "Running the same command again continues from the newest checkpoint in DIR. "
+                    "Multi-process (DDP): launch with `accelerate launch -m specreg.cli train ...` or "
+                    "`torchrun --nproc_per_node N -m specreg.cli train ...`.",
+        epilog="Example: specreg train demo --out runs/ap train.steps=200 regularizer.loss=fourier_ap "
+               "regularizer.lam=edm",
+    )
+    p.add_argument("config", help=f"built-in config name ({_builtin_names()}) or a YAML file")
+    p.add_argument("--out", required=True, type=Path, help="run directory (config, logs, checkpoints, samples)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="override config values; values are typed as YAML (200, 1e-4, edm, null, [1, 2])")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from specreg.train.config import dump_config, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    from specreg.train.trainer import Trainer
+
+    result = Trainer(cfg, args.out).fit()
+    if result.resumed_from:
+        print(f"resumed from step {result.resumed_from}", file=sys.stderr)
+    print(f"trained to step {result.step} in {result.seconds:.1f} s; run directory {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- sample
+
+def add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sample", help="draw samples from a trained run",
+        description="Load the newest checkpoint of a run (EMA weights) and write N samples: images as "
+                    "grid.png plus samples.npy (float32, N×C×H×W in [-1, 1]); audio as WAV files plus "
+                    "samples.npy (N×1×L).",
+    )
+    p.add_argument("run_dir", type=Path, help="a run directory written by `specreg train`")
+    p.add_argument("--n", type=int, required=True, help="number of samples")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--sampler", default=None,
+                   help="sampler (edm: heun, euler, dpmpp_2m; ddpm: ddpm, ddim; flow: euler, heun); "
+                        "default: the run's sample.sampler")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the run's sample.steps)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
+    p.add_argument("--batch-size", type=int, default=256, help="samples per forward batch (default 256)")
+    p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(func=run_sample)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise ValueError(f"--n={args.n} is not accepted; expected an integer >= 1")
+    import numpy as np
+    import torch
+
+    from specreg.train.build import conditioning_for_samples, generate, load_trained
+    from specreg.train.trainer import save_audio, save_image_grid
+
+    overrides = [f"sample.seed={args.seed}"]
+    if args.sampler is not None:
+        overrides.append(f"sample.sampler={args.sampler}")
+    if args.steps is not None:
+        overrides.append(f"sample.steps={args.steps}")
+    cfg, model, formulation, step = load_trained(args.run_dir, ema=not args.raw, overrides=overrides)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    if isinstance(formulation, torch.nn.Module):
+        formulation.to(device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    kw = conditioning_for_samples(cfg, args.n)
+    x = generate(cfg, formulation, model, args.n, generator=generator, model_kwargs=kw,
+                 batch_size=args.batch_size).cpu()
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.save(args.out / "samples.npy", x.numpy().astype(np.float32))
+    if cfg.data.is_audio:
+        save_audio(x, args.out, cfg.data.sample_rate)
+    else:
+        save_image_grid(x[:256], args.out / "grid.png")
+    print(f"wrote {args.n} samples of step {step} ({cfg.sample.sampler}, {cfg.sample.steps} steps) to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="train a baseline and regularized models on textures and write report.md",
+        description="On a CPU in a few minutes: train a baseline EDM and spectrally regularized EDMs on "
+                    "32×32 gray texture crops (built-in config `demo`), sample each with Heun, and write "
+                    "report.md with sample grids, radial power spectra and log-spectral distances.",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default runs/demo)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch (default: all cores torch sees)")
+    p.add_argument("--quick", action="store_true",
+                   help="a much shorter run (for a smoke test; the numbers mean little)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="overrides of the demo config applied to every variant, e.g. train.steps=200")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from specreg.demo import run_demo as demo
+
+    report = demo(args.out, threads=args.threads, quick=args.quick, overrides=args.overrides)
+    print(f"wrote {report}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_sample, add_demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="specreg",
+        description="Spectral regularization of diffusion models: train, sample, evaluate, compare.",
+    )
+    from specreg import __version__
+
+    parser.add_argument("--version", action="version", version=f"specreg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(sub)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # that command is not installed; anything else is a real error
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``specreg`` script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as err:  # a bad config, override or argument: say what to change
+        _report(args.command, f"error: {err}")
+        return 2
+    except RuntimeError as err:  # diverged or out of memory: the message says what to try
+        _report(args.command, str(err))
+        return 1
+
+
+def _report(command: str, message: str) -> None:
+    if os.environ.get("SPECREG_TRACEBACK"):
+        traceback.print_exc()
+    print(f"specreg {command}: {message}", file=sys.stderr)
+    print("(set SPECREG_TRACEBACK=1 to see where it came from)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

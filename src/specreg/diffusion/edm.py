@@ -1,0 +1,276 @@
+"""EDM and its VP/VE special cases (Karras et al. 2022, Table 1): preconditioning, training
+noise levels, loss weights, samplers.
+
+A raw network F is wrapped into a denoiser
+
+    D(x; σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x, c_noise(σ)),
+
+whose output is the predicted clean sample x̂0 for the VE state x = x0 + σ·ε. Table 1:
+
+============  =====================  ==========================  ====================  ===================
+precond       c_skip                 c_out                       c_in                  c_noise
+============  =====================  ==========================  ====================  ===================
+``"edm"``     σ_d²/(σ² + σ_d²)        σ·σ_d/sqrt(σ² + σ_d²)        1/sqrt(σ² + σ_d²)      ¼·ln σ
+``"vp"``      1                      −σ                          1/sqrt(σ² + 1)        (M − 1)·σ⁻¹_vp(σ)
+``"ve"``      1                      σ                           1                     ln(σ/2)
+============  =====================  ==========================  ====================  ===================
+
+Training noise levels and loss weights λ(σ):
+
+* ``"edm"``: ln σ ~ N(P_mean, P_std²); λ = (σ² + σ_d²)/(σ·σ_d)².
+* ``"vp"``: t ~ U(ε_t, 1), σ = σ_vp(t) = sqrt(exp(½β_d t² + β_min t) − 1); λ = 1/σ².
+* ``"ve"``: ln σ ~ U(ln σ_min^ve, ln σ_max^ve); λ = 1/σ².
+
+The per-sample diffusion term is λ(σ)·mean over non-batch dims of (D(x0 + σε; σ) − x0)²,
+i.e. NVlabs/edm's loss divided by the number of elements per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from specreg._checks import check_choice, check_positive
+from specreg.diffusion.base import (
+    DiffusionLoss,
+    check_data,
+    check_noise,
+    check_shape,
+    check_steps,
+    combine,
+    mean_per_sample,
+    module_device,
+    per_sample,
+    rand,
+    randn,
+)
+from specreg.diffusion.prediction import x0_from_pred
+from specreg.diffusion.samplers import SAMPLERS, karras_sigmas, ve_sigmas, vp_sigmas
+
+PRECONDS = ("edm", "vp", "ve")
+DISCRETIZATIONS = ("edm", "vp", "ve")
+
+
+class EDM:
+    """An EDM-family formulation: preconditioning, noise distribution, weight, loss, sampler.
+
+    Args:
+        precond: ``"edm"``, ``"vp"`` or ``"ve"`` (Table 1 of Karras et al. 2022).
+        sigma_data: σ_d, the data standard deviation assumed by ``"edm"``.
+        P_mean, P_std: the log-normal training noise of ``"edm"``.
+        sigma_min, sigma_max, rho: the sampling grid (:func:`karras_sigmas`); clipped to the
+            range the preconditioning supports, as NVlabs/edm does (VP: [σ_vp(ε_t), σ_vp(1)],
+            VE: [ve_sigma_min, ve_sigma_max]).
+        beta_d, beta_min, M, epsilon_t: the VP schedule, its number of DDPM steps M (for
+            c_noise) and the smallest training time ε_t.
+        ve_sigma_min, ve_sigma_max: the VE training range.
+
+    The raw network is called ``net(c_in·x, c_noise, **kw)`` with c_noise of shape (B,).
+
+    Example:
+        >>> edm = EDM("edm")
+        >>> denoiser = edm.precondition(net)                       # doctest: +SKIP
+        >>> out = edm.loss(denoiser, x0, regularizer=reg)          # doctest: +SKIP
+        >>> x = edm.sample(denoiser, (16, 3, 32, 32), steps=18)    # doctest: +SKIP
+    """
+
+    def __init__(self, precond: str = "edm", *, sigma_data: float = 0.5, P_mean: float = -1.2,
+                 P_std: float = 1.2, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+                 beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, epsilon_t: float = 1e-5,
+                 ve_sigma_min: float = 0.02, ve_sigma_max: float = 100.0) -> None:
+        self.precond = check_choice("precond", precond, PRECONDS)
+        self.sigma_data = check_positive("sigma_data", sigma_data)
+        self.P_mean = float(P_mean)
+        self.P_std = check_positive("P_std", P_std)
+        self.sigma_min = check_positive("sigma_min", sigma_min)
+        self.sigma_max = check_positive("sigma_max", sigma_max)
+        self.rho = check_positive("rho", rho)
+        self.beta_d = check_positive("beta_d", beta_d)
+        self.beta_min = check_positive("beta_min", beta_min, allow_zero=True)
+        if isinstance(M, bool) or not isinstance(M, int) or M < 2:
+            raise ValueError(f"M={M!r} is not accepted; expected an integer number of DDPM steps >= 2")
+        self.M = M
+        self.epsilon_t = check_positive("epsilon_t", epsilon_t)
+        if not self.epsilon_t < 1:
+            raise ValueError(f"epsilon_t={epsilon_t!r} is not accepted; expected 0 < epsilon_t < 1")
+        self.ve_sigma_min = check_positive("ve_sigma_min", ve_sigma_min)
+        self.ve_sigma_max = check_positive("ve_sigma_max", ve_sigma_max)
+        for lo, hi in (("sigma_min", "sigma_max"), ("ve_sigma_min", "ve_sigma_max")):
+            if not getattr(self, lo) < getattr(self, hi):
+                raise ValueError(f"{lo}={getattr(self, lo)} must be smaller than {hi}={getattr(self, hi)}")
+
+    # --- the VP schedule ----------------------------------------------------------------
+
+    def vp_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """σ_vp(t) = sqrt(exp(½β_d t² + β_min t) − 1)."""
+        return torch.expm1(0.5 * self.beta_d * t**2 + self.beta_min * t).sqrt()
+
+    def vp_sigma_inv(self, sigma: torch.Tensor) -> torch.Tensor:
+        """t = (sqrt(β_min² + 2β_d·ln(1 + σ²)) − β_min)/β_d, the inverse of :meth:`vp_sigma`."""
+        return ((self.beta_min**2 + 2 * self.beta_d * torch.log1p(sigma**2)).sqrt() - self.beta_min) / self.beta_d
+
+    @property
+    def supported_range(self) -> tuple[float, float]:
+        """The σ range the preconditioning was trained on: where sampling may go."""
+        if self.precond == "vp":
+            t = torch.tensor([self.epsilon_t, 1.0], dtype=torch.float64)
+            lo, hi = self.vp_sigma(t).tolist()
+            return lo, hi
+        if self.precond == "ve":
+            return self.ve_sigma_min, self.ve_sigma_max
+        return 0.0, math.inf
+
+    # --- Table 1 ------------------------------------------------------------------------
+
+    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c_skip, c_out, c_in, c_noise) at σ, each with the shape of ``sigma`` (module doc table)."""
+        if self.precond == "edm":
+            sd2 = self.sigma_data**2
+            c_skip = sd2 / (sigma**2 + sd2)
+            c_out = sigma * self.sigma_data / (sigma**2 + sd2).sqrt()
+            c_in = 1 / (sigma**2 + sd2).sqrt()
+            c_noise = sigma.log() / 4
+        elif self.precond == "vp":
+            c_skip = torch.ones_like(sigma)
+            c_out = -sigma
+            c_in = 1 / (sigma**2 + 1).sqrt()
+            c_noise = (self.M - 1) * self.vp_sigma_inv(sigma)
+        else:
+            c_skip = torch.ones_like(sigma)
+            c_out = sigma
+            c_in = torch.ones_like(sigma)
+            c_noise = (0.5 * sigma).log()
+        return c_skip, c_out, c_in, c_noise
+
+    def weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The loss weight λ(σ): (σ² + σ_d²)/(σ·σ_d)² for EDM, 1/σ² for VP and VE."""
+        if self.precond == "edm":
+            return (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
+        return 1 / sigma**2
+
+    def sample_sigma(self, batch: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+        """Training noise levels σ (B,), float32, from this formulation's distribution."""
+        if self.precond == "edm":
+            n = randn((batch,), generator, device, torch.float32)
+            return (n * self.P_std + self.P_mean).exp()
+        u = rand(batch, generator, device, torch.float32)
+        if self.precond == "vp":
+            return self.vp_sigma(1 + u * (self.epsilon_t - 1))
+        return self.ve_sigma_min * (self.ve_sigma_max / self.ve_sigma_min) ** u
+
+    def precondition(self, net: Callable[..., torch.Tensor], dtype: torch.dtype = torch.float32) -> Denoiser:
+        """Wrap a raw network into the denoiser D(x; σ) = x̂0 (see :class:`Denoiser`)."""
+        return Denoiser(net, self, dtype=dtype)
+
+    # --- training ---------------------------------------------------------------------
+
+    def loss(self, denoiser: Callable[..., torch.Tensor], x0: torch.Tensor, regularizer: Any | None = None,
+             generator: torch.Generator | None = None, *, sigma: torch.Tensor | None = None,
+             noise: torch.Tensor | None = None, **model_kwargs: Any) -> DiffusionLoss:
+        """Per-sample loss (B,): λ(σ)·mean((D(x0 + σε; σ) − x0)²) [+ the spectral term on x̂0 = D].
+
+        ``denoiser(x, sigma, **model_kwargs)`` returns x̂0 (e.g. from :meth:`precondition`).
+        σ and ε are drawn unless given (σ: (B,) positive).
+        """
+        check_data("x0", x0)
+        batch = x0.shape[0]
+        if sigma is None:
+            sigma = self.sample_sigma(batch, generator, x0.device)
+        else:
+            sigma = torch.as_tensor(sigma, device=x0.device)
+            if sigma.shape != (batch,) or not sigma.is_floating_point() or bool((sigma <= 0).any()):
+                raise ValueError(f"sigma must be positive noise levels of shape ({batch},), got {tuple(sigma.shape)}")
+        if noise is None:
+            noise = randn(x0.shape, generator, x0.device, x0.dtype)
+        check_noise(noise, x0)
+        dtype = torch.float64 if x0.dtype == torch.float64 else torch.float32
+        sigma = sigma.to(dtype)
+        x = x0.to(dtype) + per_sample(sigma, x0) * noise.to(dtype)
+        x0_hat = x0_from_pred(denoiser(x, sigma, **model_kwargs), x, prediction="edm", validate=False)
+        diffusion = self.weight(sigma) * mean_per_sample((x0_hat.to(dtype) - x0.to(dtype)).square())
+        return combine(diffusion, x0_hat, x0, sigma, regularizer)
+
+    # --- sampling ---------------------------------------------------------------------
+
+    def sigmas(self, steps: int, discretization: str = "edm",
+               device: torch.device | str | None = None) -> torch.Tensor:
+        """The sampling grid (steps + 1,), float64, within the supported range.
+
+        ``"edm"``: :func:`karras_sigmas` (ρ = ``rho``); ``"vp"``: :func:`vp_sigmas`;
+        ``"ve"``: :func:`ve_sigmas`. Only the grid changes; the ODE is always EDM's
+        dx/dσ = (x − D)/σ (Karras et al. §3: the VP/VE scaling and schedule are a
+        reparameterisation of the same ODE).
+        """
+        check_choice("discretization", discretization, DISCRETIZATIONS)
+        check_steps(steps)
+        lo, hi = self.supported_range
+        sigma_min, sigma_max = max(self.sigma_min, lo), min(self.sigma_max, hi)
+        if discretization == "vp":
+            return vp_sigmas(steps, sigma_min, sigma_max, device=device)
+        if discretization == "ve":
+            return ve_sigmas(steps, sigma_min, sigma_max, device=device)
+        return karras_sigmas(steps, sigma_min, sigma_max, self.rho, device=device)
+
+    @torch.no_grad()
+    def sample(self, denoiser: Callable[..., torch.Tensor], shape: tuple[int, ...], sampler: str = "heun",
+               steps: int = 18, churn: float = 0.0, S_min: float = 0.0, S_max: float = float("inf"),
+               S_noise: float = 1.0, generator: torch.Generator | None = None, *, discretization: str = "edm",
+               device: torch.device | str | None = None, callback: Any | None = None,
+               **model_kwargs: Any) -> torch.Tensor:
+        """Draw samples: x_0 = ε·σ_0 (float64), then ``sampler`` down :meth:`sigmas`.
+
+        ``sampler``: ``"heun"`` (Karras Alg. 2, 2·steps − 1 calls), ``"euler"`` or
+        ``"dpmpp_2m"`` (deterministic; churn not accepted). ``churn`` = S_churn with
+        S_min, S_max, S_noise as in NVlabs/edm (their ImageNet setting: 40, 0.05, 50, 1.003).
+        Returns float32.
+        """
+        check_choice("sampler", sampler, tuple(SAMPLERS))
+        shape = check_shape(shape)
+        if sampler == "dpmpp_2m" and churn > 0:
+            raise ValueError(f"churn={churn!r} is not accepted with sampler='dpmpp_2m' (deterministic); use 0")
+        device = module_device(denoiser) if device is None else torch.device(device)
+        sigmas = self.sigmas(steps, discretization, device=device)
+        x = randn(shape, generator, device, torch.float32).to(torch.float64) * sigmas[0]
+        if sampler == "dpmpp_2m":
+            x = SAMPLERS[sampler](denoiser, x, sigmas, model_kwargs=model_kwargs, callback=callback)
+        else:
+            x = SAMPLERS[sampler](denoiser, x, sigmas, churn=churn, S_min=S_min, S_max=S_max, S_noise=S_noise,
+                                  generator=generator, model_kwargs=model_kwargs, callback=callback)
+        return x.to(torch.float32)
+
+    def __repr__(self) -> str:
+        return f"EDM(precond={self.precond!r}, sigma_data={self.sigma_data})"
+
+
+class Denoiser(nn.Module):
+    """D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise): a raw network made into an x̂0 predictor.
+
+    As in NVlabs/edm, x and σ are cast to ``dtype`` (float32) before the network and its
+    output is cast back, so mixed-precision networks (autocast) still return float32 x̂0.
+    ``sigma`` may be a scalar or (B,). ``sigma_min``/``sigma_max`` give the supported range.
+    Only ``net`` is a submodule, so ``state_dict`` is the network's.
+    """
+
+    def __init__(self, net: Callable[..., torch.Tensor], formulation: EDM, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.net = net
+        self.formulation = formulation
+        self.dtype = dtype
+        self.sigma_min, self.sigma_max = formulation.supported_range
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **model_kwargs: Any) -> torch.Tensor:
+        x = x.to(self.dtype)
+        sigma = torch.as_tensor(sigma, device=x.device).to(self.dtype).reshape(-1)
+        if sigma.shape[0] == 1:
+            sigma = sigma.expand(x.shape[0])
+        c_skip, c_out, c_in, c_noise = self.formulation.coefficients(sigma)
+        F_x = self.net(per_sample(c_in, x) * x, c_noise, **model_kwargs)
+        return per_sample(c_skip, x) * x + per_sample(c_out, x) * F_x.to(self.dtype)
+
+    def extra_repr(self) -> str:
+        return f"precond={self.formulation.precond!r}, dtype={self.dtype}"

@@ -1,0 +1,487 @@
+"""The training loop: Eq. 17 (L_diffusion + λ·L_S) with Adam, EMA, checkpoints and logs.
+
+Built on Hugging Face ``accelerate``, so the same code runs on a CPU, one GPU, or several
+processes launched with ``accelerate launch`` or ``torchrun`` (DDP), with optional mixed
+precision and gradient accumulation.
+
+Determinism. Everything random in a step is derived from ``(train.seed, step, micro)``,
+where ``micro = k·world_size + rank`` numbers the micro-batches of one optimizer step
+across processes and accumulation (k = 0 … grad_accum−1):
+
+* the data order: global sample number i = step·B + micro·b + j (B the global batch,
+  b the micro-batch) maps to position i mod N of the permutation of epoch i // N;
+* the diffusion noise and noise levels (an explicit generator passed to the loss);
+* dropout and any other use of the global RNGs (python, numpy, torch are reseeded).
+
+So a run resumed from a checkpoint repeats the uninterrupted run exactly (on the same
+hardware and thread count), and one process with ``grad_accum=2`` sees the same samples
+and noise as two processes with ``grad_accum=1`` at the same global batch.
+
+Outputs in the run directory: ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON
+object per logged step: loss, diffusion, spectral, lam, lr, grad_norm),
+``checkpoints/step-XXXXXXXX/`` (see :mod:`specreg.train.checkpoint`), ``samples/``
+(PNG grids or WAV clips) and, when installed, TensorBoard event files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from specreg.train.build import (
+    batch_inputs,
+    build_dataset,
+    build_formulation,
+    build_model,
+    build_net,
+    build_regularizer,
+    conditioning_for_samples,
+    generate,
+    spatial_ndim,
+)
+from specreg.train.checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpoint,
+    latest_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from specreg.train.config import Config
+
+METRICS_FILE = "metrics.jsonl"
+SAMPLES_DIR = "samples"
+# Sections whose change makes an old checkpoint meaningless for the new run.
+_FIXED_SECTIONS = ("data", "model", "diffusion", "regularizer")
+_FROM_CONFIG: Any = object()
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or the gradient became NaN or infinite; training stopped before the update."""
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    out_dir: Path
+    step: int
+    resumed_from: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- randomness
+
+def derive_seed(seed: int, *key: int) -> int:
+    """A 63-bit seed that depends only on (seed, *key) (non-negative integers), well mixed."""
+    state = np.random.SeedSequence([int(seed), *map(int, key)]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+_STEP, _EPOCH = 0, 1  # key tags, so a step's seed never equals an epoch's
+
+
+def seed_everything(seed: int) -> None:
+    """Reseed python, numpy and torch (all devices) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class StepBatches(Sampler[list[int]]):
+    """Index lists of this process's micro-batches, from ``start_step`` to ``steps``.
+
+    Global sample number i = step·B + micro·b + j is item ``perm_e[i mod N]`` with
+    e = i // N and ``perm_e`` a permutation seeded by (seed, e): every epoch visits each
+    item once, and the position in the stream is a function of the step alone.
+    """
+
+    def __init__(self, n_items: int, *, global_batch: int, micro_batch: int, world: int, rank: int,
+                 accum: int, seed: int, start_step: int, steps: int) -> None:
+        self.n, self.B, self.b = n_items, global_batch, micro_batch
+        self.world, self.rank, self.accum = world, rank, accum
+        self.seed, self.start, self.steps = seed, start_step, steps
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, _EPOCH, epoch))
+            self._perms = {epoch: torch.randperm(self.n, generator=g)}  # keep one epoch only
+        return self._perms[epoch]
+
+    def indices(self, step: int, micro: int) -> list[int]:
+        """Items of micro-batch ``micro`` of optimizer step ``step`` (0-based)."""
+        first = step * self.B + micro * self.b
+        return [int(self._perm(i // self.n)[i % self.n]) for i in range(first, first + self.b)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.steps):
+            for k in range(self.accum):
+                yield self.indices(step, k * self.world + self.rank)
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.accum
+
+
+# --------------------------------------------------------------------------- EMA
+
+class EMA:
+    """Exponential moving average of a module's weights (and a copy of its buffers).
+
+    θ_ema ← d_t·θ_ema + (1 − d_t)·θ with d_t = min(decay, (1 + t)/(10 + t)) at step t:
+    the warm-up keeps the average from being dominated by the random initial weights in
+    short runs, and reaches ``decay`` after ≈ 10/(1 − decay) steps.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        ema_p = [p for p in self.module.parameters()]
+        new_p = [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema_p, new_p, 1.0 - d)
+        for b_ema, b in zip(self.module.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------- outputs
+
+def save_image_grid(x: torch.Tensor, path: str | Path, *, nrow: int | None = None) -> Path:
+    """Write images (n, C, H, W) in [-1, 1] as one PNG grid (1-pixel gaps)."""
+    from PIL import Image
+
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    n, c, h, w = x.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    ncol = math.ceil(n / nrow)
+    grid = torch.full((c, ncol * (h + 1) + 1, nrow * (w + 1) + 1), 255, dtype=torch.uint8)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = x[i]
+    arr = grid.permute(1, 2, 0).numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr[..., 0] if c == 1 else arr[..., :3]).save(path)
+    return path
+
+
+def save_audio(x: torch.Tensor, folder: str | Path, sample_rate: int, *, prefix: str = "sample") -> list[Path]:
+    """Write waveforms (n, 1, L) in [-1, 1] as 16-bit WAV files ``prefix-000.wav`` …"""
+    import soundfile
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, wave in enumerate(x.detach().float().cpu().clamp(-1, 1)):
+        path = folder / f"{prefix}-{i:03d}.wav"
+        soundfile.write(str(path), wave.reshape(-1).numpy(), sample_rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+    return rows
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines after ``step`` (written after the checkpoint we resume from)."""
+    rows = [r for r in _read_metrics(path) if r.get("step", 0) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def _flat_hparams(cfg: Config) -> dict[str, Any]:
+    out = {}
+    for section, values in cfg.to_dict().items():
+        for key, value in values.items():
+            out[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def _is_oom(err: BaseException) -> bool:
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    text = str(err)
+    return isinstance(err, oom_type) or "out of memory" in text or "can't allocate memory" in text
+
+
+# --------------------------------------------------------------------------- trainer
+
+class Trainer:
+    """Train the model of ``cfg`` into ``out_dir``; resumes if ``out_dir`` has a checkpoint.
+
+    ``dataset``, ``net`` and ``regularizer`` replace the ones built from the config
+    (tests use tiny stand-ins; ``regularizer=None`` trains the baseline).
+    """
+
+    def __init__(self, cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = None,
+                 net: nn.Module | None = None, regularizer: Any = _FROM_CONFIG) -> None:
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self._dataset = dataset
+        self._net = net
+        self._regularizer = regularizer
+
+    # ------------------------------------------------------------------ setup
+    def _accelerator(self) -> Any:
+        from accelerate import Accelerator
+
+        t = self.cfg.train
+        log_with = None
+        if t.tensorboard:
+            try:
+                import tensorboard  # noqa: F401
+
+                log_with = "tensorboard"
+            except ImportError:
+                pass
+        return Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum,
+                           log_with=log_with, project_dir=str(self.out_dir))
+
+    def _check_resume(self, ckpt: Checkpoint) -> None:
+        saved = ckpt.config
+        now = self.cfg.to_dict()
+        changed = [f"{s}.{k}" for s in _FIXED_SECTIONS for k in now[s]
+                   if saved.get(s, {}).get(k) != now[s][k]]
+        if changed:
+            raise ValueError(
+                f"{self.out_dir} holds a checkpoint of a different run (these settings differ: {changed}); "
+                "use a new --out directory, or the same settings to resume"
+            )
+
+    def _optimizer(self, params: Any) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+        return cls(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up to ``train.lr`` over ``train.warmup_steps``, then constant."""
+        t = self.cfg.train
+        return t.lr * min(1.0, step / t.warmup_steps) if t.warmup_steps else t.lr
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> TrainResult:
+        cfg, t = self.cfg, self.cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        t0 = time.time()
+        acc = self._accelerator()
+        world, rank = acc.num_processes, acc.process_index
+        if t.batch_size % (world * t.grad_accum):
+            raise ValueError(
+                f"train.batch_size={t.batch_size} is not divisible by processes × train.grad_accum = "
+                f"{world} × {t.grad_accum}; choose a multiple of {world * t.grad_accum}"
+            )
+        micro_batch = t.batch_size // (world * t.grad_accum)
+        ckpt_root = self.out_dir / CHECKPOINT_DIR
+        metrics_path = self.out_dir / METRICS_FILE
+
+        ckpt = latest_checkpoint(ckpt_root)
+        if ckpt is not None:
+            self._check_resume(ckpt)
+        start = ckpt.step if ckpt is not None else 0
+
+        # identical initial weights on every process (DDP also broadcasts rank 0's)
+        seed_everything(t.seed)
+        dataset = self._dataset if self._dataset is not None else build_dataset(cfg.data)
+        formulation = build_formulation(cfg.diffusion)
+        model = build_model(formulation, self._net if self._net is not None else build_net(cfg))
+        regularizer = (build_regularizer(cfg.regularizer, ndim=spatial_ndim(cfg),
+                                         sigma_data=cfg.diffusion.sigma_data)
+                       if self._regularizer is _FROM_CONFIG else self._regularizer)
+        model.to(acc.device)
+        if isinstance(formulation, nn.Module):  # schedules kept as buffers
+            formulation.to(acc.device)
+        if regularizer is not None:
+            regularizer.to(acc.device)
+        optimizer = self._optimizer(model.parameters())
+        ema = EMA(model, t.ema_decay)
+        if ckpt is not None:
+            model.load_state_dict(ckpt.model)
+            ema.load_state_dict(ckpt.ema)
+            optimizer.load_state_dict(ckpt.optimizer)
+            if regularizer is not None:
+                regularizer.load_state_dict(ckpt.regularizer)
+            restore_rng(ckpt.rng["tensors"], ckpt.rng["meta"])
+        if acc.is_main_process:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out_dir)
+            if ckpt is not None:
+                _truncate_metrics(metrics_path, start)
+            elif metrics_path.exists():
+                metrics_path.unlink()  # a run that died before its first checkpoint starts over
+        acc.wait_for_everyone()
+        model, optimizer = acc.prepare(model, optimizer)
+        if acc.log_with:
+            acc.init_trackers("tensorboard", config=_flat_hparams(cfg))
+
+        sampler = StepBatches(len(dataset), global_batch=t.batch_size, micro_batch=micro_batch, world=world,
+                              rank=rank, accum=t.grad_accum, seed=t.seed, start_step=start, steps=t.steps)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=t.num_workers)
+        result = TrainResult(out_dir=self.out_dir, step=start, resumed_from=start,
+                             checkpoint=ckpt.path if ckpt is not None else None)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=t.steps, initial=start, disable=not (acc.is_main_process and t.progress_bar),
+                   desc="train", dynamic_ncols=True)
+        log_file = open(metrics_path, "a") if acc.is_main_process else None
+        batches = iter(loader)
+        try:
+            for step in range(start + 1, t.steps + 1):
+                row = self._step(acc, model, optimizer, formulation, regularizer, batches, step, world, rank)
+                ema.update(acc.unwrap_model(model), step)
+                result.step = step
+                bar.update(1)
+                if step % t.log_every == 0 or step == t.steps:
+                    row["time"] = round(time.time() - t0, 3)
+                    result.history.append(row)
+                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                    if log_file is not None:
+                        log_file.write(json.dumps(row) + "\n")
+                        log_file.flush()
+                    if acc.log_with:
+                        acc.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
+                if step % t.checkpoint_every == 0 or step == t.steps:
+                    result.checkpoint = self._save(acc, model, optimizer, ema, regularizer, step, len(dataset))
+                if t.sample_every and (step % t.sample_every == 0 or step == t.steps):
+                    if acc.is_main_process:
+                        self.write_samples(formulation, ema.module, step, dataset)
+                    acc.wait_for_everyone()
+        except TrainingDiverged as err:
+            last = latest_checkpoint(ckpt_root)
+            where = f"the last good checkpoint is {last.path}" if last else "no checkpoint was written yet"
+            raise TrainingDiverged(f"{err}; stopped before updating the weights, {where}. Try a smaller "
+                                   "train.lr or regularizer.lam, or train.grad_clip") from None
+        except RuntimeError as err:
+            if _is_oom(err):
+                raise RuntimeError(
+                    f"out of memory at step {result.step + 1} with a micro-batch of {micro_batch} per process "
+                    f"(train.batch_size={t.batch_size}, {world} process(es), train.grad_accum={t.grad_accum}). "
+                    f"Use a smaller batch (e.g. train.batch_size={max(1, t.batch_size // 2)}), more "
+                    f"accumulation (train.grad_accum={t.grad_accum * 2} keeps the global batch), "
+                    "train.mixed_precision=bf16, or a smaller model"
+                ) from err
+            raise
+        finally:
+            bar.close()
+            if log_file is not None:
+                log_file.close()
+            if acc.log_with:
+                acc.end_training()
+        result.seconds = time.time() - t0
+        return result
+
+    def _step(self, acc: Any, model: nn.Module, optimizer: Any, formulation: Any, regularizer: Any,
+              batches: Iterator[Any], step: int, world: int, rank: int) -> dict[str, Any]:
+        """One optimizer step (``train.grad_accum`` micro-batches); returns its log row."""
+        t = self.cfg.train
+        lr = self.learning_rate(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        parts = []
+        for k in range(t.grad_accum):
+            seed = derive_seed(t.seed, _STEP, step, k * world + rank)
+            seed_everything(seed)  # dropout and data-set randomness
+            x0, kw = batch_inputs(next(batches), self.cfg, acc.device)
+            generator = torch.Generator(device=acc.device).manual_seed(seed)
+            with acc.accumulate(model):
+                out = formulation.loss(model, x0, regularizer=regularizer, generator=generator, **kw)
+                acc.backward(out.loss.mean())
+            parts.append(torch.stack([out.loss.mean(), out.diffusion.mean(), out.spectral.mean(),
+                                      out.lam.mean()]).detach().float())
+        # every process gets the same numbers, so all stop together on NaN
+        loss, diffusion, spectral, lam = acc.reduce(torch.stack(parts).mean(0), reduction="mean").tolist()
+        _check_finite(step, loss=loss, diffusion=diffusion, spectral=spectral, lam=lam)
+        grad_norm = None
+        if t.grad_clip is not None:
+            grad_norm = float(acc.clip_grad_norm_(model.parameters(), t.grad_clip))
+            # fp16 overflow is normal and handled by the loss scaler (it skips the step)
+            if not math.isfinite(grad_norm) and t.mixed_precision != "fp16":
+                raise TrainingDiverged(f"step {step}: the gradient norm is {grad_norm} although the losses "
+                                       f"are finite (loss {loss:.4g})")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {"step": step, "loss": loss, "diffusion": diffusion, "spectral": spectral, "lam": lam,
+                "lr": lr, "grad_norm": grad_norm}
+
+    def _save(self, acc: Any, model: nn.Module, optimizer: Any, ema: EMA, regularizer: nn.Module | None,
+              step: int, n_items: int) -> Path:
+        t = self.cfg.train
+        path = self.out_dir / CHECKPOINT_DIR / f"step-{step:08d}"
+        if acc.is_main_process:
+            seen = step * t.batch_size
+            path = save_checkpoint(
+                self.out_dir / CHECKPOINT_DIR, step, model=acc.unwrap_model(model).state_dict(),
+                ema=ema.state_dict(), optimizer=optimizer.state_dict(), config=self.cfg.to_dict(),
+                regularizer=regularizer.state_dict() if regularizer is not None else None,
+                data={"samples_seen": seen, "epoch": seen // n_items, "index_in_epoch": seen % n_items,
+                      "dataset_len": n_items},
+                keep=t.keep_checkpoints,
+            )
+        acc.wait_for_everyone()
+        return path
+
+    def write_samples(self, formulation: Any, model: nn.Module, step: int, dataset: Dataset | None = None
+                      ) -> Path:
+        """Sample ``sample.n`` items with ``model`` (the EMA) and write a PNG grid or WAV clips."""
+        cfg = self.cfg
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.sample.seed)
+        kw = conditioning_for_samples(cfg, cfg.sample.n, dataset if cfg.data.is_audio else None)
+        x = generate(cfg, formulation, model, cfg.sample.n, generator=generator, model_kwargs=kw)
+        folder = self.out_dir / SAMPLES_DIR
+        if cfg.data.is_audio:
+            save_audio(x, folder / f"step-{step:08d}", cfg.data.sample_rate)
+            return folder / f"step-{step:08d}"
+        return save_image_grid(x, folder / f"step-{step:08d}.png")
+
+
+def _check_finite(step: int, **parts: float) -> None:
+    """Raise :class:`TrainingDiverged` naming the first non-finite part."""
+    for name in ("diffusion", "spectral", "lam"):
+        if not math.isfinite(parts[name]):
+            what = {"diffusion": "the diffusion loss", "spectral": "the spectral loss (L_S)",
+                    "lam": "the weight λ"}[name]
+            raise TrainingDiverged(f"step {step}: {what} is {parts[name]} ({_fmt(parts)})")
+    if not math.isfinite(parts["loss"]):
+        raise TrainingDiverged(f"step {step}: the total loss overflowed: λ·spectral is not finite ({_fmt(parts)})")
+
+
+def _fmt(parts: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in parts.items())
+
+
+def train(cfg: Config, out_dir: str | Path, **kwargs: Any) -> TrainResult:
+    """Shorthand for ``Trainer(cfg, out_dir, **kwargs).fit()``."""
+    return Trainer(cfg, out_dir, **kwargs).fit()
