@@ -83,6 +83,7 @@ def test_fashion_mnist_pad_and_resize():
     border = np.ones((32, 32), bool)
     border[2:30, 2:30] = False
     assert np.all(x[0].numpy()[border] == -1.0)
+    assert torch.equal(FashionMNIST(split="eval").labels, FashionMNIST(split="test").labels)  # alias
     y, _ = FashionMNIST(split="test", size=56, fit="resize")[5]
     assert y.shape == (1, 56, 56)
     # a 2× bilinear upsampling keeps the mean of the image
@@ -250,6 +251,7 @@ def test_texture_crops_split_and_determinism():
             rows = _locate(image, ds.crops[i].numpy())
             assert rows and all(inside(r) for r in rows)
     assert TextureCrops(n=3, size=16, channels=3)[0][0].shape == (3, 16, 16)
+    assert torch.equal(TextureCrops(n=12, size=24, seed=3, split="test").crops, evals.crops)  # alias
     with pytest.raises(ValueError, match="scikit-image"):
         TextureCrops(names=("marble",), n=2)
 
@@ -362,6 +364,7 @@ def test_asterisk_split():
     assert x.shape == (1, 8000) and label == -1 and x.abs().max() <= 1
     assert torch.equal(evals[3][0], evals[3][0])  # eval crops are fixed
     assert evals.n_skipped == 0 and evals.sample_rate == 8000
+    assert AsteriskSpeech(split="test", segment_length=800).names == evals.names  # alias
 
 
 def test_asterisk_missing(tmp_path):

@@ -132,27 +132,28 @@ def test_sigkill_after_and_during_checkpoint(reference, tmp_path):
 def test_ddp_two_processes_match_one_with_accumulation(tmp_path):
     """Two gloo processes with micro-batch 4 = one process accumulating two micro-batches of 4.
 
-    Same samples, noise and dropout masks by construction; only float summation order
-    differs (DDP averages (g0 + g1)/2, accumulation adds g0/2 + g1/2), so losses agree to
-    1e-5 relative and weights after 4 Adam steps to 1e-5 absolute (measured: ~1e-7).
+    Same samples, noise and dropout masks by construction; only the float summation order
+    may differ (DDP averages (g0 + g1)/2, accumulation adds g0/2 + g1/2). Tolerance: losses
+    1e-6 relative, weights after 4 Adam steps 1e-6 absolute (measured on a 2-core CPU with
+    gloo: identical to the last bit).
     """
     raw = tiny(regularizer={"lam": 0.1}, train={"steps": 4, "checkpoint_every": 4})
     two = write_config(tmp_path / "two.yaml", raw)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "specreg.cli", "train", str(two), "--out", str(tmp_path / "ddp")],
-        env=env, capture_output=True, text=True, timeout=300)
+        env=env, capture_output=True, text=True, timeout=180)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     Trainer(config_from_dict({**raw, "train": {**raw["train"], "grad_accum": 2}}), tmp_path / "single").fit()
     a, b = curve(tmp_path / "ddp"), curve(tmp_path / "single")
     assert [r[0] for r in a] == [r[0] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
-        assert ra[1:] == pytest.approx(rb[1:], rel=1e-5, abs=1e-7)
+        assert ra[1:] == pytest.approx(rb[1:], rel=1e-6, abs=1e-8)
     wa, wb = final_weights(tmp_path / "ddp"), final_weights(tmp_path / "single")
     assert wa.keys() == wb.keys()
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-5)
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
     # the zero-initialised output conv has moved, so the comparison is not trivially true
     assert wa["model.net.out_conv.weight"].abs().max() > 1e-4
 

@@ -64,6 +64,8 @@ def run_train(args: argparse.Namespace) -> int:
     from specreg.train.trainer import Trainer
 
     result = Trainer(cfg, args.out).fit()
+    if not result.is_main_process:  # one report per run, not one per DDP process
+        return 0
     if result.resumed_from:
         print(f"resumed from step {result.resumed_from}", file=sys.stderr)
     print(f"trained to step {result.step} in {result.seconds:.1f} s; run directory {args.out}")

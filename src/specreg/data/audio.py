@@ -158,15 +158,16 @@ class AsteriskSpeech(AudioFolder):
     Debian/Ubuntu install them with ``apt-get install asterisk-core-sounds-en-wav``
     (default root ``/usr/share/asterisk/sounds/en_US_f_Allison``). The ``silence/``
     folder (10 files of digital silence) is excluded unless ``include_silence=True``.
-    ``split="eval"`` holds out the prompts chosen by :func:`asterisk_split` (60 of 558),
-    ``"train"`` the rest, ``"all"`` everything. ``random_crop`` defaults to True for
+    ``split="eval"`` (or ``"test"``) holds out the prompts chosen by :func:`asterisk_split`
+    (60 of 558), ``"train"`` the rest, ``"all"`` everything. ``random_crop`` defaults to True for
     training and False (fixed, seeded offsets) otherwise.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train", sample_rate: int = 8000,
                  segment_length: int | None = 8000, random_crop: bool | None = None, seed: int = 0,
                  include_silence: bool = False) -> None:
-        self.split = check_choice("split", split, ("train", "eval", "all"))
+        # "test" is accepted for "eval" so that one split vocabulary serves every dataset.
+        self.split = {"test": "eval"}.get(check_choice("split", split, ("train", "eval", "test", "all")), split)
         base = Path(root) if root is not None else Path(ASTERISK_ROOT)
         wavs = sorted(base.rglob("*.wav")) if base.is_dir() else []
         if not wavs:

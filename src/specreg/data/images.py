@@ -285,7 +285,7 @@ def download_fashion_mnist(root: str | os.PathLike, urls: Sequence[str] = FASHIO
 class FashionMNIST(Dataset):
     """Fashion-MNIST (Xiao et al. 2017): 60 000 train / 10 000 test 28×28 gray images, 10 classes.
 
-    Reads the four standard idx files (``*-idx?-ubyte.gz`` or uncompressed) from ``root``,
+    ``split`` is ``"train"`` or ``"test"`` (alias ``"eval"``). Reads the four standard idx files (``*-idx?-ubyte.gz`` or uncompressed) from ``root``,
     by default the Debian package location ``/usr/share/datasets/fashion-mnist``
     (``apt-get install dataset-fashion-mnist``). ``download=True`` fetches missing files
     into ``root`` (checksummed); nothing is downloaded otherwise. With ``verify=True`` the
@@ -302,7 +302,8 @@ class FashionMNIST(Dataset):
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train", size: int = 28,
                  fit: str = "pad", download: bool = False, verify: bool = True) -> None:
-        self.split = check_choice("split", split, tuple(_FASHION_SPLITS))
+        # "eval" is accepted for "test" so that one split vocabulary serves every dataset.
+        self.split = {"eval": "test"}.get(check_choice("split", split, ("train", "test", "eval")), split)
         self.size = _check_size("size", size)
         self.fit = check_choice("fit", fit, ("pad", "resize"))
         if self.fit == "pad" and self.size < 28:
@@ -380,7 +381,7 @@ class TextureCrops(Dataset):
 
     Each 512×512 grayscale image (optionally rescaled by ``scale``) is split by rows: the
     bottom ``TEXTURE_EVAL_ROWS`` rows (a quarter at scale 1) are held out for
-    ``split="eval"``, the rows above are ``split="train"``; ``split="all"`` uses the
+    ``split="eval"`` (or ``"test"``), the rows above are ``split="train"``; ``split="all"`` uses the
     whole image. Crops never straddle the boundary, so training crops and evaluation
     reference crops share no pixel. Crop ``i`` comes from image ``names[i % len(names)]``
     (label = that index) at a position drawn from ``numpy.random.default_rng(seed)``:
@@ -400,7 +401,8 @@ class TextureCrops(Dataset):
         self.n = _check_size("n", n)
         self.seed = seed
         self.channels = check_choice("channels", channels, (1, 3))
-        self.split = check_choice("split", split, ("train", "eval", "all"))
+        # "test" is accepted for "eval" so that one split vocabulary serves every dataset.
+        self.split = {"test": "eval"}.get(check_choice("split", split, ("train", "eval", "test", "all")), split)
         self.scale = check_positive("scale", scale)
         rng = np.random.default_rng(seed)
         crops = np.empty((self.n, self.size, self.size), dtype=np.uint8)

@@ -18,6 +18,9 @@ Architecture (DDPM++ "standard" encoder and decoder):
 * residual blocks: GroupNorm → SiLU → 3×3 conv → adaptive GroupNorm
   (x ← norm(x)·(1 + scale(e)) + shift(e)) → SiLU → dropout → 3×3 conv, plus a (1×1)
   skip path; the sum is scaled by √½ so that activations keep unit variance.
+  ``adaptive_scale=False`` adds e instead (norm(x + W·e)), which is EDM's DDPM++ block:
+  then the network has EDM SongUNet's parameters in the same order, and with copied
+  weights its output agrees with SongUNet's to float32 rounding.
 * self-attention (after the block, also scaled by √½) at the chosen resolutions and
   always at the bottleneck.
 * down/upsampling inside residual blocks: 2×2 average pooling and nearest-neighbour

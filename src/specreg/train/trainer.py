@@ -82,6 +82,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
     seconds: float = 0.0
+    is_main_process: bool = True
 
 
 # --------------------------------------------------------------------------- randomness
@@ -266,8 +267,16 @@ class Trainer:
                 log_with = "tensorboard"
             except ImportError:
                 pass
-        return Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum,
-                           log_with=log_with, project_dir=str(self.out_dir))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        # accelerate only sets up multi-process CPU (gloo) training when asked for the CPU;
+        # `accelerate launch --cpu` says so itself, torchrun does not
+        cpu = world > 1 and not torch.cuda.is_available()
+        acc = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum,
+                          log_with=log_with, project_dir=str(self.out_dir), cpu=cpu)
+        if acc.num_processes != world:
+            raise RuntimeError(f"WORLD_SIZE={world} but accelerate set up {acc.num_processes} process(es); "
+                               "every process would train alone and overwrite the others' checkpoints")
+        return acc
 
     def _check_resume(self, ckpt: Checkpoint) -> None:
         saved = ckpt.config
@@ -350,7 +359,8 @@ class Trainer:
                               rank=rank, accum=t.grad_accum, seed=t.seed, start_step=start, steps=t.steps)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=t.num_workers)
         result = TrainResult(out_dir=self.out_dir, step=start, resumed_from=start,
-                             checkpoint=ckpt.path if ckpt is not None else None)
+                             checkpoint=ckpt.path if ckpt is not None else None,
+                             is_main_process=acc.is_main_process)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=t.steps, initial=start, disable=not (acc.is_main_process and t.progress_bar),

@@ -238,24 +238,10 @@ def _extension_terms(i: int, n: int, mode: str) -> tuple[tuple[int, float], ...]
     raise ValueError(f"mode={mode!r} is not accepted; expected one of {list(MODES)}")
 
 
-@lru_cache(maxsize=512)
-def _analysis_matrix(key: str, n: int, mode: str) -> np.ndarray:
-    """[A_lo; A_hi] (2M × n, float64): one step along an axis of length n, extension included."""
-    f = _FILTERS[key]
-    L = f.length
-    M, s0 = _step_geometry(n, L, mode)
-    A = np.zeros((2 * M, n), dtype=np.float64)
-    for c, dec in enumerate((f.dec_lo, f.dec_hi)):
-        w = dec[::-1]
-        for o in range(M):
-            for j in range(L):
-                for idx, coef in _extension_terms(s0 + 2 * o + j, n, mode):
-                    A[c * M + o, idx] += w[j] * coef
-    return A
-
-
-@lru_cache(maxsize=512)
-def _pad_plan_cached(n: int, filter_length: int, mode: str) -> tuple:
+def _pad_plan_uncached(n: int, filter_length: int, mode: str) -> tuple:
+    """The samples one step reads outside x, as plain Python data:
+    (n_left, n_right, used[2], plain[2], idx[2], coef[2]) with pad = Σ_k coef[k] · x[idx[k]]
+    over the used terms (``plain``: all coefficients are 1)."""
     M, s0 = _step_geometry(n, filter_length, mode)
     stop = max(s0 + 2 * M + filter_length - 2, n)  # one past the last virtual index read
     virtual = list(range(s0, 0)) + list(range(n, stop))
@@ -268,47 +254,39 @@ def _pad_plan_cached(n: int, filter_length: int, mode: str) -> tuple:
     return -s0, stop - n, used, plain, idx, coef
 
 
-@torch.compiler.assume_constant_result
+_pad_plan_cached = lru_cache(maxsize=512)(_pad_plan_uncached)
+
+
 def _pad_plan(n: int, filter_length: int, mode: str) -> tuple:
-    """(n_left, n_right, used[2], plain[2], idx[2], coef[2]) of the samples one step reads
-    outside x: pad = Σ_k coef[k] · x[idx[k]] over the used terms."""
+    # torch.compile traces the plain function (it would warn about, and bypass, the cache).
+    if torch.compiler.is_compiling():
+        return _pad_plan_uncached(n, filter_length, mode)
     return _pad_plan_cached(n, filter_length, mode)
 
 
-_TENSORS: dict[tuple, torch.Tensor] = {}
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
 
 
-def _as_cached_tensor(key: tuple, make, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    t = _TENSORS.get((key, dtype, device))
+def _constant(key: tuple, build) -> torch.Tensor:
+    """A tensor that depends only on Python values (``key``), built by ``build()``.
+
+    Eager: cached. Under torch.compile: built inside the traced graph from Python
+    constants (a cache of tensors would put host-side lookups into the trace).
+    """
+    if torch.compiler.is_compiling():
+        return build()
+    t = _CONSTANTS.get(key)
     if t is None:
-        if len(_TENSORS) > 1024:  # bounded: a program sees few distinct sizes
-            _TENSORS.clear()
-        t = _TENSORS[(key, dtype, device)] = torch.as_tensor(make(), dtype=dtype, device=device)
+        if len(_CONSTANTS) > 1024:  # bounded: a program sees few distinct sizes
+            _CONSTANTS.clear()
+        t = _CONSTANTS[key] = build()
     return t
-
-
-@torch.compiler.assume_constant_result
-def _dense_operator(key: str, n: int, mode: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return _as_cached_tensor(("dense", key, n, mode), lambda: _analysis_matrix(key, n, mode), dtype, device)
-
-
-@torch.compiler.assume_constant_result
-def _conv_weight(key: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    f = _FILTERS[key]
-    return _as_cached_tensor(("conv", key), lambda: [[f.dec_lo[::-1]], [f.dec_hi[::-1]]], dtype, device)
-
-
-@torch.compiler.assume_constant_result
-def _pad_tensor(n: int, filter_length: int, mode: str, what: str, k: int, dtype: torch.dtype,
-                device: torch.device) -> torch.Tensor:
-    values = _pad_plan_cached(n, filter_length, mode)[4 if what == "idx" else 5][k]
-    return _as_cached_tensor(("pad", n, filter_length, mode, what, k), lambda: values, dtype, device)
 
 
 def _extend(x: torch.Tensor, axis: int, filter_length: int, mode: str) -> torch.Tensor:
     """x with the extension samples one step reads concatenated along ``axis`` (< 0)."""
     n = x.shape[axis]
-    n_left, n_right, used, plain, _, _ = _pad_plan(n, filter_length, mode)
+    n_left, n_right, used, plain, idx, coef = _pad_plan(n, filter_length, mode)
     if n_left + n_right == 0:
         return x
     shape = [1] * x.dim()
@@ -317,9 +295,17 @@ def _extend(x: torch.Tensor, axis: int, filter_length: int, mode: str) -> torch.
     for k in range(2):
         if not used[k]:
             continue
-        term = x.index_select(axis, _pad_tensor(n, filter_length, mode, "idx", k, torch.long, x.device))
+        index = _constant(
+            ("idx", n, filter_length, mode, k, x.device),
+            lambda: torch.tensor(idx[k], dtype=torch.long, device=x.device),
+        )
+        term = x.index_select(axis, index)
         if not plain[k]:
-            term = term * _pad_tensor(n, filter_length, mode, "coef", k, x.dtype, x.device).reshape(shape)
+            weight = _constant(
+                ("coef", n, filter_length, mode, k, x.dtype, x.device),
+                lambda: torch.tensor(coef[k], dtype=x.dtype, device=x.device),
+            )
+            term = term * weight.reshape(shape)
         pad = term if pad is None else pad + term
     if pad is None:  # zero mode
         pad_shape = list(x.shape)
@@ -343,29 +329,48 @@ def _haar_step(x: torch.Tensor, axis: int, mode: str) -> tuple[torch.Tensor, tor
     return even + odd, even - odd
 
 
-def _apply_along(A: torch.Tensor, rows: int, x: torch.Tensor, axis: int) -> torch.Tensor:
-    """y[..., o, ...] = Σ_i A[o, i] · x[..., i, ...] along ``axis`` (< 0); A has ``rows`` rows.
+def _conv_step_last(x: torch.Tensor, key: str, mode: str) -> torch.Tensor:
+    """One step along the last axis by explicit extension and a strided ``conv1d``: [lo; hi]."""
+    f = _FILTERS[key]
+    xe = _extend(x, -1, f.length, mode)
+    weight = _constant(
+        ("conv", key, x.dtype, x.device),
+        lambda: torch.tensor([[f.dec_lo[::-1]], [f.dec_hi[::-1]]], dtype=x.dtype, device=x.device),
+    )
+    y = F.conv1d(xe.reshape(-1, 1, xe.shape[-1]), weight, stride=2)  # (N, 2, M), channel-major
+    return y.reshape(*x.shape[:-1], -1)
 
-    (``rows`` is passed rather than read from ``A.shape``: torch.compile cannot read the
-    shape of a tensor returned by an ``assume_constant_result`` function.)
+
+def _dense_operator(key: str, n: int, mode: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[A_lo; A_hi] (2M × n): one step along an axis of length n, extension included.
+
+    Built as the images of the unit vectors under :func:`_conv_step_last` (in float64),
+    so the dense and the convolution paths share one definition of every mode.
     """
+
+    def build() -> torch.Tensor:
+        eye = torch.eye(n, dtype=torch.float64, device=device)
+        return _conv_step_last(eye, key, mode).mT.to(dtype).contiguous()
+
+    return _constant(("dense", key, n, mode, dtype, device), build)
+
+
+def _apply_along(A: torch.Tensor, x: torch.Tensor, axis: int) -> torch.Tensor:
+    """y[..., o, ...] = Σ_i A[o, i] · x[..., i, ...] along ``axis`` (< 0)."""
     if axis == -1:
         return x @ A.mT
     n = x.shape[axis]
     lead, trail = x.shape[:axis], x.shape[axis + 1 :]
     y = A @ x.reshape(-1, n, math.prod(trail))
-    return y.reshape(*lead, rows, *trail)
+    return y.reshape(*lead, A.shape[0], *trail)
 
 
 def _stacked_step(x: torch.Tensor, axis: int, key: str, mode: str) -> torch.Tensor:
     """One step along ``axis`` (< 0), low and high stacked: that axis becomes [y_lo; y_hi]."""
-    n, L = x.shape[axis], _FILTERS[key].length
+    n = x.shape[axis]
     if n <= DENSE_MAX:
-        rows = 2 * _step_geometry(n, L, mode)[0]
-        return _apply_along(_dense_operator(key, n, mode, x.dtype, x.device), rows, x, axis)
-    xe = _extend(x, axis, L, mode).movedim(axis, -1)
-    y = F.conv1d(xe.reshape(-1, 1, xe.shape[-1]), _conv_weight(key, x.dtype, x.device), stride=2)
-    return y.reshape(*xe.shape[:-1], -1).movedim(-1, axis)  # (N, 2, M) is channel-major: [lo; hi]
+        return _apply_along(_dense_operator(key, n, mode, x.dtype, x.device), x, axis)
+    return _conv_step_last(x.movedim(axis, -1), key, mode).movedim(-1, axis)
 
 
 def _split_bands(y: torch.Tensor, ndim: int) -> dict[str, torch.Tensor]:
