@@ -173,7 +173,8 @@ def test_loss_is_the_mse_of_the_target(prediction):
     assert torch.equal(out.loss, out.diffusion)
     assert torch.equal(out.spectral, torch.zeros(5, dtype=torch.float64)) and torch.equal(out.lam, out.spectral)
     a = ref.alphas_cumprod[t]
-    torch.testing.assert_close(out.sigma, ((1 - a) / a).sqrt(), rtol=1e-6, atol=0)
+    # the last cosine β is 0.999, whose float32 rounding moves ᾱ_999 by 1.3e-5 (relative)
+    torch.testing.assert_close(out.sigma, ((1 - a) / a).sqrt(), rtol=2e-5, atol=0)
 
 
 def test_loss_draws_t_and_noise_from_the_generator():

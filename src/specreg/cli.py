@@ -185,7 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``specreg`` script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse cannot collect a nargs="*" positional on both sides of an option
+    # (`train demo --out DIR a=1`), so overrides after the options come back as extras
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return int(args.func(args) or 0)
     except ValueError as err:  # a bad config, override or argument: say what to change

@@ -54,11 +54,11 @@ class DataConfig:
         "folder or data root; null uses the loader's default location"))
     split: str = field(default="train", metadata=_help("split name for sets that have splits"))
     seed: int = field(default=0, metadata=_help("seed of the data set's own randomness (crops, boards)"))
-    sample_rate: int = field(default=22050, metadata=_help("audio: sampling rate in Hz"))
-    segment_length: int = field(default=16384, metadata=_help("audio: training clip length in samples"))
+    sample_rate: int = field(default=8000, metadata=_help("audio: sampling rate in Hz"))
+    segment_length: int = field(default=8192, metadata=_help("audio: training clip length in samples"))
     n_mels: int = field(default=80, metadata=_help("audio: mel bands of the conditioning"))
-    n_fft: int = field(default=1024, metadata=_help("audio: FFT size of the mel conditioning"))
-    hop_length: int = field(default=256, metadata=_help("audio: hop of the mel conditioning in samples"))
+    n_fft: int = field(default=512, metadata=_help("audio: FFT size of the mel conditioning"))
+    hop_length: int = field(default=128, metadata=_help("audio: hop of the mel conditioning in samples"))
 
     @property
     def is_audio(self) -> bool:
