@@ -294,6 +294,7 @@ def save(net: nn.Module, meta: dict[str, Any], out: Path, name: str, argv: list[
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().float() for k, v in net.state_dict().items()}
     save_file(state, str(out / f"{name}.safetensors"), metadata={"format": "pt", "architecture": "DomainClassifier"})
+    (out / f"{name}.safetensors").chmod(0o644)  # package data: readable by everyone (save_file makes it 0600)
     meta = {
         "architecture": "specreg.metrics.frechet.DomainClassifier",
         "label": "domain Fréchet distance (project classifier), not FID",

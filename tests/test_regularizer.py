@@ -133,3 +133,17 @@ def test_missing_sigma_or_diffusion_loss_is_named():
         SpectralRegularizer("fourier_amp", lam="edm")(x_hat, x0)
     with pytest.raises(ValueError, match="diffusion_loss"):
         SpectralRegularizer("fourier_amp", lam=AutoLambda())(x_hat, x0)
+
+
+@pytest.mark.parametrize("lam", ["edm", "snr"])
+def test_infinite_and_zero_sigma_stay_finite(lam):
+    # σ = ∞ (flow t = 1, zero terminal SNR) and σ = 0 (flow t = 0, where x̂0 = x0)
+    x_hat, x0 = _batch(b=4)
+    x_hat[2:] = x0[2:]
+    x_hat.requires_grad_(True)
+    sigma = torch.tensor([float("inf"), 1.0, 0.0, float("inf")], dtype=torch.float64)
+    out = SpectralRegularizer("fourier_amp", lam=lam)(x_hat, x0, sigma)
+    out.value.sum().backward()
+    assert torch.isfinite(out.value).all() and torch.isfinite(x_hat.grad).all()
+    if lam == "edm":
+        assert out.lam[0].item() == pytest.approx(4.0)  # the limit 1/σ_data²

@@ -227,6 +227,19 @@ def test_loss_is_finite_on_extreme_inputs(wavelet, case):
     np.testing.assert_allclose(value.detach().double().numpy(), ref, rtol=1e-5, atol=1e-30)
 
 
+def test_first_call_under_inference_mode_does_not_break_a_later_backward():
+    # Operators are cached on first use; one cached under inference_mode could not be
+    # saved for backward later.
+    shape = (1, 2, 23, 19)  # sizes no other test uses, so the first call here builds them
+    for wavelet in ["haar", "db2"]:
+        loss = WaveletLoss(wavelet, levels=1, mode="antireflect")
+        with torch.inference_mode():
+            loss(torch.randn(shape), torch.randn(shape))
+        x_hat = torch.randn(shape, requires_grad=True)
+        loss(x_hat, torch.randn(shape)).sum().backward()
+        assert torch.isfinite(x_hat.grad).all() and x_hat.grad.abs().sum() > 0
+
+
 def test_bf16_under_autocast_is_computed_in_float32():
     g = torch.Generator().manual_seed(7)
     x0 = torch.randn(2, 3, 32, 32, generator=g).bfloat16()

@@ -13,17 +13,21 @@ Each is sampled with Heun (18 steps). The report compares their radially average
 spectra with that of held-out real crops by the log-spectral distance (LSD, decades),
 over all bins and over the upper half of the frequencies (0.25–0.5 cycles/pixel, the
 pilot's "high" band), next to the same numbers for real crops, which give the metric's
-noise floor. Outputs in the chosen directory: one run directory per model, PNG grids,
-``spectra.png``, ``spectra_ratio.png`` and ``report.md``.
+noise floor. Outputs in the chosen directory: one run directory per model (with its
+``samples.npy``), PNG grids, ``spectra.png``, ``spectra_ratio.png``, ``lsd.json`` and
+``report.md``. Running it again reuses finished runs (the trainer resumes) and only
+samples and measures again.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from specreg.train.config import Config, load_config
@@ -157,6 +161,7 @@ def run_demo(out: str | Path = "runs/demo", *, threads: int = 0, quick: bool = F
         samples[v.name] = generate(cfg, formulation, model, n, generator=generator).clamp(-1, 1)
         sample_s = time.time() - t0
         save_image_grid(samples[v.name][:64], out / f"samples_{v.name}.png")
+        np.save(out / v.name / "samples.npy", samples[v.name].numpy().astype(np.float32))
         rows.append(Row(v.name, v.label, 0.0, 0.0, 0.0, train_s if trained_here else None, trained_here, sample_s))
 
     d = base_cfg.data
@@ -182,6 +187,9 @@ def run_demo(out: str | Path = "runs/demo", *, threads: int = 0, quick: bool = F
                    time.time() - t_start, torch.get_num_threads(), quick, list(overrides or []))
     path = out / "report.md"
     path.write_text(text)
+    (out / "lsd.json").write_text(json.dumps(
+        {r.name: {"lsd": r.lsd, "lsd_high": r.lsd_high, "bias_high": r.bias_high, "train_s": r.train_s,
+                  "steps": r.steps, "sample_s": r.sample_s} for r in [*rows, *real_rows]}, indent=1))
     return path
 
 

@@ -42,8 +42,12 @@ def sigma_from_flow_t(t: torch.Tensor) -> torch.Tensor:
 
 
 def lambda_edm(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
-    """λ_EDM(σ) = (σ² + σ_data²)/(σ·σ_data)², EDM's per-noise-level loss weight."""
-    return (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
+    """λ_EDM(σ) = (σ² + σ_data²)/(σ·σ_data)², EDM's per-noise-level loss weight.
+
+    Evaluated as 1/σ_data² + 1/σ², which equals it and has the right limit 1/σ_data²
+    at σ = ∞ (flow t = 1, zero terminal SNR) instead of ∞/∞.
+    """
+    return 1.0 / sigma_data**2 + 1.0 / sigma**2
 
 
 @dataclass
@@ -104,6 +108,7 @@ class AutoLambda(nn.Module):
 
 
 LAM_POLICIES = ("edm", "snr")
+LAM_MAX = 1e8
 
 
 class SpectralRegularizer(nn.Module):
@@ -186,6 +191,10 @@ class SpectralRegularizer(nn.Module):
                 lam = lam.clamp(max=self.snr_gamma)
         else:
             lam = like.new_full((batch,), self.lam)
+        # σ = 0 (flow t = 0) makes λ_EDM and SNR infinite while L_S = 0; a finite cap keeps
+        # λ·L_S and its gradient finite (0·∞ would be NaN) and never binds in practice
+        # (λ_EDM at EDM's σ_min = 0.002 is 2.5e5).
+        lam = lam.clamp(max=LAM_MAX)
         if self.sigma_max is not None:
             lam = torch.where(sigma <= self.sigma_max, lam, torch.zeros_like(lam))
         return lam.to(like.dtype)

@@ -132,9 +132,15 @@ def check_noise(noise: torch.Tensor, x0: torch.Tensor) -> None:
         raise ValueError(f"noise has shape {got} but x0 has shape {tuple(x0.shape)}; they must be equal")
 
 
-def check_steps(steps: int, *, minimum: int = 1, maximum: int | None = None) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < minimum or (
-            maximum is not None and steps > maximum):
+def check_int(name: str, value: int, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer (not a bool) in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            maximum is not None and value > maximum):
         upper = "" if maximum is None else f" and <= {maximum}"
-        raise ValueError(f"steps={steps!r} is not accepted; expected an integer >= {minimum}{upper}")
-    return steps
+        raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}{upper}")
+    return value
+
+
+def check_steps(steps: int, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """A number of sampling steps."""
+    return check_int("steps", steps, minimum=minimum, maximum=maximum)

@@ -25,6 +25,7 @@ from specreg._checks import check_choice, check_positive
 from specreg.diffusion.base import (
     DiffusionLoss,
     check_data,
+    check_int,
     check_noise,
     check_shape,
     check_steps,
@@ -193,7 +194,7 @@ class DDPM(nn.Module):
         self.prediction = canonical_prediction(prediction)
         check_choice("prediction", self.prediction, ("eps", "x0", "v"))
         if betas is None:
-            check_steps(timesteps, minimum=2)
+            check_int("timesteps", timesteps, minimum=2)
             check_positive("beta_start", beta_start)
             check_positive("beta_end", beta_end)
             betas = make_betas(schedule, timesteps, beta_start, beta_end)
@@ -219,16 +220,15 @@ class DDPM(nn.Module):
         self.clip_sample = bool(clip_sample)
         self.clip_sample_range = check_positive("clip_sample_range", clip_sample_range)
         self.timestep_spacing = check_choice("timestep_spacing", timestep_spacing, SPACINGS)
-        if isinstance(steps_offset, bool) or not isinstance(steps_offset, int) or steps_offset < 0:
-            raise ValueError(f"steps_offset={steps_offset!r} is not accepted; expected an integer >= 0")
-        self.steps_offset = steps_offset
+        self.steps_offset = check_int("steps_offset", steps_offset, minimum=0)
         self.set_alpha_to_one = bool(set_alpha_to_one)
 
     # --- forward process -------------------------------------------------------------
 
     def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
-        """ᾱ_t (float64) for integer timesteps t."""
-        return self.alphas_cumprod[t.to(self.alphas_cumprod.device)].to(t.device)
+        """ᾱ_t (float64, on the device of t) for integer timesteps t."""
+        # index where t lives: copying the (T,) table is cheap and needs no host sync
+        return self.alphas_cumprod.to(t.device)[t]
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """The equivalent VE noise level σ_t = sqrt((1 − ᾱ_t)/ᾱ_t) (float64)."""
@@ -250,8 +250,7 @@ class DDPM(nn.Module):
 
     def predict_x0(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """x̂0 from the network output at integer timesteps t, via :func:`x0_from_pred`."""
-        t = torch.as_tensor(t, device=self.alphas_cumprod.device)
-        alpha_bar = self.alphas_cumprod[t].to(x_t.device)
+        alpha_bar = self.alpha_bar(torch.as_tensor(t, device=x_t.device))
         # the schedule was validated once in __init__, so no per-call value checks (no host sync)
         return x0_from_pred(output, x_t, prediction=self.prediction, alpha_bar=alpha_bar, validate=False)
 

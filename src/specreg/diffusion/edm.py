@@ -38,6 +38,7 @@ from specreg._checks import check_choice, check_positive
 from specreg.diffusion.base import (
     DiffusionLoss,
     check_data,
+    check_int,
     check_noise,
     check_shape,
     check_steps,
@@ -91,9 +92,7 @@ class EDM:
         self.rho = check_positive("rho", rho)
         self.beta_d = check_positive("beta_d", beta_d)
         self.beta_min = check_positive("beta_min", beta_min, allow_zero=True)
-        if isinstance(M, bool) or not isinstance(M, int) or M < 2:
-            raise ValueError(f"M={M!r} is not accepted; expected an integer number of DDPM steps >= 2")
-        self.M = M
+        self.M = check_int("M", M, minimum=2)
         self.epsilon_t = check_positive("epsilon_t", epsilon_t)
         if not self.epsilon_t < 1:
             raise ValueError(f"epsilon_t={epsilon_t!r} is not accepted; expected 0 < epsilon_t < 1")

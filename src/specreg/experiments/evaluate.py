@@ -161,12 +161,6 @@ def _as_batch(x: Any, name: str, kind: str, ndim: int) -> torch.Tensor:
     return x
 
 
-def _describe(x: torch.Tensor, kind: str, sample_rate: int | None) -> str:
-    if kind == "audio":
-        return f"{x.shape[0]} clips of {x.shape[-1]} samples at {sample_rate} Hz"
-    return f"{x.shape[0]} items of shape {tuple(x.shape[1:])}"
-
-
 def _shipped_extractor(kind: str) -> Any:
     from specreg.metrics.domain import fashion_embedding, speech_embedding
 
@@ -207,6 +201,16 @@ def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
+def _skip_or_raise(problems: dict[str, str], names: list[str], explicit: bool) -> dict[str, str]:
+    """Metrics that cannot be computed: an error when the caller asked for them by name,
+    otherwise (the defaults) they are dropped and reported under ``"skipped"``."""
+    if problems and explicit:
+        raise ValueError(next(iter(problems.values())))
+    for name in problems:
+        names.remove(name)
+    return problems
+
+
 def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iterable[str] | str | None = None,
              ndim: int | None = None, sample_rate: int | None = None, reference_sample_rate: int | None = None,
              batch_size: int = 256, feature_extractor: Any = None, kid_subsets: int = 100,
@@ -219,7 +223,9 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
             (N, 1, T) in [−1, 1]; numpy arrays or tensors. N may differ between them.
         kind: ``"image"`` or ``"audio"``.
         metrics: names from :data:`METRICS` (a list or a comma-separated string);
-            ``None`` = :data:`DEFAULT_METRICS` of the kind.
+            ``None`` = :data:`DEFAULT_METRICS` of the kind, where those that the data
+            cannot support (too few items for a covariance, RGB images for the gray
+            embedding) are skipped and listed under ``"skipped"`` instead of raising.
         ndim: spatial dims for the spectral metrics (default 2 for images, 1 for audio;
             3 for volumes with ``kind="image"``, spectral metrics only).
         sample_rate, reference_sample_rate: audio rates in Hz (the second defaults to the
@@ -231,26 +237,25 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
         kid_subsets, kid_subset_size: KID's random subsets (default size min(1000, N, M)).
         ndb_bins: k of NDB (default min(50, M // 10), at least 2; M = reference count).
         seed: seed of KID's subsets and NDB's k-means.
-        device: where the feature extractor runs (default CPU).
+        device: where the feature extractors run (default CPU).
         progress: show a tqdm bar on stderr.
-        return_spectra: add ``"spectra"``: ``{"freqs", "samples", "reference"}`` float64 tensors.
+        return_spectra: add ``"spectra"``: ``{"freqs", "samples", "reference"}`` float64
+            tensors (frequencies in cycles per sample).
 
     Returns:
         ``{"kind", "n_samples", "n_reference", "shape", "sample_rate", "metrics": {key:
-        float}, "labels": {key: meaning}, "embedding": {...} or None}``.
+        float}, "labels": {key: meaning}, "embedding": {...} or None, "skipped": {name:
+        reason}}``.
     """
-    import numpy as np
     import torch
-    from tqdm.auto import tqdm
 
     from specreg._checks import check_choice, check_ndim
-    from specreg.metrics.spectrum import SpectrumMetric, log_spectral_distance_from_spectra
 
     kind = check_choice("kind", kind, KINDS)
     ndim = check_ndim(ndim if ndim is not None else (2 if kind == "image" else 1))
     if kind == "audio" and ndim != 1:
         raise ValueError(f"ndim={ndim} is not accepted for audio; expected 1")
-    names = _check_metrics(metrics, kind)
+    names = list(_check_metrics(metrics, kind))
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is not accepted; expected a positive integer")
     x = _as_batch(samples, "samples", kind, ndim)
@@ -260,16 +265,7 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
         raise ValueError(f"samples have shape {tuple(x.shape)} but reference {tuple(r.shape)}; their {what} "
                          "must match (load or resize the reference to the samples' shape)")
     if kind == "audio":
-        if sample_rate is None:
-            raise ValueError("sample_rate=None is not accepted for audio; pass the samples' rate in Hz")
-        from specreg.metrics.audio import _rate
-
-        sample_rate = _rate("sample_rate", sample_rate)
-        ref_rate = sample_rate if reference_sample_rate is None else _rate("reference_sample_rate",
-                                                                            reference_sample_rate)
-        if ref_rate != sample_rate:
-            raise ValueError(f"sample_rate={sample_rate} but reference_sample_rate={ref_rate}; samples and "
-                             "reference must have the same sample rate (resample one of them first)")
+        sample_rate = _check_rates(sample_rate, reference_sample_rate)
     n, m = x.shape[0], r.shape[0]
     paired = [p for p in names if p in PAIRED_METRICS]
     if paired and x.shape != r.shape:
@@ -277,117 +273,40 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
                          f"as samples of the same length; got samples {tuple(x.shape)} and reference "
                          f"{tuple(r.shape)}")
 
-    # ----------------------------------------------------------------- what each side needs
-    spectral = [p for p in names if p in _SPECTRAL]
-    domain = [p for p in names if p in ("domain_fd", "domain_kid")]
-    want_ndb = "ndb" in names
-    if domain and kind == "image" and (ndim != 2 or x.shape[1] != 1) and feature_extractor is None:
-        raise ValueError(f"{domain} use the shipped Fashion-MNIST classifier, which takes gray 2-D images "
-                         f"(N, 1, H, W); samples have shape {tuple(x.shape)}. Pass feature_extractor= or drop "
-                         f"{domain} from metrics")
     device = torch.device(device or "cpu")
-    extractor = feature_extractor
+    shipped = None  # the shipped embedding: domain features, and the log-mel front end of audio NDB
+    if (feature_extractor is None and {"domain_fd", "domain_kid"} & set(names)) or (kind == "audio" and "ndb" in names):
+        shipped = _shipped_extractor(kind).to(device)
+    kid_size = kid_subset_size if kid_subset_size is not None else min(1000, n, m)
+    k_ndb = ndb_bins if ndb_bins is not None else max(2, min(50, m // 10))
+    skipped = _skip_or_raise(_problems(names, kind, x, m, shipped, feature_extractor, kid_size, k_ndb),
+                             names, explicit=metrics is not None)
+
+    extractor = feature_extractor if feature_extractor is not None else shipped
     if isinstance(extractor, torch.nn.Module):
         extractor = extractor.to(device).eval()
     embedding_info = None
-    shipped = None  # the shipped embedding: domain features, and the log-mel front end of audio NDB
-    if (domain and feature_extractor is None) or (want_ndb and kind == "audio"):
-        shipped = _shipped_extractor(kind).to(device)
-    if domain and feature_extractor is None:
-        extractor = shipped
+    if feature_extractor is None and {"domain_fd", "domain_kid"} & set(names):
         meta = shipped.metadata
         embedding_info = {"name": type(shipped).__name__, "dim": shipped.dim, "task": meta.get("task"),
                           "accuracy": meta.get("accuracy", {}).get("test"), "label": shipped.description}
-        if "domain_fd" in domain:
-            d = shipped.dim
-            for side, count in (("samples", n), ("reference", m)):
-                if count <= d:
-                    raise ValueError(f"domain_fd needs more {side} than feature dimensions for a full-rank "
-                                     f"covariance: {side} has {count}, the embedding has D={d}; use at least "
-                                     f"{5 * d} (5·D for a stable estimate) or drop domain_fd")
-    # ----------------------------------------------------------------- one pass per side
-    spectra = {True: SpectrumMetric(ndim), False: SpectrumMetric(ndim)}
-    feats: dict[bool, list[np.ndarray]] = {True: [], False: []}
-    ndb_rows: dict[bool, list[np.ndarray]] = {True: [], False: []}
-    per_clip: dict[str, list[Any]] = {p: [] for p in ("mrstft", "pesq", "dnsmos") if p in names}
+
+    state = _Accumulators(names, kind, ndim, sample_rate, extractor, feature_extractor is None, shipped, device)
     total = len(_batches(n, batch_size)) + len(_batches(m, batch_size))
-    if per_clip:
+    if state.per_clip:
         total += len(_batches(n, batch_size))
-
-    def to_speech_rate(b: torch.Tensor) -> torch.Tensor:
-        from specreg.metrics.audio import resample
-        from specreg.metrics.domain import SPEECH_SAMPLE_RATE
-
-        if sample_rate == SPEECH_SAMPLE_RATE:
-            return b
-        return torch.from_numpy(resample(b.double().numpy(), sample_rate, SPEECH_SAMPLE_RATE)).float()
+    from tqdm.auto import tqdm
 
     with tqdm(total=total, desc="specreg eval", unit="batch", disable=not progress, file=sys.stderr) as bar:
         for real, data in ((False, x), (True, r)):
             for sl in _batches(data.shape[0], batch_size):
-                b = data[sl]
-                if spectral:
-                    spectra[real].update(b)
-                with torch.no_grad():
-                    if domain:
-                        inp = b
-                        if kind == "audio" and feature_extractor is None:
-                            inp = to_speech_rate(b)
-                        f = extractor(inp.to(device))
-                        feats[real].append(torch.as_tensor(f).detach().double().cpu().numpy())
-                    if want_ndb:
-                        if kind == "audio":
-                            z = shipped.features(to_speech_rate(b).to(device))
-                        else:
-                            z = b
-                        ndb_rows[real].append(z.reshape(z.shape[0], -1).double().cpu().numpy())
+                state.update(data[sl], real)
                 bar.update(1)
-        if per_clip:
-            from specreg.metrics.audio import dnsmos, mr_stft_distance, pesq
-
+        if state.per_clip:
             for sl in _batches(n, batch_size):
-                if "mrstft" in per_clip:
-                    per_clip["mrstft"].append(mr_stft_distance(x[sl], r[sl], reduction="none").numpy())
-                if "pesq" in per_clip:
-                    kw = {} if sample_rate in (8000, 16000) else {"resample_to_16k": True}
-                    per_clip["pesq"].append(np.atleast_1d(pesq(r[sl, 0].numpy(), x[sl, 0].numpy(), sample_rate,
-                                                               **kw)))
-                if "dnsmos" in per_clip:
-                    # as a WAV writer would: DNSMOS rejects values outside [−1, 1]
-                    per_clip["dnsmos"].extend(dnsmos(x[sl, 0].clamp(-1, 1).numpy(), sample_rate))
+                state.update_paired(x[sl], r[sl])
                 bar.update(1)
-
-    # ----------------------------------------------------------------- reduce
-    values: dict[str, float] = {}
-    out_spectra = None
-    if spectral:
-        freqs, p = spectra[False].compute()
-        _, q = spectra[True].compute()
-        for name in spectral:
-            lsd, bias = log_spectral_distance_from_spectra(freqs, p, q, band=_SPECTRAL[name][0])
-            values[name], values[f"{name}_bias"] = lsd, bias
-        out_spectra = {"freqs": freqs, "samples": p, "reference": q}
-    if domain:
-        from specreg.metrics.frechet import frechet_distance, kid
-
-        fa, fb = np.concatenate(feats[False]), np.concatenate(feats[True])
-        if "domain_fd" in domain:
-            values["domain_fd"] = frechet_distance(fa, fb)
-        if "domain_kid" in domain:
-            subset = kid_subset_size if kid_subset_size is not None else min(1000, n, m)
-            values["domain_kid"], values["domain_kid_std"] = kid(fa, fb, kid_subsets, subset, seed=seed)
-    if want_ndb:
-        from specreg.metrics.audio import ndb
-
-        res = ndb(np.concatenate(ndb_rows[False]), np.concatenate(ndb_rows[True]), k=k_ndb, seed=seed)
-        values["ndb"], values["ndb_number"], values["ndb_bins"] = res.fraction, float(res.number), float(k_ndb)
-    if "mrstft" in per_clip:
-        values["mrstft"] = float(np.concatenate(per_clip["mrstft"]).mean())
-    if "pesq" in per_clip:
-        values["pesq"] = float(np.concatenate(per_clip["pesq"]).mean())
-    if "dnsmos" in per_clip:
-        for key in ("ovrl", "sig", "bak", "p808"):
-            values[f"dnsmos_{key}"] = float(np.mean([d[f"{key}_mos"] for d in per_clip["dnsmos"]]))
+    values, spectra = state.compute(kid_subsets, kid_size, k_ndb, seed)
 
     result: dict[str, Any] = {
         "kind": kind, "n_samples": n, "n_reference": m, "shape": list(x.shape[1:]),
@@ -396,10 +315,146 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
         "labels": _labels(names, kind, feature_extractor is not None,
                           "" if embedding_info is None else _embedding_name(embedding_info)),
         "embedding": embedding_info,
+        "skipped": skipped,
     }
     if return_spectra:
-        result["spectra"] = out_spectra
+        result["spectra"] = spectra
     return result
+
+
+def _check_rates(sample_rate: int | None, reference_sample_rate: int | None) -> int:
+    from specreg.metrics.audio import _rate
+
+    if sample_rate is None:
+        raise ValueError("sample_rate=None is not accepted for audio; pass the samples' rate in Hz")
+    sample_rate = _rate("sample_rate", sample_rate)
+    ref_rate = sample_rate if reference_sample_rate is None else _rate("reference_sample_rate", reference_sample_rate)
+    if ref_rate != sample_rate:
+        raise ValueError(f"sample_rate={sample_rate} but reference_sample_rate={ref_rate}; samples and reference "
+                         "must have the same sample rate (resample one of them first)")
+    return sample_rate
+
+
+def _problems(names: Sequence[str], kind: str, x: torch.Tensor, m: int, shipped: Any, feature_extractor: Any,
+              kid_size: int, k_ndb: Any) -> dict[str, str]:
+    """Why each requested metric cannot be computed on these data (empty when all can)."""
+    n = x.shape[0]
+    out: dict[str, str] = {}
+    domain = [p for p in names if p in ("domain_fd", "domain_kid")]
+    if domain and feature_extractor is None and kind == "image" and (x.dim() != 4 or x.shape[1] != 1):
+        for p in domain:
+            out[p] = (f"{p} uses the shipped Fashion-MNIST classifier, which takes gray 2-D images (N, 1, H, W); "
+                      f"samples have shape {tuple(x.shape)}. Pass feature_extractor= or drop {p} from metrics")
+    if "domain_fd" in names and "domain_fd" not in out and shipped is not None and feature_extractor is None:
+        d = shipped.dim
+        for side, count in (("samples", n), ("reference", m)):
+            if count <= d:
+                out["domain_fd"] = (f"domain_fd needs more {side} than feature dimensions for a full-rank "
+                                    f"covariance: {side} has {count}, the embedding has D={d}; use at least "
+                                    f"{5 * d} (5·D for a stable estimate) or drop domain_fd")
+                break
+    if "domain_kid" in names and "domain_kid" not in out and not 2 <= kid_size <= min(n, m):
+        out["domain_kid"] = (f"domain_kid needs subsets of 2 … {min(n, m)} items on each side (samples {n}, "
+                             f"reference {m}); got kid_subset_size={kid_size}")
+    if "ndb" in names:
+        if isinstance(k_ndb, bool) or not isinstance(k_ndb, int) or k_ndb < 2 or m < k_ndb or n < 2:
+            out["ndb"] = (f"ndb with k={k_ndb!r} bins needs an integer k >= 2, at least k reference items and 2 "
+                          f"samples; got reference {m}, samples {n}")
+    return out
+
+
+class _Accumulators:
+    """Running state of every requested metric over the batches of both sides."""
+
+    def __init__(self, names: Sequence[str], kind: str, ndim: int, sample_rate: int | None, extractor: Any,
+                 resample_for_extractor: bool, shipped: Any, device: torch.device) -> None:
+        from specreg.metrics.spectrum import SpectrumMetric
+
+        self.names, self.kind, self.sample_rate, self.device = list(names), kind, sample_rate, device
+        self.extractor, self.shipped = extractor, shipped
+        self.resample_for_extractor = resample_for_extractor and kind == "audio"
+        self.spectral = [p for p in names if p in _SPECTRAL]
+        self.domain = [p for p in names if p in ("domain_fd", "domain_kid")]
+        self.spectra = {True: SpectrumMetric(ndim), False: SpectrumMetric(ndim)}
+        self.feats: dict[bool, list[Any]] = {True: [], False: []}
+        self.ndb_rows: dict[bool, list[Any]] = {True: [], False: []}
+        self.per_clip: dict[str, list[Any]] = {p: [] for p in ("mrstft", "pesq", "dnsmos") if p in names}
+
+    def _speech_rate(self, b: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        from specreg.metrics.audio import resample
+        from specreg.metrics.domain import SPEECH_SAMPLE_RATE
+
+        if self.sample_rate == SPEECH_SAMPLE_RATE:
+            return b
+        return torch.from_numpy(resample(b.double().numpy(), self.sample_rate, SPEECH_SAMPLE_RATE)).float()
+
+    def update(self, b: torch.Tensor, real: bool) -> None:
+        import torch
+
+        if self.spectral:
+            self.spectra[real].update(b)
+        with torch.no_grad():
+            if self.domain:
+                inp = self._speech_rate(b) if self.resample_for_extractor else b
+                f = self.extractor(inp.to(self.device))
+                self.feats[real].append(torch.as_tensor(f).detach().double().cpu().numpy())
+            if "ndb" in self.names:
+                z = self.shipped.features(self._speech_rate(b).to(self.device)) if self.kind == "audio" else b
+                self.ndb_rows[real].append(z.reshape(z.shape[0], -1).double().cpu().numpy())
+
+    def update_paired(self, xb: torch.Tensor, rb: torch.Tensor) -> None:
+        import numpy as np
+
+        from specreg.metrics.audio import dnsmos, mr_stft_distance, pesq
+
+        if "mrstft" in self.per_clip:
+            self.per_clip["mrstft"].append(mr_stft_distance(xb, rb, reduction="none").numpy())
+        if "pesq" in self.per_clip:
+            kw = {} if self.sample_rate in (8000, 16000) else {"resample_to_16k": True}
+            self.per_clip["pesq"].append(np.atleast_1d(pesq(rb[:, 0].numpy(), xb[:, 0].numpy(), self.sample_rate,
+                                                            **kw)))
+        if "dnsmos" in self.per_clip:
+            # as a WAV writer would: DNSMOS rejects values outside [−1, 1]
+            self.per_clip["dnsmos"].extend(dnsmos(xb[:, 0].clamp(-1, 1).numpy(), self.sample_rate))
+
+    def compute(self, kid_subsets: int, kid_size: int, k_ndb: int, seed: int
+                ) -> tuple[dict[str, float], dict[str, Any] | None]:
+        import numpy as np
+
+        values: dict[str, float] = {}
+        spectra = None
+        if self.spectral:
+            from specreg.metrics.spectrum import log_spectral_distance_from_spectra
+
+            freqs, p = self.spectra[False].compute()
+            _, q = self.spectra[True].compute()
+            for name in self.spectral:
+                values[name], values[f"{name}_bias"] = log_spectral_distance_from_spectra(
+                    freqs, p, q, band=_SPECTRAL[name][0])
+            spectra = {"freqs": freqs, "samples": p, "reference": q}
+        if self.domain:
+            from specreg.metrics.frechet import frechet_distance, kid
+
+            fa, fb = np.concatenate(self.feats[False]), np.concatenate(self.feats[True])
+            if "domain_fd" in self.domain:
+                values["domain_fd"] = frechet_distance(fa, fb)
+            if "domain_kid" in self.domain:
+                values["domain_kid"], values["domain_kid_std"] = kid(fa, fb, kid_subsets, kid_size, seed=seed)
+        if "ndb" in self.names:
+            from specreg.metrics.audio import ndb
+
+            res = ndb(np.concatenate(self.ndb_rows[False]), np.concatenate(self.ndb_rows[True]), k=k_ndb, seed=seed)
+            values["ndb"], values["ndb_number"], values["ndb_bins"] = res.fraction, float(res.number), float(k_ndb)
+        if "mrstft" in self.per_clip:
+            values["mrstft"] = float(np.concatenate(self.per_clip["mrstft"]).mean())
+        if "pesq" in self.per_clip:
+            values["pesq"] = float(np.concatenate(self.per_clip["pesq"]).mean())
+        if "dnsmos" in self.per_clip:
+            for key in ("ovrl", "sig", "bak", "p808"):
+                values[f"dnsmos_{key}"] = float(np.mean([d[f"{key}_mos"] for d in self.per_clip["dnsmos"]]))
+        return values, spectra
 
 
 def _embedding_name(info: dict[str, Any]) -> str:
@@ -593,25 +648,26 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None) -> dict[st
         else:
             config = _read_config(path.parent) or _read_config(path)
         tensor_file = next((folder / f for f in SAMPLE_FILES if (folder / f).is_file()), None)
-        wavs = _audio_files(folder) if tensor_file is None else sorted(
-            p for p in _audio_files(folder) if p.parent == folder)
+        step_dir = _newest(p for p in folder.iterdir() if p.is_dir())
+        grid = _newest(folder.glob("step-*.png"))
         if tensor_file is not None:
             x, rate = load_tensor_file(tensor_file)
             source = str(tensor_file)
+            wavs = [p for p in _audio_files(folder) if p.parent == folder]
             if rate is None and wavs:
                 rate = _read_clips(wavs[:1])[1]
-        elif folder != path and (step := _newest(p for p in folder.iterdir() if p.is_dir())) is not None:
-            x, rate = load_audio_folder(step)
-            source = str(step)
-        elif folder != path and (grid := _newest(p for p in folder.glob("step-*.png"))) is not None:
+        elif step_dir is not None and _audio_files(step_dir):  # a run's samples/: the newest step's WAVs
+            x, rate = load_audio_folder(step_dir)
+            source = str(step_dir)
+        elif grid is not None:  # a run's samples/: the newest step's PNG grid
             data = config.get("data", {})
             if "size" not in data:
                 raise ValueError(f"cannot cut the sample grid {str(grid)!r} into images: the run's config.yaml "
                                  "with data.size is missing; pass a folder of single images or a tensor file")
-            g = load_image_folder_file(grid, int(data.get("channels", 1)))
+            g = load_image_file(grid, int(data.get("channels", 1)))
             x = split_grid(g, int(data["size"]), config.get("sample", {}).get("n"))
             source = f"{grid} (grid cut into {x.shape[0]} images)"
-        elif wavs:
+        elif _audio_files(folder):
             x, rate = load_audio_folder(folder)
         else:
             from specreg.data.images import IMAGE_EXTENSIONS
@@ -648,7 +704,7 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None) -> dict[st
             "config": config}
 
 
-def load_image_folder_file(path: Path, channels: int) -> torch.Tensor:
+def load_image_file(path: Path, channels: int) -> torch.Tensor:
     """One image file as float32 (C, H, W) in [−1, 1] with ``channels`` channels."""
     import numpy as np
     import torch
@@ -678,11 +734,11 @@ def _subset(r: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
     return r[torch.randperm(r.shape[0], generator=g)[:n].sort().values]
 
 
-def resolve_reference(name: str) -> str | Path:
+def resolve_reference(name: str | Path) -> str | Path:
     """A built-in reference name (aliases folded) or an existing path; else a ValueError."""
     key = str(name).strip().lower()
     key = REFERENCE_ALIASES.get(key, key)
-    if key in REFERENCES:
+    if key in REFERENCES and not isinstance(name, Path):
         return key
     path = Path(name)
     if path.exists():
@@ -699,11 +755,21 @@ def load_reference(reference: str | Path, like: torch.Tensor, kind: str, *, samp
     Returns ``(reference (M, …) float32, description)``. ``n_reference`` caps M (a seeded
     random subset; for ``textures`` the number of crops, default 2048).
     """
+    try:
+        return _load_reference(reference, like, kind, sample_rate=sample_rate, n_reference=n_reference, seed=seed,
+                               paired=paired, config=config)
+    except FileNotFoundError as err:  # a data set that is not installed: the message says how to get it
+        raise ValueError(str(err)) from None
+
+
+def _load_reference(reference: str | Path, like: torch.Tensor, kind: str, *, sample_rate: int | None,
+                    n_reference: int | None, seed: int, paired: bool, config: dict[str, Any] | None
+                    ) -> tuple[torch.Tensor, str]:
     import torch
 
     from specreg.metrics.audio import _rate
 
-    ref = resolve_reference(str(reference)) if not isinstance(reference, Path) else reference
+    ref = resolve_reference(reference)
     config = config or {}
     if kind == "image":
         c, h, w = like.shape[1:]
@@ -740,10 +806,7 @@ def load_reference(reference: str | Path, like: torch.Tensor, kind: str, *, samp
 
         if h != w:
             raise ValueError(f"a reference image folder is resized and centre-cropped to squares; samples are {h}×{w}")
-        try:
-            ds = ImageFolder(ref, size=h, channels=c, crop="center")
-        except FileNotFoundError as err:
-            raise ValueError(str(err)) from None
+        ds = ImageFolder(ref, size=h, channels=c, crop="center")
         idx = _subset(torch.arange(len(ds)), n_reference, seed)
         r = torch.stack([ds[int(i)][0] for i in idx])
         return r, f"image folder {ref}, {r.shape[0]} images resized/cropped to {h}×{h}"

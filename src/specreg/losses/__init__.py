@@ -12,6 +12,7 @@ from specreg.losses.fourier import (
 )
 from specreg.losses.registry import LOSSES, build_loss
 from specreg.losses.stft import MultiResolutionSTFTLoss
+from specreg.losses.wavelet import WaveletLoss
 
 __all__ = [
     "LOSSES",
@@ -21,5 +22,6 @@ __all__ = [
     "FourierAmplitudePhaseLoss",
     "PowerSpectrumLoss",
     "SpectralLoss",
+    "WaveletLoss",
     "build_loss",
 ]

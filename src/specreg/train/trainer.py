@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
 
 from specreg.train.build import (
     batch_inputs,
@@ -321,10 +322,10 @@ class Trainer:
             self._check_resume(ckpt)
         start = ckpt.step if ckpt is not None else 0
 
-        # identical initial weights on every process (DDP also broadcasts rank 0's)
-        seed_everything(t.seed)
         dataset = self._dataset if self._dataset is not None else build_dataset(cfg.data)
         formulation = build_formulation(cfg.diffusion)
+        # identical initial weights on every process (DDP also broadcasts rank 0's)
+        seed_everything(t.seed)
         model = build_model(formulation, self._net if self._net is not None else build_net(cfg))
         regularizer = (build_regularizer(cfg.regularizer, ndim=spatial_ndim(cfg),
                                          sigma_data=cfg.diffusion.sigma_data)
@@ -361,8 +362,6 @@ class Trainer:
         result = TrainResult(out_dir=self.out_dir, step=start, resumed_from=start,
                              checkpoint=ckpt.path if ckpt is not None else None,
                              is_main_process=acc.is_main_process)
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=t.steps, initial=start, disable=not (acc.is_main_process and t.progress_bar),
                    desc="train", dynamic_ncols=True)
         log_file = open(metrics_path, "a") if acc.is_main_process else None

@@ -101,12 +101,17 @@ def _filters_of(w: pywt.Wavelet, name: str) -> Filters:
 # Every discrete wavelet of PyWavelets, read once (about a millisecond): lookups are then
 # plain dict accesses, which torch.compile traces without leaving the graph.
 _FILTERS: dict[str, Filters] = {n: _filters_of(pywt.Wavelet(n), n) for n in pywt.wavelist(kind="discrete")}
-_CONTINUOUS_FAMILIES = ("cgau", "cmor", "fbsp", "gaus", "mexh", "morl", "shan")
 
 
 def discrete_families() -> list[str]:
     """Short names of the PyWavelets families that have discrete wavelets."""
     return [f for f in pywt.families() if any(n in _FILTERS for n in pywt.wavelist(f))]
+
+
+def _is_continuous_name(name: str) -> bool:
+    # Continuous names are a family plus parameters: "morl", "gaus3", "cmor1.5-1.0", ...
+    family = name.split("-")[0].rstrip("0123456789.")
+    return family in pywt.families() and family not in discrete_families()
 
 
 def wavelet_key(wavelet: WaveletLike) -> str:
@@ -119,7 +124,7 @@ def wavelet_key(wavelet: WaveletLike) -> str:
         if wavelet in _FILTERS:
             return wavelet
         families = discrete_families()
-        if wavelet.split("-")[0].rstrip("0123456789.") in _CONTINUOUS_FAMILIES:
+        if _is_continuous_name(wavelet):
             raise ValueError(
                 f"wavelet={wavelet!r} is a continuous wavelet: it has no discrete filter bank "
                 f"and cannot be used for a DWT; expected a discrete wavelet from the families "
@@ -279,7 +284,9 @@ def _constant(key: tuple, build) -> torch.Tensor:
     if t is None:
         if len(_CONSTANTS) > 1024:  # bounded: a program sees few distinct sizes
             _CONSTANTS.clear()
-        t = _CONSTANTS[key] = build()
+        # A tensor made under inference_mode could not be saved for a later backward.
+        with torch.inference_mode(False):
+            t = _CONSTANTS[key] = build()
     return t
 
 
@@ -344,13 +351,14 @@ def _conv_step_last(x: torch.Tensor, key: str, mode: str) -> torch.Tensor:
 def _dense_operator(key: str, n: int, mode: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """[A_lo; A_hi] (2M × n): one step along an axis of length n, extension included.
 
-    Built as the images of the unit vectors under :func:`_conv_step_last` (in float64),
-    so the dense and the convolution paths share one definition of every mode.
+    Built as the images of the unit vectors under :func:`_conv_step_last`, so the dense
+    and the convolution paths share one definition of every mode; in float64 on the CPU
+    (some accelerators have no float64), then moved.
     """
 
     def build() -> torch.Tensor:
-        eye = torch.eye(n, dtype=torch.float64, device=device)
-        return _conv_step_last(eye, key, mode).mT.to(dtype).contiguous()
+        eye = torch.eye(n, dtype=torch.float64)
+        return _conv_step_last(eye, key, mode).mT.contiguous().to(device=device, dtype=dtype)
 
     return _constant(("dense", key, n, mode, dtype, device), build)
 
@@ -389,7 +397,7 @@ def _split_bands(y: torch.Tensor, ndim: int) -> dict[str, torch.Tensor]:
     return bands
 
 
-def dwtn_level(x: torch.Tensor, ndim: int, key: str, mode: str) -> dict[str, torch.Tensor]:
+def _dwtn_level(x: torch.Tensor, ndim: int, key: str, mode: str) -> dict[str, torch.Tensor]:
     """One N-D level over the last ``ndim`` dims: {pywt key: band}, the approximation included."""
     if _FILTERS[key].is_haar:
         bands: dict[str, torch.Tensor] = {"": x}
@@ -446,7 +454,7 @@ def wavedec(
     details: list[dict[str, torch.Tensor]] = []
     a = x
     for _ in range(level):
-        bands = dwtn_level(a, ndim, key, mode)
+        bands = _dwtn_level(a, ndim, key, mode)
         a = bands.pop("a" * ndim)
         details.append(bands)
     return [a, *reversed(details)]
@@ -459,7 +467,6 @@ __all__ = [
     "check_level",
     "discrete_families",
     "dwt_max_level",
-    "dwtn_level",
     "get_filters",
     "max_level",
     "wavedec",
