@@ -87,24 +87,25 @@ def test_embedding_input_errors() -> None:
 
 
 @needs_fashion
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # scipy's sqrtm on dead feature dims
 def test_fashion_embedding_classifies_and_separates_real_from_blurred() -> None:
     from specreg.data.images import FashionMNIST
 
     test = FashionMNIST(split="test", size=32)
-    x = torch.stack([test[i][0] for i in range(2000)])
-    y = test.labels[:2000]
+    x = torch.stack([test[i][0] for i in range(1200)])
+    y = test.labels[:1200]
     fe = fashion_embedding()
     with torch.no_grad():
         logits = fe.embedding.classifier(x)
         feats = fe(x).double().numpy()
     # the classifier head of the shipped weights works (chance is 0.1)
     assert (logits.argmax(1) == y).float().mean() > 0.7
-    # independent degradation: scipy Gaussian blur (σ = 1.5 px) of the second half
-    blurred = torch.from_numpy(scipy.ndimage.gaussian_filter(x[1000:].numpy(), sigma=(0, 0, 1.5, 1.5)))
+    # independent degradation: scipy Gaussian blur (σ = 1.5 px) of the second 600
+    blurred = torch.from_numpy(scipy.ndimage.gaussian_filter(x[600:].numpy(), sigma=(0, 0, 1.5, 1.5)))
     with torch.no_grad():
         feats_blur = fe(blurred).double().numpy()
-    real_real = _scipy_fd(feats[:1000], feats[1000:])
-    real_blur = _scipy_fd(feats[:1000], feats_blur)
+    real_real = _scipy_fd(feats[:600], feats[600:])
+    real_blur = _scipy_fd(feats[:600], feats_blur)
     assert real_real < 0.2 * real_blur
 
 
@@ -120,6 +121,7 @@ def _segments(clips: list[np.ndarray], length: int) -> np.ndarray:
 
 
 @needs_speech
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
 def test_speech_embedding_separates_real_from_lowpassed_speech() -> None:
     import soundfile as sf
 

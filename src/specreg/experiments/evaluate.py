@@ -711,6 +711,7 @@ def load_image_file(path: Path, channels: int) -> torch.Tensor:
 
     a = _read_image(path)
     a = a[..., :1] if channels == 1 else np.broadcast_to(a, (*a.shape[:2], 3))
+    a = np.array(a, dtype=np.uint8)  # a writable copy (PIL arrays are read-only)
     return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
@@ -941,7 +942,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "eval", help="compare generated samples with a reference set (spectra, domain FD/KID, audio metrics)",
         description=(
             "Evaluate generated samples against a reference set and write metrics.json, metrics.md and "
-            "spectrum.png. SAMPLES is a folder of PNG/WAV files, a folder with samples.npy (as written by "
+            "spectrum.png. RUN_DIR_OR_SAMPLE_DIR is a folder of PNG/WAV files, a folder with samples.npy (as written by "
             "`specreg sample`), a run directory of `specreg train` (its samples/ folder: samples.npy, else the "
             "newest step-XXXXXXXX/ WAVs or step-XXXXXXXX.png grid), or a .npy/.pt/.safetensors tensor file "
             "(images N×C×H×W in [-1, 1] or uint8; audio N×T or N×1×T in [-1, 1]). domain_fd and domain_kid use "
@@ -957,15 +958,15 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                    help=f"built-in reference ({', '.join(REFERENCES)}), a folder of images/audio, or a tensor file")
     p.add_argument("--metrics", nargs="+", default=None, metavar="NAME",
                    help=f"metrics, space- or comma-separated. Accepted: {metric_list}. Default: {defaults}")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: SAMPLES/eval, or <file stem>-eval next to a tensor file)")
-    p.add_argument("--sample-rate", type=int, default=None,
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="output folder (default: RUN_DIR_OR_SAMPLE_DIR/eval, or <file stem>-eval next to a tensor file)")
+    p.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
                    help="audio sample rate in Hz when the samples do not record it (tensor files)")
-    p.add_argument("--n-reference", type=int, default=None,
+    p.add_argument("--n-reference", type=int, default=None, metavar="N",
                    help="use at most this many reference items (a seeded subset); textures: number of crops "
                         "(default 2048)")
-    p.add_argument("--batch-size", type=int, default=256, help="items per feature-extractor batch (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of subsets, KID subsets and NDB's k-means (default 0)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="B", help="items per feature-extractor batch (default 256)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of subsets, KID subsets and NDB's k-means (default 0)")
     p.add_argument("--device", default=None, help="torch device of the feature extractors (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)

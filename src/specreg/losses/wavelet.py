@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from itertools import product
-from typing import Union
+from typing import Any, Union
 
 import torch
 
@@ -50,7 +50,10 @@ class WaveletLoss(SpectralLoss):
     * **Per-band mean**, not a sum over all coefficients: every band counts equally
       whatever its size, so a 3-level loss is not dominated by the finest level (which
       holds 3/4 of the coefficients in 2-D), and the value does not grow with the size.
-    * **γ = 1 for every band** by default.
+    * **γ = 1 for every band** by default. Orthonormal filters keep energy, not means:
+      a constant offset c gives approximation coefficients c·2^{s·ndim/2} after s
+      levels, so with ``include_approx`` the low-pass residue weighs more as ``levels``
+      grows (lower ``gamma["approx"]`` to compensate).
     * **L1, not L2.** For an orthonormal transform (Haar or any orthogonal wavelet with
       ``mode="periodization"`` on even sizes) Parseval gives Σ|W0 − Ŵ0|² = Σ|x0 − x̂0|²,
       so a squared loss on the coefficients would repeat the pixel MSE the diffusion
@@ -114,7 +117,7 @@ class WaveletLoss(SpectralLoss):
 
     # ---- configuration ---------------------------------------------------------------
 
-    def _parse_gamma(self, gamma: Gamma) -> tuple[str, object]:
+    def _parse_gamma(self, gamma: Gamma) -> tuple[str, Any]:
         """Normalise γ to ("all", w) | ("levels", (w, ...)) | ("dict", {key: w})."""
         if gamma is None:
             return ("all", 1.0)
@@ -175,38 +178,31 @@ class WaveletLoss(SpectralLoss):
         (coarse → fine, the position in the pywt coefficient list)."""
         kind, g = self._gamma
         bands = [k for k in ("".join(p) for p in product("ad", repeat=self.ndim)) if k != "a" * self.ndim]
-        w: dict[tuple[int, str], float] = {}
-        if self.include_approx:
-            w[(0, "approx")] = 1.0
-        for i in range(1, levels + 1):
-            for b in bands:
-                w[(i, b)] = 1.0
+        keys = [(0, "approx")] if self.include_approx else []
+        keys += [(i, b) for i in range(1, levels + 1) for b in bands]
         if kind == "all":
-            return {k: float(g) for k in w}  # type: ignore[arg-type]
+            return dict.fromkeys(keys, g)
+        w = dict.fromkeys(keys, 1.0)
         if kind == "levels":
-            if len(g) != levels:  # type: ignore[arg-type]
+            if len(g) != levels:
                 raise ValueError(
-                    f"gamma has length {len(g)} but {levels} levels are used; expected one weight "  # type: ignore[arg-type]
+                    f"gamma has length {len(g)} but {levels} levels are used; expected one weight "
                     "per level, coarse to fine"
                 )
-            for i in range(1, levels + 1):
-                for b in bands:
-                    w[(i, b)] = g[i - 1]  # type: ignore[index]
+            w.update({(i, b): g[i - 1] for i in range(1, levels + 1) for b in bands})
             return w
-        for k, v in g.items():  # type: ignore[union-attr]
-            level = k[0] if isinstance(k, tuple) else k
-            if k != "approx" and level > levels:
+        for k in g:
+            if k != "approx" and (k[0] if isinstance(k, tuple) else k) > levels:
                 raise ValueError(
                     f"gamma has the key {k!r} but only {levels} levels are used; expected level "
                     f"indices 1..{levels} (1 = coarsest)"
                 )
-        for k, v in g.items():  # type: ignore[union-attr]
+        for k, v in g.items():  # "approx" and whole levels first ...
             if k == "approx":
                 w[(0, "approx")] = v
-            elif isinstance(k, int):
-                for b in bands:
-                    w[(k, b)] = v
-        for k, v in g.items():  # type: ignore[union-attr]
+            elif not isinstance(k, tuple):
+                w.update({(k, b): v for b in bands})
+        for k, v in g.items():  # ... so that (i, band) entries win over i
             if isinstance(k, tuple):
                 w[k] = v
         return w

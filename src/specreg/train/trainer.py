@@ -86,6 +86,25 @@ class TrainResult:
     is_main_process: bool = True
 
 
+@dataclass
+class _Run:
+    """The live objects of one training run (built by :meth:`Trainer._setup`)."""
+
+    acc: Any
+    model: nn.Module
+    optimizer: Any
+    ema: EMA
+    formulation: Any
+    regularizer: nn.Module | None
+    dataset: Dataset
+    batches: Iterator[Any]
+    world: int
+    rank: int
+    micro_batch: int
+    start: int
+    resumed_path: Path | None
+
+
 # --------------------------------------------------------------------------- randomness
 
 def derive_seed(seed: int, *key: int) -> int:
@@ -302,10 +321,40 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> TrainResult:
-        cfg, t = self.cfg, self.cfg.train
+        """Train to ``train.steps`` (resuming from the newest checkpoint); return a summary."""
+        t = self.cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
         t0 = time.time()
+        run = self._setup()
+        result = TrainResult(out_dir=self.out_dir, step=run.start, resumed_from=run.start,
+                             checkpoint=run.resumed_path, is_main_process=run.acc.is_main_process)
+        try:
+            self._loop(run, result, t0)
+        except TrainingDiverged as err:
+            last = latest_checkpoint(self.out_dir / CHECKPOINT_DIR)
+            where = f"the last good checkpoint is {last.path}" if last else "no checkpoint was written yet"
+            raise TrainingDiverged(f"{err}; stopped before updating the weights, {where}. Try a smaller "
+                                   "train.lr or regularizer.lam, or train.grad_clip") from None
+        except RuntimeError as err:
+            if _is_oom(err):
+                raise RuntimeError(
+                    f"out of memory at step {result.step + 1} with a micro-batch of {run.micro_batch} per "
+                    f"process (train.batch_size={t.batch_size}, {run.world} process(es), train.grad_accum="
+                    f"{t.grad_accum}). Use a smaller batch (e.g. train.batch_size={max(1, t.batch_size // 2)}), "
+                    f"more accumulation (train.grad_accum={t.grad_accum * 2} keeps the global batch), "
+                    "train.mixed_precision=bf16, or a smaller model"
+                ) from err
+            raise
+        finally:
+            if run.acc.log_with:
+                run.acc.end_training()
+        result.seconds = time.time() - t0
+        return result
+
+    def _setup(self) -> _Run:
+        """Build (or restore) everything a run needs, on every process."""
+        cfg, t = self.cfg, self.cfg.train
         acc = self._accelerator()
         world, rank = acc.num_processes, acc.process_index
         if t.batch_size % (world * t.grad_accum):
@@ -313,11 +362,7 @@ class Trainer:
                 f"train.batch_size={t.batch_size} is not divisible by processes × train.grad_accum = "
                 f"{world} × {t.grad_accum}; choose a multiple of {world * t.grad_accum}"
             )
-        micro_batch = t.batch_size // (world * t.grad_accum)
-        ckpt_root = self.out_dir / CHECKPOINT_DIR
-        metrics_path = self.out_dir / METRICS_FILE
-
-        ckpt = latest_checkpoint(ckpt_root)
+        ckpt = latest_checkpoint(self.out_dir / CHECKPOINT_DIR)
         if ckpt is not None:
             self._check_resume(ckpt)
         start = ckpt.step if ckpt is not None else 0
@@ -345,31 +390,38 @@ class Trainer:
                 regularizer.load_state_dict(ckpt.regularizer)
             restore_rng(ckpt.rng["tensors"], ckpt.rng["meta"])
         if acc.is_main_process:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.out_dir)
-            if ckpt is not None:
-                _truncate_metrics(metrics_path, start)
-            elif metrics_path.exists():
-                metrics_path.unlink()  # a run that died before its first checkpoint starts over
+            self._prepare_out_dir(start if ckpt is not None else None)
         acc.wait_for_everyone()
         model, optimizer = acc.prepare(model, optimizer)
         if acc.log_with:
             acc.init_trackers("tensorboard", config=_flat_hparams(cfg))
 
+        micro_batch = t.batch_size // (world * t.grad_accum)
         sampler = StepBatches(len(dataset), global_batch=t.batch_size, micro_batch=micro_batch, world=world,
                               rank=rank, accum=t.grad_accum, seed=t.seed, start_step=start, steps=t.steps)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=t.num_workers)
-        result = TrainResult(out_dir=self.out_dir, step=start, resumed_from=start,
-                             checkpoint=ckpt.path if ckpt is not None else None,
-                             is_main_process=acc.is_main_process)
-        bar = tqdm(total=t.steps, initial=start, disable=not (acc.is_main_process and t.progress_bar),
+        return _Run(acc=acc, model=model, optimizer=optimizer, ema=ema, formulation=formulation,
+                    regularizer=regularizer, dataset=dataset, batches=iter(loader), world=world, rank=rank,
+                    micro_batch=micro_batch, start=start, resumed_path=ckpt.path if ckpt is not None else None)
+
+    def _prepare_out_dir(self, resumed_step: int | None) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg.save(self.out_dir)
+        metrics = self.out_dir / METRICS_FILE
+        if resumed_step is not None:
+            _truncate_metrics(metrics, resumed_step)
+        elif metrics.exists():
+            metrics.unlink()  # a run that died before its first checkpoint starts over
+
+    def _loop(self, run: _Run, result: TrainResult, t0: float) -> None:
+        t, acc = self.cfg.train, run.acc
+        bar = tqdm(total=t.steps, initial=run.start, disable=not (acc.is_main_process and t.progress_bar),
                    desc="train", dynamic_ncols=True)
-        log_file = open(metrics_path, "a") if acc.is_main_process else None
-        batches = iter(loader)
+        log_file = open(self.out_dir / METRICS_FILE, "a") if acc.is_main_process else None
         try:
-            for step in range(start + 1, t.steps + 1):
-                row = self._step(acc, model, optimizer, formulation, regularizer, batches, step, world, rank)
-                ema.update(acc.unwrap_model(model), step)
+            for step in range(run.start + 1, t.steps + 1):
+                row = self._step(run, step)
+                run.ema.update(acc.unwrap_model(run.model), step)
                 result.step = step
                 bar.update(1)
                 if step % t.log_every == 0 or step == t.steps:
@@ -382,51 +434,31 @@ class Trainer:
                     if acc.log_with:
                         acc.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
                 if step % t.checkpoint_every == 0 or step == t.steps:
-                    result.checkpoint = self._save(acc, model, optimizer, ema, regularizer, step, len(dataset))
+                    result.checkpoint = self._save(run, step)
                 if t.sample_every and (step % t.sample_every == 0 or step == t.steps):
                     if acc.is_main_process:
-                        self.write_samples(formulation, ema.module, step, dataset)
+                        self.write_samples(run.formulation, run.ema.module, step, run.dataset)
                     acc.wait_for_everyone()
-        except TrainingDiverged as err:
-            last = latest_checkpoint(ckpt_root)
-            where = f"the last good checkpoint is {last.path}" if last else "no checkpoint was written yet"
-            raise TrainingDiverged(f"{err}; stopped before updating the weights, {where}. Try a smaller "
-                                   "train.lr or regularizer.lam, or train.grad_clip") from None
-        except RuntimeError as err:
-            if _is_oom(err):
-                raise RuntimeError(
-                    f"out of memory at step {result.step + 1} with a micro-batch of {micro_batch} per process "
-                    f"(train.batch_size={t.batch_size}, {world} process(es), train.grad_accum={t.grad_accum}). "
-                    f"Use a smaller batch (e.g. train.batch_size={max(1, t.batch_size // 2)}), more "
-                    f"accumulation (train.grad_accum={t.grad_accum * 2} keeps the global batch), "
-                    "train.mixed_precision=bf16, or a smaller model"
-                ) from err
-            raise
         finally:
             bar.close()
             if log_file is not None:
                 log_file.close()
-            if acc.log_with:
-                acc.end_training()
-        result.seconds = time.time() - t0
-        return result
 
-    def _step(self, acc: Any, model: nn.Module, optimizer: Any, formulation: Any, regularizer: Any,
-              batches: Iterator[Any], step: int, world: int, rank: int) -> dict[str, Any]:
+    def _step(self, run: _Run, step: int) -> dict[str, Any]:
         """One optimizer step (``train.grad_accum`` micro-batches); returns its log row."""
-        t = self.cfg.train
+        t, acc, model, optimizer = self.cfg.train, run.acc, run.model, run.optimizer
         lr = self.learning_rate(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
         parts = []
         for k in range(t.grad_accum):
-            seed = derive_seed(t.seed, _STEP, step, k * world + rank)
+            seed = derive_seed(t.seed, _STEP, step, k * run.world + run.rank)
             seed_everything(seed)  # dropout and data-set randomness
-            x0, kw = batch_inputs(next(batches), self.cfg, acc.device)
+            x0, kw = batch_inputs(next(run.batches), self.cfg, acc.device)
             generator = torch.Generator(device=acc.device).manual_seed(seed)
             with acc.accumulate(model):
-                out = formulation.loss(model, x0, regularizer=regularizer, generator=generator, **kw)
+                out = run.formulation.loss(model, x0, regularizer=run.regularizer, generator=generator, **kw)
                 acc.backward(out.loss.mean())
             parts.append(torch.stack([out.loss.mean(), out.diffusion.mean(), out.spectral.mean(),
                                       out.lam.mean()]).detach().float())
@@ -445,16 +477,15 @@ class Trainer:
         return {"step": step, "loss": loss, "diffusion": diffusion, "spectral": spectral, "lam": lam,
                 "lr": lr, "grad_norm": grad_norm}
 
-    def _save(self, acc: Any, model: nn.Module, optimizer: Any, ema: EMA, regularizer: nn.Module | None,
-              step: int, n_items: int) -> Path:
-        t = self.cfg.train
+    def _save(self, run: _Run, step: int) -> Path:
+        t, acc = self.cfg.train, run.acc
         path = self.out_dir / CHECKPOINT_DIR / f"step-{step:08d}"
         if acc.is_main_process:
-            seen = step * t.batch_size
+            n_items, seen = len(run.dataset), step * t.batch_size
             path = save_checkpoint(
-                self.out_dir / CHECKPOINT_DIR, step, model=acc.unwrap_model(model).state_dict(),
-                ema=ema.state_dict(), optimizer=optimizer.state_dict(), config=self.cfg.to_dict(),
-                regularizer=regularizer.state_dict() if regularizer is not None else None,
+                self.out_dir / CHECKPOINT_DIR, step, model=acc.unwrap_model(run.model).state_dict(),
+                ema=run.ema.state_dict(), optimizer=run.optimizer.state_dict(), config=self.cfg.to_dict(),
+                regularizer=run.regularizer.state_dict() if run.regularizer is not None else None,
                 data={"samples_seen": seen, "epoch": seen // n_items, "index_in_epoch": seen % n_items,
                       "dataset_len": n_items},
                 keep=t.keep_checkpoints,
