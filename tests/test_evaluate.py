@@ -199,6 +199,8 @@ def test_tensor_formats_and_sample_rate(tmp_path: Path) -> None:
     a = load_samples(tmp_path / "a.safetensors")
     assert a["kind"] == "audio" and a["sample_rate"] == 16000
     torch.testing.assert_close(a["x"], x)
+    with pytest.raises(ValueError, match="16000 Hz"):
+        load_samples(tmp_path / "a.safetensors", sample_rate=8000)
     with pytest.raises(ValueError, match="sample rate"):
         load_samples(tmp_path / "b.pt")
     b = load_samples(tmp_path / "b.pt", sample_rate=22050)
@@ -308,6 +310,16 @@ def test_error_too_few_samples_for_a_covariance() -> None:
         evaluate(x, r, metrics=["domain_fd"], progress=False)
     with pytest.raises(ValueError, match="ndb"):
         evaluate(x, r[:10], metrics=["ndb"], ndb_bins=20, progress=False)
+
+
+def test_defaults_skip_what_the_data_cannot_support(tmp_path: Path) -> None:
+    # 40 samples < D = 64: asked for by name → error (above); by default → skipped with the reason
+    folder = _write_pngs(tmp_path / "s", _images(40, seed=0))
+    np.save(tmp_path / "r.npy", _images(200, seed=1)[:, None])
+    res = evaluate_dirs(folder, tmp_path / "r.npy", None, tmp_path / "o", progress=False)
+    assert "domain_fd" in res["skipped"] and "domain_fd" not in res["metrics"]
+    assert "domain_kid" in res["metrics"] and "lsd_high" in res["metrics"]
+    assert "skipped domain_fd" in (tmp_path / "o" / "metrics.md").read_text(encoding="utf-8")
 
 
 def test_error_paired_metrics_need_pairs() -> None:

@@ -30,12 +30,19 @@ bins of width 1/min(size) cycles per sample); for audio the frequencies in the p
 converted to Hz. The domain features: images go through the Fashion-MNIST classifier
 (gray images only), audio is resampled to 8 kHz and goes through the speech classifier;
 ``feature_extractor=`` replaces them (then the label says "user feature extractor").
+NDB uses k = min(50, M/10) k-means bins of the M reference items unless told otherwise;
+KID uses 100 subsets of min(1000, N, M) items.
+
+Metrics named explicitly must be computable, or a ``ValueError`` says why (too few items
+for a full-rank covariance, RGB images for the gray embedding, unpaired data for a
+paired metric). With the default list, such metrics are skipped instead and listed with
+their reason under ``"skipped"`` in the result and in ``metrics.md``.
 
 Inputs. Images are (N, C, H, W) float in [−1, 1] (uint8 0 … 255 is converted);
 audio (N, T) or (N, 1, T) float in [−1, 1] at ``sample_rate`` Hz. Samples and
 reference must have the same C, H, W (images) or T (audio) and sample rate.
 
-Sample formats :func:`evaluate_dirs` reads (``SAMPLES`` below):
+Sample formats :func:`evaluate_dirs` reads:
 
 * a folder of image files (PNG, JPEG, …; all the same size; gray when every image is
   gray, R = G = B counting as gray) or of audio files (WAV, FLAC, …; all the same sample
@@ -595,7 +602,16 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         return {}
     import yaml
 
-    return yaml.safe_load(path.read_text()) or {}
+    cfg = yaml.safe_load(path.read_text())
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _find_config(path: Path) -> dict[str, Any]:
+    """The run config of a run directory, its samples/ folder or a step folder in it."""
+    for folder in (path, path.parent, path.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return _read_config(folder)
+    return {}
 
 
 def split_grid(grid: torch.Tensor, size: int, n: int | None = None) -> torch.Tensor:
@@ -627,7 +643,8 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None) -> dict[st
 
     Returns ``{"x": tensor, "kind": "image"|"audio", "sample_rate": int|None, "source": str,
     "config": dict}`` (``config`` is the run's config.yaml when one was found, else {}).
-    ``sample_rate`` overrides the rate found in the files.
+    ``sample_rate`` gives the rate of audio tensors that do not record one; it must
+    agree with the rate of WAV files or safetensors metadata.
     """
     import torch
 
@@ -639,14 +656,12 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None) -> dict[st
     source = str(path)
     if path.is_file():
         x, rate = load_tensor_file(path)
-        config = _read_config(path.parent.parent) or _read_config(path.parent)
+        config = _find_config(path.parent)
     else:
         folder = path
+        config = _find_config(path)
         if (path / "samples").is_dir() and not any((path / f).is_file() for f in SAMPLE_FILES):
-            config = _read_config(path)
             folder = path / "samples"
-        else:
-            config = _read_config(path.parent) or _read_config(path)
         tensor_file = next((folder / f for f in SAMPLE_FILES if (folder / f).is_file()), None)
         step_dir = _newest(p for p in folder.iterdir() if p.is_dir())
         grid = _newest(folder.glob("step-*.png"))
@@ -693,6 +708,9 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None) -> dict[st
     if x.shape[0] == 0:
         raise ValueError(f"no samples found in {source} (the tensor is empty)")
     if kind == "audio":
+        if sample_rate is not None and rate is not None and int(sample_rate) != rate:
+            raise ValueError(f"sample_rate={sample_rate} but the samples in {source} are at {rate} Hz; "
+                             "resample them instead of relabelling")
         if sample_rate is not None:
             rate = sample_rate
         elif rate is None:
@@ -873,6 +891,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
     if result.get("embedding"):
         lines.append(f"- domain features: {_embedding_name(result['embedding'])}; values are a "
                      "domain Fréchet distance (project classifier), not FID")
+    for name, reason in result.get("skipped", {}).items():
+        lines.append(f"- skipped {name}: {reason}")
     lines += ["", "| metric | value | meaning |", "|---|---|---|"]
     for key, value in result["metrics"].items():
         meaning = result["labels"].get(key, "").replace("|", "\\|")
@@ -901,7 +921,7 @@ def evaluate_dirs(samples: str | Path, reference: str | Path, metrics: Iterable[
     paired = any(p in PAIRED_METRICS for p in names)
     r, ref_desc = load_reference(reference, x, kind, sample_rate=rate, n_reference=n_reference, seed=seed,
                                  paired=paired, config=loaded["config"])
-    result = evaluate(x, r, kind=kind, metrics=names, sample_rate=rate, batch_size=batch_size, seed=seed,
+    result = evaluate(x, r, kind=kind, metrics=metrics, sample_rate=rate, batch_size=batch_size, seed=seed,
                       device=device, progress=progress, feature_extractor=feature_extractor, return_spectra=True)
     spectra = result.pop("spectra")
     samples_path = Path(samples)
@@ -942,7 +962,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "eval", help="compare generated samples with a reference set (spectra, domain FD/KID, audio metrics)",
         description=(
             "Evaluate generated samples against a reference set and write metrics.json, metrics.md and "
-            "spectrum.png. RUN_DIR_OR_SAMPLE_DIR is a folder of PNG/WAV files, a folder with samples.npy (as written by "
+            "spectrum.png. RUN_DIR_OR_SAMPLE_DIR is a folder of PNG/WAV files, a folder with samples.npy "
+            "(as written by "
             "`specreg sample`), a run directory of `specreg train` (its samples/ folder: samples.npy, else the "
             "newest step-XXXXXXXX/ WAVs or step-XXXXXXXX.png grid), or a .npy/.pt/.safetensors tensor file "
             "(images N×C×H×W in [-1, 1] or uint8; audio N×T or N×1×T in [-1, 1]). domain_fd and domain_kid use "
@@ -959,14 +980,17 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--metrics", nargs="+", default=None, metavar="NAME",
                    help=f"metrics, space- or comma-separated. Accepted: {metric_list}. Default: {defaults}")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="output folder (default: RUN_DIR_OR_SAMPLE_DIR/eval, or <file stem>-eval next to a tensor file)")
+                   help="output folder (default: RUN_DIR_OR_SAMPLE_DIR/eval, or <file stem>-eval next to a "
+                        "tensor file)")
     p.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
                    help="audio sample rate in Hz when the samples do not record it (tensor files)")
     p.add_argument("--n-reference", type=int, default=None, metavar="N",
                    help="use at most this many reference items (a seeded subset); textures: number of crops "
                         "(default 2048)")
-    p.add_argument("--batch-size", type=int, default=256, metavar="B", help="items per feature-extractor batch (default 256)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of subsets, KID subsets and NDB's k-means (default 0)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="B",
+                   help="items per feature-extractor batch (default 256)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of subsets, KID subsets and NDB's k-means (default 0)")
     p.add_argument("--device", default=None, help="torch device of the feature extractors (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
@@ -987,13 +1011,15 @@ def run_eval(args: argparse.Namespace) -> int:
     result = evaluate_dirs(args.samples, args.reference, args.metrics, args.out, sample_rate=args.sample_rate,
                            n_reference=args.n_reference, batch_size=args.batch_size, seed=args.seed,
                            device=args.device, progress=not args.no_progress)
-    width = max(len(k) for k in result["metrics"])
+    width = max((len(k) for k in result["metrics"]), default=0)
     print(f"samples:   {result['samples']} ({result['n_samples']})")
     print(f"reference: {result['reference']} ({result['n_reference']})")
     for key, value in result["metrics"].items():
         print(f"  {key:<{width}}  {_fmt(value)}")
     if result.get("embedding"):
         print("  (domain_fd/domain_kid: domain Fréchet distance (project classifier), not FID)")
+    for name, reason in result.get("skipped", {}).items():
+        print(f"  skipped {name}: {reason}")
     print(f"wrote {', '.join(result['files'])}")
     return 0
 
