@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loss", default="haar", help="spectral loss name for specreg.build_loss (e.g. haar, "
                    "fourier_amp, fourier_ap_weighted)")
     p.add_argument("--lam", type=lam_arg, default=0.1, help='λ: a number, "edm" or "snr"')
-    # x̂0 from ε divides by sqrt(ᾱ_t): near t = T its error is ~100× the ε error, so by default the
+    # x̂0 from ε divides by sqrt(ᾱ_t): at t = 999 its error is 157× the ε error, so by default the
     # term only acts where σ ≤ 1 (ᾱ ≥ 0.5). Pass a large value to switch the gate off.
     p.add_argument("--sigma-max", type=float, default=1.0, help="apply the term only where σ ≤ this")
     p.add_argument("--lr", type=float, default=2e-4)

@@ -8,13 +8,14 @@ sample; ``input`` is the clean batch x0, the inner model is called with
 that ``Denoiser`` and adds λ·L_S(x̂0, x0) in two marked lines, with x̂0 = D(x; σ) =
 c_skip·x + c_out·F — the same number EDM's denoiser returns.
 
-Why a stand-in: the ``k-diffusion`` package imports torchvision at import time, and
-torchvision wheels are built against one exact torch build (the CPU torch wheel this
-project pins has no matching torchvision here). So the example subclasses the real
+Why a stand-in: ``import k_diffusion`` imports torchvision (through its augmentation and
+evaluation modules), which must be a build matching the installed torch exactly; specreg
+does not depend on torchvision, and with the CPU torch wheel that specreg's set-up
+installs the import fails. So the example subclasses the real
 ``k_diffusion.layers.Denoiser`` when ``import k_diffusion`` works, and otherwise a local
-class with the same constructor, ``get_scalings``, ``loss`` and ``forward`` (copied
-from k-diffusion's conventions, no k-diffusion import). ``tests/test_examples.py``
-checks that this loss equals ``specreg.EDM("edm").loss`` for the same σ and noise.
+class with the same constructor, ``get_scalings``, ``loss`` and ``forward`` written to
+k-diffusion's conventions (nothing imported from it). ``tests/test_examples.py`` checks
+that this loss equals ``specreg.EDM("edm").loss`` for the same σ and noise.
 
     python examples/kdiffusion_denoiser.py --steps 3000 --loss haar --lam 0.1
 
@@ -188,9 +189,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
                         generator=torch.Generator().manual_seed(args.seed))
     generator = torch.Generator().manual_seed(args.seed)
 
+    print("Denoiser: " + ("k_diffusion.layers.Denoiser" if HAVE_K_DIFFUSION else "local stand-in (k_diffusion "
+                          "does not import here)"))
     reg = specreg.SpectralRegularizer(args.loss, lam=args.lam, sigma_max=args.sigma_max, sigma_data=args.sigma_data)
     model = SpectralDenoiser(InnerModel(unet_preset("cpu32s")), reg, sigma_data=args.sigma_data).to(device)
-    optimizer = torch.optim.AdamW(model.inner_model.parameters(), lr=args.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
 
     history = []
     model.train()

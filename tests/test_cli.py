@@ -129,28 +129,28 @@ def _numpy_lsd(p: np.ndarray, q: np.ndarray, lo: float = 0.0) -> float:
 
 def test_demo_quick_writes_a_consistent_report(tmp_path):
     from specreg.data.images import TextureCrops
-    from specreg.demo import HIGH_BAND, REFERENCE_N, run_demo
+    from specreg.demo import FLOOR, HIGH_BAND, REFERENCE_N, run_demo
 
     out = tmp_path / "demo"
     report = run_demo(out, threads=1, quick=True,
                       overrides=["train.steps=3", "train.batch_size=4", "sample.n=8", "sample.steps=2",
                                  "train.progress_bar=false"])
     text = report.read_text()
-    for name in ("baseline", "fourier_ap", "haar", "real (held-out, other crops)", "## Reading"):
+    for name in ("baseline", "fourier_ap", "haar", FLOOR, "real (held-out rows)", "## Reading"):
         assert name in text
     for png in ("samples_real.png", "samples_baseline.png", "samples_haar.png", "spectra.png",
                 "spectra_ratio.png"):
         assert (out / png).stat().st_size > 0
     numbers = json.loads((out / "lsd.json").read_text())
     # the report's numbers, recomputed with numpy from the same images
-    reference = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=REFERENCE_N, seed=1, split="eval")])
-    floor_set = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=8, seed=2, split="eval")])
+    reference = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=REFERENCE_N, seed=1, split="train")])
+    floor_set = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=8, seed=2, split="train")])
     q = _numpy_radial_power(reference)
-    for name, x in (("real (held-out, other crops)", floor_set),
+    for name, x in ((FLOOR, floor_set),
                     ("baseline", np.load(out / "baseline" / "samples.npy"))):
         p = _numpy_radial_power(x)
         assert numbers[name]["lsd"] == pytest.approx(_numpy_lsd(p, q), rel=1e-6)
         assert numbers[name]["lsd_high"] == pytest.approx(_numpy_lsd(p, q, lo=HIGH_BAND[0]), rel=1e-6)
     # three steps from scratch are nowhere near the data: the reading must not claim otherwise
-    assert numbers["baseline"]["lsd"] > 5 * numbers["real (held-out, other crops)"]["lsd"]
+    assert numbers["baseline"]["lsd"] > 5 * numbers[FLOOR]["lsd"]
     assert "no model reaches the noise floor" in text

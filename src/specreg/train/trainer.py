@@ -190,8 +190,9 @@ class EMA:
 
 # --------------------------------------------------------------------------- outputs
 
-def save_image_grid(x: torch.Tensor, path: str | Path, *, nrow: int | None = None) -> Path:
-    """Write images (n, C, H, W) in [-1, 1] as one PNG grid (1-pixel gaps)."""
+def save_image_grid(x: torch.Tensor, path: str | Path, *, nrow: int | None = None, scale: int = 1) -> Path:
+    """Write images (n, C, H, W) in [-1, 1] as one PNG grid (1-pixel gaps), enlarged ``scale``×
+    by pixel repetition (small images stay sharp)."""
     from PIL import Image
 
     x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -205,7 +206,10 @@ def save_image_grid(x: torch.Tensor, path: str | Path, *, nrow: int | None = Non
     arr = grid.permute(1, 2, 0).numpy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[..., 0] if c == 1 else arr[..., :3]).save(path)
+    image = Image.fromarray(arr[..., 0] if c == 1 else arr[..., :3])
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    image.save(path)
     return path
 
 

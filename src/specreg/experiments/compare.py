@@ -1,0 +1,1193 @@
+"""Compare variants of one training setup over seeds: ``specreg compare`` and :func:`run_compare`.
+
+A *study* file (YAML) says what to train, how often, and how to measure it::
+
+    name: images_textures
+    base: demo                          # built-in config name, or a YAML path (relative to the study)
+    overrides: [data.n=4096]            # applied to every run
+    seeds: [0, 1, 2]                    # train.seed of each repetition
+    baseline: baseline                  # the row the others are measured against
+    protocol: scratch                   # or finetune (see below); a variant may set its own
+    variants:
+      - name: baseline
+        label: EDM loss only
+        overrides: []
+      - name: fourier_ap
+        label: + λ_EDM(σ)·L_AP (Eq. 15 as printed)
+        overrides: [regularizer.loss=fourier_ap, regularizer.lam=edm]
+    finetune:                           # only for protocol: finetune
+      steps: 2000                       # fine-tuning steps after the pretrained model
+      pretrain_seed: 0
+      overrides: [train.lr=2e-4, train.warmup_steps=0]
+    evaluation:
+      reference: textures               # textures | checkerboards | fashion-mnist | speech
+      n_samples: 512                    # generated items per run (and items of the floor set)
+      n_reference: 2048                 # reference items
+      metrics: [lsd, lsd_high]          # names of specreg eval, plus peak_energy (checkerboards)
+      columns: [lsd, lsd_high, lsd_high_bias]   # optional: the result keys tabulated
+      sample_seed: 1000
+    profiles:                           # named settings; --profile picks one
+      tiny:  {overrides: [train.steps=4], seeds: [0], variants: [baseline, fourier_ap],
+              evaluation: {n_samples: 8, n_reference: 16}}
+      small: {overrides: [...], seeds: [0, 1]}
+      full:  {overrides: [...]}
+
+The config of one run is: the base config, then the study's ``overrides``, then the
+profile's ``overrides``, then the variant's ``overrides``, then ``train.seed=<seed>``. A
+profile may also replace ``seeds``, keep only some ``variants`` (by name), and update
+``evaluation`` and ``finetune`` key by key.
+
+Protocols. ``scratch`` trains every (variant, seed) from random weights. ``finetune`` is
+the paper's protocol: a *pretrained* model is trained first, then every variant is
+fine-tuned from its final EMA weights for ``finetune.steps`` steps with a fresh
+optimizer (``finetune.overrides`` apply to the fine-tuning only; ``train.seed`` of the
+fine-tuning is the run's seed). The pretrained model is the variant's own config with
+the regularizer removed, ``train.seed = finetune.pretrain_seed``, trained for the
+profile's ``train.steps``: variants that differ only in their regularizer share one
+pretrained model (as the paper fine-tunes one published checkpoint), variants that differ
+elsewhere (VP vs VE) get their own. Seeds therefore vary the fine-tuning only. Fairness:
+the baseline row of a fine-tuning study is the pretrained model fine-tuned for the same
+number of steps without a regularizer, so extra training is not credited to the loss.
+
+Outputs under ``out_dir``::
+
+    runs/<variant>/seed<k>/          a run directory of the trainer (config.yaml, checkpoints, …)
+        eval/samples.npy, eval/samples.png (or eval/*.wav)
+        metrics.json                 the done marker: metrics, spectrum, timings, config key
+    runs/_pretrain/<key>/seed<k>/    pretrained models (protocol finetune)
+    real/floor.json, real/samples.png   real-vs-real noise floor and a grid of real items
+    spectra.png, spectra_ratio.png   one line per variant (mean over seeds) and the reference
+    results.json, report.md
+
+Running the same command again skips runs whose ``metrics.json`` matches the current
+settings, resumes interrupted trainings from their newest checkpoint (the trainer's own
+resume), and rewrites the report. A run that diverged is recorded as such and not retried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:  # heavy imports happen inside the functions, so `specreg --help` stays fast
+    import torch
+
+PROTOCOLS = ("scratch", "finetune")
+REFERENCE_SETS = ("textures", "checkerboards", "fashion-mnist", "speech")
+RUNS_DIR = "runs"
+PRETRAIN_DIR = "_pretrain"
+DONE_FILE = "metrics.json"
+EVAL_DIR = "eval"
+# Train settings that do not change what is learned: excluded from a run's identity, so
+# e.g. --jobs 2 (no progress bar, one thread) finds the runs of an earlier --jobs 1.
+_VOLATILE_TRAIN_KEYS = ("progress_bar", "threads", "tensorboard", "num_workers", "log_every", "sample_every",
+                        "checkpoint_every", "keep_checkpoints")
+# Direction of each tabulated result key: lower is better, higher is better, or closest
+# to zero (signed biases). Keys not listed are shown without a "best".
+LOWER = ("lsd", "lsd_low", "lsd_mid", "lsd_high", "domain_fd", "domain_kid", "ndb", "mrstft")
+HIGHER = ("peak_energy", "pesq", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808")
+# Distances between two sets: their real-vs-real value is a noise scale, so a difference
+# smaller than it is not resolved. (For a score such as PESQ the real value is a ceiling.)
+DISTANCES = ("lsd", "lsd_low", "lsd_mid", "lsd_high", "domain_fd", "domain_kid", "ndb")
+# Metrics that compare sample i with reference i: no real-vs-real floor from disjoint sets.
+PAIRED = ("mrstft", "pesq")
+EXTRA_METRICS = ("peak_energy",)
+# The first result key of each metric name (what a column shows unless `columns` says otherwise).
+_PRIMARY = {"dnsmos": "dnsmos_ovrl"}
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TOP_KEYS = ("name", "title", "description", "base", "overrides", "seeds", "baseline", "protocol", "variants",
+             "finetune", "evaluation", "profiles")
+_VARIANT_KEYS = ("name", "label", "overrides", "protocol", "baseline")
+_PROFILE_KEYS = ("description", "overrides", "seeds", "variants", "evaluation", "finetune")
+_FINETUNE_KEYS = ("steps", "pretrain_seed", "overrides")
+
+
+# ============================================================================ study files
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the comparison: a name, a label and the overrides that define it."""
+
+    name: str
+    label: str = ""
+    overrides: tuple[str, ...] = ()
+    protocol: str = "scratch"
+    baseline: str | None = None  # the row it is measured against (None: it is a baseline)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How every run is measured (see the module docstring)."""
+
+    reference: str = "textures"
+    n_samples: int = 512
+    n_reference: int = 2048
+    metrics: tuple[str, ...] = ("lsd", "lsd_high")
+    columns: tuple[str, ...] = ()
+    sample_seed: int = 1000
+    reference_seed: int = 1
+    batch_size: int = 256
+    peak_tolerance: float | None = None  # cycles/sample; None = 2 frequency bins
+
+
+@dataclass(frozen=True)
+class Finetune:
+    steps: int = 0
+    pretrain_seed: int = 0
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study file with one profile applied."""
+
+    name: str
+    base: str
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...]
+    variants: tuple[Variant, ...]
+    evaluation: Evaluation
+    finetune: Finetune
+    profile: str
+    profiles: tuple[str, ...]
+    title: str = ""
+    description: str = ""
+    source: str = ""
+    cut: tuple[str, ...] = ()  # variants of the study left out by the profile
+
+    def column_keys(self) -> tuple[str, ...]:
+        if self.evaluation.columns:
+            return self.evaluation.columns
+        return tuple(_PRIMARY.get(m, m) for m in self.evaluation.metrics)
+
+
+def _err(where: str, msg: str) -> ValueError:
+    return ValueError(f"study {where}: {msg}")
+
+
+def _as_list(where: str, key: str, value: Any, kind: type = str) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, kind) and not isinstance(value, bool):  # a single item for a list of one
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, kind) and not isinstance(v, bool)
+                                                       for v in value):
+        name = {str: "strings", int: "integers"}[kind]
+        raise _err(where, f"{key}={value!r} is not accepted; expected a list of {name}")
+    return tuple(value)
+
+
+def _check_keys(where: str, section: str, raw: Any, accepted: Sequence[str]) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _err(where, f"{section} must be a mapping, got {raw!r}")
+    unknown = [k for k in raw if k not in accepted]
+    if unknown:
+        raise _err(where, f"unknown key {section}.{unknown[0]}; accepted keys: {list(accepted)}")
+    return raw
+
+
+def _evaluation(where: str, raw: dict[str, Any], into: Evaluation) -> Evaluation:
+    names = [f.name for f in Evaluation.__dataclass_fields__.values()]
+    raw = _check_keys(where, "evaluation", raw, names)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ("metrics", "columns"):
+            values[key] = tuple(m.strip().lower().replace("-", "_") for m in _as_list(where, f"evaluation.{key}",
+                                                                                       value))
+        elif key == "reference":
+            ref = str(value).strip().lower().replace("_", "-")
+            ref = {"checkerboard": "checkerboards", "fashion": "fashion-mnist", "texture": "textures"}.get(ref, ref)
+            if ref not in REFERENCE_SETS:
+                raise _err(where, f"evaluation.reference={value!r} is not accepted; expected one of "
+                                  f"{list(REFERENCE_SETS)}")
+            values[key] = ref
+        elif key == "peak_tolerance":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise _err(where, f"evaluation.peak_tolerance={value!r} is not accepted; expected a number > 0 "
+                                  "(cycles per sample) or null")
+            values[key] = None if value is None else float(value)
+        else:
+            minimum = 1 if key in ("n_samples", "n_reference", "batch_size") else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise _err(where, f"evaluation.{key}={value!r} is not accepted; expected an integer >= {minimum}")
+            values[key] = value
+    return replace(into, **values)
+
+
+def _finetune(where: str, raw: dict[str, Any], into: Finetune) -> Finetune:
+    raw = _check_keys(where, "finetune", raw, _FINETUNE_KEYS)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "overrides":
+            values[key] = _as_list(where, "finetune.overrides", value)
+        elif isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "steps" else 0):
+            raise _err(where, f"finetune.{key}={value!r} is not accepted; expected an integer >= "
+                              f"{1 if key == 'steps' else 0}")
+        else:
+            values[key] = value
+    return replace(into, **values)
+
+
+def _read_study(study: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str, Path | None]:
+    if isinstance(study, Mapping):
+        return dict(study), "<mapping>", None
+    path = Path(study)
+    if not path.is_file():
+        found = Path("configs") / "studies" / f"{study}.yaml"  # a bare name, run from the repository
+        if path.suffix not in (".yaml", ".yml") and found.is_file():
+            path = found
+        else:
+            raise ValueError(f"study {str(study)!r} not found: expected a study YAML file (e.g. "
+                             "configs/studies/images_textures.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"study {str(path)!r} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"study {str(path)!r} must be a mapping with keys {list(_TOP_KEYS)}")
+    return raw, str(path), path.parent
+
+
+def load_study(study: str | Path | Mapping[str, Any], profile: str = "small") -> Study:
+    """Read a study (a YAML path, a name under ``configs/studies``, or a mapping) and apply
+    ``profile``. Every key is checked; an unknown key or value raises ``ValueError``."""
+    raw, where, folder = _read_study(study)
+    raw = _check_keys(where, "top level", raw, _TOP_KEYS)
+    for key in ("base", "variants"):
+        if key not in raw:
+            raise _err(where, f"missing key {key!r}")
+    base = str(raw["base"])
+    if folder is not None and base.endswith((".yaml", ".yml")) and not Path(base).is_absolute():
+        base = str(folder / base)
+    profiles = _check_keys(where, "profiles", raw.get("profiles"), list(raw.get("profiles") or {}))
+    if profile not in profiles:
+        raise ValueError(f"profile={profile!r} is not accepted for study {where}; expected one of {list(profiles)}")
+    prof = _check_keys(where, f"profiles.{profile}", profiles[profile], _PROFILE_KEYS)
+
+    default_protocol = raw.get("protocol", "scratch")
+    if default_protocol not in PROTOCOLS:
+        raise _err(where, f"protocol={default_protocol!r} is not accepted; expected one of {list(PROTOCOLS)}")
+    study_baseline = raw.get("baseline")
+    if not isinstance(raw["variants"], list) or not raw["variants"]:
+        raise _err(where, "variants must be a non-empty list of {name, label, overrides}")
+    variants: list[Variant] = []
+    for i, v in enumerate(raw["variants"]):
+        v = _check_keys(where, f"variants[{i}]", v, _VARIANT_KEYS)
+        name = v.get("name")
+        if not isinstance(name, str) or not _NAME.match(name) or name == PRETRAIN_DIR:
+            raise _err(where, f"variants[{i}].name={name!r} is not accepted; expected letters, digits, '.', '_' "
+                              "or '-' (it names a folder)")
+        if any(name == w.name for w in variants):
+            raise _err(where, f"variant name {name!r} appears twice")
+        protocol = v.get("protocol", default_protocol)
+        if protocol not in PROTOCOLS:
+            raise _err(where, f"variants[{i}].protocol={protocol!r} is not accepted; expected one of "
+                              f"{list(PROTOCOLS)}")
+        baseline = v.get("baseline", study_baseline)
+        variants.append(Variant(name, str(v.get("label", "")), _as_list(where, f"{name}.overrides",
+                                                                       v.get("overrides")),
+                                protocol, None if baseline == name else baseline))
+    names = [v.name for v in variants]
+    for v in variants:
+        if v.baseline is not None and v.baseline not in names:
+            raise _err(where, f"variant {v.name!r} is compared with baseline {v.baseline!r}, which is not a "
+                              f"variant; variants: {names}")
+
+    keep = _as_list(where, f"profiles.{profile}.variants", prof.get("variants")) or tuple(names)
+    unknown = [k for k in keep if k not in names]
+    if unknown:
+        raise _err(where, f"profiles.{profile}.variants names {unknown[0]!r}, which is not a variant; "
+                          f"variants: {names}")
+    chosen = tuple(v for v in variants if v.name in keep)
+    chosen = tuple(v if v.baseline is None or v.baseline in keep else replace(v, baseline=None) for v in chosen)
+
+    seeds = _as_list(where, "seeds", prof.get("seeds", raw.get("seeds", [0])), int)
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise _err(where, f"seeds={list(seeds)} is not accepted; expected distinct integers >= 0")
+    evaluation = _evaluation(where, _check_keys(where, "evaluation", raw.get("evaluation"),
+                                                list(Evaluation.__dataclass_fields__)), Evaluation())
+    evaluation = _evaluation(where, prof.get("evaluation") or {}, evaluation)
+    finetune = _finetune(where, _finetune_raw(where, raw.get("finetune")), Finetune())
+    finetune = _finetune(where, _finetune_raw(where, prof.get("finetune")), finetune)
+    if any(v.protocol == "finetune" for v in chosen) and finetune.steps < 1:
+        raise _err(where, "a variant uses protocol finetune, so finetune.steps must be an integer >= 1")
+    return Study(name=str(raw.get("name", Path(where).stem)), base=base,
+                 overrides=(*_as_list(where, "overrides", raw.get("overrides")),
+                            *_as_list(where, f"profiles.{profile}.overrides", prof.get("overrides"))),
+                 seeds=seeds, variants=chosen, evaluation=evaluation, finetune=finetune, profile=profile,
+                 profiles=tuple(profiles), title=str(raw.get("title", "")),
+                 description="\n\n".join(str(t).strip() for t in (raw.get("description"), prof.get("description"))
+                                          if t), source=where,
+                 cut=tuple(n for n in names if n not in keep))
+
+
+def _finetune_raw(where: str, raw: Any) -> dict[str, Any]:
+    return _check_keys(where, "finetune", raw, _FINETUNE_KEYS)
+
+
+# ============================================================================ planning
+
+
+@dataclass
+class RunSpec:
+    """One training run of a study: where it lives and the resolved config it trains."""
+
+    variant: str
+    seed: int
+    run_dir: Path
+    config: dict[str, Any]
+    protocol: str  # "scratch", "finetune" or "pretrain"
+    key: str
+    pretrain_dir: Path | None = None
+    status: str = "new"  # "done", "resume" (has a checkpoint), "new"; after running: "trained", "diverged"
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+
+def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(cfg))
+    for key in _VOLATILE_TRAIN_KEYS:
+        out["train"].pop(key, None)
+    return out
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _resolve(study: Study, extra: Sequence[str]) -> dict[str, Any]:
+    from specreg.train.config import load_config
+
+    return load_config(study.base, [*study.overrides, *extra]).to_dict()
+
+
+def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
+    """Every run of ``study`` in order: pretrained models first, then (variant, seed) runs.
+
+    Checks every resolved config (a bad override raises ``ValueError`` before anything
+    trains) and marks each run ``done``, ``resume`` or ``new`` from what is on disk.
+    """
+    from specreg.train.config import RegularizerConfig
+
+    out = Path(out_dir)
+    pretrains: dict[str, RunSpec] = {}
+    runs: list[RunSpec] = []
+    data_sections: dict[str, str] = {}
+    ev = asdict(study.evaluation)
+    for v in study.variants:
+        for seed in study.seeds:
+            try:
+                cfg = _resolve(study, [*v.overrides, f"train.seed={seed}"])
+            except ValueError as err:
+                raise ValueError(f"variant {v.name!r}: {err}") from None
+            data_sections.setdefault(json.dumps(cfg["data"], sort_keys=True), v.name)
+            pre = None
+            if v.protocol == "finetune":
+                pcfg = json.loads(json.dumps(cfg))
+                pcfg["regularizer"] = asdict(RegularizerConfig())
+                pcfg["train"]["seed"] = study.finetune.pretrain_seed
+                pkey = _hash(_identity(pcfg))
+                if pkey not in pretrains:
+                    pdir = out / RUNS_DIR / PRETRAIN_DIR / pkey / f"seed{study.finetune.pretrain_seed}"
+                    pretrains[pkey] = RunSpec(f"{PRETRAIN_DIR}/{pkey}", study.finetune.pretrain_seed, pdir, pcfg,
+                                              "pretrain", pkey)
+                pre = pretrains[pkey]
+                try:
+                    cfg = _resolve(study, [*v.overrides, f"train.seed={seed}",
+                                           f"train.steps={study.finetune.steps}", *study.finetune.overrides])
+                except ValueError as err:
+                    raise ValueError(f"variant {v.name!r}, finetune.overrides: {err}") from None
+            key = _hash({"config": _identity(cfg), "evaluation": ev, "protocol": v.protocol,
+                         "pretrain": None if pre is None else pre.key})
+            runs.append(RunSpec(v.name, seed, out / RUNS_DIR / v.name / f"seed{seed}", cfg, v.protocol, key,
+                                pretrain_dir=None if pre is None else pre.run_dir))
+    if len(data_sections) > 1:
+        names = list(data_sections.values())
+        raise ValueError(f"variants {names[0]!r} and {names[1]!r} train on different data sections; the variants "
+                         "of a study must share one data set (one reference and one noise floor)")
+    specs = [*pretrains.values(), *runs]
+    for spec in specs:
+        spec.status = _status(spec)
+    return specs
+
+
+def _status(spec: RunSpec) -> str:
+    done = spec.run_dir / DONE_FILE
+    if done.is_file():
+        try:
+            if json.loads(done.read_text()).get("key") == spec.key:
+                return "done"
+        except json.JSONDecodeError:
+            pass
+    from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
+
+    return "resume" if list_checkpoints(spec.run_dir / CHECKPOINT_DIR) else "new"
+
+
+# ============================================================================ real data
+
+
+@dataclass
+class RealSets:
+    """The reference set, a disjoint real set of the samples' size (the noise floor) and
+    the conditioning of the samples (paired with the reference for audio)."""
+
+    reference: Any
+    floor: Any
+    description: str
+    floor_description: str
+    conditioning: dict[str, Any] = field(default_factory=dict)
+    peaks: list[tuple[float, ...]] | None = None
+
+
+def real_sets(cfg_dict: Mapping[str, Any], ev: Evaluation) -> RealSets:
+    """Build the reference and floor sets named by ``ev.reference`` for a run's data.
+
+    * ``textures``: ``n_reference`` crops (seed ``reference_seed``) and ``n_samples`` other
+      crops (seed ``reference_seed + 1``) of the held-out ``eval`` rows.
+    * ``checkerboards``: boards of the training distribution with seeds
+      ``reference_seed`` and ``reference_seed + 1``.
+    * ``fashion-mnist``: two disjoint random subsets of the 10 000 test images.
+    * ``speech``: the reference is the held-out prompt segments whose log-mels condition the
+      samples (item i of the samples is the vocoding of reference item i, so paired
+      metrics apply); the floor set is ``n_samples`` training segments.
+    """
+    import torch
+
+    from specreg.train.config import config_from_dict
+
+    cfg = config_from_dict(json.loads(json.dumps(dict(cfg_dict))))
+    d, n, m = cfg.data, ev.n_samples, ev.n_reference
+    ref, s = ev.reference, ev.reference_seed
+    if cfg.data.is_audio != (ref == "speech"):
+        raise ValueError(f"evaluation.reference={ref!r} does not fit data.kind={d.kind!r}")
+    if ref == "textures":
+        from specreg.data.images import TextureCrops
+
+        if d.kind != "textures":
+            raise ValueError(f"evaluation.reference='textures' needs data.kind=textures, not {d.kind!r}")
+        r = TextureCrops(list(d.names), d.size, m, seed=s, channels=d.channels, split="eval")
+        f = TextureCrops(list(d.names), d.size, n, seed=s + 1, channels=d.channels, split="eval")
+        what = f"{d.size}×{d.size} crops of {list(d.names)} from the held-out eval rows"
+        return RealSets(_stack(r), _stack(f), f"{m} {what} (seed {s})", f"{n} other {what} (seed {s + 1})")
+    if ref == "checkerboards":
+        from specreg.data.images import Checkerboards
+
+        if d.kind != "checkerboard":
+            raise ValueError(f"evaluation.reference='checkerboards' needs data.kind=checkerboard, not {d.kind!r}")
+        r, f = Checkerboards(m, d.size, seed=s), Checkerboards(n, d.size, seed=s + 1)
+        peaks = [pk for p in r.periods for pk in ((1.0 / p, 1.0 / p), (1.0 / p, -1.0 / p))]
+        what = f"{d.size}×{d.size} checkerboards, periods {list(r.periods)} px, random phase"
+        return RealSets(_stack(r), _stack(f), f"{m} {what} (seed {s})", f"{n} other {what} (seed {s + 1})",
+                        peaks=peaks)
+    if ref == "fashion-mnist":
+        from specreg.data.images import FashionMNIST
+
+        if d.kind != "fashion_mnist":
+            raise ValueError(f"evaluation.reference='fashion-mnist' needs data.kind=fashion_mnist, not {d.kind!r}")
+        kw = {} if d.root is None else {"root": d.root}
+        ds = FashionMNIST(split="test", size=d.size, **kw)
+        if n + m > len(ds):
+            raise ValueError(f"evaluation.n_samples + n_reference = {n + m} exceeds the {len(ds)} Fashion-MNIST "
+                             "test images; the floor set and the reference must be disjoint")
+        perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(s))
+        r = torch.stack([ds[int(i)][0] for i in perm[:m]])
+        f = torch.stack([ds[int(i)][0] for i in perm[m:m + n]])
+        cond = {}
+        if cfg.model.num_classes > 0:
+            cond = {"class_labels": torch.arange(n) % cfg.model.num_classes}
+        what = f"Fashion-MNIST test images at {d.size}×{d.size}"
+        return RealSets(r, f, f"{m} {what} (random subset, seed {s})", f"{n} other {what}", cond)
+    # speech: the reference must be paired with the conditioning of the samples
+    from specreg.data.audio import AsteriskSpeech, LogMel, MelConditioned
+
+    kw = {} if d.root is None else {"root": d.root}
+    mel = LogMel(sample_rate=d.sample_rate, n_fft=d.n_fft, hop_length=d.hop_length, n_mels=d.n_mels)
+    ev_set = MelConditioned(AsteriskSpeech(split="eval", sample_rate=d.sample_rate,
+                                           segment_length=d.segment_length, random_crop=False, seed=s, **kw), mel)
+    tr_set = AsteriskSpeech(split="train", sample_rate=d.sample_rate, segment_length=d.segment_length,
+                            random_crop=False, seed=s + 1, **kw)
+    items = [ev_set[i % len(ev_set)] for i in range(n)]
+    perm = torch.randperm(len(tr_set), generator=torch.Generator().manual_seed(s + 1))
+    f = torch.stack([tr_set[int(i)][0] for i in perm[:n]])
+    seg = f"{d.segment_length}-sample segments at {d.sample_rate} Hz"
+    repeat = f", each of the {len(ev_set)} prompts used {math.ceil(n / len(ev_set))}×" if n > len(ev_set) else ""
+    return RealSets(torch.stack([x for x, _ in items]), f,
+                    f"{n} {seg} of held-out prompts, paired with the samples' log-mels{repeat}",
+                    f"{n} {seg} of training prompts", {"cond": torch.stack([c for _, c in items])})
+
+
+def _stack(ds: Any) -> Any:
+    import torch
+
+    return torch.stack([ds[i][0] for i in range(len(ds))])
+
+
+def measure(samples: Any, real: RealSets, ev: Evaluation, *, kind: str, sample_rate: int | None,
+            reference: Any = None) -> dict[str, Any]:
+    """Metrics of ``samples`` against ``real.reference`` (or ``reference``), and their spectrum.
+
+    Uses :func:`specreg.experiments.evaluate.evaluate` for its metrics and adds
+    ``peak_energy``: the mean over samples of :func:`specreg.metrics.peak_energy_fraction`
+    at the fundamental peaks (±1/p, ±1/p) of every checkerboard period p, within
+    ``peak_tolerance`` (default two frequency bins). Returns ``{"metrics", "labels",
+    "skipped", "spectrum": {"freqs", "power"}}``.
+    """
+    import torch
+
+    from specreg.experiments.evaluate import evaluate
+    from specreg.metrics.spectrum import peak_energy_fraction, radial_power_spectrum
+
+    reference = real.reference if reference is None else reference
+    names = [m for m in ev.metrics if m not in EXTRA_METRICS]
+    out: dict[str, Any] = {"metrics": {}, "labels": {}, "skipped": {}}
+    if names:
+        res = evaluate(samples, reference, kind=kind, metrics=names, sample_rate=sample_rate,
+                       batch_size=ev.batch_size, seed=ev.sample_seed, progress=False)
+        out["metrics"].update(res["metrics"])
+        out["labels"].update(res["labels"])
+        out["skipped"].update(res.get("skipped") or {})
+    if "peak_energy" in ev.metrics:
+        if real.peaks is None:
+            raise ValueError("metric peak_energy needs data with known spectral peaks (evaluation.reference: "
+                             "checkerboards)")
+        size = samples.shape[-1]
+        tol = ev.peak_tolerance if ev.peak_tolerance is not None else 2.0 / size
+        frac = peak_energy_fraction(torch.as_tensor(samples), real.peaks, tol)
+        out["metrics"]["peak_energy"] = float(torch.nanmean(frac))
+        out["labels"]["peak_energy"] = (f"share of the energy within {tol:.4g} cycles/sample of the checkerboard "
+                                        "fundamentals that sits on them (1 = no leakage)")
+    freqs, power = radial_power_spectrum(torch.as_tensor(samples), 1 if kind == "audio" else 2)
+    out["spectrum"] = {"freqs": freqs.tolist(), "power": power.tolist()}
+    return out
+
+
+# ============================================================================ one run
+
+
+def _train(spec: RunSpec) -> tuple[float, int]:
+    """Train (or resume) one run; returns (seconds, steps trained in this call)."""
+    from specreg.train.config import config_from_dict
+    from specreg.train.trainer import Trainer
+
+    cfg = config_from_dict(json.loads(json.dumps(spec.config)))
+    net = None
+    if spec.protocol == "finetune":
+        from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints, load_weights
+
+        found = list_checkpoints(spec.pretrain_dir / CHECKPOINT_DIR)  # type: ignore[operator]
+        if not found:
+            raise RuntimeError(f"{spec.label}: the pretrained model {spec.pretrain_dir} has no checkpoint")
+        net = _pretrained_net(cfg, load_weights(found[-1], ema=True))
+        _write_json(spec.run_dir / "finetune.json", {"pretrained": str(found[-1]), "weights": "ema"})
+    result = Trainer(cfg, spec.run_dir, net=net).fit()
+    return result.seconds, result.step - result.resumed_from
+
+
+def _pretrained_net(cfg: Any, weights: dict[str, Any]) -> Any:
+    """The raw network of ``cfg`` carrying ``weights`` (a state dict of the trained module)."""
+    from specreg.train.build import build_formulation, build_model, build_net
+
+    net = build_net(cfg)
+    model = build_model(build_formulation(cfg.diffusion), net)
+    model.load_state_dict(weights)  # the module wraps `net`, so this fills `net` in place
+    return net
+
+
+def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any]:
+    """Train one run, sample ``ev.n_samples`` with seed ``ev.sample_seed + seed``, measure,
+    and write ``metrics.json``; a pretraining run only trains. Returns the record written."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    timing_path = spec.run_dir / "timing.json"
+    timing = _read_json(timing_path) or {"train_s": 0.0, "steps": 0}
+    try:
+        seconds, steps = _train(spec)
+    except Exception as err:
+        from specreg.train.trainer import TrainingDiverged
+
+        if not isinstance(err, TrainingDiverged) or spec.protocol == "pretrain":
+            raise
+        record = {"key": spec.key, "variant": spec.variant, "seed": spec.seed, "status": "diverged",
+                  "error": str(err), "protocol": spec.protocol}
+        _write_json(spec.run_dir / DONE_FILE, record)
+        return record
+    timing["train_s"] += seconds
+    timing["steps"] += steps
+    _write_json(timing_path, timing)
+    if spec.protocol == "pretrain":
+        return {"variant": spec.variant, "seed": spec.seed, "status": "trained", **timing}
+
+    from specreg.train.build import generate, load_trained
+
+    cfg, model, formulation, step = load_trained(spec.run_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    if isinstance(formulation, torch.nn.Module):
+        formulation.to(device)
+    real = real_sets(spec.config, ev)
+    t1 = time.time()
+    generator = torch.Generator(device=device).manual_seed(ev.sample_seed + spec.seed)
+    x = generate(cfg, formulation, model, ev.n_samples, generator=generator, model_kwargs=real.conditioning,
+                 batch_size=ev.batch_size).float().cpu().clamp(-1, 1)
+    sample_s = time.time() - t1
+    kind = "audio" if cfg.data.is_audio else "image"
+    rate = cfg.data.sample_rate if kind == "audio" else None
+    _save_samples(x, spec.run_dir / EVAL_DIR, kind, rate)
+    t2 = time.time()
+    measured = measure(x, real, ev, kind=kind, sample_rate=rate)
+    record = {"key": spec.key, "variant": spec.variant, "seed": spec.seed, "status": "done",
+              "protocol": spec.protocol, "step": step,
+              "pretrained": None if spec.pretrain_dir is None else str(spec.pretrain_dir),
+              **measured, "reference": real.description,
+              "timing": {**timing, "sample_s": sample_s, "eval_s": time.time() - t2,
+                         "wall_s_this_call": time.time() - t0},
+              "n_samples": ev.n_samples, "sample_seed": ev.sample_seed + spec.seed}
+    _write_json(spec.run_dir / DONE_FILE, record)
+    return record
+
+
+def _save_samples(x: Any, folder: Path, kind: str, rate: int | None) -> None:
+    import numpy as np
+
+    from specreg.train.trainer import save_audio, save_image_grid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "samples.npy", x.numpy().astype(np.float32))
+    if kind == "audio":
+        save_audio(x[:8], folder, int(rate))  # type: ignore[arg-type]
+    else:
+        save_image_grid(x[:64], folder / "samples.png")
+
+
+def _execute_in_worker(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
+    # one torch thread per process: --jobs N processes share the machine's cores
+    return execute(spec, ev, threads=1)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ============================================================================ the study
+
+
+@dataclass
+class CompareResult:
+    """What :func:`run_compare` did: the planned runs (with their status) and the report."""
+
+    study: Study
+    out_dir: Path
+    runs: list[RunSpec]
+    report: Path | None = None
+    seconds: float = 0.0
+
+
+def compare_command(study: str | Path | Mapping[str, Any], out_dir: str | Path, profile: str, jobs: int = 1,
+                    dry_run: bool = False) -> str:
+    """The command line that (re)runs this comparison."""
+    src = "<study mapping>" if isinstance(study, Mapping) else str(study)
+    parts = ["specreg", "compare", src, "--out", str(out_dir), "--profile", profile]
+    if jobs != 1:
+        parts += ["--jobs", str(jobs)]
+    if dry_run:
+        parts.append("--dry-run")
+    return shlex.join(parts)
+
+
+def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, profile: str = "small",
+                dry_run: bool = False, *, jobs: int = 1, log: Any = None) -> CompareResult:
+    """Run every (variant, seed) of ``study`` under ``profile`` into ``out_dir`` and write
+    ``out_dir/report.md`` (see the module docstring). ``dry_run`` only plans and lists.
+
+    ``jobs`` > 1 trains that many runs at once in separate processes with one torch
+    thread each. ``log`` is a file for progress lines (default stderr).
+    """
+    t0 = time.time()
+    log = sys.stderr if log is None else log
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} is not accepted; expected an integer >= 1")
+    st = load_study(study, profile)
+    out = Path(out_dir)
+    specs = plan_runs(st, out)
+    result = CompareResult(st, out, specs)
+    command = compare_command(study, out_dir, profile, jobs)
+    if dry_run:
+        return result
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "study.json", {"study": asdict(st), "command": command})
+    pre = [s for s in specs if s.protocol == "pretrain" and s.status != "done"]
+    todo = [s for s in specs if s.protocol != "pretrain" and s.status != "done"]
+    for phase in (pre, todo):  # fine-tuning needs its pretrained model
+        for spec, record in _run_all(phase, st.evaluation, jobs, log):
+            spec.status = "diverged" if record.get("status") == "diverged" else "trained"
+            if spec.protocol == "pretrain":
+                _write_json(spec.run_dir / DONE_FILE, {"key": spec.key, "status": "done", "protocol": "pretrain"})
+    result.report = write_report(st, out, specs, command=command, wall_s=time.time() - t0)
+    result.seconds = time.time() - t0
+    return result
+
+
+def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Any:
+    if not specs:
+        return
+    if jobs == 1 or len(specs) == 1:
+        for spec in specs:
+            print(f"[compare] {spec.label}: {spec.protocol}, {spec.status} → {spec.run_dir}", file=log, flush=True)
+            yield spec, execute(spec, ev)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: a fresh interpreter per worker (forking a process that holds torch's thread
+    # pools is unsafe), which also picks up OMP settings from the environment
+    ctx = multiprocessing.get_context("spawn")
+    quiet = [replace(s, config=_quiet(s.config)) for s in specs]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx) as pool:
+        futures = {pool.submit(_execute_in_worker, q, ev): s for q, s in zip(quiet, specs)}
+        for s in specs:
+            print(f"[compare] {s.label}: {s.protocol}, {s.status} → {s.run_dir} (queued)", file=log, flush=True)
+        for fut in as_completed(futures):
+            spec = futures[fut]
+            record = fut.result()
+            print(f"[compare] {spec.label}: {record.get('status')}", file=log, flush=True)
+            yield spec, record
+
+
+def _quiet(cfg: dict[str, Any]) -> dict[str, Any]:
+    cfg = json.loads(json.dumps(cfg))
+    cfg["train"]["progress_bar"] = False  # bars of parallel runs would overwrite each other
+    return cfg
+
+
+# ============================================================================ the report
+
+
+def _floor(st: Study, out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Real vs real with the same counts (cached in ``real/floor.json``)."""
+    from specreg.train.config import config_from_dict
+    from specreg.train.trainer import save_audio, save_image_grid
+
+    ev = st.evaluation
+    key = _hash({"data": cfg["data"], "evaluation": asdict(ev)})
+    path = out / "real" / "floor.json"
+    cached = _read_json(path)
+    if cached and cached.get("key") == key:
+        return cached
+    c = config_from_dict(json.loads(json.dumps(cfg)))
+    kind = "audio" if c.data.is_audio else "image"
+    rate = c.data.sample_rate if kind == "audio" else None
+    real = real_sets(cfg, ev)
+    unpaired = replace(ev, metrics=tuple(m for m in ev.metrics if m not in PAIRED))
+    measured = measure(real.floor, real, unpaired, kind=kind, sample_rate=rate)
+    import torch
+
+    ref_freqs, ref_power = _spectrum(real.reference, kind)
+    record = {"key": key, **measured, "reference": real.description, "floor_set": real.floor_description,
+              "reference_spectrum": {"freqs": ref_freqs, "power": ref_power}}
+    (out / "real").mkdir(parents=True, exist_ok=True)
+    if kind == "audio":
+        save_audio(torch.as_tensor(real.reference[:4]), out / "real", int(rate), prefix="reference")  # type: ignore[arg-type]
+    else:
+        save_image_grid(torch.as_tensor(real.floor[:64]), out / "real" / "samples.png")
+    _write_json(path, record)
+    return record
+
+
+def _spectrum(x: Any, kind: str) -> tuple[list[float], list[float]]:
+    import torch
+
+    from specreg.metrics.spectrum import radial_power_spectrum
+
+    f, p = radial_power_spectrum(torch.as_tensor(x), 1 if kind == "audio" else 2)
+    return f.tolist(), p.tolist()
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return math.nan, None
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))  # sample std (n − 1)
+
+
+def _fmt(v: float | None, digits: int = 4) -> str:
+    if v is None or not math.isfinite(v):
+        return "—"
+    if v == 0:
+        return "0"
+    return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.{max(1, digits - 2)}e}"
+
+
+def _direction(key: str) -> str:
+    if key in LOWER:
+        return "lower"
+    if key in HIGHER:
+        return "higher"
+    if key.endswith("_bias"):
+        return "zero"
+    return ""
+
+
+def _score(key: str, mean: float) -> float:
+    d = _direction(key)
+    return {"lower": mean, "higher": -mean, "zero": abs(mean)}.get(d, math.nan)
+
+
+def aggregate(st: Study, specs: Sequence[RunSpec]) -> dict[str, Any]:
+    """Per variant: the records of its seeds and, per column, mean, std and n."""
+    rows: dict[str, Any] = {}
+    for v in st.variants:
+        records = [r for s in specs if s.variant == v.name and (r := _read_json(s.run_dir / DONE_FILE))]
+        ok = [r for r in records if r.get("status") == "done"]
+        stats = {}
+        for key in st.column_keys():
+            mean, std = _mean_std([r["metrics"].get(key) for r in ok if key in r["metrics"]])
+            stats[key] = {"mean": mean, "std": std, "n": sum(1 for r in ok if key in r["metrics"])}
+        rows[v.name] = {"variant": asdict(v), "records": records, "n_done": len(ok),
+                        "n_diverged": sum(1 for r in records if r.get("status") == "diverged"), "stats": stats}
+    return rows
+
+
+def _resolution(key: str, a: dict[str, Any], b: dict[str, Any], floor: float | None) -> float | None:
+    """The smallest difference of means that this study resolves for ``key``: the larger of
+    the noise floor (distances only) and the standard error of the difference over seeds."""
+    parts = []
+    if key in DISTANCES and floor is not None and math.isfinite(floor):
+        parts.append(abs(floor))
+    if a["std"] is not None and b["std"] is not None:
+        parts.append(math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"]))
+    return max(parts) if parts else None
+
+
+def write_report(st: Study, out: Path, specs: Sequence[RunSpec], *, command: str, wall_s: float) -> Path:
+    """Write ``results.json``, the spectrum plots and ``report.md``; return the report's path."""
+    import numpy as np
+    import torch
+
+    import specreg
+
+    runs = [s for s in specs if s.protocol != "pretrain"]
+    floor = _floor(st, out, runs[0].config)
+    rows = aggregate(st, specs)
+    cols = st.column_keys()
+    kind = "audio" if runs[0].config["data"]["kind"] in ("speech", "audio_folder") else "image"
+    rate = runs[0].config["data"]["sample_rate"]
+
+    best: dict[str, float] = {}
+    for key in cols:
+        scores = [_score(key, rows[v.name]["stats"][key]["mean"]) for v in st.variants]
+        finite = [s for s in scores if math.isfinite(s)]
+        if finite:
+            best[key] = min(finite)
+
+    arrows = {"lower": " ↓", "higher": " ↑", "zero": " →0"}
+    header = ["variant", "protocol", "seeds", *[f"{k}{arrows.get(_direction(k), '')}" for k in cols]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for v in st.variants:
+        row = rows[v.name]
+        cells = [f"{v.name}" + (f" — {v.label}" if v.label else ""), v.protocol,
+                 f"{row['n_done']}/{len(st.seeds)}" + (f" ({row['n_diverged']} diverged)" if row["n_diverged"] else "")]
+        for key in cols:
+            s = row["stats"][key]
+            text = f"{_fmt(s['mean'])} ± {_fmt(s['std'], 2)}"
+            if key in best and math.isfinite(s["mean"]) and _score(key, s["mean"]) == best[key]:
+                text = f"**{text}**"
+            if v.baseline is not None and math.isfinite(s["mean"]):
+                b = rows[v.baseline]["stats"][key]
+                res = _resolution(key, s, b, floor["metrics"].get(key))
+                if res is not None and math.isfinite(b["mean"]) and abs(s["mean"] - b["mean"]) > 2 * res:
+                    text += " †"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    floor_cells = [f"real vs real: noise floor ({st.evaluation.n_samples} vs {st.evaluation.n_reference})", "", ""]
+    for key in cols:
+        val = floor["metrics"].get(key)
+        floor_cells.append("n/a (paired)" if key in PAIRED else _fmt(val))
+    lines.append("| " + " | ".join(floor_cells) + " |")
+    spread = ["seed spread: median std over variants", "", ""]
+    for key in cols:
+        stds = [rows[v.name]["stats"][key]["std"] for v in st.variants if rows[v.name]["stats"][key]["std"] is not None]
+        spread.append(_fmt(float(np.median(stds)), 2) if stds else "—")
+    lines.append("| " + " | ".join(spread) + " |")
+
+    # spectra: mean over seeds per variant
+    spectra: dict[str, tuple[Any, Any]] = {}
+    for v in st.variants:
+        powers = [r["spectrum"]["power"] for r in rows[v.name]["records"] if r.get("status") == "done"]
+        freqs = next((r["spectrum"]["freqs"] for r in rows[v.name]["records"] if r.get("status") == "done"), None)
+        if powers:
+            spectra[v.name] = (np.asarray(freqs), np.mean(np.asarray(powers), axis=0))
+    ref = (np.asarray(floor["reference_spectrum"]["freqs"]), np.asarray(floor["reference_spectrum"]["power"]))
+    scale, xlabel = (rate, "frequency (Hz)") if kind == "audio" else (1, "frequency (cycles / pixel)")
+    figures = []
+    if spectra:
+        from specreg.metrics.plots import plot_spectra
+
+        plot_spectra({k: (f * scale, p) for k, (f, p) in spectra.items()}, reference=(ref[0] * scale, ref[1]),
+                     path=out / "spectra.png", reference_label="real reference", xlabel=xlabel)
+        _plot_ratio(spectra, ref, out / "spectra_ratio.png", scale, xlabel)
+        figures = ["![spectra](spectra.png) ![ratio](spectra_ratio.png)"]
+
+    # timings
+    time_lines = ["| run | steps | train s | s / step | sample s | eval s | status |", "|---|---|---|---|---|---|---|"]
+    total_train = 0.0
+    for s in specs:
+        rec = _read_json(s.run_dir / DONE_FILE) or {}
+        tim = rec.get("timing") or _read_json(s.run_dir / "timing.json") or {}
+        train_s, steps = tim.get("train_s"), tim.get("steps")
+        total_train += train_s or 0.0
+        per = _fmt(train_s / steps, 3) if train_s and steps else "—"
+        time_lines.append(f"| {s.label} | {steps if steps is not None else '—'} | {_fmt(train_s, 4)} | {per} | "
+                          f"{_fmt(tim.get('sample_s'), 3)} | {_fmt(tim.get('eval_s'), 3)} | "
+                          f"{rec.get('status', s.status)} |")
+
+    # samples
+    grid_lines = []
+    for v in st.variants:
+        first = next((s for s in runs if s.variant == v.name and (s.run_dir / DONE_FILE).is_file()
+                      and (_read_json(s.run_dir / DONE_FILE) or {}).get("status") == "done"), None)
+        if first is None:
+            continue
+        rel = first.run_dir.relative_to(out) / EVAL_DIR
+        if kind == "audio":
+            wavs = sorted((out / rel).glob("*.wav"))[:2]
+            grid_lines.append(f"- {v.name} (seed {first.seed}): " + ", ".join(f"[{w.name}]({rel / w.name})"
+                                                                                 for w in wavs))
+        else:
+            grid_lines.append(f"**{v.name}** (seed {first.seed})\n\n![{v.name}]({rel / 'samples.png'})\n")
+    if kind == "audio":
+        real_wavs = sorted((out / "real").glob("reference*.wav"))[:2]
+        grid_lines.insert(0, "- real reference: " + ", ".join(f"[{w.name}](real/{w.name})" for w in real_wavs))
+    else:
+        grid_lines.insert(0, "**real** (floor set)\n\n![real](real/samples.png)\n")
+
+    labels = {**floor.get("labels", {})}
+    for v in st.variants:
+        for r in rows[v.name]["records"]:
+            labels.update(r.get("labels", {}))
+    legend = [f"- **{k}**: {labels.get(k, '')}" for k in cols]
+    base_cfg = runs[0].config
+    pretrains = [s for s in specs if s.protocol == "pretrain"]
+    protocol_lines = []
+    if pretrains:
+        users = {p.run_dir: sorted({s.variant for s in runs if s.pretrain_dir == p.run_dir}) for p in pretrains}
+        protocol_lines = [f"Fine-tuning protocol: each pretrained model below was trained for "
+                          f"{pretrains[0].config['train']['steps']} steps without a regularizer (seed "
+                          f"{st.finetune.pretrain_seed}); the variants using it were fine-tuned from its final EMA "
+                          f"weights for {st.finetune.steps} steps with a fresh optimizer "
+                          f"(overrides: {', '.join(st.finetune.overrides) or 'none'})."]
+        protocol_lines += [f"- `{p.run_dir.relative_to(out)}`: {', '.join(users[p.run_dir])}" for p in pretrains]
+    diverged = [f"- {v.name}/seed{r['seed']}: {r.get('error', '')}" for v in st.variants
+                for r in rows[v.name]["records"] if r.get("status") == "diverged"]
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+                "specreg": specreg.__version__}
+    device = ("cuda: " + torch.cuda.get_device_name(0)) if torch.cuda.is_available() else \
+        f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads in the main process)"
+
+    results = {"study": asdict(st), "command": command, "versions": versions, "device": device,
+               "floor": {k: floor[k] for k in ("metrics", "reference", "floor_set")},
+               "rows": {k: {"stats": r["stats"], "n_done": r["n_done"], "n_diverged": r["n_diverged"]}
+                        for k, r in rows.items()},
+               "wall_s": wall_s}
+    _write_json(out / "results.json", results)
+
+    title = st.title or st.name
+    cut = (f"\nVariants of the study left out by this profile: {', '.join(st.cut)}.\n" if st.cut else "")
+    text = f"""# {title} — profile `{st.profile}`
+
+{st.description}
+{cut}
+Base config `{st.base}` with {len(st.variants)} variants × {len(st.seeds)} seeds ({', '.join(map(str, st.seeds))});
+{base_cfg['train']['steps']} training steps per run{' (fine-tuning)' if pretrains and runs[0].protocol == 'finetune' else ''},
+batch {base_cfg['train']['batch_size']}; {st.evaluation.n_samples} samples per run
+({base_cfg['sample']['sampler']}, {base_cfg['sample']['steps']} steps, sampling seed {st.evaluation.sample_seed} + run seed).
+{chr(10).join(protocol_lines)}
+
+## Results
+
+Mean ± standard deviation over seeds (sample std, n − 1; "—" with one seed). ↓ lower is
+better, ↑ higher is better, →0 closest to zero is best; the best mean per column is **bold**.
+† marks a mean that differs from its baseline's by more than twice the study's resolution
+for that metric: the larger of the real-vs-real noise floor (for distances) and the standard
+error of the difference over seeds. Without †, the difference is not resolved by this study.
+
+{chr(10).join(lines)}
+
+Reference: {floor['reference']}. Noise floor: {floor['floor_set']} against the same reference.
+
+{chr(10).join(legend)}
+{"" if not diverged else chr(10) + "Diverged runs (excluded from the means):" + chr(10) + chr(10).join(diverged) + chr(10)}
+## Spectra
+
+Radially averaged power spectra, mean over seeds, against the real reference (dashed), and
+the error in decades, log10(P / P_real):
+
+{chr(10).join(figures) or '(no finished run yet)'}
+
+## Samples
+
+{chr(10).join(grid_lines)}
+
+## Runs and wall time
+
+{chr(10).join(time_lines)}
+
+Training time summed over runs: {total_train / 60:.1f} min; this invocation: {wall_s / 60:.1f} min.
+
+## Reproduce
+
+```
+{command}
+```
+
+Software: {', '.join(f'{k} {v}' for k, v in versions.items())}; {device}; {platform.platform()}.
+"""
+    path = out / "report.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _plot_ratio(spectra: Mapping[str, tuple[Any, Any]], ref: tuple[Any, Any], path: Path, scale: float,
+                xlabel: str) -> None:
+    """log10(P_variant / P_real) against frequency: 0 is a perfect spectrum."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    f = np.asarray(ref[0])
+    keep = f > 0
+    tiny = np.finfo(np.float64).tiny
+    for name, (_, power) in spectra.items():
+        ratio = np.log10(np.maximum(power, tiny)) - np.log10(np.maximum(ref[1], tiny))
+        ax.plot(f[keep] * scale, ratio[keep], label=name)
+    ax.axhline(0.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("log10(P / P_real)  (decades)")
+    ax.set_title("Spectrum error against the real reference")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# ============================================================================ CLI
+
+
+def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``specreg compare`` to a sub-parser collection; returns the parser."""
+    p = subparsers.add_parser(
+        "compare", help="train and compare variants over seeds from a study file; write report.md",
+        description=(
+            "Run a study: train every (variant, seed) of a study YAML under one profile (runs/<variant>/seed<k>/), "
+            "sample each run with a fixed seed, measure it against a real reference set, and write report.md: "
+            "mean ± std over seeds per variant and metric (best in bold), the real-vs-real noise floor, the seed "
+            "spread, spectrum plots, sample grids, wall times, the command and software versions. Running the "
+            "same command again skips finished runs and resumes interrupted ones. With protocol: finetune a "
+            "pretrained model is trained first and every variant is fine-tuned from it (the paper's protocol)."),
+        epilog="Examples: specreg compare configs/studies/images_textures.yaml --out results/textures --dry-run;  "
+               "specreg compare configs/studies/toy_checkerboard.yaml --out results/toy --profile small --jobs 2",
+    )
+    p.add_argument("study", metavar="CONFIG", help="a study YAML file (e.g. configs/studies/images_textures.yaml)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="output folder (runs/, report.md, results.json, plots)")
+    p.add_argument("--profile", default="small", metavar="NAME",
+                   help="profile of the study: small (about an hour on a 2-core CPU), full (one GPU), or tiny "
+                        "(a smoke test whose numbers mean nothing); default small")
+    p.add_argument("--dry-run", action="store_true", help="list the runs (and whether each is done) without training")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at once in separate processes with one torch thread each (default 1)")
+    p.set_defaults(func=run_compare_cli)
+    return p
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Hook used by :mod:`specreg.cli` (``COMMAND_MODULES``) to add ``specreg compare``."""
+    add_compare_parser(subparsers)
+
+
+def run_compare_cli(args: argparse.Namespace) -> int:
+    """Run ``specreg compare`` from parsed arguments; prints the plan or the report's path."""
+    if args.jobs < 1:
+        raise ValueError(f"--jobs={args.jobs} is not accepted; expected an integer >= 1")
+    result = run_compare(args.study, args.out, args.profile, dry_run=args.dry_run, jobs=args.jobs)
+    if args.dry_run:
+        print(format_plan(result))
+        return 0
+    print(f"wrote {result.report} ({result.seconds / 60:.1f} min)")
+    return 0
+
+
+def format_plan(result: CompareResult) -> str:
+    """The dry-run listing: one line per run with its status and directory."""
+    st = result.study
+    lines = [f"study {st.name} ({st.source}), profile {st.profile}: {len(result.runs)} runs "
+             f"({sum(s.status == 'done' for s in result.runs)} done)"]
+    if st.cut:
+        lines.append(f"left out by this profile: {', '.join(st.cut)}")
+    for s in result.runs:
+        steps = s.config["train"]["steps"]
+        lines.append(f"  {s.status:<7} {s.label:<40} {s.protocol:<9} {steps:>7} steps  {s.run_dir}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CompareResult",
+    "Evaluation",
+    "RealSets",
+    "RunSpec",
+    "Study",
+    "Variant",
+    "add_compare_parser",
+    "aggregate",
+    "compare_command",
+    "execute",
+    "format_plan",
+    "load_study",
+    "measure",
+    "plan_runs",
+    "real_sets",
+    "register",
+    "run_compare",
+    "run_compare_cli",
+    "write_report",
+]
