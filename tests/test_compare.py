@@ -1,0 +1,333 @@
+"""``specreg compare``: a tiny study end to end (report, skip on re-run, dry run, CLI parser),
+the report's statistics against numpy, the fine-tuning protocol, parallel jobs, the shipped
+study files and the error messages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from specreg.data.images import TextureCrops
+from specreg.experiments.compare import (
+    DONE_FILE,
+    RunSpec,
+    add_compare_parser,
+    load_study,
+    plan_runs,
+    run_compare,
+    write_report,
+)
+from specreg.train.checkpoint import list_checkpoints
+from safetensors.torch import load_file
+
+STUDIES = Path(__file__).resolve().parents[1] / "configs" / "studies"
+TINY_OVERRIDES = [
+    "data.n=64", "model.model_channels=8", "model.channel_mult=[1, 2]", "train.batch_size=8",
+    "train.warmup_steps=0", "train.log_every=1", "train.checkpoint_every=50", "train.tensorboard=false",
+    "train.progress_bar=false", "sample.steps=3",
+]
+
+
+def tiny_study(**changes: object) -> dict:
+    study = {
+        "name": "tiny",
+        "base": "demo",
+        "overrides": TINY_OVERRIDES,
+        "seeds": [0],
+        "baseline": "baseline",
+        "variants": [
+            {"name": "baseline", "label": "EDM loss only"},
+            {"name": "haar", "label": "+ Haar L1", "overrides": ["regularizer.loss=haar", "regularizer.lam=0.1"]},
+        ],
+        "evaluation": {"reference": "textures", "n_samples": 8, "n_reference": 16, "metrics": ["lsd", "lsd_high"],
+                       "columns": ["lsd", "lsd_high", "lsd_high_bias"]},
+        "profiles": {"tiny": {"overrides": ["train.steps=3"]}, "small": {"overrides": ["train.steps=5"]}},
+    }
+    study.update(changes)
+    return study
+
+
+def write_study(path: Path, study: dict) -> Path:
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # one thread: fast on a busy 2-core machine and the same numbers in-process and in workers
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compare")
+    study = write_study(tmp / "tiny.yaml", tiny_study())
+    result = run_compare(study, tmp / "out", "tiny")
+    return study, tmp / "out", result
+
+
+# ----------------------------------------------------------------------------- numpy references
+
+
+def numpy_radial(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ring-averaged |fft2|² (orthonormal) of square images (N, C, S, S): rings of width 1/S at
+    round(|k|) on the full grid, averaged over samples and channels."""
+    s = x.shape[-1]
+    p = (np.abs(np.fft.fft2(x, norm="ortho")) ** 2).mean(axis=(0, 1))
+    k = np.fft.fftfreq(s) * s
+    ring = np.rint(np.hypot(k[:, None], k[None, :])).astype(int)
+    n_bins = s // 2 + 1
+    return np.arange(n_bins) / s, np.array([p[ring == i].mean() for i in range(n_bins)])
+
+
+def numpy_lsd(x: np.ndarray, r: np.ndarray, lo: float = 0.0) -> tuple[float, float]:
+    f, p = numpy_radial(x)
+    _, q = numpy_radial(r)
+    d = (np.log10(p) - np.log10(q))[f >= lo]
+    return float(np.sqrt((d**2).mean())), float(d.mean())
+
+
+def crops(n: int, seed: int) -> np.ndarray:
+    ds = TextureCrops(("brick", "grass", "gravel"), 32, n, seed=seed, split="eval")
+    return np.stack([ds[i][0].numpy() for i in range(n)]).astype(np.float64)
+
+
+def table_rows(report: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in report.splitlines():
+        if line.startswith("| ") and not line.startswith("| variant"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0].split(" — ")[0]] = cells
+    return rows
+
+
+def number(cell: str) -> float:
+    return float(re.match(r"\**(-?[0-9.e+-]+)", cell).group(1))
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_report_has_table_command_and_versions(tiny_run):
+    _, out, result = tiny_run
+    text = result.report.read_text()
+    assert result.report == out / "report.md"
+    rows = table_rows(text)
+    header = next(line for line in text.splitlines() if line.startswith("| variant"))
+    assert "lsd ↓" in header and "lsd_high ↓" in header and "lsd_high_bias →0" in header
+    for name in ("baseline", "haar"):
+        assert name in rows
+        for cell in rows[name][3:6]:  # one seed: a mean and no std
+            assert re.fullmatch(r"\**-?[0-9.]+(e[+-]?\d+)? ± —\**( †)?", cell), cell
+    assert "specreg compare" in text and "--profile tiny" in text
+    for package in ("python 3.", "torch ", "numpy ", "specreg "):
+        assert package in text
+    assert (out / "spectra.png").is_file() and (out / "real" / "samples.png").is_file()
+    assert (out / "runs" / "haar" / "seed0" / "eval" / "samples.png").is_file()
+    assert "s / step" in text
+
+
+def test_metrics_match_numpy_on_saved_samples(tiny_run):
+    """The stored LSD is that of the saved samples against the documented reference crops."""
+    _, out, result = tiny_run
+    reference = crops(16, seed=1)
+    rows = table_rows(result.report.read_text())
+    for name in ("baseline", "haar"):
+        run = out / "runs" / name / "seed0"
+        x = np.load(run / "eval" / "samples.npy").astype(np.float64)
+        assert x.shape == (8, 1, 32, 32)
+        lsd, _ = numpy_lsd(x, reference)
+        lsd_high, bias_high = numpy_lsd(x, reference, lo=1 / 3)
+        metrics = json.loads((run / DONE_FILE).read_text())["metrics"]
+        assert metrics["lsd"] == pytest.approx(lsd, rel=1e-6)
+        assert metrics["lsd_high"] == pytest.approx(lsd_high, rel=1e-6)
+        assert number(rows[name][3]) == pytest.approx(lsd, rel=1e-3)
+        assert number(rows[name][5]) == pytest.approx(bias_high, rel=1e-3)
+    # the noise floor: 8 other held-out crops against the same reference
+    floor_lsd, _ = numpy_lsd(crops(8, seed=2), reference)
+    floor_row = next(v for k, v in rows.items() if k.startswith("real vs real"))
+    assert number(floor_row[3]) == pytest.approx(floor_lsd, rel=1e-3)
+
+
+def test_second_invocation_skips_finished_runs(tiny_run):
+    study, out, _ = tiny_run
+    done = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob(DONE_FILE)}
+    ckpts = sorted(str(p) for p in (out / "runs").rglob("step-*"))
+    assert len(done) == 2 and ckpts
+    again = run_compare(study, out, "tiny")
+    assert [s.status for s in again.runs] == ["done", "done"]
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+    assert sorted(str(p) for p in (out / "runs").rglob("step-*")) == ckpts
+    assert "baseline" in again.report.read_text()
+
+
+def test_dry_run_lists_runs_without_training(tmp_path, capsys):
+    study = write_study(tmp_path / "tiny.yaml", tiny_study(seeds=[0, 3]))
+    parser = argparse.ArgumentParser(prog="specreg")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_compare_parser(sub)
+    args = parser.parse_args(["compare", str(study), "--out", str(tmp_path / "out"), "--profile", "tiny",
+                              "--dry-run"])
+    assert args.func(args) == 0
+    listing = capsys.readouterr().out
+    for label in ("baseline/seed0", "baseline/seed3", "haar/seed0", "haar/seed3"):
+        assert label in listing
+    assert listing.count("new") == 4
+    assert not (tmp_path / "out").exists()
+
+
+def test_parser_help_and_defaults(capsys):
+    parser = argparse.ArgumentParser(prog="specreg")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_compare_parser(sub)
+    args = parser.parse_args(["compare", "study.yaml", "--out", "o"])
+    assert (args.profile, args.jobs, args.dry_run) == ("small", 1, False)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["compare", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--out", "--profile", "--dry-run", "--jobs", "tiny", "full"):
+        assert option in text
+    args = parser.parse_args(["compare", "study.yaml", "--out", "o", "--jobs", "0"])
+    with pytest.raises(ValueError, match="--jobs=0"):
+        args.func(args)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_table_mean_std_bold_and_marker_against_numpy(tmp_path):
+    """Fabricated per-seed results: the table shows numpy's mean ± sample std, the best mean
+    in bold, and † only where the difference exceeds twice the resolution."""
+    study = load_study(tiny_study(seeds=[0, 1, 2], variants=[
+        {"name": "baseline"}, {"name": "far", "overrides": ["regularizer.loss=haar"]},
+        {"name": "near", "overrides": ["regularizer.loss=fourier_amp"]}]), "tiny")
+    specs = plan_runs(study, tmp_path)
+    values = {"baseline": [0.30, 0.32, 0.34], "far": [0.10, 0.11, 0.12], "near": [0.29, 0.33, 0.31]}
+    for spec in specs:
+        v = values[spec.variant][spec.seed]
+        record = {"key": spec.key, "status": "done", "seed": spec.seed, "variant": spec.variant,
+                  "metrics": {"lsd": v, "lsd_high": 2 * v, "lsd_high_bias": -v},
+                  "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17}, "timing": {"train_s": 1.0, "steps": 1}}
+        spec.run_dir.mkdir(parents=True)
+        (spec.run_dir / DONE_FILE).write_text(json.dumps(record))
+    report = write_report(study, tmp_path, specs, command="specreg compare x --out y", wall_s=1.0).read_text()
+    rows = table_rows(report)
+    for name, vals in values.items():
+        mean, std = np.mean(vals), np.std(vals, ddof=1)
+        m, s = re.match(r"\**([0-9.]+) ± ([0-9.e-]+)", rows[name][3]).groups()
+        assert float(m) == pytest.approx(mean, rel=1e-3) and float(s) == pytest.approx(std, rel=1e-2)
+    assert rows["far"][3].startswith("**") and not rows["baseline"][3].startswith("**")
+    # far differs by 0.21 (≫ floor and seed error), near by 0.01 (within the seed error)
+    assert rows["far"][3].endswith("†") and not rows["near"][3].endswith("†")
+    assert "3/3" in rows["baseline"][2]
+    median_std = np.median([np.std(v, ddof=1) for v in values.values()])
+    spread = next(v for k, v in rows.items() if k.startswith("seed spread"))
+    assert float(spread[3]) == pytest.approx(median_std, rel=5e-2)
+
+
+# ----------------------------------------------------------------------------- protocols and jobs
+
+
+def test_finetune_starts_from_pretrained_ema_weights(tmp_path):
+    study = tiny_study(
+        protocol="finetune",
+        finetune={"steps": 2, "pretrain_seed": 0, "overrides": ["train.lr=1e-12"]},
+        variants=[{"name": "baseline"},
+                  {"name": "haar", "overrides": ["regularizer.loss=haar", "regularizer.lam=0.1"]},
+                  {"name": "vp", "overrides": ["diffusion.precond=vp"], "baseline": "vp"}],
+    )
+    result = run_compare(study, tmp_path / "out", "tiny")
+    pretrains = [s for s in result.runs if s.protocol == "pretrain"]
+    # baseline and haar differ only in the regularizer: one shared pretrained model; vp has its own
+    assert len(pretrains) == 2
+    by_name = {s.variant: s for s in result.runs}
+    assert by_name["baseline"].pretrain_dir == by_name["haar"].pretrain_dir != by_name["vp"].pretrain_dir
+    for name in ("baseline", "haar"):
+        spec = by_name[name]
+        pre = load_file(str(list_checkpoints(spec.pretrain_dir / "checkpoints")[-1] / "model.safetensors"))
+        pre_steps = list_checkpoints(spec.pretrain_dir / "checkpoints")[-1].name
+        assert pre_steps == "step-00000003"  # the profile's train.steps
+        ft_ckpt = list_checkpoints(spec.run_dir / "checkpoints")[-1]
+        assert ft_ckpt.name == "step-00000002"  # finetune.steps
+        ft = load_file(str(ft_ckpt / "model.safetensors"))
+        # lr 1e-12: Adam moves each weight by at most ~1e-12 per step, so the raw weights after
+        # fine-tuning are the pretrained EMA weights they started from
+        ema_keys = [k for k in pre if k.startswith("ema.")]
+        assert ema_keys
+        for k in ema_keys:
+            torch.testing.assert_close(ft["model." + k[4:]], pre[k], atol=1e-9, rtol=0)
+        assert json.loads((spec.run_dir / "finetune.json").read_text())["weights"] == "ema"
+    assert "Fine-tuning protocol" in result.report.read_text()
+
+
+def test_two_jobs_give_the_same_numbers_as_one(tiny_run, tmp_path):
+    study, out, _ = tiny_run
+    parallel = run_compare(study, tmp_path / "out", "tiny", jobs=2)
+    for spec in parallel.runs:
+        a = json.loads((out / "runs" / spec.variant / "seed0" / DONE_FILE).read_text())["metrics"]
+        b = json.loads((spec.run_dir / DONE_FILE).read_text())["metrics"]
+        assert a == pytest.approx(b, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- study files
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_studies_resolve_in_every_profile(path, tmp_path):
+    raw = yaml.safe_load(path.read_text())
+    assert {"small", "full"} <= set(raw["profiles"])
+    for profile in raw["profiles"]:
+        study = load_study(path, profile)
+        runs = plan_runs(study, tmp_path / profile)  # resolves and checks every config
+        assert runs and all(s.status == "new" for s in runs)
+        assert {v.name for v in study.variants} <= {s.variant for s in runs}
+
+
+def test_shipped_studies_exist():
+    names = {p.stem for p in STUDIES.glob("*.yaml")}
+    assert {"toy_checkerboard", "images_textures", "images_fashion", "audio_vocoder"} <= names
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"variant": [{"name": "x"}]}, "unknown key top level.variant"),
+    ({"variants": [{"name": "a b"}]}, "variants\\[0\\].name='a b'"),
+    ({"variants": [{"name": "a"}, {"name": "a"}]}, "appears twice"),
+    ({"variants": [{"name": "a", "overrides": ["regularizer.los=haar"]}], "baseline": None}, "variant 'a'.*regularizer.los"),
+    ({"evaluation": {"reference": "cifar"}}, "evaluation.reference='cifar'"),
+    ({"evaluation": {"n_samples": 0}}, "evaluation.n_samples=0"),
+    ({"protocol": "finetune"}, "finetune.steps"),
+    ({"baseline": "nope"}, "baseline 'nope'"),
+])
+def test_bad_studies_name_the_key(change, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        plan_runs(load_study(tiny_study(**change), "tiny"), tmp_path)
+
+
+def test_unknown_profile_lists_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"profile='huge'.*\['tiny', 'small'\]"):
+        load_study(tiny_study(), "huge")
+
+
+def test_changed_settings_rerun_instead_of_skipping(tiny_run, tmp_path):
+    """A finished run is reused only with the same settings: more samples re-measure it."""
+    study, out, _ = tiny_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    changed = tiny_study(evaluation={**tiny_study()["evaluation"], "n_samples": 4})
+    specs = plan_runs(load_study(changed, "tiny"), copy)
+    assert [s.status for s in specs] == ["resume", "resume"]  # a checkpoint, but not these metrics
+    assert isinstance(specs[0], RunSpec)
