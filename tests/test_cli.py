@@ -151,6 +151,7 @@ def test_demo_quick_writes_a_consistent_report(tmp_path):
         p = _numpy_radial_power(x)
         assert numbers[name]["lsd"] == pytest.approx(_numpy_lsd(p, q), rel=1e-6)
         assert numbers[name]["lsd_high"] == pytest.approx(_numpy_lsd(p, q, lo=HIGH_BAND[0]), rel=1e-6)
-    # three steps from scratch are nowhere near the data: the reading must not claim otherwise
+    # three steps from scratch are nowhere near the data, and the reading quotes the numbers
     assert numbers["baseline"]["lsd"] > 5 * numbers[FLOOR]["lsd"]
-    assert "no model reaches the noise floor" in text
+    assert f"baseline {numbers['baseline']['lsd_high']:.3f}" in text
+    assert f"floor {numbers[FLOOR]['lsd_high']:.3f}" in text

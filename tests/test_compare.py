@@ -331,3 +331,25 @@ def test_changed_settings_rerun_instead_of_skipping(tiny_run, tmp_path):
     specs = plan_runs(load_study(changed, "tiny"), copy)
     assert [s.status for s in specs] == ["resume", "resume"]  # a checkpoint, but not these metrics
     assert isinstance(specs[0], RunSpec)
+
+
+def test_curve_segments_match_one_uninterrupted_run(tiny_run, tmp_path):
+    """Training in segments for the curve gives the weights of one run (exact resume), and
+    the last point of the curve is the final measurement (same samples)."""
+    study, out, _ = tiny_run
+    raw = tiny_study()
+    raw["evaluation"] = {**raw["evaluation"], "curve_every": 2, "curve_samples": 8}
+    result = run_compare(raw, tmp_path / "out", "tiny")
+    spec = next(s for s in result.runs if s.variant == "baseline")
+    assert spec.curve and not next(s for s in result.runs if s.variant == "haar").curve
+    points = json.loads((spec.run_dir / "curve.json").read_text())
+    assert [p["step"] for p in points] == [2, 3]
+    final = json.loads((spec.run_dir / DONE_FILE).read_text())["metrics"]
+    assert points[-1]["metrics"]["lsd"] == pytest.approx(final["lsd"], rel=1e-12)
+    assert points[0]["metrics"]["lsd"] != pytest.approx(final["lsd"], rel=1e-6)
+    one = load_file(str(list_checkpoints(out / "runs" / "baseline" / "seed0" / "checkpoints")[-1] /
+                        "model.safetensors"))
+    seg = load_file(str(list_checkpoints(spec.run_dir / "checkpoints")[-1] / "model.safetensors"))
+    for k in one:
+        torch.testing.assert_close(seg[k], one[k], atol=0, rtol=0)
+    assert "## Training curves" in result.report.read_text()

@@ -243,3 +243,17 @@ def test_ema_follows_its_formula():
         expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters())]
     for e, p in zip(expected, ema.module.parameters()):
         torch.testing.assert_close(p, e)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+def test_learning_rate_schedule(schedule):
+    import math
+
+    cfg = config_from_dict(tiny(train={"steps": 12, "warmup_steps": 4, "lr": 2.0, "lr_schedule": schedule}))
+    lr = Trainer(cfg, "unused").learning_rate
+    assert [lr(s) for s in range(1, 5)] == pytest.approx([0.5, 1.0, 1.5, 2.0])  # warm-up
+    # after warm-up, progress p = (step − 4) / 8 runs from 0 to 1
+    expected = {"constant": lambda p: 2.0, "linear": lambda p: 2.0 * (1 - p),
+                "cosine": lambda p: 1.0 + math.cos(math.pi * p)}[schedule]
+    for step in range(5, 13):
+        assert lr(step) == pytest.approx(expected((step - 4) / 8))

@@ -74,6 +74,7 @@ import os
 import platform
 import re
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -144,6 +145,8 @@ class Evaluation:
     reference_seed: int = 1
     batch_size: int = 256
     peak_tolerance: float | None = None  # cycles/sample; None = 2 frequency bins
+    curve_every: int = 0  # > 0: measure the baselines' first seed every this many steps
+    curve_samples: int = 128  # samples per point of that curve
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,7 @@ def _evaluation(where: str, raw: dict[str, Any], into: Evaluation) -> Evaluation
                                   "(cycles per sample) or null")
             values[key] = None if value is None else float(value)
         else:
-            minimum = 1 if key in ("n_samples", "n_reference", "batch_size") else 0
+            minimum = 1 if key in ("n_samples", "n_reference", "batch_size", "curve_samples") else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise _err(where, f"evaluation.{key}={value!r} is not accepted; expected an integer >= {minimum}")
             values[key] = value
@@ -357,6 +360,7 @@ class RunSpec:
     protocol: str  # "scratch", "finetune" or "pretrain"
     key: str
     pretrain_dir: Path | None = None
+    curve: bool = False  # measure along training (evaluation.curve_every)
     status: str = "new"  # "done", "resume" (has a checkpoint), "new"; after running: "trained", "diverged"
 
     @property
@@ -394,6 +398,9 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
     runs: list[RunSpec] = []
     data_sections: dict[str, str] = {}
     ev = asdict(study.evaluation)
+    curve_ev = {k: ev.pop(k) for k in ("curve_every", "curve_samples")}
+    measured = {**ev, **curve_ev}  # what a run with a curve measures (its done marker's key)
+    want_curve = study.evaluation.curve_every > 0
     for v in study.variants:
         for seed in study.seeds:
             try:
@@ -409,18 +416,21 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
                 pkey = _hash(_identity(pcfg))
                 if pkey not in pretrains:
                     pdir = out / RUNS_DIR / PRETRAIN_DIR / pkey / f"seed{study.finetune.pretrain_seed}"
+                    done_key = _hash({"pretrain": pkey, "evaluation": measured}) if want_curve else pkey
                     pretrains[pkey] = RunSpec(f"{PRETRAIN_DIR}/{pkey}", study.finetune.pretrain_seed, pdir, pcfg,
-                                              "pretrain", pkey)
+                                              "pretrain", done_key, curve=want_curve)
                 pre = pretrains[pkey]
                 try:
                     cfg = _resolve(study, [*v.overrides, f"train.seed={seed}",
                                            f"train.steps={study.finetune.steps}", *study.finetune.overrides])
                 except ValueError as err:
                     raise ValueError(f"variant {v.name!r}, finetune.overrides: {err}") from None
-            key = _hash({"config": _identity(cfg), "evaluation": ev, "protocol": v.protocol,
-                         "pretrain": None if pre is None else pre.key})
+            # a curve for the first seed of each from-scratch baseline: was it trained long enough?
+            curve = want_curve and seed == study.seeds[0] and v.baseline is None and v.protocol == "scratch"
+            key = _hash({"config": _identity(cfg), "evaluation": measured if curve else ev, "protocol": v.protocol,
+                         "pretrain": None if pre is None else _identity(pre.config)})
             runs.append(RunSpec(v.name, seed, out / RUNS_DIR / v.name / f"seed{seed}", cfg, v.protocol, key,
-                                pretrain_dir=None if pre is None else pre.run_dir))
+                                pretrain_dir=None if pre is None else pre.run_dir, curve=curve))
     if len(data_sections) > 1:
         names = list(data_sections.values())
         raise ValueError(f"variants {names[0]!r} and {names[1]!r} train on different data sections; the variants "
@@ -585,12 +595,16 @@ def measure(samples: Any, real: RealSets, ev: Evaluation, *, kind: str, sample_r
 # ============================================================================ one run
 
 
-def _train(spec: RunSpec) -> tuple[float, int]:
-    """Train (or resume) one run; returns (seconds, steps trained in this call)."""
+def _train(spec: RunSpec, steps: int | None = None) -> tuple[float, int]:
+    """Train (or resume) one run to ``steps`` (default: its config's); returns (seconds,
+    steps trained in this call)."""
     from specreg.train.config import config_from_dict
     from specreg.train.trainer import Trainer
 
-    cfg = config_from_dict(json.loads(json.dumps(spec.config)))
+    raw = json.loads(json.dumps(spec.config))
+    if steps is not None:
+        raw["train"]["steps"] = steps
+    cfg = config_from_dict(raw)
     net = None
     if spec.protocol == "finetune":
         from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints, load_weights
@@ -598,6 +612,8 @@ def _train(spec: RunSpec) -> tuple[float, int]:
         found = list_checkpoints(spec.pretrain_dir / CHECKPOINT_DIR)  # type: ignore[operator]
         if not found:
             raise RuntimeError(f"{spec.label}: the pretrained model {spec.pretrain_dir} has no checkpoint")
+        # the EMA weights, as a published checkpoint that the paper fine-tunes would hold;
+        # when the run resumes, the trainer replaces them with its own checkpoint's
         net = _pretrained_net(cfg, load_weights(found[-1], ema=True))
         _write_json(spec.run_dir / "finetune.json", {"pretrained": str(found[-1]), "weights": "ema"})
     result = Trainer(cfg, spec.run_dir, net=net).fit()
@@ -614,55 +630,98 @@ def _pretrained_net(cfg: Any, weights: dict[str, Any]) -> Any:
     return net
 
 
+def _sample(spec: RunSpec, ev: Evaluation, real: RealSets, n: int) -> tuple[Any, int, float]:
+    """``n`` samples of the run's newest EMA weights (seed ``ev.sample_seed + seed``), with the
+    first ``n`` rows of the study's conditioning; returns (samples on the CPU, step, seconds)."""
+    import torch
+
+    from specreg.train.build import generate, load_trained
+
+    t0 = time.time()
+    cfg, model, formulation, step = load_trained(spec.run_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    if isinstance(formulation, torch.nn.Module):
+        formulation.to(device)
+    generator = torch.Generator(device=device).manual_seed(ev.sample_seed + spec.seed)
+    kw = {k: v[:n] for k, v in real.conditioning.items()}
+    x = generate(cfg, formulation, model, n, generator=generator, model_kwargs=kw, batch_size=ev.batch_size)
+    return x.float().cpu().clamp(-1, 1), step, time.time() - t0
+
+
+def _kind(cfg: Mapping[str, Any]) -> tuple[str, int | None]:
+    audio = cfg["data"]["kind"] in ("speech", "audio_folder")
+    return ("audio", int(cfg["data"]["sample_rate"])) if audio else ("image", None)
+
+
+def _train_with_curve(spec: RunSpec, ev: Evaluation, real: RealSets) -> tuple[float, int]:
+    """Train in segments of ``ev.curve_every`` steps and measure ``ev.curve_samples`` samples
+    after each (``curve.json``). The trainer's resume is exact, so the weights equal those of
+    one uninterrupted run; a segment whose weights were already overwritten is left out."""
+    from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
+
+    total = spec.config["train"]["steps"]
+    path = spec.run_dir / "curve.json"
+    points = _read_json(path) or []
+    have = {p["step"] for p in points}
+    kind, rate = _kind(spec.config)
+    n = min(ev.curve_samples, ev.n_samples)
+    # paired audio metrics: the reference rows that go with the first n samples' log-mels
+    reference = real.reference[:n] if kind == "audio" else real.reference
+    seconds, trained = 0.0, 0
+    for end in [*range(ev.curve_every, total, ev.curve_every), total]:
+        found = list_checkpoints(spec.run_dir / CHECKPOINT_DIR)
+        if end in have or (found and int(found[-1].name.split("-")[-1]) > end):
+            continue
+        s, k = _train(spec, end)
+        seconds, trained = seconds + s, trained + k
+        x, step, _ = _sample(spec, ev, real, n)
+        m = measure(x, real, ev, kind=kind, sample_rate=rate, reference=reference)["metrics"]
+        points.append({"step": step, "metrics": m})
+        _write_json(path, sorted(points, key=lambda p: p["step"]))
+    return seconds, trained
+
+
 def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any]:
     """Train one run, sample ``ev.n_samples`` with seed ``ev.sample_seed + seed``, measure,
-    and write ``metrics.json``; a pretraining run only trains. Returns the record written."""
+    and write ``metrics.json`` (the done marker); a pretraining run is only measured along
+    its curve, if it has one. Returns the record written."""
     import torch
+
+    from specreg.train.trainer import TrainingDiverged
 
     if threads:
         torch.set_num_threads(threads)
     t0 = time.time()
     timing_path = spec.run_dir / "timing.json"
     timing = _read_json(timing_path) or {"train_s": 0.0, "steps": 0}
+    base = {"key": spec.key, "variant": spec.variant, "seed": spec.seed, "protocol": spec.protocol,
+            "pretrained": None if spec.pretrain_dir is None else str(spec.pretrain_dir)}
+    real = real_sets(spec.config, ev) if spec.curve or spec.protocol != "pretrain" else None
     try:
-        seconds, steps = _train(spec)
-    except Exception as err:
-        from specreg.train.trainer import TrainingDiverged
-
-        if not isinstance(err, TrainingDiverged) or spec.protocol == "pretrain":
+        seconds, steps = _train_with_curve(spec, ev, real) if spec.curve else _train(spec)  # type: ignore[arg-type]
+    except TrainingDiverged as err:
+        if spec.protocol == "pretrain":
             raise
-        record = {"key": spec.key, "variant": spec.variant, "seed": spec.seed, "status": "diverged",
-                  "error": str(err), "protocol": spec.protocol}
+        record = {**base, "status": "diverged", "error": str(err)}
         _write_json(spec.run_dir / DONE_FILE, record)
         return record
     timing["train_s"] += seconds
     timing["steps"] += steps
     _write_json(timing_path, timing)
+    curve = _read_json(spec.run_dir / "curve.json") if spec.curve else None
     if spec.protocol == "pretrain":
-        return {"variant": spec.variant, "seed": spec.seed, "status": "trained", **timing}
+        record = {**base, "status": "done", "timing": timing, "curve": curve}
+        _write_json(spec.run_dir / DONE_FILE, record)
+        return record
 
-    from specreg.train.build import generate, load_trained
-
-    cfg, model, formulation, step = load_trained(spec.run_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    if isinstance(formulation, torch.nn.Module):
-        formulation.to(device)
-    real = real_sets(spec.config, ev)
-    t1 = time.time()
-    generator = torch.Generator(device=device).manual_seed(ev.sample_seed + spec.seed)
-    x = generate(cfg, formulation, model, ev.n_samples, generator=generator, model_kwargs=real.conditioning,
-                 batch_size=ev.batch_size).float().cpu().clamp(-1, 1)
-    sample_s = time.time() - t1
-    kind = "audio" if cfg.data.is_audio else "image"
-    rate = cfg.data.sample_rate if kind == "audio" else None
+    x, step, sample_s = _sample(spec, ev, real, ev.n_samples)  # type: ignore[arg-type]
+    kind, rate = _kind(spec.config)
     _save_samples(x, spec.run_dir / EVAL_DIR, kind, rate)
     t2 = time.time()
-    measured = measure(x, real, ev, kind=kind, sample_rate=rate)
-    record = {"key": spec.key, "variant": spec.variant, "seed": spec.seed, "status": "done",
-              "protocol": spec.protocol, "step": step,
-              "pretrained": None if spec.pretrain_dir is None else str(spec.pretrain_dir),
-              **measured, "reference": real.description,
+    measured = measure(x, real, ev, kind=kind, sample_rate=rate)  # type: ignore[arg-type]
+    record = {**base, "status": "done", "step": step, **measured, "reference": real.description,  # type: ignore[union-attr]
+              "curve": curve,
               "timing": {**timing, "sample_s": sample_s, "eval_s": time.time() - t2,
                          "wall_s_this_call": time.time() - t0},
               "n_samples": ev.n_samples, "sample_seed": ev.sample_seed + spec.seed}
@@ -754,8 +813,6 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     for phase in (pre, todo):  # fine-tuning needs its pretrained model
         for spec, record in _run_all(phase, st.evaluation, jobs, log):
             spec.status = "diverged" if record.get("status") == "diverged" else "trained"
-            if spec.protocol == "pretrain":
-                _write_json(spec.run_dir / DONE_FILE, {"key": spec.key, "status": "done", "protocol": "pretrain"})
     result.report = write_report(st, out, specs, command=command, wall_s=time.time() - t0)
     result.seconds = time.time() - t0
     return result
@@ -797,8 +854,11 @@ def _quiet(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _floor(st: Study, out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Real vs real with the same counts (cached in ``real/floor.json``)."""
-    from specreg.train.config import config_from_dict
+    """Real vs real with the same counts, cached in ``real/floor.json``: the floor set
+    (``n_samples`` real items disjoint from the reference) measured like a run. With a
+    training curve, also its first ``curve_samples`` items (``curve_metrics``)."""
+    import torch
+
     from specreg.train.trainer import save_audio, save_image_grid
 
     ev = st.evaluation
@@ -807,17 +867,17 @@ def _floor(st: Study, out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     cached = _read_json(path)
     if cached and cached.get("key") == key:
         return cached
-    c = config_from_dict(json.loads(json.dumps(cfg)))
-    kind = "audio" if c.data.is_audio else "image"
-    rate = c.data.sample_rate if kind == "audio" else None
+    kind, rate = _kind(cfg)
     real = real_sets(cfg, ev)
     unpaired = replace(ev, metrics=tuple(m for m in ev.metrics if m not in PAIRED))
-    measured = measure(real.floor, real, unpaired, kind=kind, sample_rate=rate)
-    import torch
-
-    ref_freqs, ref_power = _spectrum(real.reference, kind)
-    record = {"key": key, **measured, "reference": real.description, "floor_set": real.floor_description,
-              "reference_spectrum": {"freqs": ref_freqs, "power": ref_power}}
+    record = {"key": key, **measure(real.floor, real, unpaired, kind=kind, sample_rate=rate),
+              "reference": real.description, "floor_set": real.floor_description,
+              "reference_spectrum": dict(zip(("freqs", "power"), _spectrum(real.reference, kind)))}
+    if ev.curve_every:
+        n = min(ev.curve_samples, ev.n_samples)
+        ref = real.reference[:n] if kind == "audio" else real.reference
+        record["curve_metrics"] = measure(real.floor[:n], real, unpaired, kind=kind, sample_rate=rate,
+                                          reference=ref)["metrics"]
     (out / "real").mkdir(parents=True, exist_ok=True)
     if kind == "audio":
         save_audio(torch.as_tensor(real.reference[:4]), out / "real", int(rate), prefix="reference")  # type: ignore[arg-type]
@@ -865,28 +925,29 @@ def _direction(key: str) -> str:
 
 
 def _score(key: str, mean: float) -> float:
-    d = _direction(key)
-    return {"lower": mean, "higher": -mean, "zero": abs(mean)}.get(d, math.nan)
+    """Smaller is better: the mean, its negative, or its size, by the key's direction."""
+    return {"lower": mean, "higher": -mean, "zero": abs(mean)}.get(_direction(key), math.nan)
 
 
 def aggregate(st: Study, specs: Sequence[RunSpec]) -> dict[str, Any]:
-    """Per variant: the records of its seeds and, per column, mean, std and n."""
+    """Per variant: the records of its seeds and, per column, mean, sample std and n."""
     rows: dict[str, Any] = {}
     for v in st.variants:
         records = [r for s in specs if s.variant == v.name and (r := _read_json(s.run_dir / DONE_FILE))]
         ok = [r for r in records if r.get("status") == "done"]
         stats = {}
         for key in st.column_keys():
-            mean, std = _mean_std([r["metrics"].get(key) for r in ok if key in r["metrics"]])
-            stats[key] = {"mean": mean, "std": std, "n": sum(1 for r in ok if key in r["metrics"])}
+            vals = [r["metrics"][key] for r in ok if key in r.get("metrics", {})]
+            mean, std = _mean_std(vals)
+            stats[key] = {"mean": mean, "std": std, "n": len(vals)}
         rows[v.name] = {"variant": asdict(v), "records": records, "n_done": len(ok),
                         "n_diverged": sum(1 for r in records if r.get("status") == "diverged"), "stats": stats}
     return rows
 
 
 def _resolution(key: str, a: dict[str, Any], b: dict[str, Any], floor: float | None) -> float | None:
-    """The smallest difference of means that this study resolves for ``key``: the larger of
-    the noise floor (distances only) and the standard error of the difference over seeds."""
+    """The smallest difference of means that the study resolves for ``key``: the larger of
+    the real-vs-real floor (distances only) and the standard error of the difference."""
     parts = []
     if key in DISTANCES and floor is not None and math.isfinite(floor):
         parts.append(abs(floor))
@@ -895,34 +956,27 @@ def _resolution(key: str, a: dict[str, Any], b: dict[str, Any], floor: float | N
     return max(parts) if parts else None
 
 
-def write_report(st: Study, out: Path, specs: Sequence[RunSpec], *, command: str, wall_s: float) -> Path:
-    """Write ``results.json``, the spectrum plots and ``report.md``; return the report's path."""
-    import numpy as np
-    import torch
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    import specreg
 
-    runs = [s for s in specs if s.protocol != "pretrain"]
-    floor = _floor(st, out, runs[0].config)
-    rows = aggregate(st, specs)
+def results_table(st: Study, rows: Mapping[str, Any], floor: Mapping[str, Any]) -> list[str]:
+    """The paper's layout: one row per variant, one column per metric, mean ± std over
+    seeds, the best mean in bold, † where the difference to the variant's baseline is
+    resolved; then the real-vs-real floor and the median seed spread."""
     cols = st.column_keys()
-    kind = "audio" if runs[0].config["data"]["kind"] in ("speech", "audio_folder") else "image"
-    rate = runs[0].config["data"]["sample_rate"]
-
     best: dict[str, float] = {}
     for key in cols:
         scores = [_score(key, rows[v.name]["stats"][key]["mean"]) for v in st.variants]
-        finite = [s for s in scores if math.isfinite(s)]
-        if finite:
-            best[key] = min(finite)
-
+        if any(math.isfinite(s) for s in scores):
+            best[key] = min(s for s in scores if math.isfinite(s))
     arrows = {"lower": " ↓", "higher": " ↑", "zero": " →0"}
-    header = ["variant", "protocol", "seeds", *[f"{k}{arrows.get(_direction(k), '')}" for k in cols]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [_row(["variant", "protocol", "seeds", *[k + arrows.get(_direction(k), "") for k in cols]]),
+             "|" + "---|" * (3 + len(cols))]
     for v in st.variants:
         row = rows[v.name]
-        cells = [f"{v.name}" + (f" — {v.label}" if v.label else ""), v.protocol,
-                 f"{row['n_done']}/{len(st.seeds)}" + (f" ({row['n_diverged']} diverged)" if row["n_diverged"] else "")]
+        seeds = f"{row['n_done']}/{len(st.seeds)}" + (f" ({row['n_diverged']} diverged)" if row["n_diverged"] else "")
+        cells = [v.name + (f" — {v.label}" if v.label else ""), v.protocol, seeds]
         for key in cols:
             s = row["stats"][key]
             text = f"{_fmt(s['mean'])} ± {_fmt(s['std'], 2)}"
@@ -934,152 +988,195 @@ def write_report(st: Study, out: Path, specs: Sequence[RunSpec], *, command: str
                 if res is not None and math.isfinite(b["mean"]) and abs(s["mean"] - b["mean"]) > 2 * res:
                     text += " †"
             cells.append(text)
-        lines.append("| " + " | ".join(cells) + " |")
-    floor_cells = [f"real vs real: noise floor ({st.evaluation.n_samples} vs {st.evaluation.n_reference})", "", ""]
-    for key in cols:
-        val = floor["metrics"].get(key)
-        floor_cells.append("n/a (paired)" if key in PAIRED else _fmt(val))
-    lines.append("| " + " | ".join(floor_cells) + " |")
+        lines.append(_row(cells))
+    ev = st.evaluation
+    floor_cells = [f"real vs real: noise floor ({ev.n_samples} vs {ev.n_reference})", "", ""]
+    floor_cells += ["n/a (paired)" if k in PAIRED else _fmt(floor["metrics"].get(k)) for k in cols]
+    lines.append(_row(floor_cells))
     spread = ["seed spread: median std over variants", "", ""]
     for key in cols:
-        stds = [rows[v.name]["stats"][key]["std"] for v in st.variants if rows[v.name]["stats"][key]["std"] is not None]
-        spread.append(_fmt(float(np.median(stds)), 2) if stds else "—")
-    lines.append("| " + " | ".join(spread) + " |")
+        stds = [rows[v.name]["stats"][key]["std"] for v in st.variants]
+        stds = [s for s in stds if s is not None]
+        spread.append(_fmt(statistics.median(stds), 2) if stds else "—")
+    lines.append(_row(spread))
+    return lines
 
-    # spectra: mean over seeds per variant
-    spectra: dict[str, tuple[Any, Any]] = {}
-    for v in st.variants:
-        powers = [r["spectrum"]["power"] for r in rows[v.name]["records"] if r.get("status") == "done"]
-        freqs = next((r["spectrum"]["freqs"] for r in rows[v.name]["records"] if r.get("status") == "done"), None)
-        if powers:
-            spectra[v.name] = (np.asarray(freqs), np.mean(np.asarray(powers), axis=0))
-    ref = (np.asarray(floor["reference_spectrum"]["freqs"]), np.asarray(floor["reference_spectrum"]["power"]))
-    scale, xlabel = (rate, "frequency (Hz)") if kind == "audio" else (1, "frequency (cycles / pixel)")
-    figures = []
-    if spectra:
-        from specreg.metrics.plots import plot_spectra
 
-        plot_spectra({k: (f * scale, p) for k, (f, p) in spectra.items()}, reference=(ref[0] * scale, ref[1]),
-                     path=out / "spectra.png", reference_label="real reference", xlabel=xlabel)
-        _plot_ratio(spectra, ref, out / "spectra_ratio.png", scale, xlabel)
-        figures = ["![spectra](spectra.png) ![ratio](spectra_ratio.png)"]
+def curve_table(st: Study, specs: Sequence[RunSpec], floor: Mapping[str, Any], out: Path) -> list[str]:
+    """Metrics along training of the baselines' first seed (and of pretrained models)."""
+    cols = st.column_keys()
+    lines = []
+    for s in specs:
+        points = _read_json(s.run_dir / "curve.json") if s.curve else None
+        if not points:
+            continue
+        if not lines:
+            lines = [_row(["run", "step", *cols]), "|" + "---|" * (2 + len(cols))]
+        for p in points:
+            lines.append(_row([s.label, str(p["step"]), *[_fmt(p["metrics"].get(k)) for k in cols]]))
+    if lines:
+        fm = floor.get("curve_metrics", {})
+        lines.append(_row([f"real vs real ({min(st.evaluation.curve_samples, st.evaluation.n_samples)} samples)",
+                           "", *["n/a (paired)" if k in PAIRED else _fmt(fm.get(k)) for k in cols]]))
+    return lines
 
-    # timings
-    time_lines = ["| run | steps | train s | s / step | sample s | eval s | status |", "|---|---|---|---|---|---|---|"]
-    total_train = 0.0
+
+def timing_table(specs: Sequence[RunSpec]) -> tuple[list[str], float]:
+    """One row per run: steps trained, train/sample/eval seconds; and the summed train time."""
+    lines = [_row(["run", "steps", "train s", "s / step", "sample s", "eval s", "status"]), "|---|---|---|---|---|---|---|"]
+    total = 0.0
     for s in specs:
         rec = _read_json(s.run_dir / DONE_FILE) or {}
         tim = rec.get("timing") or _read_json(s.run_dir / "timing.json") or {}
         train_s, steps = tim.get("train_s"), tim.get("steps")
-        total_train += train_s or 0.0
+        total += train_s or 0.0
         per = _fmt(train_s / steps, 3) if train_s and steps else "—"
-        time_lines.append(f"| {s.label} | {steps if steps is not None else '—'} | {_fmt(train_s, 4)} | {per} | "
-                          f"{_fmt(tim.get('sample_s'), 3)} | {_fmt(tim.get('eval_s'), 3)} | "
-                          f"{rec.get('status', s.status)} |")
+        lines.append(_row([s.label, str(steps if steps is not None else "—"), _fmt(train_s), per,
+                           _fmt(tim.get("sample_s"), 3), _fmt(tim.get("eval_s"), 3), str(rec.get("status", s.status))]))
+    return lines, total
 
-    # samples
-    grid_lines = []
+
+def _sample_links(st: Study, runs: Sequence[RunSpec], out: Path, kind: str) -> list[str]:
+    lines = []
+    if kind == "audio":
+        wavs = sorted((out / "real").glob("reference*.wav"))[:2]
+        lines.append("- real reference: " + ", ".join(f"[{w.name}](real/{w.name})" for w in wavs))
+    else:
+        lines.append("**real** (floor set)\n\n![real](real/samples.png)\n")
     for v in st.variants:
-        first = next((s for s in runs if s.variant == v.name and (s.run_dir / DONE_FILE).is_file()
+        first = next((s for s in runs if s.variant == v.name
                       and (_read_json(s.run_dir / DONE_FILE) or {}).get("status") == "done"), None)
         if first is None:
             continue
-        rel = first.run_dir.relative_to(out) / EVAL_DIR
+        rel = (first.run_dir / EVAL_DIR).relative_to(out)
         if kind == "audio":
             wavs = sorted((out / rel).glob("*.wav"))[:2]
-            grid_lines.append(f"- {v.name} (seed {first.seed}): " + ", ".join(f"[{w.name}]({rel / w.name})"
-                                                                                 for w in wavs))
+            lines.append(f"- {v.name} (seed {first.seed}): " + ", ".join(f"[{w.name}]({rel / w.name})" for w in wavs))
         else:
-            grid_lines.append(f"**{v.name}** (seed {first.seed})\n\n![{v.name}]({rel / 'samples.png'})\n")
-    if kind == "audio":
-        real_wavs = sorted((out / "real").glob("reference*.wav"))[:2]
-        grid_lines.insert(0, "- real reference: " + ", ".join(f"[{w.name}](real/{w.name})" for w in real_wavs))
-    else:
-        grid_lines.insert(0, "**real** (floor set)\n\n![real](real/samples.png)\n")
+            lines.append(f"**{v.name}** (seed {first.seed})\n\n![{v.name}]({rel / 'samples.png'})\n")
+    return lines
 
-    labels = {**floor.get("labels", {})}
+
+def _plots(st: Study, rows: Mapping[str, Any], floor: Mapping[str, Any], out: Path, kind: str, rate: int | None
+           ) -> list[str]:
+    """``spectra.png`` (mean spectrum over seeds per variant and the reference) and
+    ``spectra_ratio.png``; returns the markdown that shows them."""
+    import numpy as np
+
+    from specreg.metrics.plots import plot_spectra
+
+    spectra: dict[str, tuple[Any, Any]] = {}
     for v in st.variants:
-        for r in rows[v.name]["records"]:
-            labels.update(r.get("labels", {}))
-    legend = [f"- **{k}**: {labels.get(k, '')}" for k in cols]
-    base_cfg = runs[0].config
+        done = [r for r in rows[v.name]["records"] if r.get("status") == "done"]
+        if done:
+            spectra[v.name] = (np.asarray(done[0]["spectrum"]["freqs"]),
+                               np.mean([r["spectrum"]["power"] for r in done], axis=0))
+    if not spectra:
+        return ["(no finished run yet)"]
+    ref = (np.asarray(floor["reference_spectrum"]["freqs"]), np.asarray(floor["reference_spectrum"]["power"]))
+    scale, xlabel = (rate, "frequency (Hz)") if kind == "audio" else (1, "frequency (cycles / pixel)")
+    plot_spectra({k: (f * scale, p) for k, (f, p) in spectra.items()}, reference=(ref[0] * scale, ref[1]),
+                 path=out / "spectra.png", reference_label="real reference", xlabel=xlabel)
+    _plot_ratio(spectra, ref, out / "spectra_ratio.png", scale, xlabel)  # type: ignore[arg-type]
+    return ["![spectra](spectra.png) ![ratio](spectra_ratio.png)"]
+
+
+def _versions() -> dict[str, str]:
+    import numpy as np
+    import torch
+
+    import specreg
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "specreg": specreg.__version__}
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda: " + torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads in the main process)"
+
+
+def _setup_text(st: Study, specs: Sequence[RunSpec], runs: Sequence[RunSpec], out: Path) -> str:
+    cfg = runs[0].config
+    steps = sorted({s.config["train"]["steps"] for s in runs})
+    text = (f"Base config `{st.base}` with {len(st.variants)} variants × {len(st.seeds)} seeds "
+            f"({', '.join(map(str, st.seeds))}); {'/'.join(map(str, steps))} training steps per run, batch "
+            f"{cfg['train']['batch_size']}; {st.evaluation.n_samples} samples per run ({cfg['sample']['sampler']}, "
+            f"{cfg['sample']['steps']} steps, sampling seed {st.evaluation.sample_seed} + run seed).")
     pretrains = [s for s in specs if s.protocol == "pretrain"]
-    protocol_lines = []
     if pretrains:
-        users = {p.run_dir: sorted({s.variant for s in runs if s.pretrain_dir == p.run_dir}) for p in pretrains}
-        protocol_lines = [f"Fine-tuning protocol: each pretrained model below was trained for "
-                          f"{pretrains[0].config['train']['steps']} steps without a regularizer (seed "
-                          f"{st.finetune.pretrain_seed}); the variants using it were fine-tuned from its final EMA "
-                          f"weights for {st.finetune.steps} steps with a fresh optimizer "
-                          f"(overrides: {', '.join(st.finetune.overrides) or 'none'})."]
-        protocol_lines += [f"- `{p.run_dir.relative_to(out)}`: {', '.join(users[p.run_dir])}" for p in pretrains]
+        text += (f"\n\nFine-tuning protocol: each pretrained model below was trained for "
+                 f"{pretrains[0].config['train']['steps']} steps without a regularizer (seed "
+                 f"{st.finetune.pretrain_seed}); the variants marked `finetune` were fine-tuned from its final EMA "
+                 f"weights for {st.finetune.steps} steps with a fresh optimizer (fine-tuning overrides: "
+                 f"{', '.join(st.finetune.overrides) or 'none'}).\n")
+        for p in pretrains:
+            users = sorted({s.variant for s in runs if s.pretrain_dir == p.run_dir})
+            text += f"\n- `{p.run_dir.relative_to(out)}`: {', '.join(users)}"
+    return text
+
+
+def write_report(st: Study, out: Path, specs: Sequence[RunSpec], *, command: str, wall_s: float) -> Path:
+    """Write ``results.json``, the spectrum plots and ``report.md``; return the report's path."""
+    runs = [s for s in specs if s.protocol != "pretrain"]
+    floor = _floor(st, out, runs[0].config)
+    rows = aggregate(st, specs)
+    kind, rate = _kind(runs[0].config)
+    labels = dict(floor.get("labels", {}))
+    for row in rows.values():
+        for r in row["records"]:
+            labels.update(r.get("labels", {}))
+    legend = [f"- **{k}**: {labels.get(k, '')}" for k in st.column_keys()]
     diverged = [f"- {v.name}/seed{r['seed']}: {r.get('error', '')}" for v in st.variants
                 for r in rows[v.name]["records"] if r.get("status") == "diverged"]
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-                "specreg": specreg.__version__}
-    device = ("cuda: " + torch.cuda.get_device_name(0)) if torch.cuda.is_available() else \
-        f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads in the main process)"
-
-    results = {"study": asdict(st), "command": command, "versions": versions, "device": device,
-               "floor": {k: floor[k] for k in ("metrics", "reference", "floor_set")},
-               "rows": {k: {"stats": r["stats"], "n_done": r["n_done"], "n_diverged": r["n_diverged"]}
-                        for k, r in rows.items()},
-               "wall_s": wall_s}
-    _write_json(out / "results.json", results)
-
-    title = st.title or st.name
-    cut = (f"\nVariants of the study left out by this profile: {', '.join(st.cut)}.\n" if st.cut else "")
-    text = f"""# {title} — profile `{st.profile}`
-
-{st.description}
-{cut}
-Base config `{st.base}` with {len(st.variants)} variants × {len(st.seeds)} seeds ({', '.join(map(str, st.seeds))});
-{base_cfg['train']['steps']} training steps per run{' (fine-tuning)' if pretrains and runs[0].protocol == 'finetune' else ''},
-batch {base_cfg['train']['batch_size']}; {st.evaluation.n_samples} samples per run
-({base_cfg['sample']['sampler']}, {base_cfg['sample']['steps']} steps, sampling seed {st.evaluation.sample_seed} + run seed).
-{chr(10).join(protocol_lines)}
-
-## Results
-
-Mean ± standard deviation over seeds (sample std, n − 1; "—" with one seed). ↓ lower is
-better, ↑ higher is better, →0 closest to zero is best; the best mean per column is **bold**.
-† marks a mean that differs from its baseline's by more than twice the study's resolution
-for that metric: the larger of the real-vs-real noise floor (for distances) and the standard
-error of the difference over seeds. Without †, the difference is not resolved by this study.
-
-{chr(10).join(lines)}
-
-Reference: {floor['reference']}. Noise floor: {floor['floor_set']} against the same reference.
-
-{chr(10).join(legend)}
-{"" if not diverged else chr(10) + "Diverged runs (excluded from the means):" + chr(10) + chr(10).join(diverged) + chr(10)}
-## Spectra
-
-Radially averaged power spectra, mean over seeds, against the real reference (dashed), and
-the error in decades, log10(P / P_real):
-
-{chr(10).join(figures) or '(no finished run yet)'}
-
-## Samples
-
-{chr(10).join(grid_lines)}
-
-## Runs and wall time
-
-{chr(10).join(time_lines)}
-
-Training time summed over runs: {total_train / 60:.1f} min; this invocation: {wall_s / 60:.1f} min.
-
-## Reproduce
-
-```
-{command}
-```
-
-Software: {', '.join(f'{k} {v}' for k, v in versions.items())}; {device}; {platform.platform()}.
-"""
+    curves = curve_table(st, specs, floor, out)
+    times, total_train = timing_table(specs)
+    versions, device = _versions(), _device()
+    _write_json(out / "results.json", {
+        "study": asdict(st), "command": command, "versions": versions, "device": device,
+        "floor": {k: floor.get(k) for k in ("metrics", "curve_metrics", "reference", "floor_set")},
+        "rows": {k: {"stats": r["stats"], "n_done": r["n_done"], "n_diverged": r["n_diverged"]}
+                 for k, r in rows.items()},
+        "wall_s": wall_s})
+    nl = "\n"
+    sections = [
+        f"# {st.title or st.name} — profile `{st.profile}`",
+        st.description,
+        f"Variants of the study left out by this profile: {', '.join(st.cut)}." if st.cut else "",
+        _setup_text(st, specs, runs, out),
+        "## Results",
+        "Mean ± standard deviation over seeds (sample std, n − 1; \"—\" with one seed). ↓ lower is better, "
+        "↑ higher is better, →0 closest to zero is best; the best mean per column is **bold**. † marks a mean "
+        "that differs from its baseline's by more than twice the study's resolution for that metric: the larger "
+        "of the real-vs-real noise floor (for distances) and the standard error of the difference over seeds. "
+        "Without †, this study does not resolve the difference.",
+        nl.join(results_table(st, rows, floor)),
+        f"Reference: {floor['reference']}. Noise floor: {floor['floor_set']}, against the same reference.",
+        nl.join(legend),
+        ("Diverged runs (left out of the means):" + nl + nl.join(diverged)) if diverged else "",
+        *(["## Training curves",
+           "The first seed of each from-scratch baseline (and each pretrained model), measured every "
+           f"{st.evaluation.curve_every} steps on {min(st.evaluation.curve_samples, st.evaluation.n_samples)} "
+           "samples: a run is long enough when its numbers stop improving well before the last row.",
+           nl.join(curves)] if curves else []),
+        "## Spectra",
+        "Radially averaged power spectra, mean over seeds, against the real reference (dashed), and the error "
+        "in decades, log10(P / P_real):",
+        nl.join(_plots(st, rows, floor, out, kind, rate)),
+        "## Samples",
+        nl.join(_sample_links(st, runs, out, kind)),
+        "## Runs and wall time",
+        nl.join(times),
+        f"Training time summed over runs: {total_train / 60:.1f} min; this invocation: {wall_s / 60:.1f} min.",
+        "## Reproduce",
+        f"```\n{command}\n```",
+        f"Software: {', '.join(f'{k} {v}' for k, v in versions.items())}; {device}; {platform.platform()}.",
+    ]
     path = out / "report.md"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(nl.join(nl + s for s in sections if s).lstrip() + nl, encoding="utf-8")
     return path
 
 

@@ -134,6 +134,8 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata=_help("Adam β1, β2"))
     weight_decay: float = field(default=0.0, metadata=_help("weight decay (decoupled for adamw)"))
     warmup_steps: int = field(default=0, metadata=_help("linear learning-rate warm-up steps"))
+    lr_schedule: str = field(default="constant", metadata=_choice(
+        "constant", "cosine", "linear", help="after warm-up: constant, or decay to 0 at train.steps"))
     grad_clip: float | None = field(default=1.0, metadata=_help("max gradient norm (null: no clipping)"))
     ema_decay: float = field(default=0.999, metadata=_help("EMA decay of the weights"))
     mixed_precision: str = field(default="no", metadata=_choice("no", "fp16", "bf16", help="autocast precision"))

@@ -1,7 +1,8 @@
 """The training loop: Eq. 17 (L_diffusion + λ·L_S) with Adam, EMA, checkpoints and logs.
 
 Built on Hugging Face ``accelerate``, so the same code runs on a CPU, one GPU, or several
-processes launched with ``accelerate launch`` or ``torchrun`` (DDP), with optional mixed
+processes (DDP) launched with ``torchrun --nproc_per_node N`` or ``accelerate launch
+--multi_gpu --num_processes N`` (both also on CPUs, with gloo), with optional mixed
 precision and gradient accumulation.
 
 Determinism. Everything random in a step is derived from ``(train.seed, step, micro)``,
@@ -15,7 +16,10 @@ across processes and accumulation (k = 0 … grad_accum−1):
 
 So a run resumed from a checkpoint repeats the uninterrupted run exactly (on the same
 hardware and thread count), and one process with ``grad_accum=2`` sees the same samples
-and noise as two processes with ``grad_accum=1`` at the same global batch.
+and noise as two processes with ``grad_accum=1`` at the same global batch. (Exception:
+state a regularizer keeps per process, i.e. AutoLambda's EMAs, is checkpointed from
+process 0 only, so a resumed multi-process run with ``lam: auto`` restarts the other
+processes' EMAs from process 0's.)
 
 Outputs in the run directory: ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON
 object per logged step: loss, diffusion, spectral, lam, lr, grad_norm),
@@ -319,9 +323,20 @@ class Trainer:
         return cls(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
 
     def learning_rate(self, step: int) -> float:
-        """Linear warm-up to ``train.lr`` over ``train.warmup_steps``, then constant."""
+        """lr at ``step`` (1-based): linear warm-up over ``train.warmup_steps``, then
+        ``train.lr_schedule``: constant, or a cosine / linear decay reaching 0 at ``train.steps``.
+
+        A function of the step alone, so nothing about it needs checkpointing.
+        """
         t = self.cfg.train
-        return t.lr * min(1.0, step / t.warmup_steps) if t.warmup_steps else t.lr
+        if step <= t.warmup_steps:
+            return t.lr * step / t.warmup_steps
+        if t.lr_schedule == "constant":
+            return t.lr
+        progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)  # 0 … 1
+        if t.lr_schedule == "linear":
+            return t.lr * (1.0 - progress)
+        return t.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> TrainResult:
