@@ -27,7 +27,7 @@ IMAGE_LOSSES = {
     "fourier_ap": {},
     "fourier_ap_weighted": {},
     "wavelet haar L3": {"wavelet": "haar", "levels": 3},
-    "wavelet bior1.3 L3": {"wavelet": "bior1.3", "levels": 3},
+    "wavelet bior1.3 (max 3 levels)": {"wavelet": "bior1.3"},
 }
 AUDIO_LOSSES = {**IMAGE_LOSSES, "mrstft": {"fft_sizes": (512, 256, 128), "hop_sizes": (128, 64, 32),
                                            "win_lengths": (512, 256, 128)}}

@@ -145,6 +145,7 @@ class Evaluation:
     reference_seed: int = 1
     batch_size: int = 256
     peak_tolerance: float | None = None  # cycles/sample; None = 2 frequency bins
+    segment_length: int | None = None  # audio: length of the evaluated clips (None: data.segment_length)
     curve_every: int = 0  # > 0: measure the baselines' first seed every this many steps
     curve_samples: int = 128  # samples per point of that curve
 
@@ -222,13 +223,15 @@ def _evaluation(where: str, raw: dict[str, Any], into: Evaluation) -> Evaluation
                 raise _err(where, f"evaluation.reference={value!r} is not accepted; expected one of "
                                   f"{list(REFERENCE_SETS)}")
             values[key] = ref
+        elif key == "segment_length" and value is None:
+            values[key] = None
         elif key == "peak_tolerance":
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise _err(where, f"evaluation.peak_tolerance={value!r} is not accepted; expected a number > 0 "
                                   "(cycles per sample) or null")
             values[key] = None if value is None else float(value)
         else:
-            minimum = 1 if key in ("n_samples", "n_reference", "batch_size", "curve_samples") else 0
+            minimum = 1 if key in ("n_samples", "n_reference", "batch_size", "curve_samples", "segment_length") else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise _err(where, f"evaluation.{key}={value!r} is not accepted; expected an integer >= {minimum}")
             values[key] = value
@@ -506,7 +509,9 @@ def real_sets(cfg_dict: Mapping[str, Any], ev: Evaluation) -> RealSets:
         if d.kind != "checkerboard":
             raise ValueError(f"evaluation.reference='checkerboards' needs data.kind=checkerboard, not {d.kind!r}")
         r, f = Checkerboards(m, d.size, seed=s), Checkerboards(n, d.size, seed=s + 1)
-        peaks = [pk for p in r.periods for pk in ((1.0 / p, 1.0 / p), (1.0 / p, -1.0 / p))]
+        # every spectral line of a board of period p: (k1/p, k2/p) with k1, k2 odd (aliased
+        # into [−½, ½) by the metric); a board's energy sits on these lines and nowhere else
+        peaks = sorted({(k1 / p, k2 / p) for p in r.periods for k1 in range(1, p, 2) for k2 in range(1, p, 2)})
         what = f"{d.size}×{d.size} checkerboards, periods {list(r.periods)} px, random phase"
         return RealSets(_stack(r), _stack(f), f"{m} {what} (seed {s})", f"{n} other {what} (seed {s + 1})",
                         peaks=peaks)
@@ -532,15 +537,18 @@ def real_sets(cfg_dict: Mapping[str, Any], ev: Evaluation) -> RealSets:
     from specreg.data.audio import AsteriskSpeech, LogMel, MelConditioned
 
     kw = {} if d.root is None else {"root": d.root}
+    length = ev.segment_length or d.segment_length  # a vocoder is convolutional: any multiple of the hop
+    if length % d.hop_length:
+        raise ValueError(f"evaluation.segment_length={length} is not a multiple of data.hop_length={d.hop_length}")
     mel = LogMel(sample_rate=d.sample_rate, n_fft=d.n_fft, hop_length=d.hop_length, n_mels=d.n_mels)
-    ev_set = MelConditioned(AsteriskSpeech(split="eval", sample_rate=d.sample_rate,
-                                           segment_length=d.segment_length, random_crop=False, seed=s, **kw), mel)
-    tr_set = AsteriskSpeech(split="train", sample_rate=d.sample_rate, segment_length=d.segment_length,
-                            random_crop=False, seed=s + 1, **kw)
+    ev_set = MelConditioned(AsteriskSpeech(split="eval", sample_rate=d.sample_rate, segment_length=length,
+                                           random_crop=False, seed=s, **kw), mel)
+    tr_set = AsteriskSpeech(split="train", sample_rate=d.sample_rate, segment_length=length, random_crop=False,
+                            seed=s + 1, **kw)
     items = [ev_set[i % len(ev_set)] for i in range(n)]
     perm = torch.randperm(len(tr_set), generator=torch.Generator().manual_seed(s + 1))
     f = torch.stack([tr_set[int(i)][0] for i in perm[:n]])
-    seg = f"{d.segment_length}-sample segments at {d.sample_rate} Hz"
+    seg = f"{length}-sample segments at {d.sample_rate} Hz"
     repeat = f", each of the {len(ev_set)} prompts used {math.ceil(n / len(ev_set))}×" if n > len(ev_set) else ""
     return RealSets(torch.stack([x for x, _ in items]), f,
                     f"{n} {seg} of held-out prompts, paired with the samples' log-mels{repeat}",
@@ -559,8 +567,9 @@ def measure(samples: Any, real: RealSets, ev: Evaluation, *, kind: str, sample_r
 
     Uses :func:`specreg.experiments.evaluate.evaluate` for its metrics and adds
     ``peak_energy``: the mean over samples of :func:`specreg.metrics.peak_energy_fraction`
-    at the fundamental peaks (±1/p, ±1/p) of every checkerboard period p, within
-    ``peak_tolerance`` (default two frequency bins). Returns ``{"metrics", "labels",
+    at the spectral lines (k1/p, k2/p), k1 and k2 odd, of every checkerboard period p,
+    within ``peak_tolerance`` (default two frequency bins): the share of the energy near
+    the lines that sits exactly on them (1 for real boards; leakage lowers it). Returns ``{"metrics", "labels",
     "skipped", "spectrum": {"freqs", "power"}}``.
     """
     import torch
@@ -585,8 +594,8 @@ def measure(samples: Any, real: RealSets, ev: Evaluation, *, kind: str, sample_r
         tol = ev.peak_tolerance if ev.peak_tolerance is not None else 2.0 / size
         frac = peak_energy_fraction(torch.as_tensor(samples), real.peaks, tol)
         out["metrics"]["peak_energy"] = float(torch.nanmean(frac))
-        out["labels"]["peak_energy"] = (f"share of the energy within {tol:.4g} cycles/sample of the checkerboard "
-                                        "fundamentals that sits on them (1 = no leakage)")
+        out["labels"]["peak_energy"] = (f"share of the energy within {tol:.4g} cycles/sample of the checkerboards' "
+                                        "spectral lines that sits exactly on them (1 = no leakage)")
     freqs, power = radial_power_spectrum(torch.as_tensor(samples), 1 if kind == "audio" else 2)
     out["spectrum"] = {"freqs": freqs.tolist(), "power": power.tolist()}
     return out
@@ -595,16 +604,12 @@ def measure(samples: Any, real: RealSets, ev: Evaluation, *, kind: str, sample_r
 # ============================================================================ one run
 
 
-def _train(spec: RunSpec, steps: int | None = None) -> tuple[float, int]:
-    """Train (or resume) one run to ``steps`` (default: its config's); returns (seconds,
-    steps trained in this call)."""
+def _train(spec: RunSpec) -> tuple[float, int]:
+    """Train (or resume) one run; returns (seconds, steps trained in this call)."""
     from specreg.train.config import config_from_dict
     from specreg.train.trainer import Trainer
 
-    raw = json.loads(json.dumps(spec.config))
-    if steps is not None:
-        raw["train"]["steps"] = steps
-    cfg = config_from_dict(raw)
+    cfg = config_from_dict(json.loads(json.dumps(spec.config)))
     net = None
     if spec.protocol == "finetune":
         from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints, load_weights
@@ -630,15 +635,17 @@ def _pretrained_net(cfg: Any, weights: dict[str, Any]) -> Any:
     return net
 
 
-def _sample(spec: RunSpec, ev: Evaluation, real: RealSets, n: int) -> tuple[Any, int, float]:
-    """``n`` samples of the run's newest EMA weights (seed ``ev.sample_seed + seed``), with the
-    first ``n`` rows of the study's conditioning; returns (samples on the CPU, step, seconds)."""
+def _sample(spec: RunSpec, ev: Evaluation, real: RealSets, n: int, checkpoint: Path | None = None
+            ) -> tuple[Any, int, float]:
+    """``n`` samples of the EMA weights of ``checkpoint`` (default: the run's newest) with
+    seed ``ev.sample_seed + seed`` and the first ``n`` rows of the study's conditioning;
+    returns (samples on the CPU, step, seconds)."""
     import torch
 
     from specreg.train.build import generate, load_trained
 
     t0 = time.time()
-    cfg, model, formulation, step = load_trained(spec.run_dir)
+    cfg, model, formulation, step = load_trained(spec.run_dir, checkpoint=checkpoint)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     if isinstance(formulation, torch.nn.Module):
@@ -655,12 +662,16 @@ def _kind(cfg: Mapping[str, Any]) -> tuple[str, int | None]:
 
 
 def _train_with_curve(spec: RunSpec, ev: Evaluation, real: RealSets) -> tuple[float, int]:
-    """Train in segments of ``ev.curve_every`` steps and measure ``ev.curve_samples`` samples
-    after each (``curve.json``). The trainer's resume is exact, so the weights equal those of
-    one uninterrupted run; a segment whose weights were already overwritten is left out."""
+    """Train keeping a checkpoint every ``ev.curve_every`` steps, then measure
+    ``ev.curve_samples`` samples of each (``curve.json``, reused when the run resumes).
+    Only the checkpoint cadence changes, so the weights are those of the plain run."""
     from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
 
     total = spec.config["train"]["steps"]
+    raw = json.loads(json.dumps(spec.config))
+    raw["train"]["checkpoint_every"] = ev.curve_every
+    raw["train"]["keep_checkpoints"] = total // ev.curve_every + 2
+    seconds, trained = _train(replace(spec, config=raw))
     path = spec.run_dir / "curve.json"
     points = _read_json(path) or []
     have = {p["step"] for p in points}
@@ -668,14 +679,11 @@ def _train_with_curve(spec: RunSpec, ev: Evaluation, real: RealSets) -> tuple[fl
     n = min(ev.curve_samples, ev.n_samples)
     # paired audio metrics: the reference rows that go with the first n samples' log-mels
     reference = real.reference[:n] if kind == "audio" else real.reference
-    seconds, trained = 0.0, 0
-    for end in [*range(ev.curve_every, total, ev.curve_every), total]:
-        found = list_checkpoints(spec.run_dir / CHECKPOINT_DIR)
-        if end in have or (found and int(found[-1].name.split("-")[-1]) > end):
+    for ckpt in list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
+        step = int(ckpt.name.split("-")[-1])
+        if step in have or (step % ev.curve_every and step != total):
             continue
-        s, k = _train(spec, end)
-        seconds, trained = seconds + s, trained + k
-        x, step, _ = _sample(spec, ev, real, n)
+        x, _, _ = _sample(spec, ev, real, n, checkpoint=ckpt)
         m = measure(x, real, ev, kind=kind, sample_rate=rate, reference=reference)["metrics"]
         points.append({"step": step, "metrics": m})
         _write_json(path, sorted(points, key=lambda p: p["step"]))
