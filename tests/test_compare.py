@@ -219,7 +219,8 @@ def test_table_mean_std_bold_and_marker_against_numpy(tmp_path):
         v = values[spec.variant][spec.seed]
         record = {"key": spec.key, "status": "done", "seed": spec.seed, "variant": spec.variant,
                   "metrics": {"lsd": v, "lsd_high": 2 * v, "lsd_high_bias": -v},
-                  "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17}, "timing": {"train_s": 1.0, "steps": 1}}
+                  "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17},
+                  "timing": {"train_s": 1.0, "steps": 1}}
         spec.run_dir.mkdir(parents=True)
         (spec.run_dir / DONE_FILE).write_text(json.dumps(record))
     report = write_report(study, tmp_path, specs, command="specreg compare x --out y", wall_s=1.0).read_text()
@@ -354,11 +355,15 @@ def test_shipped_studies_exist():
     ({"variant": [{"name": "x"}]}, "unknown key top level.variant"),
     ({"variants": [{"name": "a b"}]}, "variants\\[0\\].name='a b'"),
     ({"variants": [{"name": "a"}, {"name": "a"}]}, "appears twice"),
-    ({"variants": [{"name": "a", "overrides": ["regularizer.los=haar"]}], "baseline": None}, "variant 'a'.*regularizer.los"),
+    ({"variants": [{"name": "a", "overrides": ["regularizer.los=haar"]}], "baseline": None},
+     "variant 'a'.*regularizer.los"),
     ({"evaluation": {"reference": "cifar"}}, "evaluation.reference='cifar'"),
     ({"evaluation": {"n_samples": 0}}, "evaluation.n_samples=0"),
     ({"protocol": "finetune"}, "finetune.steps"),
     ({"baseline": "nope"}, "baseline 'nope'"),
+    ({"evaluation": {"reference": "speech"}}, "reference='speech' does not fit data.kind='textures'"),
+    ({"evaluation": {"metrics": ["peak_energy"]}}, "'peak_energy', which is not measured"),
+    ({"evaluation": {"metrics": ["lsd"], "columns": ["pesq"]}}, "columns contains 'pesq'"),
 ])
 def test_bad_studies_name_the_key(change, match, tmp_path):
     with pytest.raises(ValueError, match=match):
@@ -401,3 +406,27 @@ def test_curve_checkpoints_leave_training_unchanged(tiny_run, tmp_path):
     for k in one:
         torch.testing.assert_close(seg[k], one[k], atol=0, rtol=0)
     assert "## Training curves" in result.report.read_text()
+
+
+def test_a_run_being_trained_elsewhere_is_not_touched(tmp_path):
+    """A second process on the same run directory stops with a message instead of mixing
+    checkpoints (the lock is held by a subprocess here)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("fcntl")
+    study = write_study(tmp_path / "tiny.yaml", tiny_study())
+    run_dir = tmp_path / "out" / "runs" / "baseline" / "seed0"
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(run_dir / ".lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match="being trained by another process"):
+            run_compare(study, tmp_path / "out", "tiny")
+        assert not (run_dir / "checkpoints").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -25,7 +25,11 @@ A *study* file (YAML) says what to train, how often, and how to measure it::
       n_reference: 2048                 # reference items
       metrics: [lsd, lsd_high]          # names of specreg eval, plus peak_energy (checkerboards)
       columns: [lsd, lsd_high, lsd_high_bias]   # optional: the result keys tabulated
-      sample_seed: 1000
+      sample_seed: 1000                 # run k samples with seed sample_seed + k
+      reference_seed: 1                 # seeds of the reference (s) and floor (s + 1) sets
+      segment_length: null              # audio: evaluated clip length (null: data.segment_length)
+      curve_every: 500                  # optional: measure the baselines' first seed along training
+      curve_samples: 128                #   on this many samples per point
     profiles:                           # named settings; --profile picks one
       tiny:  {overrides: [train.steps=4], seeds: [0], variants: [baseline, fourier_ap],
               evaluation: {n_samples: 8, n_reference: 16}}
@@ -54,6 +58,7 @@ Outputs under ``out_dir``::
     runs/<variant>/seed<k>/          a run directory of the trainer (config.yaml, checkpoints, …)
         eval/samples.npy, eval/samples.png (or eval/*.wav)
         metrics.json                 the done marker: metrics, spectrum, timings, config key
+        timing.json, curve.json, finetune.json   train time; curve points; the weights it started from
     runs/_pretrain/<key>/seed<k>/    pretrained models (protocol finetune)
     real/floor.json, real/samples.png   real-vs-real noise floor and a grid of real items
     spectra.png, spectra_ratio.png   one line per variant (mean over seeds) and the reference
@@ -62,11 +67,20 @@ Outputs under ``out_dir``::
 Running the same command again skips runs whose ``metrics.json`` matches the current
 settings, resumes interrupted trainings from their newest checkpoint (the trainer's own
 resume), and rewrites the report. A run that diverged is recorded as such and not retried.
+A run directory is locked while it trains, so two invocations never write the same run.
+
+Training curves (``curve_every``): the first seed of each from-scratch baseline, and each
+pretrained model, keeps a checkpoint every ``curve_every`` steps; each is sampled and
+measured afterwards, so the report shows whether the runs were long enough.
+
+``jobs`` > 1 runs that many trainings at once, each in its own process with one torch
+thread (on a 2-core machine, two one-thread runs beat one two-thread run).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -77,7 +91,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -434,6 +448,7 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
                          "pretrain": None if pre is None else _identity(pre.config)})
             runs.append(RunSpec(v.name, seed, out / RUNS_DIR / v.name / f"seed{seed}", cfg, v.protocol, key,
                                 pretrain_dir=None if pre is None else pre.run_dir, curve=curve))
+    _check_measurable(study, runs[0].config)
     if len(data_sections) > 1:
         names = list(data_sections.values())
         raise ValueError(f"variants {names[0]!r} and {names[1]!r} train on different data sections; the variants "
@@ -442,6 +457,30 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
     for spec in specs:
         spec.status = _status(spec)
     return specs
+
+
+_REFERENCE_DATA = {"textures": "textures", "checkerboards": "checkerboard", "fashion-mnist": "fashion_mnist",
+                   "speech": "speech"}
+
+
+def _check_measurable(study: Study, cfg: Mapping[str, Any]) -> None:
+    """Raise before any training if the evaluation cannot measure these runs."""
+    from specreg.experiments.evaluate import METRICS
+
+    ev, kind = study.evaluation, _kind(cfg)[0]
+    data = cfg["data"]["kind"]
+    if _REFERENCE_DATA[ev.reference] != data:
+        raise ValueError(f"evaluation.reference={ev.reference!r} does not fit data.kind={data!r}; expected "
+                         f"evaluation.reference={next((r for r, d in _REFERENCE_DATA.items() if d == data), None)!r}")
+    accepted = [*METRICS[kind], *(EXTRA_METRICS if ev.reference == "checkerboards" else ())]
+    for name in ev.metrics:
+        if name not in accepted:
+            raise ValueError(f"evaluation.metrics contains {name!r}, which is not measured for these {kind} "
+                             f"data; accepted: {accepted}")
+    for col in study.column_keys():
+        if not any(col == m or col.startswith(m + "_") for m in ev.metrics):
+            raise ValueError(f"evaluation.columns contains {col!r}, which no metric in evaluation.metrics "
+                             f"{list(ev.metrics)} produces")
 
 
 def _status(spec: RunSpec) -> str:
@@ -690,10 +729,39 @@ def _train_with_curve(spec: RunSpec, ev: Evaluation, real: RealSets) -> tuple[fl
     return seconds, trained
 
 
+@contextlib.contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` while it trains: two processes writing the same
+    run (a second ``specreg compare`` on the same --out, or a worker left over from a killed
+    one) would mix their checkpoints. The OS drops the lock when the holder dies."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RuntimeError(f"{run_dir} is being trained by another process (another specreg compare on the same "
+                               "--out, or a worker of one that was stopped); wait for it to finish or stop it, then "
+                               "run again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any]:
     """Train one run, sample ``ev.n_samples`` with seed ``ev.sample_seed + seed``, measure,
     and write ``metrics.json`` (the done marker); a pretraining run is only measured along
-    its curve, if it has one. Returns the record written."""
+    its curve, if it has one. Returns the record written. Holds a lock on the run directory."""
+    with _run_lock(spec.run_dir):
+        return _execute(spec, ev, threads=threads)
+
+
+def _execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any]:
     import torch
 
     from specreg.train.trainer import TrainingDiverged
@@ -705,9 +773,9 @@ def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any
     timing = _read_json(timing_path) or {"train_s": 0.0, "steps": 0}
     base = {"key": spec.key, "variant": spec.variant, "seed": spec.seed, "protocol": spec.protocol,
             "pretrained": None if spec.pretrain_dir is None else str(spec.pretrain_dir)}
-    real = real_sets(spec.config, ev) if spec.curve or spec.protocol != "pretrain" else None
+    real = real_sets(spec.config, ev)  # cheap (seconds); a pretraining run needs it only for its curve
     try:
-        seconds, steps = _train_with_curve(spec, ev, real) if spec.curve else _train(spec)  # type: ignore[arg-type]
+        seconds, steps = _train_with_curve(spec, ev, real) if spec.curve else _train(spec)
     except TrainingDiverged as err:
         if spec.protocol == "pretrain":
             raise
@@ -723,13 +791,12 @@ def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any
         _write_json(spec.run_dir / DONE_FILE, record)
         return record
 
-    x, step, sample_s = _sample(spec, ev, real, ev.n_samples)  # type: ignore[arg-type]
+    x, step, sample_s = _sample(spec, ev, real, ev.n_samples)
     kind, rate = _kind(spec.config)
     _save_samples(x, spec.run_dir / EVAL_DIR, kind, rate)
     t2 = time.time()
-    measured = measure(x, real, ev, kind=kind, sample_rate=rate)  # type: ignore[arg-type]
-    record = {**base, "status": "done", "step": step, **measured, "reference": real.description,  # type: ignore[union-attr]
-              "curve": curve,
+    measured = measure(x, real, ev, kind=kind, sample_rate=rate)
+    record = {**base, "status": "done", "step": step, **measured, "reference": real.description, "curve": curve,
               "timing": {**timing, "sample_s": sample_s, "eval_s": time.time() - t2,
                          "wall_s_this_call": time.time() - t0},
               "n_samples": ev.n_samples, "sample_seed": ev.sample_seed + spec.seed}
@@ -753,6 +820,18 @@ def _save_samples(x: Any, folder: Path, kind: str, rate: int | None) -> None:
 def _execute_in_worker(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
     # one torch thread per process: --jobs N processes share the machine's cores
     return execute(spec, ev, threads=1)
+
+
+def _worker_init() -> None:
+    """Make a worker die with the process that started it (Linux): a worker whose parent was
+    killed would otherwise finish its run unseen and race the next invocation's workers."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux/glibc: the run lock still keeps runs apart
+        pass
 
 
 def _read_json(path: Path) -> Any:
@@ -841,7 +920,7 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Any:
     # pools is unsafe), which also picks up OMP settings from the environment
     ctx = multiprocessing.get_context("spawn")
     quiet = [replace(s, config=_quiet(s.config)) for s in specs]
-    with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=_worker_init) as pool:
         futures = {pool.submit(_execute_in_worker, q, ev): s for q, s in zip(quiet, specs)}
         for s in specs:
             print(f"[compare] {s.label}: {s.protocol}, {s.status} → {s.run_dir} (queued)", file=log, flush=True)
@@ -888,7 +967,7 @@ def _floor(st: Study, out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
                                           reference=ref)["metrics"]
     (out / "real").mkdir(parents=True, exist_ok=True)
     if kind == "audio":
-        save_audio(torch.as_tensor(real.reference[:4]), out / "real", int(rate), prefix="reference")  # type: ignore[arg-type]
+        save_audio(torch.as_tensor(real.reference[:4]), out / "real", int(rate or 0), prefix="reference")
     else:
         save_image_grid(torch.as_tensor(real.floor[:64]), out / "real" / "samples.png")
     _write_json(path, record)
@@ -1031,7 +1110,7 @@ def curve_table(st: Study, specs: Sequence[RunSpec], floor: Mapping[str, Any], o
 
 def timing_table(specs: Sequence[RunSpec]) -> tuple[list[str], float]:
     """One row per run: steps trained, train/sample/eval seconds; and the summed train time."""
-    lines = [_row(["run", "steps", "train s", "s / step", "sample s", "eval s", "status"]), "|---|---|---|---|---|---|---|"]
+    lines = [_row(["run", "steps", "train s", "s / step", "sample s", "eval s", "status"]), "|---" * 7 + "|"]
     total = 0.0
     for s in specs:
         rec = _read_json(s.run_dir / DONE_FILE) or {}
