@@ -32,15 +32,6 @@ T = 1000
 ALPHA_BAR = np.cumprod(1 - np.linspace(1e-4, 0.02, T))  # Ho et al.'s linear schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tensors of 64k elements: with the CPU shared, extra intra-op threads only cost time
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _check(x: torch.Tensor, mean: np.ndarray, var: np.ndarray, mean_bias: float, var_bias: float) -> None:
     x = x.double().numpy()
     m, v = x.mean(0), x.var(0, ddof=1)

@@ -14,15 +14,6 @@ from specreg.models.diffwave import DiffusionStepEmbedding, MelUpsampler
 from specreg.models.unet import PositionalEmbedding, SelfAttention, group_count
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tensors here are tiny: intra-op threads only add contention on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_unet(**kw) -> UNet:
     cfg = dict(in_channels=1, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
                resolution=16)

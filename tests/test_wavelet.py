@@ -25,16 +25,6 @@ SIZES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The tensors here are tiny: one thread avoids OpenMP hand-offs, which on a busy
-    # machine cost more than the work itself.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _levels_to_test(spatial, wavelet):
     deepest = pywt.dwtn_max_level(spatial, wavelet)
     return sorted({lv for lv in (1, 2, deepest) if lv <= deepest}) or [0]
