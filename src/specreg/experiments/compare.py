@@ -1285,6 +1285,9 @@ def _plot_ratio(spectra: Mapping[str, tuple[Any, Any]], ref: tuple[Any, Any], pa
         ax.plot(f[keep] * scale, ratio[keep], label=name)
     ax.axhline(0.0, color="black", linewidth=1)
     ax.set_xscale("log")
+    from specreg.metrics.plots import tidy_log_axis
+
+    tidy_log_axis(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("log10(P / P_real)  (decades)")
     ax.set_title("Spectrum error against the real reference")

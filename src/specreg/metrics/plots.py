@@ -46,6 +46,7 @@ def plot_spectra(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, A
         keep = (f > 0) & (p > 0)
         ax.loglog(f[keep], p[keep], label=str(name), color="black" if is_ref else None,
                   linestyle="--" if is_ref else "-", linewidth=1.5)
+    tidy_log_axis(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -55,3 +56,11 @@ def plot_spectra(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, A
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def tidy_log_axis(axis) -> None:
+    """Label only the decades of a log axis: over less than a decade, matplotlib labels
+    every minor tick and the labels run into each other."""
+    from matplotlib.ticker import NullFormatter
+
+    axis.set_minor_formatter(NullFormatter())
