@@ -82,6 +82,35 @@ def test_gradcheck_float64() -> None:
     assert torch.autograd.gradcheck(loss, (x0_hat, x0), eps=1e-6, atol=1e-5)
 
 
+def test_gradcheck_float64_fast_path() -> None:
+    """x0 without a gradient takes the fused path (own STFT backward and own loss gradient)."""
+    loss = MultiResolutionSTFTLoss(fft_sizes=(32, 16, 15), hop_sizes=(8, 4, 5), win_lengths=(16, 8, 11))
+    g = torch.Generator().manual_seed(2)
+    x0_hat = torch.randn(2, 2, 40, dtype=torch.float64, generator=g, requires_grad=True)
+    x0 = torch.randn(2, 2, 40, dtype=torch.float64, generator=g)
+    x0[1, :, :20] = 0.0  # some bins of S at the floor
+    assert torch.autograd.gradcheck(lambda xh: loss(xh, x0), (x0_hat,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3e-3, 40.0, 1e20])
+def test_fast_path_equals_autograd_path(scale: float) -> None:
+    """Value and gradient of the fused path (x0 constant) against the plain-autograd one
+    (taken when x0 needs a gradient), with part of x̂0 under the magnitude floor."""
+    g = torch.Generator().manual_seed(4)
+    x0 = scale * torch.randn(3, 2, 3000, generator=g, dtype=torch.float64)
+    x0_hat = x0 + scale * 0.3 * torch.randn(3, 2, 3000, generator=g, dtype=torch.float64)
+    x0_hat[0, :, :1500] = 0.0
+    loss = MultiResolutionSTFTLoss(fft_sizes=(1024, 256, 255), hop_sizes=(120, 64, 50), win_lengths=(600, 256, 200))
+    a = x0_hat.clone().requires_grad_(True)
+    fast = loss(a, x0)
+    (g_fast,) = torch.autograd.grad(fast.sum(), a)
+    b = x0_hat.clone().requires_grad_(True)
+    slow = loss(b, x0.clone().requires_grad_(True))
+    (g_slow,) = torch.autograd.grad(slow.sum(), b)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=0)
+    torch.testing.assert_close(g_fast, g_slow, rtol=1e-7, atol=1e-12 * float(g_slow.abs().max()))
+
+
 def test_scale_invariant_at_1e20_where_auraloss_overflows() -> None:
     """SC and the log-ratio are invariant to a common gain once magnitudes are far above
     the floor, so the value at 1e20 must equal auraloss's at unit scale."""

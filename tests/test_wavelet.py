@@ -111,6 +111,38 @@ def test_wavedec_gradcheck(wavelet, mode, spatial, dense_max, monkeypatch):
     assert torch.autograd.gradcheck(flat, (x,), fast_mode=True)
 
 
+@pytest.mark.parametrize("band", [("ad",), ("da",), ("dd", "da"), ("aa",)])
+def test_haar_gradcheck_when_only_some_bands_are_used(band):
+    # the Haar step along the last axis has its own backward; a band left unused hands it
+    # no gradient (None) for one of its two outputs
+    x = torch.randn(2, 2, 6, 10, dtype=torch.float64, requires_grad=True)
+
+    def some(x):
+        c = wavedec(x, "haar", level=2, mode="zero")
+        d = {**c[2], "aa": c[0]}
+        return tuple(d[k] for k in band) + (c[1]["dd"],)
+
+    assert torch.autograd.gradcheck(some, (x,))
+
+
+@pytest.mark.parametrize("wavelet, ndim, shape", [("haar", 1, (2, 3, 37)), ("haar", 2, (2, 1, 12, 9)),
+                                                 ("haar", 3, (1, 2, 8, 6, 5)), ("bior1.3", 2, (2, 1, 24, 21))])
+def test_wavedec_unscaled_times_its_factors_is_wavedec(wavelet, ndim, shape):
+    x = torch.randn(*shape, dtype=torch.float64)
+    ref = wavedec(x, wavelet, level=2, ndim=ndim, mode="symmetric")
+    raw, factors = wt.wavedec_unscaled(x, wavelet, level=2, ndim=ndim, mode="symmetric")
+    assert len(factors) == len(ref) == 3
+    torch.testing.assert_close(raw[0] * factors[0], ref[0], rtol=1e-12, atol=1e-12)
+    for r, f, d in zip(raw[1:], factors[1:], ref[1:]):
+        assert sorted(r) == sorted(d)
+        for k in d:
+            torch.testing.assert_close(r[k] * f, d[k], rtol=1e-12, atol=1e-12)
+    if wavelet == "haar":  # level s (1 = finest) carries 2^(s·ndim/2)
+        assert factors == [2.0 ** (-2 * ndim / 2), 2.0 ** (-2 * ndim / 2), 2.0 ** (-ndim / 2)]
+    else:
+        assert factors == [1.0, 1.0, 1.0]
+
+
 # ---------------------------------------------------------------------------------------
 # WaveletLoss
 # ---------------------------------------------------------------------------------------

@@ -11,6 +11,15 @@ experiment. For each resolution r (n_fft, hop, win_length), with S = |STFT(x0)| 
 Norms and means run over channels × frequency × frames of each sample, so a batch of
 one gives exactly ``auraloss.freq.MultiResolutionSTFTLoss`` (which pools the whole
 batch instead). L is dimensionless.
+
+Speed (the usual case, x0 without a gradient): both signals are first scaled per sample
+by a power of two g ≤ 1 that brings max |x| to at most 1 (the floor is scaled with them;
+exact, and L does not change), so |S|² cannot overflow and magnitudes are plain
+sqrt(re² + im²); the STFT windows only the ``win_length`` samples under the window
+(:func:`specreg.transforms.stft.windowed_frames_rfft`), and the terms of one resolution
+and their gradient with respect to the STFT of x̂0 are computed in one fused pass
+(:class:`_ResolutionTerms`). When x0 needs a gradient too, the loss is written with
+plain autograd operations instead.
 """
 
 from __future__ import annotations
@@ -21,7 +30,17 @@ import torch
 
 from specreg._checks import check_int_sequence, check_positive
 from specreg.losses.base import SpectralLoss
-from specreg.transforms.stft import check_resolution, make_window, min_length, stft_magnitude, window_name
+from specreg.transforms.stft import (
+    _pow2_gain,
+    check_resolution,
+    make_window,
+    min_length,
+    stft_magnitude,
+    window_name,
+    windowed_frames_rfft,
+)
+
+_DIMS = (1, 2, 3)  # channels, frames, frequency of one sample
 
 
 def safe_frobenius(d: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -37,6 +56,49 @@ def safe_frobenius(d: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     nonzero = s > 0
     root = torch.sqrt(torch.where(nonzero, s, torch.ones_like(s)))
     return torch.where(nonzero, root, torch.zeros_like(root)) * scale.reshape(s.shape)
+
+
+def _modulus(Y: torch.Tensor) -> torch.Tensor:
+    """|Y| as sqrt(re² + im²): 2.5× faster than the overflow-safe ``abs`` (hypot) on the CPU;
+    callers scale Y so that the squares stay in range."""
+    return (Y.real.square() + Y.imag.square()).sqrt_()
+
+
+class _ResolutionTerms(torch.autograd.Function):
+    """w_sc·L_sc + w_log_mag·L_mag of one resolution from Y = STFT(x̂0) and S = max(|STFT(x0)|, floor).
+
+    The forward also forms ∂L/∂Y = (∂L/∂Ŝ) · 1[|Y| ≥ floor] · Y/|Y| with
+
+        ∂L/∂Ŝ = −w_sc (S − Ŝ) / (‖S − Ŝ‖ ‖S‖) − w_log_mag sign(ln S − ln Ŝ) / (N Ŝ),
+
+    (the first term 0 where S = Ŝ everywhere), so the backward is one product with the
+    incoming per-sample gradient. Inputs must be scaled so that |Y|² cannot overflow.
+    """
+
+    @staticmethod
+    def forward(ctx, Y: torch.Tensor, S: torch.Tensor, log_S: torch.Tensor, norm_S: torch.Tensor,  # type: ignore[override]
+                floor: torch.Tensor, w_sc: float, w_log_mag: float) -> torch.Tensor:
+        M = _modulus(Y)
+        S_hat = torch.maximum(M, floor)
+        D = S - S_hat
+        norm_D = safe_frobenius(D, _DIMS)  # S may sit at a floor scaled far below 1
+        E = log_S - S_hat.log()
+        count = E[0].numel()
+        out = w_sc * (norm_D / norm_S) + w_log_mag * E.abs().sum(dim=_DIMS) / count
+        if ctx.needs_input_grad[0]:
+            coef_sc = torch.where(norm_D > 0, w_sc / (norm_D * norm_S).clamp_min(torch.finfo(M.dtype).tiny),
+                                  torch.zeros_like(norm_D))
+            g = D.mul_(-coef_sc.reshape(-1, 1, 1, 1))
+            g.sub_(E.sign_().div_(S_hat).mul_(w_log_mag / count))
+            g = torch.where(M >= floor, g / M, torch.zeros_like(M))  # M ≥ floor > 0 where kept
+            ctx.save_for_backward(Y * g)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_out: torch.Tensor):  # type: ignore[override]
+        (g_Y,) = ctx.saved_tensors
+        return g_Y * g_out.reshape(-1, 1, 1, 1), None, None, None, None, None, None
 
 
 class MultiResolutionSTFTLoss(SpectralLoss):
@@ -102,8 +164,10 @@ class MultiResolutionSTFTLoss(SpectralLoss):
                 f"x0 has {x0.shape[-1]} samples; MultiResolutionSTFTLoss with fft_sizes "
                 f"{[r[0] for r in self.resolutions]} needs at least {self.min_length}"
             )
+        if not x0.requires_grad:
+            return self._fast_per_sample(x0_hat, x0)
         floor = self.eps**0.5
-        dims = (1, 2, 3)  # channels, frequency, frames
+        dims = _DIMS
         total = x0.new_zeros(x0.shape[0])
         for i, (n_fft, hop, win) in enumerate(self.resolutions):
             window = getattr(self, f"window_{i}")
@@ -113,6 +177,22 @@ class MultiResolutionSTFTLoss(SpectralLoss):
                 total = total + self.w_sc * safe_frobenius(S - S_hat, dims) / safe_frobenius(S, dims)
             if self.w_log_mag:
                 total = total + self.w_log_mag * (S.log() - S_hat.log()).abs().mean(dim=dims)
+        return total / len(self.resolutions)
+
+    def _fast_per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The same value, for x0 without a gradient (see the module docstring)."""
+        gain = _pow2_gain(x0_hat, x0, dims=(1, 2))  # (B, 1, 1)
+        x0_hat, x0 = x0_hat * gain, x0 * gain
+        floor = (self.eps**0.5 * gain).unsqueeze(-1)  # (B, 1, 1, 1)
+        total = x0.new_zeros(x0.shape[0])
+        for i, (n_fft, hop, win) in enumerate(self.resolutions):
+            window = getattr(self, f"window_{i}").to(x0.dtype)
+            with torch.no_grad():
+                Y0 = windowed_frames_rfft(x0, n_fft, hop, win, window)
+                S = torch.maximum(_modulus(Y0), floor)
+                log_S, norm_S = S.log(), safe_frobenius(S, _DIMS)
+            Y = windowed_frames_rfft(x0_hat, n_fft, hop, win, window)
+            total = total + _ResolutionTerms.apply(Y, S, log_S, norm_S, floor, self.w_sc, self.w_log_mag)
         return total / len(self.resolutions)
 
     def extra_repr(self) -> str:

@@ -19,7 +19,7 @@ import torch
 
 from specreg._checks import check_choice
 from specreg.losses.base import SpectralLoss
-from specreg.transforms.wavelet import MODES, WaveletLike, get_filters, max_level, wavedec, wavelet_key
+from specreg.transforms.wavelet import MODES, WaveletLike, get_filters, max_level, wavedec_unscaled, wavelet_key
 
 #: Levels used when ``levels=None``: this many, or fewer when the signal is too short.
 DEFAULT_LEVELS = 3
@@ -212,13 +212,14 @@ class WaveletLoss(SpectralLoss):
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         levels = self.resolve_levels(tuple(x0.shape[-self.ndim :]))
         gamma = self.band_weights(levels)
-        coeffs = wavedec(x0_hat - x0, self.wavelet_key, level=levels, ndim=self.ndim, mode=self.mode)
-        bands = [((0, "approx"), coeffs[0])] if self.include_approx else []
-        bands += [((i, k), b) for i, d in enumerate(coeffs[1:], start=1) for k, b in d.items()]
+        # Haar bands come unnormalised, their factor folded into γ (one pass fewer per level)
+        coeffs, factors = wavedec_unscaled(x0_hat - x0, self.wavelet_key, levels, self.ndim, self.mode)
+        bands = [((0, "approx"), coeffs[0], factors[0])] if self.include_approx else []
+        bands += [((i, k), b, factors[i]) for i, d in enumerate(coeffs[1:], start=1) for k, b in d.items()]
         total = x0.new_zeros(x0.shape[0])
-        for key, band in bands:
+        for key, band, factor in bands:
             if gamma[key] != 0.0:  # a zero weight costs nothing (and its band no backward)
-                total = total + gamma[key] * band.abs().mean(dim=tuple(range(1, band.dim())))
+                total = total + (gamma[key] * factor) * band.abs().mean(dim=tuple(range(1, band.dim())))
         return total
 
     def extra_repr(self) -> str:
