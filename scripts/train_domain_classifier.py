@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--which", choices=("fashion", "speech", "both"), default="both")
     p.add_argument("--out", type=Path, default=Path("src/specreg/assets"), help="output folder")
-    p.add_argument("--fashion-steps", type=int, default=400)
+    p.add_argument("--fashion-steps", type=int, default=1500)
     p.add_argument("--speech-steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
