@@ -238,6 +238,42 @@ def test_table_mean_std_bold_and_marker_against_numpy(tmp_path):
     assert float(spread[3]) == pytest.approx(median_std, rel=5e-2)
 
 
+def test_auto_lambda_against_its_grid(tmp_path):
+    """The AutoLambda table: best and median of the grid, the auto variant's rank, † only
+    where auto − best exceeds twice the resolution; a profile without the grid has no table."""
+    lam = [{"name": f"g{i}", "overrides": ["regularizer.loss=haar", f"regularizer.lam={10.0 ** -i}"]}
+           for i in (1, 2, 3)]
+    auto = {"name": "auto", "overrides": ["regularizer.loss=haar", "regularizer.lam=auto"]}
+    raw = tiny_study(seeds=[0, 1], variants=[{"name": "baseline"}, *lam, auto],
+                     lambda_grids=[{"auto": "auto", "grid": ["g1", "g2", "g3"]}])
+    raw["profiles"]["small"]["variants"] = ["baseline", "g1", "auto"]
+    study = load_study(raw, "tiny")
+    assert study.lambda_grids == (("auto", ("g1", "g2", "g3")),)
+    assert load_study(raw, "small").lambda_grids == ()  # one grid point left: nothing to judge
+    specs = plan_runs(study, tmp_path)
+    values = {"baseline": [0.30, 0.31], "g1": [0.50, 0.52], "g2": [0.20, 0.21], "g3": [0.40, 0.41],
+              "auto": [0.25, 0.26]}
+    for spec in specs:
+        v = values[spec.variant][spec.seed]
+        record = {"key": spec.key, "status": "done", "seed": spec.seed, "variant": spec.variant,
+                  "metrics": {"lsd": v, "lsd_high": v, "lsd_high_bias": v - 0.3},
+                  "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17},
+                  "timing": {"train_s": 1.0, "steps": 1}}
+        spec.run_dir.mkdir(parents=True)
+        (spec.run_dir / DONE_FILE).write_text(json.dumps(record))
+    report = write_report(study, tmp_path, specs, command="specreg compare x --out y", wall_s=1.0).read_text()
+    assert "## Automatic λ against the λ grid" in report
+    lsd = next(line for line in report.splitlines() if line.startswith("| auto | lsd |"))
+    cells = [c.strip() for c in lsd.strip("|").split("|")]
+    assert cells[3] == "0.205 (g2)" and number(cells[4]) == pytest.approx(0.405)  # median of 0.51, 0.205, 0.405
+    assert cells[5] == "2 of 4"
+    floor = number(next(v for k, v in table_rows(report).items() if k.startswith("real vs real"))[3])
+    resolved = 0.05 > 2 * max(floor, np.std([0.25, 0.26], ddof=1))  # seed error of the difference: that std
+    assert cells[6].endswith("†") == resolved and number(cells[6]) == pytest.approx(0.05)
+    bias = next(line for line in report.splitlines() if line.startswith("| auto | lsd_high_bias |"))
+    assert "(g3)" in bias or "(g2)" in bias  # closest to zero wins for a bias
+
+
 # ----------------------------------------------------------------------------- protocols and jobs
 
 

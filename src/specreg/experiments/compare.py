@@ -15,6 +15,8 @@ A *study* file (YAML) says what to train, how often, and how to measure it::
       - name: fourier_ap
         label: + λ_EDM(σ)·L_AP (Eq. 15 as printed)
         overrides: [regularizer.loss=fourier_ap, regularizer.lam=edm]
+    lambda_grids:                       # optional: an automatic λ judged against a grid of constant λ
+      - {auto: haar_auto, grid: [haar_1e-4, haar_1e-5, haar_1e-6]}
     finetune:                           # only for protocol: finetune
       steps: 2000                       # fine-tuning steps after the pretrained model
       pretrain_seed: 0
@@ -126,7 +128,7 @@ _PRIMARY = {"dnsmos": "dnsmos_ovrl"}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOP_KEYS = ("name", "title", "description", "base", "overrides", "seeds", "baseline", "protocol", "variants",
-             "finetune", "evaluation", "profiles")
+             "finetune", "evaluation", "profiles", "lambda_grids")
 _VARIANT_KEYS = ("name", "label", "overrides", "protocol", "baseline")
 _PROFILE_KEYS = ("description", "overrides", "seeds", "variants", "evaluation", "finetune")
 _FINETUNE_KEYS = ("steps", "pretrain_seed", "overrides")
@@ -188,6 +190,9 @@ class Study:
     description: str = ""
     source: str = ""
     cut: tuple[str, ...] = ()  # variants of the study left out by the profile
+    # (auto variant, its grid of constant-λ variants), kept where the profile has the
+    # auto variant and at least two of the grid
+    lambda_grids: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def column_keys(self) -> tuple[str, ...]:
         if self.evaluation.columns:
@@ -349,6 +354,19 @@ def load_study(study: str | Path | Mapping[str, Any], profile: str = "small") ->
     finetune = _finetune(where, _finetune_raw(where, prof.get("finetune")), finetune)
     if any(v.protocol == "finetune" for v in chosen) and finetune.steps < 1:
         raise _err(where, "a variant uses protocol finetune, so finetune.steps must be an integer >= 1")
+    grids = []
+    for i, g in enumerate(raw.get("lambda_grids") or []):
+        g = _check_keys(where, f"lambda_grids[{i}]", g, ("auto", "grid"))
+        auto, grid = g.get("auto"), _as_list(where, f"lambda_grids[{i}].grid", g.get("grid"))
+        for n in (auto, *grid):
+            if n not in names:
+                raise _err(where, f"lambda_grids[{i}] names {n!r}, which is not a variant; variants: {names}")
+        if len(grid) < 2 or auto in grid:
+            raise _err(where, f"lambda_grids[{i}].grid={list(grid)} is not accepted; expected two or more "
+                              "constant-λ variants, not including the auto variant")
+        kept = tuple(n for n in grid if n in keep)
+        if auto in keep and len(kept) >= 2:
+            grids.append((auto, kept))
     return Study(name=str(raw.get("name", Path(where).stem)), base=base,
                  overrides=(*_as_list(where, "overrides", raw.get("overrides")),
                             *_as_list(where, f"profiles.{profile}.overrides", prof.get("overrides"))),
@@ -356,7 +374,7 @@ def load_study(study: str | Path | Mapping[str, Any], profile: str = "small") ->
                  profiles=tuple(profiles), title=str(raw.get("title", "")),
                  description="\n\n".join(str(t).strip() for t in (raw.get("description"), prof.get("description"))
                                           if t), source=where,
-                 cut=tuple(n for n in names if n not in keep))
+                 cut=tuple(n for n in names if n not in keep), lambda_grids=tuple(grids))
 
 
 def _finetune_raw(where: str, raw: Any) -> dict[str, Any]:
@@ -1089,6 +1107,34 @@ def results_table(st: Study, rows: Mapping[str, Any], floor: Mapping[str, Any]) 
     return lines
 
 
+def lambda_grid_table(st: Study, rows: Mapping[str, Any], floor: Mapping[str, Any]) -> list[str]:
+    """Each automatic λ against its grid of constant λ, per metric: the auto variant's mean,
+    the best and the median of the grid's means (median over grid points), the auto
+    variant's rank among auto + grid, and whether auto − best is resolved (†, as in the
+    results table). Metrics without a direction are left out."""
+    lines: list[str] = []
+    cols = [k for k in st.column_keys() if _direction(k)]
+    for auto, grid in st.lambda_grids:
+        if not lines:
+            lines = [_row(["auto λ", "metric", "auto", "best of grid", "median of grid", "auto's rank",
+                           "auto − best"]), "|---" * 7 + "|"]
+        for key in cols:
+            a = rows[auto]["stats"][key]
+            pts = [(n, rows[n]["stats"][key]) for n in grid if math.isfinite(rows[n]["stats"][key]["mean"])]
+            if not math.isfinite(a["mean"]) or len(pts) < 2:
+                continue
+            best_name, best = min(pts, key=lambda p: _score(key, p[1]["mean"]))
+            median = statistics.median(p[1]["mean"] for p in pts)
+            rank = 1 + sum(_score(key, p[1]["mean"]) < _score(key, a["mean"]) for p in pts)
+            diff = a["mean"] - best["mean"]
+            res = _resolution(key, a, best, floor["metrics"].get(key))
+            mark = " †" if res is not None and abs(diff) > 2 * res else ""
+            lines.append(_row([auto, key, f"{_fmt(a['mean'])} ± {_fmt(a['std'], 2)}",
+                               f"{_fmt(best['mean'])} ({best_name})", _fmt(median), f"{rank} of {len(pts) + 1}",
+                               f"{_fmt(diff, 2)}{mark}"]))
+    return lines
+
+
 def curve_table(st: Study, specs: Sequence[RunSpec], floor: Mapping[str, Any], out: Path) -> list[str]:
     """Metrics along training of the baselines' first seed (and of pretrained models)."""
     cols = st.column_keys()
@@ -1244,6 +1290,11 @@ def write_report(st: Study, out: Path, specs: Sequence[RunSpec], *, command: str
         f"Reference: {floor['reference']}. Noise floor: {floor['floor_set']}, against the same reference.",
         nl.join(legend),
         ("Diverged runs (left out of the means):" + nl + nl.join(diverged)) if diverged else "",
+        *(["## Automatic λ against the λ grid",
+           "Does the automatic λ remove the need to tune λ? Per metric: the auto variant's mean ± std, the best "
+           "and the median of the grid's means, the auto variant's rank among the grid and itself (1 = best), "
+           "and auto − best († where resolved, as above).",
+           nl.join(grid_lines)] if (grid_lines := lambda_grid_table(st, rows, floor)) else []),
         *(["## Training curves",
            "The first seed of each from-scratch baseline (and each pretrained model), measured every "
            f"{st.evaluation.curve_every} steps on {min(st.evaluation.curve_samples, st.evaluation.n_samples)} "
