@@ -211,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as err:  # diverged or out of memory: the message says what to try
         _report(args.command, str(err))
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _report(command: str, message: str) -> None:
