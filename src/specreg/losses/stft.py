@@ -31,7 +31,6 @@ import torch
 from specreg._checks import check_int_sequence, check_positive
 from specreg.losses.base import SpectralLoss
 from specreg.transforms.stft import (
-    _pow2_gain,
     check_resolution,
     make_window,
     min_length,
@@ -40,7 +39,14 @@ from specreg.transforms.stft import (
     windowed_frames_rfft,
 )
 
-_DIMS = (1, 2, 3)  # channels, frames, frequency of one sample
+_DIMS = (1, 2, 3)  # every dim of one sample's spectrogram (channels, frequency and frames)
+
+
+def _pow2_gain(*xs: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Per-sample power of two g ≤ 1 with g·max|x| ≤ 1 over all ``xs`` (detached, exact to apply)."""
+    m = torch.stack([x.detach().abs().amax(dim=dims, keepdim=True) for x in xs]).amax(0)
+    m = torch.nan_to_num(m.float(), posinf=3.0e38).clamp_min(1.0)
+    return torch.exp2(-torch.ceil(torch.log2(m))).to(xs[0].dtype)
 
 
 def safe_frobenius(d: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -167,16 +173,15 @@ class MultiResolutionSTFTLoss(SpectralLoss):
         if not x0.requires_grad:
             return self._fast_per_sample(x0_hat, x0)
         floor = self.eps**0.5
-        dims = _DIMS
         total = x0.new_zeros(x0.shape[0])
         for i, (n_fft, hop, win) in enumerate(self.resolutions):
             window = getattr(self, f"window_{i}")
             S_hat = stft_magnitude(x0_hat, n_fft, hop, win, window, floor=floor)
             S = stft_magnitude(x0, n_fft, hop, win, window, floor=floor)
             if self.w_sc:
-                total = total + self.w_sc * safe_frobenius(S - S_hat, dims) / safe_frobenius(S, dims)
+                total = total + self.w_sc * safe_frobenius(S - S_hat, _DIMS) / safe_frobenius(S, _DIMS)
             if self.w_log_mag:
-                total = total + self.w_log_mag * (S.log() - S_hat.log()).abs().mean(dim=dims)
+                total = total + self.w_log_mag * (S.log() - S_hat.log()).abs().mean(dim=_DIMS)
         return total / len(self.resolutions)
 
     def _fast_per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,6 @@ samples the window covers and has a cheaper backward than ``torch.stft``'s.
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import torch
@@ -157,9 +156,3 @@ def windowed_frames_rfft(x: torch.Tensor, n_fft: int, hop: int, win_length: int,
     Y = _RealFFT.apply(seg, n_fft)
     return Y.reshape(*lead, *Y.shape[-2:])
 
-
-def _pow2_gain(*xs: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Per-sample power of two g ≤ 1 with g·max|x| ≤ 1 over all ``xs`` (detached, exact to apply)."""
-    m = torch.stack([x.detach().abs().amax(dim=dims, keepdim=True) for x in xs]).amax(0)
-    m = torch.nan_to_num(m.float(), posinf=3.0e38).clamp_min(1.0)
-    return torch.exp2(-torch.ceil(torch.log2(m))).to(xs[0].dtype)
