@@ -173,6 +173,36 @@ def test_second_invocation_skips_finished_runs(tiny_run):
     assert "baseline" in again.report.read_text()
 
 
+def test_runs_train_seed_by_seed(tmp_path, monkeypatch):
+    """Every variant trains at the first seed before any trains at the next, so a study
+    stopped part-way compares all its variants; the report marks the missing seeds."""
+    import specreg.experiments.compare as compare
+
+    order: list[str] = []
+
+    def fake_execute(spec, ev, **_):
+        order.append(spec.label)
+        if len(order) > 2:  # "stopped" after the first seed
+            raise KeyboardInterrupt
+        record = {"key": spec.key, "status": "done", "seed": spec.seed, "variant": spec.variant,
+                  "metrics": {"lsd": 0.1, "lsd_high": 0.2, "lsd_high_bias": 0.0},
+                  "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17},
+                  "timing": {"train_s": 1.0, "steps": 1}}
+        (spec.run_dir / DONE_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (spec.run_dir / DONE_FILE).write_text(json.dumps(record))
+        return record
+
+    monkeypatch.setattr(compare, "execute", fake_execute)
+    study = tiny_study(seeds=[0, 1, 2])
+    with pytest.raises(KeyboardInterrupt):
+        run_compare(study, tmp_path / "out", "tiny")
+    assert order == ["baseline/seed0", "haar/seed0", "baseline/seed1"]
+    specs = plan_runs(load_study(study, "tiny"), tmp_path / "out")
+    report = write_report(load_study(study, "tiny"), tmp_path / "out", specs, command="c", wall_s=1.0).read_text()
+    rows = table_rows(report)
+    assert "1/3" in rows["baseline"][2] and "1/3" in rows["haar"][2]
+
+
 def test_dry_run_lists_runs_without_training(tmp_path, capsys):
     study = write_study(tmp_path / "tiny.yaml", tiny_study(seeds=[0, 3]))
     parser = argparse.ArgumentParser(prog="specreg")
@@ -381,7 +411,8 @@ def test_audio_study_pairs_each_sample_with_its_reference_clip(tmp_path):
 
 def test_shipped_studies_exist():
     names = {p.stem for p in STUDIES.glob("*.yaml")}
-    assert {"toy_checkerboard", "images_textures", "images_fashion", "audio_vocoder"} <= names
+    assert {"toy_checkerboard", "images_textures", "images_textures_finetune", "images_fashion",
+            "audio_vocoder"} <= names
 
 
 # ----------------------------------------------------------------------------- errors

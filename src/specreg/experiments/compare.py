@@ -70,6 +70,8 @@ Running the same command again skips runs whose ``metrics.json`` matches the cur
 settings, resumes interrupted trainings from their newest checkpoint (the trainer's own
 resume), and rewrites the report. A run that diverged is recorded as such and not retried.
 A run directory is locked while it trains, so two invocations never write the same run.
+Runs train seed by seed (every variant at the first seed, then at the next), so a study
+stopped part-way already compares every variant; its report marks the missing seeds.
 
 Training curves (``curve_every``): the first seed of each from-scratch baseline, and each
 pretrained model, keeps a checkpoint every ``curve_every`` steps; each is sampled and
@@ -914,7 +916,9 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "study.json", {"study": asdict(st), "command": command})
     pre = [s for s in specs if s.protocol == "pretrain" and s.status != "done"]
-    todo = [s for s in specs if s.protocol != "pretrain" and s.status != "done"]
+    # seed-major: a study stopped part-way has every variant at its first seeds
+    todo = sorted((s for s in specs if s.protocol != "pretrain" and s.status != "done"),
+                  key=lambda s: st.seeds.index(s.seed))
     for phase in (pre, todo):  # fine-tuning needs its pretrained model
         for spec, record in _run_all(phase, st.evaluation, jobs, log):
             spec.status = "diverged" if record.get("status") == "diverged" else "trained"
