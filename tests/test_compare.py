@@ -170,7 +170,24 @@ def test_second_invocation_skips_finished_runs(tiny_run):
     assert [s.status for s in again.runs] == ["done", "done"]
     assert {p: p.stat().st_mtime_ns for p in done} == done
     assert sorted(str(p) for p in (out / "runs").rglob("step-*")) == ckpts
-    assert "baseline" in again.report.read_text()
+    report = again.report.read_text()
+    assert "baseline" in report
+    # the wall time reported is that of the invocation that trained, not of this re-run
+    calls = json.loads((out / "invocations.json").read_text())
+    assert calls[0]["trained"] == 2 and calls[-1]["trained"] == 0
+    assert re.search(rf"wall time of the 1 invocation\(s\) that trained runs: {calls[0]['wall_s'] / 60:.1f} min",
+                     report)
+
+
+def fake_record(spec: RunSpec) -> dict:
+    """Write and return a finished run's record without training (for tests of the order)."""
+    record = {"key": spec.key, "status": "done", "seed": spec.seed, "variant": spec.variant,
+              "metrics": {"lsd": 0.1, "lsd_high": 0.2, "lsd_high_bias": 0.0},
+              "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17},
+              "timing": {"train_s": 1.0, "steps": 1}}
+    (spec.run_dir / DONE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (spec.run_dir / DONE_FILE).write_text(json.dumps(record))
+    return record
 
 
 def test_runs_train_seed_by_seed(tmp_path, monkeypatch):
@@ -184,13 +201,7 @@ def test_runs_train_seed_by_seed(tmp_path, monkeypatch):
         order.append(spec.label)
         if len(order) > 2:  # "stopped" after the first seed
             raise KeyboardInterrupt
-        record = {"key": spec.key, "status": "done", "seed": spec.seed, "variant": spec.variant,
-                  "metrics": {"lsd": 0.1, "lsd_high": 0.2, "lsd_high_bias": 0.0},
-                  "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17},
-                  "timing": {"train_s": 1.0, "steps": 1}}
-        (spec.run_dir / DONE_FILE).parent.mkdir(parents=True, exist_ok=True)
-        (spec.run_dir / DONE_FILE).write_text(json.dumps(record))
-        return record
+        return fake_record(spec)
 
     monkeypatch.setattr(compare, "execute", fake_execute)
     study = tiny_study(seeds=[0, 1, 2])
@@ -201,6 +212,24 @@ def test_runs_train_seed_by_seed(tmp_path, monkeypatch):
     report = write_report(load_study(study, "tiny"), tmp_path / "out", specs, command="c", wall_s=1.0).read_text()
     rows = table_rows(report)
     assert "1/3" in rows["baseline"][2] and "1/3" in rows["haar"][2]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_run_alone_in_the_main_process_gets_the_jobs_cores(tmp_path, monkeypatch, jobs):
+    """Without a GPU a lone run (a pretraining, or --jobs 1) trains and samples on --jobs
+    threads; more would oversubscribe the cores the user granted."""
+    import specreg.experiments.compare as compare
+
+    seen: list[tuple[int, int]] = []
+
+    def fake_execute(spec, ev, threads=0):
+        seen.append((threads, spec.config["train"]["threads"]))
+        return fake_record(spec)
+
+    monkeypatch.setattr(compare, "execute", fake_execute)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run_compare(tiny_study(variants=[{"name": "baseline"}]), tmp_path / "out", "tiny", jobs=jobs)
+    assert seen == [(jobs, jobs)]
 
 
 def test_dry_run_lists_runs_without_training(tmp_path, capsys):

@@ -257,3 +257,32 @@ def test_learning_rate_schedule(schedule):
                 "cosine": lambda p: 1.0 + math.cos(math.pi * p)}[schedule]
     for step in range(5, 13):
         assert lr(step) == pytest.approx(expected((step - 4) / 8))
+
+
+@pytest.mark.parametrize("threads, inside", [(0, 1), (3, 3)])
+def test_threads_hold_during_fit_and_are_restored(tmp_path, monkeypatch, threads, inside):
+    """train.threads=0 trains with one thread on a CPU (no GPU here); any count is set for
+    the fit only, so the caller's own setting survives it."""
+    seen: list[int] = []
+
+    class Spy(nn.Module):  # records the thread count the training step runs with
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return self.net(*args, **kwargs)
+
+    from specreg.train.build import build_net
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = config_from_dict(tiny(train={"threads": threads, "steps": 2}))
+        Trainer(cfg, tmp_path, net=Spy(build_net(cfg))).fit()
+        assert seen and set(seen) == {inside}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)

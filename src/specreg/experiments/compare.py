@@ -57,6 +57,7 @@ number of steps without a regularizer, so extra training is not credited to the 
 
 Outputs under ``out_dir``::
 
+    invocations.json                 start, wall time and runs trained of every invocation
     runs/<variant>/seed<k>/          a run directory of the trainer (config.yaml, checkpoints, …)
         eval/samples.npy, eval/samples.png (or eval/*.wav)
         metrics.json                 the done marker: metrics, spectrum, timings, config key
@@ -78,7 +79,10 @@ pretrained model, keeps a checkpoint every ``curve_every`` steps; each is sample
 measured afterwards, so the report shows whether the runs were long enough.
 
 ``jobs`` > 1 runs that many trainings at once, each in its own process with one torch
-thread (on a 2-core machine, two one-thread runs beat one two-thread run).
+thread (on a 2-core machine, two one-thread runs beat one two-thread run). Without a GPU
+a run in the main process (``jobs`` = 1, or a phase with one run, such as a lone
+pretraining) uses ``jobs`` threads, the cores it was granted: with more threads than free
+cores, a step was up to 50× slower.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ REFERENCE_SETS = ("textures", "checkerboards", "fashion-mnist", "speech")
 RUNS_DIR = "runs"
 PRETRAIN_DIR = "_pretrain"
 DONE_FILE = "metrics.json"
+INVOCATIONS_FILE = "invocations.json"
 EVAL_DIR = "eval"
 # Train settings that do not change what is learned: excluded from a run's identity, so
 # e.g. --jobs 2 (no progress bar, one thread) finds the runs of an earlier --jobs 1.
@@ -782,12 +787,13 @@ def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any
 
 
 def _execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any]:
-    import torch
+    from specreg.train.trainer import TrainingDiverged, torch_threads
 
-    from specreg.train.trainer import TrainingDiverged
+    with torch_threads(threads):
+        return _execute_run(spec, ev, TrainingDiverged)
 
-    if threads:
-        torch.set_num_threads(threads)
+
+def _execute_run(spec: RunSpec, ev: Evaluation, diverged: type[Exception]) -> dict[str, Any]:
     t0 = time.time()
     timing_path = spec.run_dir / "timing.json"
     timing = _read_json(timing_path) or {"train_s": 0.0, "steps": 0}
@@ -796,7 +802,7 @@ def _execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, An
     real = real_sets(spec.config, ev)  # cheap (seconds); a pretraining run needs it only for its curve
     try:
         seconds, steps = _train_with_curve(spec, ev, real) if spec.curve else _train(spec)
-    except TrainingDiverged as err:
+    except diverged as err:
         if spec.protocol == "pretrain":
             raise
         record = {**base, "status": "diverged", "error": str(err)}
@@ -922,18 +928,36 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     for phase in (pre, todo):  # fine-tuning needs its pretrained model
         for spec, record in _run_all(phase, st.evaluation, jobs, log):
             spec.status = "diverged" if record.get("status") == "diverged" else "trained"
+    _log_invocation(out, command, t0, trained=len(pre) + len(todo))
     result.report = write_report(st, out, specs, command=command, wall_s=time.time() - t0)
     result.seconds = time.time() - t0
     return result
+
+
+def _log_invocation(out: Path, command: str, t0: float, *, trained: int) -> list[dict[str, Any]]:
+    """Append this invocation (start, wall seconds, runs it trained) to ``invocations.json``:
+    a study run in several sittings reports the wall time of all of them."""
+    path = out / INVOCATIONS_FILE
+    entries = _read_json(path) or []
+    entries.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
+                    "wall_s": round(time.time() - t0, 1), "trained": trained, "command": command})
+    _write_json(path, entries)
+    return entries
 
 
 def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Any:
     if not specs:
         return
     if jobs == 1 or len(specs) == 1:
+        from specreg.train.trainer import cpu_threads
+
+        # in the main process, one run at a time: without a GPU it gets one thread per job
+        # (the cores --jobs grants), e.g. a lone pretraining with --jobs 2 trains on 2 threads
+        threads = jobs * cpu_threads()
         for spec in specs:
             print(f"[compare] {spec.label}: {spec.protocol}, {spec.status} → {spec.run_dir}", file=log, flush=True)
-            yield spec, execute(spec, ev)
+            run = spec if not threads else replace(spec, config=_with_threads(spec.config, threads))
+            yield spec, execute(run, ev, threads=threads)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -951,6 +975,12 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Any:
             record = fut.result()
             print(f"[compare] {spec.label}: {record.get('status')}", file=log, flush=True)
             yield spec, record
+
+
+def _with_threads(cfg: dict[str, Any], threads: int) -> dict[str, Any]:
+    cfg = json.loads(json.dumps(cfg))
+    cfg["train"]["threads"] = cfg["train"].get("threads") or threads  # a study's own setting wins
+    return cfg
 
 
 def _quiet(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -1233,7 +1263,7 @@ def _device() -> str:
 
     if torch.cuda.is_available():
         return "cuda: " + torch.cuda.get_device_name(0)
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads in the main process)"
+    return f"cpu ({os.cpu_count()} cores; one torch thread per run, --jobs threads for a run alone)"
 
 
 def _setup_text(st: Study, specs: Sequence[RunSpec], runs: Sequence[RunSpec], out: Path) -> str:
@@ -1312,7 +1342,7 @@ def write_report(st: Study, out: Path, specs: Sequence[RunSpec], *, command: str
         nl.join(_sample_links(st, runs, out, kind)),
         "## Runs and wall time",
         nl.join(times),
-        f"Training time summed over runs: {total_train / 60:.1f} min; this invocation: {wall_s / 60:.1f} min.",
+        _wall_text(out, total_train, wall_s),
         "## Reproduce",
         f"```\n{command}\n```",
         f"Software: {', '.join(f'{k} {v}' for k, v in versions.items())}; {device}; {platform.platform()}.",
@@ -1320,6 +1350,16 @@ def write_report(st: Study, out: Path, specs: Sequence[RunSpec], *, command: str
     path = out / "report.md"
     path.write_text(nl.join(nl + s for s in sections if s).lstrip() + nl, encoding="utf-8")
     return path
+
+
+def _wall_text(out: Path, total_train: float, wall_s: float) -> str:
+    entries = [e for e in (_read_json(out / INVOCATIONS_FILE) or []) if e.get("trained")]
+    text = f"Training time summed over runs: {total_train / 60:.1f} min; this invocation: {wall_s / 60:.1f} min"
+    if entries:
+        wall = sum(e["wall_s"] for e in entries)
+        text += (f"; wall time of the {len(entries)} invocation(s) that trained runs: {wall / 60:.1f} min "
+                 f"(started {', '.join(e['started'] for e in entries)})")
+    return text + "."
 
 
 def _plot_ratio(spectra: Mapping[str, tuple[Any, Any]], ref: tuple[Any, Any], path: Path, scale: float,
@@ -1377,7 +1417,8 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         "(a smoke test whose numbers mean nothing); default small")
     p.add_argument("--dry-run", action="store_true", help="list the runs (and whether each is done) without training")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="train N runs at once in separate processes with one torch thread each (default 1)")
+                   help="train N runs at once in separate processes with one torch thread each; a run alone (a "
+                        "pretraining) gets N threads (default 1)")
     p.set_defaults(func=run_compare_cli)
     return p
 

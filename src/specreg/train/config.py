@@ -145,7 +145,9 @@ class TrainConfig:
     checkpoint_every: int = field(default=500, metadata=_help("steps between checkpoints (and one at the end)"))
     keep_checkpoints: int = field(default=2, metadata=_help("checkpoints kept on disk (oldest removed)"))
     num_workers: int = field(default=0, metadata=_help("data-loader worker processes"))
-    threads: int = field(default=0, metadata=_help("CPU threads for torch (0: leave torch's default)"))
+    threads: int = field(default=0, metadata=_help(
+        "CPU threads for torch while training (0: one thread without a GPU, faster per core and "
+        "immune to a busy machine; torch's default with one)"))
     progress_bar: bool = field(default=True, metadata=_help("show a tqdm progress bar"))
     tensorboard: bool = field(default=True, metadata=_help("also log to TensorBoard when it is installed"))
 
