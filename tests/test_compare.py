@@ -297,6 +297,39 @@ def test_table_mean_std_bold_and_marker_against_numpy(tmp_path):
     assert float(spread[3]) == pytest.approx(median_std, rel=5e-2)
 
 
+def test_differences_pair_by_seed_as_scipy_t_tests_do():
+    """† ⇔ p < 0.05: paired by seed when two rows share ≥ 2 seeds (scipy's ttest_rel),
+    otherwise Welch (ttest_ind, equal_var=False); a distance also needs 2× the floor."""
+    from scipy import stats as sps
+
+    from specreg.experiments.compare import difference
+
+    def row(vals: dict[int, float]) -> dict:
+        x = list(vals.values())
+        return {"mean": float(np.mean(x)), "std": float(np.std(x, ddof=1)) if len(x) > 1 else None,
+                "n": len(x), "by_seed": vals}
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(2, 6))
+        seed_effect = rng.normal(0, 1, n)  # shared by both rows: what pairing removes
+        a = seed_effect + rng.normal(0, 0.1, n) + rng.choice([0.0, 0.1, 0.3])
+        b = seed_effect + rng.normal(0, 0.1, n)
+        diff, res = difference("lsd_high_bias", row(dict(enumerate(a))), row(dict(enumerate(b))), None)
+        assert diff == pytest.approx(np.mean(a - b))
+        assert (abs(diff) > res) == (sps.ttest_rel(a, b).pvalue < 0.05)
+        # no seed in common: Welch
+        diff, res = difference("lsd_high_bias", row(dict(enumerate(a))), row({10 + i: v for i, v in enumerate(b)}),
+                               None)
+        assert (abs(diff) > res) == (sps.ttest_ind(a, b, equal_var=False).pvalue < 0.05)
+    base = row({0: 0.30, 1: 0.40, 2: 0.50})
+    shifted = row({0: 0.32, 1: 0.421, 2: 0.519})
+    diff, res = difference("lsd", shifted, base, 0.001)
+    assert diff == pytest.approx(0.02) and res < 0.02  # resolved only because it is paired
+    assert difference("lsd", shifted, base, 0.05)[1] == pytest.approx(0.1)  # the floor bounds it
+    assert difference("lsd", row({0: 0.9}), base, 0.001)[1] is None  # one seed: unknown noise
+
+
 def test_auto_lambda_against_its_grid(tmp_path):
     """The AutoLambda table: best and median of the grid, the auto variant's rank, † only
     where auto − best exceeds twice the resolution; a profile without the grid has no table."""

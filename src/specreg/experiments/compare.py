@@ -1076,23 +1076,52 @@ def aggregate(st: Study, specs: Sequence[RunSpec]) -> dict[str, Any]:
         ok = [r for r in records if r.get("status") == "done"]
         stats = {}
         for key in st.column_keys():
-            vals = [r["metrics"][key] for r in ok if key in r.get("metrics", {})]
-            mean, std = _mean_std(vals)
-            stats[key] = {"mean": mean, "std": std, "n": len(vals)}
+            by_seed = {int(r["seed"]): r["metrics"][key] for r in ok if key in r.get("metrics", {})}
+            mean, std = _mean_std(list(by_seed.values()))
+            stats[key] = {"mean": mean, "std": std, "n": len(by_seed), "by_seed": by_seed}
         rows[v.name] = {"variant": asdict(v), "records": records, "n_done": len(ok),
                         "n_diverged": sum(1 for r in records if r.get("status") == "diverged"), "stats": stats}
     return rows
 
 
-def _resolution(key: str, a: dict[str, Any], b: dict[str, Any], floor: float | None) -> float | None:
-    """The smallest difference of means that the study resolves for ``key``: the larger of
-    the real-vs-real floor (distances only) and the standard error of the difference."""
-    parts = []
-    if key in DISTANCES and floor is not None and math.isfinite(floor):
-        parts.append(abs(floor))
-    if a["std"] is not None and b["std"] is not None:
-        parts.append(math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"]))
-    return max(parts) if parts else None
+def _t975(df: float) -> float:
+    """Two-sided 95 % quantile of Student's t with ``df`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def difference(key: str, a: dict[str, Any], b: dict[str, Any], floor: float | None
+               ) -> tuple[float, float | None]:
+    """``a − b`` for ``key`` and the smallest size of it that the study resolves.
+
+    Paired by seed where both have at least two seeds in common: a seed fixes the data
+    order, the diffusion noise and the sampling noise of every variant, so the per-seed
+    differences d_s = a_s − b_s carry far less noise than either mean; the difference is
+    mean(d) and its 95 % half-width t₀.₉₇₅(n−1)·sd(d)/√n. Otherwise unpaired: the
+    difference of the means with Welch's half-width. For distances the real-vs-real floor
+    also bounds it: the resolution is max(2·floor, half-width). ``None``: not measurable
+    (fewer than two seeds).
+    """
+    common = sorted(set(a.get("by_seed", {})) & set(b.get("by_seed", {})))
+    parts = [2 * abs(floor)] if key in DISTANCES and floor is not None and math.isfinite(floor) else []
+    if len(common) >= 2:
+        d = [a["by_seed"][s] - b["by_seed"][s] for s in common]
+        parts.append(_t975(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)))
+        return statistics.fmean(d), max(parts)
+    diff = a["mean"] - b["mean"]
+    if a["std"] is None or b["std"] is None:  # a single seed: its seed noise is unknown
+        return diff, None
+    va, vb = a["std"] ** 2 / a["n"], b["std"] ** 2 / b["n"]
+    if va + vb > 0:
+        df = (va + vb) ** 2 / (va**2 / (a["n"] - 1) + vb**2 / (b["n"] - 1))
+        parts.append(_t975(df) * math.sqrt(va + vb))
+    return diff, max(parts, default=0.0)
+
+
+def _resolved(key: str, a: dict[str, Any], b: dict[str, Any], floor: float | None) -> bool:
+    diff, res = difference(key, a, b, floor)
+    return res is not None and math.isfinite(diff) and abs(diff) > res
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -1123,8 +1152,7 @@ def results_table(st: Study, rows: Mapping[str, Any], floor: Mapping[str, Any]) 
                 text = f"**{text}**"
             if v.baseline is not None and math.isfinite(s["mean"]):
                 b = rows[v.baseline]["stats"][key]
-                res = _resolution(key, s, b, floor["metrics"].get(key))
-                if res is not None and math.isfinite(b["mean"]) and abs(s["mean"] - b["mean"]) > 2 * res:
+                if math.isfinite(b["mean"]) and _resolved(key, s, b, floor["metrics"].get(key)):
                     text += " †"
             cells.append(text)
         lines.append(_row(cells))
@@ -1160,9 +1188,8 @@ def lambda_grid_table(st: Study, rows: Mapping[str, Any], floor: Mapping[str, An
             best_name, best = min(pts, key=lambda p: _score(key, p[1]["mean"]))
             median = statistics.median(p[1]["mean"] for p in pts)
             rank = 1 + sum(_score(key, p[1]["mean"]) < _score(key, a["mean"]) for p in pts)
-            diff = a["mean"] - best["mean"]
-            res = _resolution(key, a, best, floor["metrics"].get(key))
-            mark = " †" if res is not None and abs(diff) > 2 * res else ""
+            diff, _ = difference(key, a, best, floor["metrics"].get(key))
+            mark = " †" if _resolved(key, a, best, floor["metrics"].get(key)) else ""
             lines.append(_row([auto, key, f"{_fmt(a['mean'])} ± {_fmt(a['std'], 2)}",
                                f"{_fmt(best['mean'])} ({best_name})", _fmt(median), f"{rank} of {len(pts) + 1}",
                                f"{_fmt(diff, 2)}{mark}"]))
@@ -1317,9 +1344,12 @@ def write_report(st: Study, out: Path, specs: Sequence[RunSpec], *, command: str
         "## Results",
         "Mean ± standard deviation over seeds (sample std, n − 1; \"—\" with one seed). ↓ lower is better, "
         "↑ higher is better, →0 closest to zero is best; the best mean per column is **bold**. † marks a mean "
-        "that differs from its baseline's by more than twice the study's resolution for that metric: the larger "
-        "of the real-vs-real noise floor (for distances) and the standard error of the difference over seeds. "
-        "Without †, this study does not resolve the difference.",
+        "whose difference to its baseline's is resolved: larger than twice the real-vs-real noise floor (for "
+        "distances) and than the 95 % half-width of the difference over seeds. The difference is paired by seed "
+        "where both rows share at least two seeds (a seed fixes the data order, the noise and the sampling noise "
+        "of every variant): mean and Student-t half-width of the per-seed differences; otherwise the difference "
+        "of the means with Welch's half-width. With a single seed nothing is marked. Without †, this study does "
+        "not resolve the difference.",
         nl.join(results_table(st, rows, floor)),
         f"Reference: {floor['reference']}. Noise floor: {floor['floor_set']}, against the same reference.",
         nl.join(legend),
@@ -1327,7 +1357,7 @@ def write_report(st: Study, out: Path, specs: Sequence[RunSpec], *, command: str
         *(["## Automatic λ against the λ grid",
            "Does the automatic λ remove the need to tune λ? Per metric: the auto variant's mean ± std, the best "
            "and the median of the grid's means, the auto variant's rank among the grid and itself (1 = best), "
-           "and auto − best († where resolved, as above).",
+           "and auto − best (paired by seed where possible; † where resolved, as above).",
            nl.join(grid_lines)] if (grid_lines := lambda_grid_table(st, rows, floor)) else []),
         *(["## Training curves",
            "The first seed of each from-scratch baseline (and each pretrained model), measured every "
