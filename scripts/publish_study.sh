@@ -13,6 +13,6 @@ for f in "$src"/*.png; do [ -e "$f" ] && cp "$f" "$dst"/; done
     [ -d "$d" ] || continue
     mkdir -p "$OLDPWD/$dst/$d"
     [ -e "$d/samples.png" ] && cp "$d/samples.png" "$OLDPWD/$dst/$d/"
-    ls "$d" | grep '\.wav$' | sort | head -2 | while read -r w; do cp "$d/$w" "$OLDPWD/$dst/$d/"; done
+    { ls "$d" | grep "\.wav$" || true; } | sort | head -2 | while read -r w; do cp "$d/$w" "$OLDPWD/$dst/$d/"; done
   done )
 du -sh "$dst"
