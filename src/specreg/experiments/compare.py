@@ -781,19 +781,17 @@ def _run_lock(run_dir: Path) -> Iterator[None]:
 def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any]:
     """Train one run, sample ``ev.n_samples`` with seed ``ev.sample_seed + seed``, measure,
     and write ``metrics.json`` (the done marker); a pretraining run is only measured along
-    its curve, if it has one. Returns the record written. Holds a lock on the run directory."""
-    with _run_lock(spec.run_dir):
-        return _execute(spec, ev, threads=threads)
+    its curve, if it has one. Returns the record written. Holds a lock on the run directory
+    and runs with ``threads`` torch threads (0: as they are), restored afterwards."""
+    from specreg.train.trainer import torch_threads
+
+    with _run_lock(spec.run_dir), torch_threads(threads):
+        return _execute(spec, ev)
 
 
-def _execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any]:
-    from specreg.train.trainer import TrainingDiverged, torch_threads
+def _execute(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
+    from specreg.train.trainer import TrainingDiverged
 
-    with torch_threads(threads):
-        return _execute_run(spec, ev, TrainingDiverged)
-
-
-def _execute_run(spec: RunSpec, ev: Evaluation, diverged: type[Exception]) -> dict[str, Any]:
     t0 = time.time()
     timing_path = spec.run_dir / "timing.json"
     timing = _read_json(timing_path) or {"train_s": 0.0, "steps": 0}
@@ -802,7 +800,7 @@ def _execute_run(spec: RunSpec, ev: Evaluation, diverged: type[Exception]) -> di
     real = real_sets(spec.config, ev)  # cheap (seconds); a pretraining run needs it only for its curve
     try:
         seconds, steps = _train_with_curve(spec, ev, real) if spec.curve else _train(spec)
-    except diverged as err:
+    except TrainingDiverged as err:
         if spec.protocol == "pretrain":
             raise
         record = {**base, "status": "diverged", "error": str(err)}
@@ -934,7 +932,7 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     return result
 
 
-def _log_invocation(out: Path, command: str, t0: float, *, trained: int) -> list[dict[str, Any]]:
+def _log_invocation(out: Path, command: str, t0: float, *, trained: int) -> None:
     """Append this invocation (start, wall seconds, runs it trained) to ``invocations.json``:
     a study run in several sittings reports the wall time of all of them."""
     path = out / INVOCATIONS_FILE
@@ -942,7 +940,6 @@ def _log_invocation(out: Path, command: str, t0: float, *, trained: int) -> list
     entries.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
                     "wall_s": round(time.time() - t0, 1), "trained": trained, "command": command})
     _write_json(path, entries)
-    return entries
 
 
 def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Any:
@@ -956,7 +953,8 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Any:
         threads = jobs * cpu_threads()
         for spec in specs:
             print(f"[compare] {spec.label}: {spec.protocol}, {spec.status} → {spec.run_dir}", file=log, flush=True)
-            run = spec if not threads else replace(spec, config=_with_threads(spec.config, threads))
+            own = spec.config["train"].get("threads")  # a study's own setting wins
+            run = spec if not threads else replace(spec, config=_with_train(spec.config, threads=own or threads))
             yield spec, execute(run, ev, threads=threads)
         return
     import multiprocessing
@@ -977,16 +975,16 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Any:
             yield spec, record
 
 
-def _with_threads(cfg: dict[str, Any], threads: int) -> dict[str, Any]:
+def _with_train(cfg: dict[str, Any], **train: Any) -> dict[str, Any]:
+    """A copy of the run config ``cfg`` with these ``train`` settings (none of them is part
+    of a run's identity)."""
     cfg = json.loads(json.dumps(cfg))
-    cfg["train"]["threads"] = cfg["train"].get("threads") or threads  # a study's own setting wins
+    cfg["train"].update(train)
     return cfg
 
 
 def _quiet(cfg: dict[str, Any]) -> dict[str, Any]:
-    cfg = json.loads(json.dumps(cfg))
-    cfg["train"]["progress_bar"] = False  # bars of parallel runs would overwrite each other
-    return cfg
+    return _with_train(cfg, progress_bar=False)  # bars of parallel runs would overwrite each other
 
 
 # ============================================================================ the report
@@ -1119,8 +1117,8 @@ def difference(key: str, a: dict[str, Any], b: dict[str, Any], floor: float | No
     return diff, max(parts, default=0.0)
 
 
-def _resolved(key: str, a: dict[str, Any], b: dict[str, Any], floor: float | None) -> bool:
-    diff, res = difference(key, a, b, floor)
+def _resolved(diff: float, res: float | None) -> bool:
+    """Whether a ``difference`` result is resolved (†)."""
     return res is not None and math.isfinite(diff) and abs(diff) > res
 
 
@@ -1152,7 +1150,7 @@ def results_table(st: Study, rows: Mapping[str, Any], floor: Mapping[str, Any]) 
                 text = f"**{text}**"
             if v.baseline is not None and math.isfinite(s["mean"]):
                 b = rows[v.baseline]["stats"][key]
-                if math.isfinite(b["mean"]) and _resolved(key, s, b, floor["metrics"].get(key)):
+                if math.isfinite(b["mean"]) and _resolved(*difference(key, s, b, floor["metrics"].get(key))):
                     text += " †"
             cells.append(text)
         lines.append(_row(cells))
@@ -1188,8 +1186,8 @@ def lambda_grid_table(st: Study, rows: Mapping[str, Any], floor: Mapping[str, An
             best_name, best = min(pts, key=lambda p: _score(key, p[1]["mean"]))
             median = statistics.median(p[1]["mean"] for p in pts)
             rank = 1 + sum(_score(key, p[1]["mean"]) < _score(key, a["mean"]) for p in pts)
-            diff, _ = difference(key, a, best, floor["metrics"].get(key))
-            mark = " †" if _resolved(key, a, best, floor["metrics"].get(key)) else ""
+            diff, res = difference(key, a, best, floor["metrics"].get(key))
+            mark = " †" if _resolved(diff, res) else ""
             lines.append(_row([auto, key, f"{_fmt(a['mean'])} ± {_fmt(a['std'], 2)}",
                                f"{_fmt(best['mean'])} ({best_name})", _fmt(median), f"{rank} of {len(pts) + 1}",
                                f"{_fmt(diff, 2)}{mark}"]))
