@@ -18,11 +18,24 @@ formulation shares: EDM's σ itself; σ = sqrt((1 − ᾱ_t)/ᾱ_t) for DDPM/DDI
 
 The gate g(σ) = 1[σ ≤ sigma_max] switches the term off at high noise, where x̂0 from
 eps-prediction divides by sqrt(ᾱ_t) and is meaningless (and where, per the pilot in the
-project docs, an amplitude loss pulls x̂0 away from the posterior mean).
+project docs, an amplitude loss pulls x̂0 away from the posterior mean). The fade is its
+smooth form, g(σ) = logistic((ln σ_c − ln σ)/w): 1 well below σ_c, ½ at σ_c, 0 well
+above, over a width of w nepers (the LoRA trainers' "t < 0.7" in flow matching is
+σ_c = 0.7/0.3 ≈ 2.33). Gate and fade multiply.
+
+Learned band weights (:class:`BandWeights`, EDM2's learned uncertainty applied per band):
+a loss that splits into bands L_b (``per_band``) is replaced by
+
+    Σ_b [ L_b / exp(u_b(σ)) + u_b(σ) ],
+
+u a small head on the noise level trained with the network. At its stationary point
+exp(u_b) = E[L_b | σ], so every band contributes equally whatever its natural scale;
+the term stays quadratic in x̂0, so a quadratic loss keeps the posterior mean.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -107,6 +120,43 @@ class AutoLambda(nn.Module):
         return f"ratio={self.ratio}, beta={self.beta}"
 
 
+class BandWeights(nn.Module):
+    r"""Learned per-band log-weights u(σ) (EDM2's uncertainty head, one output per band).
+
+        u(σ) = Linear(φ(ln σ / 4)),   φ(c) = √2 · cos(2π (f·c + φ0)),
+
+    with ``features`` frozen random frequencies f ~ N(0, 1) and phases φ0 ~ U[0, 1)
+    (drawn from ``seed``, so every process and every resume gets the same ones) and the
+    linear layer initialised to 0, so training starts from weight 1 for every band. σ is
+    clamped to [1e-8, 1e8] first (σ = 0 and ∞ occur in flow matching at t = 0 and 1).
+    """
+
+    def __init__(self, n_bands: int, features: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        for name, v in (("n_bands", n_bands), ("features", features)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} is not accepted; expected an integer >= 1")
+        g = torch.Generator().manual_seed(int(seed))
+        self.register_buffer("freqs", 2 * math.pi * torch.randn(features, generator=g))
+        self.register_buffer("phases", 2 * math.pi * torch.rand(features, generator=g))
+        self.linear = nn.Linear(features, n_bands)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
+        """u(σ), shape (B, n_bands), for σ of shape (B,)."""
+        c = torch.log(sigma.detach().to(self.freqs.dtype).clamp(1e-8, 1e8)) / 4
+        feats = math.sqrt(2) * torch.cos(c[:, None] * self.freqs + self.phases)
+        return self.linear(feats)
+
+    @torch.no_grad()
+    def weights(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The effective weights exp(−u_b(σ)), (len(σ), n_bands): what each band's error is
+        multiplied by at noise level σ."""
+        return torch.exp(-self(torch.as_tensor(sigma, dtype=self.freqs.dtype, device=self.freqs.device)
+                                .reshape(-1)))
+
+
 LAM_POLICIES = ("edm", "snr")
 LAM_MAX = 1e8
 
@@ -123,9 +173,18 @@ class SpectralRegularizer(nn.Module):
             (σ_max = sqrt((1 − ᾱ_min)/ᾱ_min)). Give at most one of the two.
         sigma_data: σ_data of λ_EDM.
         snr_gamma: with ``lam="snr"``, clip λ at this value (min-SNR-γ).
+        lam_scale: a factor on λ, e.g. 4 with ``lam="edm"`` for 4·λ_EDM(σ).
+        fade_sigma, fade_width: the smooth gate logistic((ln σ_c − ln σ)/w) with
+            σ_c = ``fade_sigma`` (None: no fade) and w = ``fade_width``.
+        band_weights: learned per-band weights (:class:`BandWeights`); ``True`` builds
+            one with a band per ``loss.per_band`` output (the loss must have ``per_band``
+            and ``n_bands``, as ``fourier_l2`` and ``wavelet_l2`` with ``levels=`` do).
+            Its parameters are trained with the network (give ``reg.parameters()`` to
+            the optimizer) and it needs ``sigma``.
 
     Call ``reg(x0_hat, x0, sigma=..., diffusion_loss=...)``; ``sigma`` (B,) is needed by
-    ``"edm"``, ``"snr"`` and the gate, ``diffusion_loss`` (B,) by :class:`AutoLambda`.
+    ``"edm"``, ``"snr"``, the gate, the fade and band weights, ``diffusion_loss`` (B,) by
+    :class:`AutoLambda`.
 
     Example (your own loop, eps-prediction)::
 
@@ -137,7 +196,9 @@ class SpectralRegularizer(nn.Module):
 
     def __init__(self, loss: nn.Module | str, lam: float | str | AutoLambda = 1.0, *,
                  sigma_max: float | None = None, alpha_bar_min: float | None = None,
-                 sigma_data: float = 0.5, snr_gamma: float | None = None, **loss_kwargs) -> None:
+                 sigma_data: float = 0.5, snr_gamma: float | None = None, lam_scale: float = 1.0,
+                 fade_sigma: float | None = None, fade_width: float = 0.5,
+                 band_weights: bool | BandWeights = False, **loss_kwargs) -> None:
         super().__init__()
         if isinstance(loss, str):
             from specreg.losses.registry import build_loss
@@ -167,10 +228,30 @@ class SpectralRegularizer(nn.Module):
         self.sigma_max = None if sigma_max is None else check_positive("sigma_max", sigma_max, allow_zero=True)
         self.sigma_data = check_positive("sigma_data", sigma_data)
         self.snr_gamma = None if snr_gamma is None else check_positive("snr_gamma", snr_gamma)
+        self.lam_scale = check_positive("lam_scale", lam_scale, allow_zero=True)
+        self.fade_sigma = None if fade_sigma is None else check_positive("fade_sigma", fade_sigma)
+        self.fade_width = check_positive("fade_width", fade_width)
+        self.band_weights: BandWeights | None = None
+        if band_weights is True:
+            if not hasattr(loss, "per_band"):
+                raise ValueError(f"band_weights=True needs a loss that splits into bands (per_band), such as "
+                                 f"fourier_l2 or wavelet_l2; {type(loss).__name__} does not")
+            self.band_weights = BandWeights(loss.n_bands)
+        elif isinstance(band_weights, BandWeights):
+            self.band_weights = band_weights
+        elif band_weights is not False:
+            raise ValueError(f"band_weights={band_weights!r} is not accepted; expected True, False or a BandWeights")
 
     @property
     def needs_sigma(self) -> bool:
-        return isinstance(self.lam, str) or self.sigma_max is not None
+        return (isinstance(self.lam, str) or self.sigma_max is not None or self.fade_sigma is not None
+                or self.band_weights is not None)
+
+    def fade(self, sigma: torch.Tensor) -> torch.Tensor:
+        """g(σ) = logistic((ln σ_c − ln σ)/w) (1 without a fade)."""
+        if self.fade_sigma is None:
+            return torch.ones_like(sigma)
+        return torch.sigmoid((math.log(self.fade_sigma) - torch.log(sigma)) / self.fade_width)
 
     def weights(self, sigma: torch.Tensor | None, batch: int, like: torch.Tensor,
                 spectral: torch.Tensor, diffusion_loss: torch.Tensor | None) -> torch.Tensor:
@@ -194,19 +275,34 @@ class SpectralRegularizer(nn.Module):
         # σ = 0 (flow t = 0) makes λ_EDM and SNR infinite while L_S = 0; a finite cap keeps
         # λ·L_S and its gradient finite (0·∞ would be NaN) and never binds in practice
         # (λ_EDM at EDM's σ_min = 0.002 is 2.5e5).
-        lam = lam.clamp(max=LAM_MAX)
+        lam = (lam * self.lam_scale).clamp(max=LAM_MAX)
+        if self.fade_sigma is not None:
+            lam = lam * self.fade(sigma)
         if self.sigma_max is not None:
             lam = torch.where(sigma <= self.sigma_max, lam, torch.zeros_like(lam))
         return lam.to(like.dtype)
 
     def forward(self, x0_hat: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor | None = None, *,
                 diffusion_loss: torch.Tensor | None = None) -> RegularizerOutput:
-        spectral = self.loss(x0_hat, x0)
+        if self.band_weights is None:
+            spectral = self.loss(x0_hat, x0)
+            term = spectral
+        else:
+            if sigma is None:
+                raise ValueError("band_weights need sigma=(B,) noise levels")
+            bands = self.loss.per_band(x0_hat, x0)
+            u = self.band_weights(torch.as_tensor(sigma, device=bands.device).reshape(-1).expand(x0.shape[0]))
+            u = u.to(bands.dtype)
+            spectral = bands.sum(1)
+            term = (bands * torch.exp(-u) + u).sum(1)
         lam = self.weights(sigma, x0.shape[0], spectral, spectral, diffusion_loss)
         # where λ = 0 (gated or λ = 0) the product is exactly 0, never 0·inf
-        value = torch.where(lam > 0, lam * spectral, torch.zeros_like(spectral))
+        value = torch.where(lam > 0, lam * term, torch.zeros_like(term))
         return RegularizerOutput(value=value, spectral=spectral, lam=lam)
 
     def extra_repr(self) -> str:
         lam = self.lam if not isinstance(self.lam, nn.Module) else "AutoLambda"
-        return f"lam={lam!r}, sigma_max={self.sigma_max}, sigma_data={self.sigma_data}"
+        extra = "" if self.lam_scale == 1 else f", lam_scale={self.lam_scale}"
+        if self.fade_sigma is not None:
+            extra += f", fade_sigma={self.fade_sigma}, fade_width={self.fade_width}"
+        return f"lam={lam!r}, sigma_max={self.sigma_max}, sigma_data={self.sigma_data}{extra}"

@@ -411,10 +411,34 @@ class RunSpec:
 
 
 def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What defines a run: its config without volatile train keys and without values equal
+    to their defaults, so adding a config key (with a default) never renames finished runs."""
+    from specreg.train.config import Config
+
     out = json.loads(json.dumps(cfg))
     for key in _VOLATILE_TRAIN_KEYS:
         out["train"].pop(key, None)
+    return _non_default(out, json.loads(json.dumps(Config().to_dict())))
+
+
+def _non_default(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        default = defaults.get(key, _MISSING)
+        if isinstance(value, dict) and isinstance(default, dict) and value and default:
+            value = _non_default(value, default)
+            if value:
+                out[key] = value
+        elif value != default:
+            out[key] = value
     return out
+
+
+_MISSING = object()
+
+
+def _evaluation_identity(ev: dict[str, Any]) -> dict[str, Any]:
+    return _non_default(ev, asdict(Evaluation()))
 
 
 def _hash(obj: Any) -> str:
@@ -441,7 +465,8 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
     data_sections: dict[str, str] = {}
     ev = asdict(study.evaluation)
     curve_ev = {k: ev.pop(k) for k in ("curve_every", "curve_samples")}
-    measured = {**ev, **curve_ev}  # what a run with a curve measures (its done marker's key)
+    measured = _evaluation_identity({**ev, **curve_ev})  # what a run with a curve measures (its done key)
+    ev = _evaluation_identity(ev)
     want_curve = study.evaluation.curve_every > 0
     for v in study.variants:
         for seed in study.seeds:

@@ -10,7 +10,8 @@ from specreg.losses.fourier import (
     FourierAmplitudePhaseLoss,
     PowerSpectrumLoss,
 )
-from specreg.losses.registry import LOSSES, build_loss
+from specreg.losses.quadratic import FourierL2Loss, WaveletL2Loss
+from specreg.losses.registry import LOSSES, build_loss, loss_names
 from specreg.losses.stft import MultiResolutionSTFTLoss
 from specreg.losses.wavelet import WaveletLoss
 
@@ -20,8 +21,11 @@ __all__ = [
     "FocalFrequencyLoss",
     "FourierAmplitudeLoss",
     "FourierAmplitudePhaseLoss",
+    "FourierL2Loss",
     "PowerSpectrumLoss",
     "SpectralLoss",
+    "WaveletL2Loss",
     "WaveletLoss",
     "build_loss",
+    "loss_names",
 ]

@@ -21,6 +21,18 @@ def _wavelet(**kw: Any) -> nn.Module:
     return WaveletLoss(**kw)
 
 
+def _fourier_l2(**kw: Any) -> nn.Module:
+    from specreg.losses.quadratic import FourierL2Loss
+
+    return FourierL2Loss(**kw)
+
+
+def _wavelet_l2(**kw: Any) -> nn.Module:
+    from specreg.losses.quadratic import WaveletL2Loss
+
+    return WaveletL2Loss(**kw)
+
+
 def _mrstft(**kw: Any) -> nn.Module:
     from specreg.losses.stft import MultiResolutionSTFTLoss
 
@@ -43,6 +55,8 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "fourier_ap": _ap("paper"),
     "fourier_ap_weighted": _ap("weighted"),
     "wavelet": _wavelet,
+    "fourier_l2": _fourier_l2,
+    "wavelet_l2": _wavelet_l2,
     "mrstft": _mrstft,
     "psd": PowerSpectrumLoss,
     "ffl": FocalFrequencyLoss,
@@ -52,19 +66,25 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
 _ALIASES = {"haar": ("wavelet", {"wavelet": "haar"}), "bior1.3": ("wavelet", {"wavelet": "bior1.3"})}
 
 
+def loss_names() -> tuple[str, ...]:
+    """Every name :func:`build_loss` accepts (registered losses and their shorthands)."""
+    return tuple(sorted([*LOSSES, *_ALIASES]))
+
+
 def build_loss(name: str, **kwargs: Any) -> nn.Module:
     """Return the loss called ``name`` built with ``kwargs``.
 
     Names: ``fourier_amp`` (Eq. 14), ``fourier_ap`` (Eq. 15 as printed),
     ``fourier_ap_weighted`` (Eq. 15, amplitude-weighted wrap-aware phase), ``wavelet``
-    (Eq. 16; pass ``wavelet="haar"``, ``"bior1.3"``, …), ``mrstft``, ``psd``, ``ffl``;
+    (Eq. 16; pass ``wavelet="haar"``, ``"bior1.3"``, …), ``fourier_l2`` and ``wavelet_l2``
+    (frequency- and band-weighted L2, which keep the posterior mean), ``mrstft``, ``psd``, ``ffl``;
     ``haar`` and ``bior1.3`` are shorthands for the wavelet loss with that family.
     """
     if name in _ALIASES:
         base, extra = _ALIASES[name]
         return LOSSES[base](**{**extra, **kwargs})
     if name not in LOSSES:
-        raise ValueError(f"loss name={name!r} is not accepted; expected one of {sorted([*LOSSES, *_ALIASES])}")
+        raise ValueError(f"loss name={name!r} is not accepted; expected one of {list(loss_names())}")
     try:
         return LOSSES[name](**kwargs)
     except TypeError as e:  # unknown keyword: say which loss and what it takes

@@ -64,3 +64,39 @@ def tidy_log_axis(axis) -> None:
     from matplotlib.ticker import NullFormatter
 
     axis.set_minor_formatter(NullFormatter())
+
+
+def _figure(size: tuple[float, float] = (5.5, 4.0)) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def plot_band_weights(record: Mapping[str, Any], path: str | os.PathLike | None = None) -> Any:
+    """Learned band weights exp(−u_b(σ)) against σ, one line per band, at the newest step
+    of ``record`` (the ``band_weights.json`` a run with ``regularizer.band_weights:
+    learned`` writes: ``{"sigma", "bands", "steps": {step: [band][sigma]}}``); earlier
+    steps thin and grey, so the plot shows whether the weights settled."""
+    steps = sorted(record["steps"], key=int)
+    if not steps:
+        raise ValueError("record has no steps; nothing to plot")
+    sigma = _np(record["sigma"])
+    fig, ax = _figure()
+    for step in steps[:-1]:
+        for w in record["steps"][step]:
+            ax.loglog(sigma, _np(w), color="grey", alpha=0.3, linewidth=0.7)
+    for label, w in zip(record["bands"], record["steps"][steps[-1]]):
+        ax.loglog(sigma, _np(w), label=str(label), linewidth=1.5)
+    tidy_log_axis(ax.xaxis)
+    ax.set_xlabel("noise level σ")
+    ax.set_ylabel("band weight exp(−u_b(σ))")
+    ax.set_title(f"Learned band weights at step {steps[-1]} (grey: earlier)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

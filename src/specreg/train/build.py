@@ -139,7 +139,8 @@ def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: floa
 
         lam = AutoLambda(**reg.auto)
     return SpectralRegularizer(loss, lam=lam, sigma_max=reg.sigma_max, sigma_data=sigma_data,
-                               snr_gamma=reg.snr_gamma)
+                               snr_gamma=reg.snr_gamma, lam_scale=reg.lam_scale, fade_sigma=reg.fade_sigma,
+                               fade_width=reg.fade_width, band_weights=reg.band_weights == "learned")
 
 
 def batch_inputs(batch: Any, cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:

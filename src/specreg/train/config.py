@@ -18,6 +18,7 @@ filled in) is saved to the run directory as ``config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,14 @@ def _choice(*values: Any, help: str = "") -> dict[str, Any]:
 
 def _help(text: str) -> dict[str, Any]:
     return {"help": text}
+
+
+def _loss_names() -> tuple[str, ...]:
+    """The loss registry's names, read when a config is checked (a newly registered loss is
+    accepted without an edit here; torch is imported only then)."""
+    from specreg.losses.registry import loss_names
+
+    return loss_names()
 
 
 @dataclass
@@ -106,15 +115,20 @@ class RegularizerConfig:
     """The spectral term λ·L_S of Eq. 17 (``loss: null`` trains the baseline)."""
 
     loss: str | None = field(default=None, metadata=_choice(
-        None, "none", "fourier_amp", "fourier_ap", "fourier_ap_weighted", "wavelet", "haar", "bior1.3",
-        "mrstft", "psd", "ffl",
-        help="spectral loss name (null: no regularizer, the baseline)"))
+        None, "none", _loss_names, help="spectral loss name (null: no regularizer, the baseline)"))
     lam: float | str = field(default=1.0, metadata=_choice(
         float, "edm", "snr", "auto", help="λ: a constant, 'edm' (λ_EDM(σ)), 'snr' or 'auto' (AutoLambda)"))
     sigma_max: float | None = field(default=None, metadata=_help(
         "apply the term only where σ <= sigma_max (null: everywhere)"))
     snr_gamma: float | None = field(default=None, metadata=_help(
         "with lam: snr, clip λ at this value (min-SNR-γ; null: no clipping)"))
+    lam_scale: float = field(default=1.0, metadata=_help("a factor on λ, e.g. 4 with lam: edm for 4·λ_EDM(σ)"))
+    fade_sigma: float | None = field(default=None, metadata=_help(
+        "smooth gate: weight logistic((ln fade_sigma − ln σ)/fade_width) (null: no fade)"))
+    fade_width: float = field(default=0.5, metadata=_help("width of the fade in nepers of σ"))
+    band_weights: str = field(default="fixed", metadata=_choice(
+        "fixed", "learned", help="learned: per-band weights u(σ) trained with the network (EDM2-style; "
+        "losses with bands: fourier_l2, wavelet_l2 with levels)"))
     options: dict[str, Any] = field(default_factory=dict, metadata=_help(
         "keyword arguments of the loss, e.g. {wavelet: haar, levels: 3}"))
     auto: dict[str, Any] = field(default_factory=dict, metadata=_help(
@@ -248,6 +262,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 
 def _check_choice(key: str, value: Any, choices: tuple[Any, ...]) -> None:
+    choices = tuple(x for c in choices for x in (c() if callable(c) and not isinstance(c, type) else (c,)))
     ok = any((c is float and isinstance(value, float)) or (not isinstance(c, type) and value == c)
              for c in choices)
     if not ok:
@@ -309,6 +324,11 @@ def _check_ranges(cfg: Config) -> None:
         raise ValueError(f"train.betas={cfg.train.betas!r} is not accepted; expected two numbers [β1, β2]")
     if cfg.train.grad_clip is not None and not cfg.train.grad_clip > 0:
         raise ValueError(f"train.grad_clip={cfg.train.grad_clip!r} is not accepted; expected a number > 0 or null")
+    for key in ("lam_scale", "fade_width", "fade_sigma"):
+        value = getattr(cfg.regularizer, key)
+        if value is not None and not (math.isfinite(value) and value >= (0 if key == "lam_scale" else 1e-300)):
+            raise ValueError(f"regularizer.{key}={value!r} is not accepted; expected a finite number "
+                             f"{'>= 0' if key == 'lam_scale' else '> 0'}")
     if isinstance(cfg.regularizer.lam, float) and cfg.regularizer.lam < 0:
         raise ValueError(f"regularizer.lam={cfg.regularizer.lam!r} is not accepted; expected a number >= 0")
     samplers = SAMPLERS[cfg.diffusion.kind]

@@ -331,8 +331,9 @@ class Trainer:
     def _check_resume(self, ckpt: Checkpoint) -> None:
         saved = ckpt.config
         now = self.cfg.to_dict()
+        default = Config().to_dict()  # a key newer than the checkpoint counts as its default
         changed = [f"{s}.{k}" for s in _FIXED_SECTIONS for k in now[s]
-                   if saved.get(s, {}).get(k) != now[s][k]]
+                   if saved.get(s, {}).get(k, default[s][k]) != now[s][k]]
         if changed:
             raise ValueError(
                 f"{self.out_dir} holds a checkpoint of a different run (these settings differ: {changed}); "
@@ -423,7 +424,10 @@ class Trainer:
             formulation.to(acc.device)
         if regularizer is not None:
             regularizer.to(acc.device)
-        optimizer = self._optimizer(model.parameters())
+            _fit_regularizer(regularizer, dataset, cfg)
+        # learned regularizer weights (BandWeights) train with the network
+        reg_params = [] if regularizer is None else [p for p in regularizer.parameters() if p.requires_grad]
+        optimizer = self._optimizer([*model.parameters(), *reg_params])
         ema = EMA(model, t.ema_decay)
         if ckpt is not None:
             model.load_state_dict(ckpt.model)
@@ -508,6 +512,10 @@ class Trainer:
         # every process gets the same numbers, so all stop together on NaN
         loss, diffusion, spectral, lam = acc.reduce(torch.stack(parts).mean(0), reduction="mean").tolist()
         _check_finite(step, loss=loss, diffusion=diffusion, spectral=spectral, lam=lam)
+        if run.world > 1 and run.regularizer is not None:  # outside DDP's module: average by hand
+            for p in run.regularizer.parameters():
+                if p.grad is not None:
+                    p.grad = acc.reduce(p.grad, reduction="mean")
         grad_norm = None
         if t.grad_clip is not None:
             grad_norm = float(acc.clip_grad_norm_(model.parameters(), t.grad_clip))
@@ -533,6 +541,9 @@ class Trainer:
                       "dataset_len": n_items},
                 keep=t.keep_checkpoints,
             )
+            band_weights = getattr(run.regularizer, "band_weights", None)
+            if band_weights is not None:
+                log_band_weights(self.out_dir, step, run.regularizer)
         acc.wait_for_everyone()
         return path
 
@@ -548,6 +559,47 @@ class Trainer:
             save_audio(x, folder / f"step-{step:08d}", cfg.data.sample_rate)
             return folder / f"step-{step:08d}"
         return save_image_grid(x, folder / f"step-{step:08d}.png")
+
+
+BAND_WEIGHTS_FILE = "band_weights.json"
+
+
+def _fit_regularizer(regularizer: nn.Module, dataset: Dataset, cfg: Config, n: int = 512) -> None:
+    """Give a loss that estimates something from data (``fourier_l2`` with
+    ``weights="whiten"``: the data's spectrum) the first ``n`` training items. Runs before
+    a checkpoint is loaded, so a resumed run loads the same values it computes here."""
+    loss = getattr(regularizer, "loss", None)
+    if loss is None or not getattr(loss, "needs_fit", False):
+        return
+    count = min(n, len(dataset))
+    x0 = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(count)])
+    loss.fit(x0.to(next(iter(loss.buffers())).device))
+
+
+def log_band_weights(out_dir: Path, step: int, regularizer: nn.Module, n_sigma: int = 25) -> Path:
+    """Append the learned band weights exp(−u_b(σ)) on a σ grid (0.002 … 80, log-spaced) at
+    ``step`` to ``out_dir/band_weights.json`` and redraw ``band_weights.png``."""
+    from specreg.metrics.plots import plot_band_weights
+
+    path = out_dir / BAND_WEIGHTS_FILE
+    sigma = torch.logspace(math.log10(0.002), math.log10(80.0), n_sigma, dtype=torch.float64)
+    head = regularizer.band_weights
+    w = head.weights(sigma.to(head.freqs.dtype)).cpu().double()
+    labels = regularizer.loss.band_labels() if hasattr(regularizer.loss, "band_labels") else \
+        [f"band {b}" for b in range(w.shape[1])]
+    record = {"sigma": sigma.tolist(), "bands": labels, "steps": {}}
+    if path.is_file():
+        try:
+            record["steps"] = json.loads(path.read_text()).get("steps", {})
+        except json.JSONDecodeError:
+            pass
+    record["steps"][str(step)] = w.T.tolist()  # [band][sigma]
+    record["steps"] = {k: record["steps"][k] for k in sorted(record["steps"], key=int) if int(k) <= step}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+    plot_band_weights(record, out_dir / "band_weights.png")
+    return path
 
 
 def _check_finite(step: int, **parts: float) -> None:

@@ -107,6 +107,20 @@ def _radial_index_cpu(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tenso
     return index, counts, freqs
 
 
+@lru_cache(maxsize=64)
+def _radial_frequency_cpu(shape: tuple[int, ...]) -> torch.Tensor:
+    grids = [torch.fft.rfftfreq(n, dtype=torch.float64) if i == len(shape) - 1
+             else torch.fft.fftfreq(n, dtype=torch.float64) for i, n in enumerate(shape)]
+    return torch.sqrt(sum(g**2 for g in torch.meshgrid(*grids, indexing="ij")))
+
+
+def radial_frequency(spatial_shape: tuple[int, ...]) -> torch.Tensor:
+    """|f| of every ``rfftn`` bin of a signal of ``spatial_shape``, in cycles per sample
+    (float64, CPU, the rfft grid's shape): 0 at DC, 0.5 at the Nyquist frequency of an
+    axis, up to 0.5·√ndim in the corners."""
+    return _radial_frequency_cpu(tuple(int(s) for s in spatial_shape))
+
+
 def radial_bins(spatial_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Radial binning of the ``rfftn`` grid of a signal of ``spatial_shape``.
 
