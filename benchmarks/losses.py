@@ -108,10 +108,15 @@ def main() -> None:
     def fft_floor(x_hat, x0, ndim):
         return lambda: rfftn(x_hat, ndim).abs().mean() + rfftn(x0, ndim).abs().mean()
 
-    # Fourier losses: no peer implements Eq. 14/15; report the floor ratio.
+    # Fourier losses: no peer implements Eq. 14/15 or the weighted L2; report the floor ratio.
+    fourier = {"fourier_amp": ("fourier_amp", {}), "fourier_ap": ("fourier_ap", {}),
+               "fourier_ap_weighted": ("fourier_ap_weighted", {}), "psd": ("psd", {}), "ffl": ("ffl", {}),
+               "fourier_l2 (flat)": ("fourier_l2", {}), "fourier_l2 power p=2": ("fourier_l2", {"weights": "power"}),
+               "fourier_l2 whiten": ("fourier_l2", {"weights": "whiten"})}
     for data, (xh, x0, ndim) in {"image 64×3×64×64": (img_hat, img0, 2), "audio 16×1×16000": (aud_hat, aud0, 1)}.items():
-        cands = {n: (lambda l=build_loss(n, ndim=ndim).to(dev): l(xh, x0).mean()) for n in
-                 ["fourier_amp", "fourier_ap", "fourier_ap_weighted", "psd", "ffl"]}
+        built = {n: build_loss(k, ndim=ndim, **kw).to(dev) for n, (k, kw) in fourier.items()}
+        built["fourier_l2 whiten"].fit(x0.detach())
+        cands = {n: (lambda l=built[n]: l(xh, x0).mean()) for n in fourier}
         cands["floor: two FFTs"] = fft_floor(xh, x0, ndim)
         peer_name = None
         if ndim == 2:
@@ -125,7 +130,7 @@ def main() -> None:
                 print(f"skipping focal_frequency_loss: {e}")
         t = run_group(cands, args.repeats, dev)
         floor = t["floor: two FFTs"]
-        for n in ["fourier_amp", "fourier_ap", "fourier_ap_weighted", "psd", "ffl"]:
+        for n in fourier:
             if n == "ffl" and peer_name:
                 rows.append((data, n, t[n], peer_name, t[peer_name], t[n] / floor))
             else:
@@ -149,6 +154,12 @@ def main() -> None:
                      t[best_peer] if best_peer else float("nan"), t["ours (zero)"] / t["floor: one DWT (ours, zero)"]))
         rows.append(("image 64×3×64×64", f"wavelet {wave} L3 (periodization)", t["ours (periodization)"], "—",
                      float("nan"), t["ours (periodization)"] / t["floor: one DWT (ours, zero)"]))
+        if wave == "haar":  # the L2 family takes orthogonal wavelets only
+            l2 = build_loss("wavelet_l2", wavelet=wave, levels=3, gamma=[1.0, 2.0, 4.0]).to(dev)
+            t2 = run_group({"l2": lambda: l2(img_hat, img0).mean(),
+                            "floor": cands["floor: one DWT (ours, zero)"]}, args.repeats, dev)
+            rows.append(("image 64×3×64×64", "wavelet_l2 haar L3 γ=1,2,4 (periodization)", t2["l2"], "—",
+                         float("nan"), t2["l2"] / t2["floor"]))
         for p in peers:
             print(f"  {wave}: {p}: {t[p]:.2f} ms")
 

@@ -3,7 +3,7 @@
 # Writes runs/demo/report.md (sample grids, radial power spectra, log-spectral distances).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SPECREG_EXTRAS=audio-metrics bash scripts/setup.sh
+SPECREG_EXTRAS=all bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
 specreg demo --out "${1:-runs/demo}"

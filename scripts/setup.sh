@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine (Python >= 3.10 with pip; Debian/Ubuntu for the data).
 # Creates .venv, installs the CPU build of PyTorch first (so no dependency pulls a
-# multi-GB CUDA build), then specreg with the extras named in $SPECREG_EXTRAS.
+# multi-GB CUDA build), then specreg with the extras named in $SPECREG_EXTRAS
+# (pyproject.toml: train, metrics, audio, all; test = all + the test and docs tools).
 # Re-running is cheap: everything already present is skipped by pip/apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: set-up (idempotent), then pytest.
+# The whole test suite on a fresh machine: set-up (idempotent), then pytest. The suite also
+# builds the sdist and wheel (twine check), the API reference (Sphinx, warnings as errors)
+# and a core-only environment (tests/test_packaging.py, test_docs.py, test_install.py).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k wavelet`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -15,3 +15,13 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo(request):
+    """torch.compile keeps at most 8 compiled versions of one function (e.g. the losses'
+    shared ``forward``); tests that compile start from an empty cache, so their order and
+    number in a session do not matter."""
+    if "compile" in request.node.name:
+        torch._dynamo.reset()
+    yield

@@ -139,3 +139,92 @@ def test_weights_only_loader(tmp_path):
     raw = ck.load_weights(path, ema=False)
     assert all(torch.equal(raw[k], v) for k, v in model.state_dict().items())
     assert all(torch.equal(ck.load_weights(path)[k], v) for k, v in ema.items())
+
+
+# --------------------------------------------------------------------------- integrity
+
+def _zero_block(path, size=4096):
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2
+    data[start:start + size] = bytes(min(size, len(data) - start))
+    path.write_bytes(bytes(data))
+
+
+def _patch_nans(path, n=16):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    key = max(tensors, key=lambda k: tensors[k].numel())
+    tensors[key].view(-1)[:n] = float("nan")
+    save_file(tensors, str(path), metadata={"step": "3"})  # a well-formed file, other bytes
+
+
+@pytest.mark.parametrize("damage", ["zeroed 4 KB", "16 NaNs", "truncated", "optimizer zeroed"])
+def test_checkpoint_changed_after_writing_is_refused_and_skipped(tmp_path, damage):
+    model, opt = _trained_pair()
+    for step in (1, 2, 3):
+        _save(tmp_path, step, model, opt)
+    newest = tmp_path / "step-00000003"
+    weights = newest / "model.safetensors"
+    if damage == "zeroed 4 KB":
+        _zero_block(weights)
+    elif damage == "16 NaNs":
+        _patch_nans(weights)
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    else:
+        _zero_block(newest / "optimizer.safetensors", 64)
+    with pytest.raises(ValueError, match="unreadable: (model|optimizer).safetensors (does not match the SHA-256|has)"):
+        ck.load_checkpoint(newest)
+    ckpt, skipped = ck.find_latest(tmp_path)
+    assert ckpt.step == 2 and [p.name for p, _ in skipped] == ["step-00000003"]
+    if damage != "optimizer zeroed":  # sampling reads the weights only
+        with pytest.raises(ValueError, match="unreadable"):
+            ck.load_weights(newest)
+    path, _, skipped = ck.latest_weights(tmp_path)
+    assert path.name == ("step-00000003" if damage == "optimizer zeroed" else "step-00000002")
+
+
+def test_manifest_records_every_file_and_one_file_mode(tmp_path):
+    import hashlib
+    import os
+    import stat
+
+    model, opt = _trained_pair()
+    path = _save(tmp_path, 1, model, opt)
+    manifest = json.loads((path / ck.MANIFEST).read_text())
+    assert sorted(manifest["files"]) == sorted(ck.PAYLOAD)
+    for name, entry in manifest["files"].items():
+        data = (path / name).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {name: stat.S_IMODE((path / name).stat().st_mode) for name in ck.FILES}
+    assert set(modes.values()) == {0o666 & ~umask}, modes  # safetensors alone would write 0600
+
+
+def test_format_1_checkpoints_without_manifest_still_load(tmp_path):
+    model, opt = _trained_pair()
+    path = _save(tmp_path, 4, model, opt)
+    (path / ck.MANIFEST).unlink()
+    state = json.loads((path / "state.json").read_text())
+    (path / "state.json").write_text(json.dumps({**state, "format": 1}))
+    assert ck.load_checkpoint(path).step == 4
+    assert ck.load_weights(path).keys() == model.state_dict().keys()
+    # a format-2 checkpoint without its manifest is incomplete
+    path5 = _save(tmp_path, 5, model, opt)
+    (path5 / ck.MANIFEST).unlink()
+    with pytest.raises(ValueError, match="incomplete: missing \\['manifest.json'\\]"):
+        ck.load_checkpoint(path5)
+
+
+def test_set_aside_hides_a_checkpoint_from_listing_and_pruning(tmp_path):
+    model, opt = _trained_pair()
+    for step in (1, 5):
+        _save(tmp_path, step, model, opt, keep=2)
+    moved = ck.set_aside(tmp_path / "step-00000005")
+    assert moved.name == "corrupt-step-00000005" and moved.is_dir()
+    _save(tmp_path, 2, model, opt, keep=2)
+    _save(tmp_path, 3, model, opt, keep=2)
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["step-00000002", "step-00000003"]
+    assert moved.is_dir()  # never pruned

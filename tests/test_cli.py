@@ -128,30 +128,88 @@ def _numpy_lsd(p: np.ndarray, q: np.ndarray, lo: float = 0.0) -> float:
 
 
 def test_demo_quick_writes_a_consistent_report(tmp_path):
+    """The demo is the shipped study `demo` run by the compare harness; its short report
+    quotes numbers that numpy recomputes from the saved samples and the documented crops."""
     from specreg.data.images import TextureCrops
-    from specreg.demo import FLOOR, HIGH_BAND, REFERENCE_N, run_demo
+    from specreg.experiments.results import StudyResults
 
     out = tmp_path / "demo"
-    report = run_demo(out, threads=1, quick=True,
-                      overrides=["train.steps=3", "train.batch_size=4", "sample.n=8", "sample.steps=2",
-                                 "train.progress_bar=false"])
-    text = report.read_text()
-    for name in ("baseline", "fourier_ap", "haar", FLOOR, "real (held-out rows)", "## Reading"):
+    assert main(["demo", "--out", str(out), "--quick", "--jobs", "1", "train.steps=3", "train.batch_size=4",
+                 "sample.steps=2", "train.progress_bar=false"]) == 0
+    text = (out / "report.md").read_text()
+    for name in ("baseline", "fourier_ap", "haar", "real vs real", "## Reading", "study_report.md"):
         assert name in text
-    for png in ("samples_real.png", "samples_baseline.png", "samples_haar.png", "spectra.png",
-                "spectra_ratio.png"):
+    for png in ("real/samples.png", "runs/baseline/seed0/eval/samples.png", "runs/haar/seed0/eval/samples.png",
+                "spectra.png", "spectra_ratio.png"):
         assert (out / png).stat().st_size > 0
-    numbers = json.loads((out / "lsd.json").read_text())
-    # the report's numbers, recomputed with numpy from the same images
-    reference = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=REFERENCE_N, seed=1, split="train")])
-    floor_set = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=8, seed=2, split="train")])
+    res = StudyResults.load(out / "results.json")
+    n = res.study["evaluation"]["n_samples"]
+    reference = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=2048, seed=1, split="train")])
+    floor_set = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=n, seed=2, split="train")])
     q = _numpy_radial_power(reference)
-    for name, x in ((FLOOR, floor_set),
-                    ("baseline", np.load(out / "baseline" / "samples.npy"))):
-        p = _numpy_radial_power(x)
-        assert numbers[name]["lsd"] == pytest.approx(_numpy_lsd(p, q), rel=1e-6)
-        assert numbers[name]["lsd_high"] == pytest.approx(_numpy_lsd(p, q, lo=HIGH_BAND[0]), rel=1e-6)
+    p = _numpy_radial_power(floor_set)
+    assert res.floor_value("lsd") == pytest.approx(_numpy_lsd(p, q), rel=1e-6)
+    assert res.floor_value("lsd_upper") == pytest.approx(_numpy_lsd(p, q, lo=0.25), rel=1e-6)
+    p = _numpy_radial_power(np.load(out / "runs" / "baseline" / "seed0" / "eval" / "samples.npy"))
+    base = res.rows["baseline"].stats
+    assert base["lsd"].mean == pytest.approx(_numpy_lsd(p, q), rel=1e-6)
+    assert base["lsd_high"].mean == pytest.approx(_numpy_lsd(p, q, lo=1 / 3), rel=1e-6)
     # three steps from scratch are nowhere near the data, and the reading quotes the numbers
-    assert numbers["baseline"]["lsd"] > 5 * numbers[FLOOR]["lsd"]
-    assert f"baseline {numbers['baseline']['lsd_high']:.3f}" in text
-    assert f"floor {numbers[FLOOR]['lsd_high']:.3f}" in text
+    assert base["lsd"].mean > 5 * res.floor_value("lsd")
+    assert f"baseline {base['lsd_upper'].mean:.3f}" in text
+    assert f"floor {res.floor_value('lsd_upper'):.3f}" in text
+
+
+# --------------------------------------------------------------------------- hardening (issue 17)
+
+def _tiny_run(tmp_path, steps: int = 4):
+    from specreg.train.config import config_from_dict
+    from specreg.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(config_from_dict({**TINY, "train": {**TINY["train"], "steps": steps}}), run).fit()  # checkpoints 2, 4
+    return run
+
+
+def test_sample_falls_back_past_an_unreadable_checkpoint(capsys, tmp_path):
+    run = _tiny_run(tmp_path)
+    weights = run / "checkpoints" / "step-00000004" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated: safetensors' "incomplete metadata"
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "s"), "--steps", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "skipping checkpoint" in err and "step-00000004 is unreadable" in err and "Traceback" not in err
+    assert "of step 2" in out
+    # nothing readable: one line that says so
+    weights = run / "checkpoints" / "step-00000002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1])
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "s2")]) == 2
+    err = capsys.readouterr().err
+    assert "error: none of the 2 checkpoints" in err and "is readable" in err
+
+
+@pytest.mark.parametrize("case", ["missing folder", "empty folder", "unreadable file", "fashion root"])
+def test_missing_or_broken_data_is_a_one_line_error(case, capsys, tmp_path):
+    folder = tmp_path / "images"
+    if case != "missing folder":
+        folder.mkdir()
+    if case == "unreadable file":
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "good.png")
+        (folder / "text.png").write_text("not an image")
+    overrides = {"missing folder": ["data.kind=image_folder", f"data.root={folder}"],
+                 "empty folder": ["data.kind=image_folder", f"data.root={folder}"],
+                 "unreadable file": ["data.kind=image_folder", f"data.root={folder}", "data.size=8"],
+                 "fashion root": ["data.kind=fashion_mnist", f"data.root={folder}"]}[case]
+    assert main(["train", "demo", "--out", str(tmp_path / "run"), *overrides]) == 2
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert first.startswith("specreg train: error: ") and "Traceback" not in err
+    want = {"missing folder": f"data.root='{folder}' (data.kind=image_folder): image folder root='{folder}' "
+                              "does not exist",
+            "empty folder": "no image files",
+            "unreadable file": "holds 1 of 2 image files that cannot be read: text.png",
+            "fashion root": "Fashion-MNIST files ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'] "
+                            f"not found in '{folder}'"}[case]
+    assert want in first
+    assert "download=True" not in err  # a config cannot download
+    assert not (tmp_path / "run" / "checkpoints").exists()

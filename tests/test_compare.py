@@ -17,19 +17,16 @@ import yaml
 
 from specreg.data.audio import ASTERISK_ROOT
 from specreg.data.images import FASHION_MNIST_ROOT, TextureCrops
-from specreg.experiments.compare import (
-    DONE_FILE,
-    RunSpec,
-    add_compare_parser,
-    load_study,
-    plan_runs,
-    run_compare,
-    write_report,
-)
+from specreg.experiments.commands import add_compare_parser
+from specreg.experiments.compare import DONE_FILE, RunSpec, load_study, plan_runs, rerender, run_compare
+from specreg.experiments.results import StudyResults, collect
+from specreg.experiments.runner import measure_floor
+from specreg.experiments.stats import Stat
 from specreg.train.checkpoint import list_checkpoints
 from safetensors.torch import load_file
 
 STUDIES = Path(__file__).resolve().parents[1] / "configs" / "studies"
+SHIPPED = Path(__file__).resolve().parents[1] / "src" / "specreg" / "configs" / "studies"
 TINY_OVERRIDES = [
     "data.n=64", "model.model_channels=8", "model.channel_mult=[1, 2]", "train.batch_size=8",
     "train.warmup_steps=0", "train.log_every=1", "train.checkpoint_every=50", "train.tensorboard=false",
@@ -117,33 +114,40 @@ def number(cell: str) -> float:
     return float(re.match(r"\**(-?[0-9.e+-]+)", cell).group(1))
 
 
+def results_of(study, specs, out) -> StudyResults:
+    """The typed results of a study whose run records are on disk (no training)."""
+    floor = measure_floor(study.evaluation, out, [s for s in specs if s.protocol != "pretrain"][0].config)
+    return collect(study, specs, floor, out, command="specreg compare x --out y", wall_s=1.0)
+
+
 # ----------------------------------------------------------------------------- end to end
 
 
 def test_report_has_table_command_and_versions(tiny_run):
     _, out, result = tiny_run
-    text = result.report.read_text()
+    res = result.results
     assert result.report == out / "report.md"
-    rows = table_rows(text)
+    assert res.columns == ["lsd", "lsd_high", "lsd_high_bias"]
+    for name in ("baseline", "haar"):
+        for key in res.columns:  # one seed: a mean and no std
+            s = res.rows[name].stats[key]
+            assert s.n == 1 and s.std is None and np.isfinite(s.mean)
+    assert "specreg compare" in res.command and "--profile tiny" in res.command
+    assert {"python", "torch", "numpy", "specreg"} <= set(res.versions)
+    text = result.report.read_text()
     header = next(line for line in text.splitlines() if line.startswith("| variant"))
     assert "lsd ↓" in header and "lsd_high ↓" in header and "lsd_high_bias →0" in header
-    for name in ("baseline", "haar"):
-        assert name in rows
-        for cell in rows[name][3:6]:  # one seed: a mean and no std
-            assert re.fullmatch(r"\**-?[0-9.]+(e[+-]?\d+)? ± —\**( †)?", cell), cell
-    assert "specreg compare" in text and "--profile tiny" in text
-    for package in ("python 3.", "torch ", "numpy ", "specreg "):
-        assert package in text
+    assert res.command in text and "s / step" in text
     assert (out / "spectra.png").is_file() and (out / "real" / "samples.png").is_file()
     assert (out / "runs" / "haar" / "seed0" / "eval" / "samples.png").is_file()
-    assert "s / step" in text
+    assert StudyResults.load(out / "results.json").to_dict() == res.to_dict()
 
 
 def test_metrics_match_numpy_on_saved_samples(tiny_run):
     """The stored LSD is that of the saved samples against the documented reference crops."""
     _, out, result = tiny_run
+    res = result.results
     reference = crops(16, seed=1)
-    rows = table_rows(result.report.read_text())
     for name in ("baseline", "haar"):
         run = out / "runs" / name / "seed0"
         x = np.load(run / "eval" / "samples.npy").astype(np.float64)
@@ -153,12 +157,35 @@ def test_metrics_match_numpy_on_saved_samples(tiny_run):
         metrics = json.loads((run / DONE_FILE).read_text())["metrics"]
         assert metrics["lsd"] == pytest.approx(lsd, rel=1e-6)
         assert metrics["lsd_high"] == pytest.approx(lsd_high, rel=1e-6)
-        assert number(rows[name][3]) == pytest.approx(lsd, rel=1e-3)
-        assert number(rows[name][5]) == pytest.approx(bias_high, rel=1e-3)
+        assert res.rows[name].stats["lsd"].mean == pytest.approx(lsd, rel=1e-6)
+        assert res.rows[name].stats["lsd_high_bias"].mean == pytest.approx(bias_high, rel=1e-6)
     # the noise floor: 8 other held-out crops against the same reference
     floor_lsd, _ = numpy_lsd(crops(8, seed=2), reference)
-    floor_row = next(v for k, v in rows.items() if k.startswith("real vs real"))
-    assert number(floor_row[3]) == pytest.approx(floor_lsd, rel=1e-3)
+    assert res.floor_value("lsd") == pytest.approx(floor_lsd, rel=1e-6)
+
+
+def test_eval_of_a_compare_run_reproduces_its_metrics(tiny_run, tmp_path):
+    """`specreg eval RUN_DIR` on a run that compare measured scores it against the same
+    reference items with the same metrics and seeds: the numbers are identical."""
+    from specreg.cli import main
+
+    _, out, _ = tiny_run
+    run = out / "runs" / "haar" / "seed0"
+    recorded = json.loads((run / DONE_FILE).read_text())["metrics"]
+    assert main(["eval", str(run), "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert again["metrics"] == recorded  # exactly, not approximately
+    assert main(["eval", str(run), "--reference", "textures", "--out", str(tmp_path / "f"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "f" / "metrics.json").read_text())["metrics"] == recorded
+
+
+def test_report_renders_from_results_json_alone(tiny_run, tmp_path):
+    _, out, result = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "runs")  # nothing but results.json (and the images it links)
+    before = result.report.read_text()
+    assert rerender(copy).read_text() == before
 
 
 def test_second_invocation_skips_finished_runs(tiny_run):
@@ -170,29 +197,38 @@ def test_second_invocation_skips_finished_runs(tiny_run):
     assert [s.status for s in again.runs] == ["done", "done"]
     assert {p: p.stat().st_mtime_ns for p in done} == done
     assert sorted(str(p) for p in (out / "runs").rglob("step-*")) == ckpts
-    report = again.report.read_text()
-    assert "baseline" in report
+    assert "baseline" in again.results.rows
     # the wall time reported is that of the invocation that trained, not of this re-run
     calls = json.loads((out / "invocations.json").read_text())
     assert calls[0]["trained"] == 2 and calls[-1]["trained"] == 0
     assert re.search(rf"wall time of the 1 invocation\(s\) that trained runs: {calls[0]['wall_s'] / 60:.1f} min",
-                     report)
+                     again.report.read_text())
 
 
-def fake_record(spec: RunSpec) -> dict:
+def test_records_of_earlier_versions_count_as_done(tiny_run, tmp_path):
+    """A run measured before the record was called run.json (metrics.json) is not retrained."""
+    study, out, _ = tiny_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    for rec in (copy / "runs").rglob(DONE_FILE):
+        rec.rename(rec.with_name("metrics.json"))
+    assert [s.status for s in plan_runs(load_study(study, "tiny"), copy)] == ["done", "done"]
+
+
+def fake_record(spec: RunSpec, values: dict | None = None) -> dict:
     """Write and return a finished run's record without training (for tests of the order)."""
     record = {"key": spec.key, "status": "done", "seed": spec.seed, "variant": spec.variant,
-              "metrics": {"lsd": 0.1, "lsd_high": 0.2, "lsd_high_bias": 0.0},
+              "metrics": values or {"lsd": 0.1, "lsd_high": 0.2, "lsd_high_bias": 0.0},
               "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17},
               "timing": {"train_s": 1.0, "steps": 1}}
-    (spec.run_dir / DONE_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (spec.run_dir / DONE_FILE).write_text(json.dumps(record))
+    spec.record_path.parent.mkdir(parents=True, exist_ok=True)
+    spec.record_path.write_text(json.dumps(record))
     return record
 
 
 def test_runs_train_seed_by_seed(tmp_path, monkeypatch):
     """Every variant trains at the first seed before any trains at the next, so a study
-    stopped part-way compares all its variants; the report marks the missing seeds."""
+    stopped part-way compares all its variants; the results count the seeds done."""
     import specreg.experiments.compare as compare
 
     order: list[str] = []
@@ -208,10 +244,16 @@ def test_runs_train_seed_by_seed(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_compare(study, tmp_path / "out", "tiny")
     assert order == ["baseline/seed0", "haar/seed0", "baseline/seed1"]
-    specs = plan_runs(load_study(study, "tiny"), tmp_path / "out")
-    report = write_report(load_study(study, "tiny"), tmp_path / "out", specs, command="c", wall_s=1.0).read_text()
-    rows = table_rows(report)
-    assert "1/3" in rows["baseline"][2] and "1/3" in rows["haar"][2]
+    st = load_study(study, "tiny")
+    res = results_of(st, plan_runs(st, tmp_path / "out"), tmp_path / "out")
+    assert res.rows["baseline"].n_done == 1 and res.rows["haar"].n_done == 1
+    assert "| 1/3 |" in rerender_text(res, tmp_path)
+
+
+def rerender_text(res: StudyResults, out: Path) -> str:
+    from specreg.experiments.report import render
+
+    return render(res, out, draw=False)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -252,11 +294,11 @@ def test_parser_help_and_defaults(capsys):
     sub = parser.add_subparsers(dest="command", required=True)
     add_compare_parser(sub)
     args = parser.parse_args(["compare", "study.yaml", "--out", "o"])
-    assert (args.profile, args.jobs, args.dry_run) == ("small", 1, False)
+    assert (args.profile, args.jobs, args.dry_run, args.report_only) == ("small", 1, False, False)
     with pytest.raises(SystemExit):
         parser.parse_args(["compare", "--help"])
     text = capsys.readouterr().out
-    for option in ("--out", "--profile", "--dry-run", "--jobs", "tiny", "full"):
+    for option in ("--out", "--profile", "--dry-run", "--jobs", "--report-only", "tiny", "full"):
         assert option in text
     args = parser.parse_args(["compare", "study.yaml", "--out", "o", "--jobs", "0"])
     with pytest.raises(ValueError, match="--jobs=0"):
@@ -266,35 +308,36 @@ def test_parser_help_and_defaults(capsys):
 # ----------------------------------------------------------------------------- statistics
 
 
-def test_table_mean_std_bold_and_marker_against_numpy(tmp_path):
-    """Fabricated per-seed results: the table shows numpy's mean ± sample std, the best mean
-    in bold, and † only where the difference exceeds twice the resolution."""
+def fabricate(study, out: Path, values: dict[str, list[float]], metrics) -> StudyResults:
+    """Records with the given per-seed values for every run of ``study``; their results."""
+    specs = plan_runs(study, out)
+    for spec in specs:
+        fake_record(spec, metrics(values[spec.variant][spec.seed]))
+    return results_of(study, specs, out)
+
+
+def test_table_mean_std_best_and_marker_against_numpy(tmp_path):
+    """Fabricated per-seed results: numpy's mean ± sample std, the best mean, and a resolved
+    difference only where it exceeds the resolution; the table shows the same."""
     study = load_study(tiny_study(seeds=[0, 1, 2], variants=[
         {"name": "baseline"}, {"name": "far", "overrides": ["regularizer.loss=haar"]},
         {"name": "near", "overrides": ["regularizer.loss=fourier_amp"]}]), "tiny")
-    specs = plan_runs(study, tmp_path)
     values = {"baseline": [0.30, 0.32, 0.34], "far": [0.10, 0.11, 0.12], "near": [0.29, 0.33, 0.31]}
-    for spec in specs:
-        v = values[spec.variant][spec.seed]
-        record = {"key": spec.key, "status": "done", "seed": spec.seed, "variant": spec.variant,
-                  "metrics": {"lsd": v, "lsd_high": 2 * v, "lsd_high_bias": -v},
-                  "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17},
-                  "timing": {"train_s": 1.0, "steps": 1}}
-        spec.run_dir.mkdir(parents=True)
-        (spec.run_dir / DONE_FILE).write_text(json.dumps(record))
-    report = write_report(study, tmp_path, specs, command="specreg compare x --out y", wall_s=1.0).read_text()
-    rows = table_rows(report)
+    res = fabricate(study, tmp_path, values, lambda v: {"lsd": v, "lsd_high": 2 * v, "lsd_high_bias": -v})
     for name, vals in values.items():
-        mean, std = np.mean(vals), np.std(vals, ddof=1)
-        m, s = re.match(r"\**([0-9.]+) ± ([0-9.e-]+)", rows[name][3]).groups()
-        assert float(m) == pytest.approx(mean, rel=1e-3) and float(s) == pytest.approx(std, rel=1e-2)
-    assert rows["far"][3].startswith("**") and not rows["baseline"][3].startswith("**")
+        s = res.rows[name].stats["lsd"]
+        assert s.mean == pytest.approx(np.mean(vals)) and s.std == pytest.approx(np.std(vals, ddof=1))
+        assert s.by_seed == dict(enumerate(vals))
+    assert res.is_best("far", "lsd") and not res.is_best("baseline", "lsd")
+    assert res.is_best("baseline", "lsd_high_bias") is False  # closest to zero wins for a bias:
+    assert res.is_best("far", "lsd_high_bias")
     # far differs by 0.21 (≫ floor and seed error), near by 0.01 (within the seed error)
-    assert rows["far"][3].endswith("†") and not rows["near"][3].endswith("†")
+    assert res.versus_baseline("far", "lsd")[2] and not res.versus_baseline("near", "lsd")[2]
+    assert res.versus_baseline("baseline", "lsd") is None
+    assert res.median_spread("lsd") == pytest.approx(np.median([np.std(v, ddof=1) for v in values.values()]))
+    rows = table_rows(rerender_text(res, tmp_path))
+    assert rows["far"][3].startswith("**") and rows["far"][3].endswith("†") and not rows["near"][3].endswith("†")
     assert "3/3" in rows["baseline"][2]
-    median_std = np.median([np.std(v, ddof=1) for v in values.values()])
-    spread = next(v for k, v in rows.items() if k.startswith("seed spread"))
-    assert float(spread[3]) == pytest.approx(median_std, rel=5e-2)
 
 
 def test_differences_pair_by_seed_as_scipy_t_tests_do():
@@ -302,12 +345,10 @@ def test_differences_pair_by_seed_as_scipy_t_tests_do():
     otherwise Welch (ttest_ind, equal_var=False); a distance also needs 2× the floor."""
     from scipy import stats as sps
 
-    from specreg.experiments.compare import difference
+    from specreg.experiments.stats import difference
 
-    def row(vals: dict[int, float]) -> dict:
-        x = list(vals.values())
-        return {"mean": float(np.mean(x)), "std": float(np.std(x, ddof=1)) if len(x) > 1 else None,
-                "n": len(x), "by_seed": vals}
+    def row(vals: dict[int, float]) -> Stat:
+        return Stat.of(vals)
 
     rng = np.random.default_rng(0)
     for trial in range(200):
@@ -326,13 +367,14 @@ def test_differences_pair_by_seed_as_scipy_t_tests_do():
     shifted = row({0: 0.32, 1: 0.421, 2: 0.519})
     diff, res = difference("lsd", shifted, base, 0.001)
     assert diff == pytest.approx(0.02) and res < 0.02  # resolved only because it is paired
-    assert difference("lsd", shifted, base, 0.05)[1] == pytest.approx(0.1)  # the floor bounds it
+    assert difference("lsd", shifted, base, 0.05)[1] == pytest.approx(0.1)  # the floor bounds it (a distance)
+    assert difference("lsd_high_bias", shifted, base, 0.05)[1] < 0.02  # a bias is no distance: no floor
     assert difference("lsd", row({0: 0.9}), base, 0.001)[1] is None  # one seed: unknown noise
 
 
 def test_auto_lambda_against_its_grid(tmp_path):
-    """The AutoLambda table: best and median of the grid, the auto variant's rank, † only
-    where auto − best exceeds twice the resolution; a profile without the grid has no table."""
+    """The AutoLambda comparison: best and median of the grid, the auto variant's rank, and
+    auto − best resolved only beyond the resolution; a profile without the grid has none."""
     lam = [{"name": f"g{i}", "overrides": ["regularizer.loss=haar", f"regularizer.lam={10.0 ** -i}"]}
            for i in (1, 2, 3)]
     auto = {"name": "auto", "overrides": ["regularizer.loss=haar", "regularizer.lam=auto"]}
@@ -342,28 +384,40 @@ def test_auto_lambda_against_its_grid(tmp_path):
     study = load_study(raw, "tiny")
     assert study.lambda_grids == (("auto", ("g1", "g2", "g3")),)
     assert load_study(raw, "small").lambda_grids == ()  # one grid point left: nothing to judge
-    specs = plan_runs(study, tmp_path)
     values = {"baseline": [0.30, 0.31], "g1": [0.50, 0.52], "g2": [0.20, 0.21], "g3": [0.40, 0.41],
               "auto": [0.25, 0.26]}
+    res = fabricate(study, tmp_path, values, lambda v: {"lsd": v, "lsd_high": v, "lsd_high_bias": v - 0.3})
+    grid = {e["key"]: e for e in res.lambda_grids()}
+    e = grid["lsd"]
+    assert e["best_name"] == "g2" and e["best"].mean == pytest.approx(0.205)
+    assert e["median"] == pytest.approx(0.405) and (e["rank"], e["of"]) == (2, 4)
+    assert e["diff"] == pytest.approx(0.05)
+    # paired over 2 seeds: d = (0.05, 0.05) has no spread, so the floor alone bounds it
+    assert e["resolved"] == (0.05 > 2 * res.floor_value("lsd"))
+    assert grid["lsd_high_bias"]["best_name"] in ("g2", "g3")  # closest to zero wins for a bias
+    assert "## Automatic λ against the λ grid" in rerender_text(res, tmp_path)
+
+
+def test_steps_to_reach_the_baseline_from_curves(tmp_path):
+    """Variants measured along training on every seed: the first step at which a seed is at
+    least as good as its baseline's final value at that seed."""
+    study = load_study(tiny_study(seeds=[0, 1], variants=[
+        {"name": "baseline", "curve": True}, {"name": "fast", "overrides": ["regularizer.loss=haar"], "curve": True}],
+        evaluation={**tiny_study()["evaluation"], "curve_every": 1, "curve_samples": 8}), "tiny")
+    specs = plan_runs(study, tmp_path)
+    assert all(s.curve for s in specs)  # every seed, not only the baseline's first
+    finals = {"baseline": [0.30, 0.40], "fast": [0.20, 0.35]}
+    curves = {("baseline", 0): [0.9, 0.5, 0.30], ("baseline", 1): [0.8, 0.39, 0.40],
+              ("fast", 0): [0.5, 0.3, 0.20], ("fast", 1): [0.9, 0.8, 0.35]}
     for spec in specs:
-        v = values[spec.variant][spec.seed]
-        record = {"key": spec.key, "status": "done", "seed": spec.seed, "variant": spec.variant,
-                  "metrics": {"lsd": v, "lsd_high": v, "lsd_high_bias": v - 0.3},
-                  "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17},
-                  "timing": {"train_s": 1.0, "steps": 1}}
-        spec.run_dir.mkdir(parents=True)
-        (spec.run_dir / DONE_FILE).write_text(json.dumps(record))
-    report = write_report(study, tmp_path, specs, command="specreg compare x --out y", wall_s=1.0).read_text()
-    assert "## Automatic λ against the λ grid" in report
-    lsd = next(line for line in report.splitlines() if line.startswith("| auto | lsd |"))
-    cells = [c.strip() for c in lsd.strip("|").split("|")]
-    assert cells[3] == "0.205 (g2)" and number(cells[4]) == pytest.approx(0.405)  # median of 0.51, 0.205, 0.405
-    assert cells[5] == "2 of 4"
-    floor = number(next(v for k, v in table_rows(report).items() if k.startswith("real vs real"))[3])
-    resolved = 0.05 > 2 * max(floor, np.std([0.25, 0.26], ddof=1))  # seed error of the difference: that std
-    assert cells[6].endswith("†") == resolved and number(cells[6]) == pytest.approx(0.05)
-    bias = next(line for line in report.splitlines() if line.startswith("| auto | lsd_high_bias |"))
-    assert "(g3)" in bias or "(g2)" in bias  # closest to zero wins for a bias
+        fake_record(spec, {"lsd": finals[spec.variant][spec.seed], "lsd_high": 0.0, "lsd_high_bias": 0.0})
+        points = [{"step": 100 * (k + 1), "metrics": {"lsd": v}} for k, v in enumerate(curves[(spec.variant,
+                                                                                              spec.seed)])]
+        (spec.run_dir / "curve.json").write_text(json.dumps(points))
+    reach = {(e["variant"], e["key"]): e for e in results_of(study, specs, tmp_path).steps_to_reach()}
+    fast = reach[("fast", "lsd")]
+    assert fast["by_seed"] == {0: 200, 1: 300} and fast["stat"].mean == pytest.approx(250)
+    assert reach[("baseline", "lsd")]["by_seed"] == {0: 300, 1: 200}  # its own final value, reached early on seed 1
 
 
 # ----------------------------------------------------------------------------- protocols and jobs
@@ -434,19 +488,17 @@ def test_toy_study_tiny_profile_end_to_end(tmp_path):
     """Real checkerboards put all the energy near their fundamentals exactly on them, so the
     floor row's peak_energy is 1; a barely trained model leaks."""
     result = run_compare(STUDIES / "toy_checkerboard.yaml", tmp_path / "out", "tiny")
-    rows = table_rows(result.report.read_text())
-    assert {"baseline", "fourier_ap"} <= set(rows)
-    floor_row = next(v for k, v in rows.items() if k.startswith("real vs real"))
-    assert number(floor_row[3]) == pytest.approx(1.0, abs=1e-6)
-    assert number(rows["baseline"][3]) < 0.99
+    res = result.results
+    assert {"baseline", "fourier_ap"} <= set(res.rows)
+    assert res.floor_value("peak_energy") == pytest.approx(1.0, abs=1e-6)
+    assert res.rows["baseline"].stats["peak_energy"].mean < 0.99
 
 
 @needs_fashion
 def test_fashion_study_tiny_profile_end_to_end(tmp_path):
     result = run_compare(STUDIES / "images_fashion.yaml", tmp_path / "out", "tiny")
     assert [s.protocol for s in result.runs] == ["pretrain", "finetune", "finetune"]
-    rows = table_rows(result.report.read_text())
-    assert {"vp_baseline_ft", "vp_fourier_ap_ft"} <= set(rows)
+    assert {"vp_baseline_ft", "vp_fourier_ap_ft"} <= set(result.results.rows)
 
 
 @needs_speech
@@ -471,6 +523,12 @@ def test_audio_study_pairs_each_sample_with_its_reference_clip(tmp_path):
     assert metrics["mrstft"] != pytest.approx(np.mean(shifted), rel=1e-3)
 
 
+@pytest.mark.parametrize("path", sorted(SHIPPED.glob("*.yaml")), ids=lambda p: p.stem)
+def test_studies_shipped_in_the_package_resolve(path, tmp_path):
+    for profile in yaml.safe_load(path.read_text())["profiles"]:
+        assert plan_runs(load_study(path.stem, profile), tmp_path / profile)
+
+
 def test_shipped_studies_exist():
     names = {p.stem for p in STUDIES.glob("*.yaml")}
     assert {"toy_checkerboard", "images_textures", "images_textures_finetune", "images_fashion",
@@ -481,7 +539,8 @@ def test_shipped_studies_exist():
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"variant": [{"name": "x"}]}, "unknown key top level.variant"),
+    ({"variant": [{"name": "x"}]}, "unknown key study.variant; accepted keys in study"),
+    ({"seeds": "0"}, "study.seeds='0' has the wrong type; expected a list of an integer"),
     ({"variants": [{"name": "a b"}]}, "variants\\[0\\].name='a b'"),
     ({"variants": [{"name": "a"}, {"name": "a"}]}, "appears twice"),
     ({"variants": [{"name": "a", "overrides": ["regularizer.los=haar"]}], "baseline": None},
@@ -493,6 +552,8 @@ def test_shipped_studies_exist():
     ({"evaluation": {"reference": "speech"}}, "reference='speech' does not fit data.kind='textures'"),
     ({"evaluation": {"metrics": ["peak_energy"]}}, "'peak_energy', which is not measured"),
     ({"evaluation": {"metrics": ["lsd"], "columns": ["pesq"]}}, "columns contains 'pesq'"),
+    ({"evaluation": {"n_sample": 3}}, "unknown key evaluation.n_sample; accepted keys in evaluation"),
+    ({"profiles": {"tiny": {"evaluation": {"n_samples": -1}}}}, "profiles.tiny.evaluation.n_samples=-1"),
 ])
 def test_bad_studies_name_the_key(change, match, tmp_path):
     with pytest.raises(ValueError, match=match):
@@ -559,3 +620,31 @@ def test_a_run_being_trained_elsewhere_is_not_touched(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# ----------------------------------------------------------------------------- many GPUs and clusters
+
+
+def test_workers_take_one_gpu_each():
+    from specreg.experiments.compare import gpu_of_slot
+
+    assert [gpu_of_slot(k, 4) for k in range(6)] == ["0", "1", "2", "3", "0", "1"]
+    assert [gpu_of_slot(k, 2, "3,5") for k in range(3)] == ["3", "5", "3"]  # within what the user made visible
+
+
+def test_a_study_through_submitit_local_jobs_gives_the_local_results(tiny_run, tmp_path):
+    """2 variants × 2 seeds as submitit local jobs: the same run directories, records and
+    results as the study run in this process (and a second invocation skips them all)."""
+    pytest.importorskip("submitit")
+    from specreg.experiments.cluster import ClusterOptions
+
+    raw = tiny_study(seeds=[0, 1])
+    local = run_compare(raw, tmp_path / "here", "tiny")
+    jobs = run_compare(raw, tmp_path / "jobs", "tiny", cluster=ClusterOptions("local"))
+    assert [s.status for s in jobs.runs] == ["trained"] * 4
+    assert list((tmp_path / "jobs" / "submitit").iterdir())  # the jobs' logs
+    for name, row in local.results.rows.items():
+        for key, stat in row.stats.items():
+            assert jobs.results.rows[name].stats[key].by_seed == pytest.approx(stat.by_seed, rel=1e-6)
+    again = run_compare(raw, tmp_path / "jobs", "tiny", cluster=ClusterOptions("local"))
+    assert [s.status for s in again.runs] == ["done"] * 4

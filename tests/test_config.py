@@ -75,6 +75,16 @@ def test_override_does_not_touch_input():
     ("train.ema_decay=1.5", ["train.ema_decay"]),
     ("sample.sampler=ddim", ["sample.sampler", "heun"]),
     ("model.kind=diffwave", ["model.kind", "data.kind"]),
+    # non-finite numbers and Adam's betas: named by their key, not by torch
+    ("train.lr=.inf", ["train.lr=inf", "finite number > 0"]),
+    ("train.lr=.nan", ["train.lr=nan", "finite number > 0"]),
+    ("train.weight_decay=nan", ["train.weight_decay=nan", "finite number >= 0"]),
+    ("train.betas=[2, 0.999]", ["train.betas=[2.0, 0.999]", "0 <= β < 1"]),
+    ("train.betas=[0.9, -0.1]", ["train.betas", "0 <= β < 1"]),
+    ("diffusion.sigma_data=.inf", ["diffusion.sigma_data", "finite"]),
+    ("regularizer.lam=.nan", ["regularizer.lam=nan", "finite number >= 0"]),
+    ("regularizer.sigma_max=.nan", ["regularizer.sigma_max=nan", "finite"]),
+    ("regularizer.snr_gamma=0", ["regularizer.snr_gamma=0", "> 0"]),
 ])
 def test_bad_values_name_the_key(override, words):
     with pytest.raises(ValueError) as info:
@@ -113,7 +123,7 @@ def test_save_writes_every_resolved_value(tmp_path):
     raw = yaml.safe_load(path.read_text())  # read back with plain YAML, not our loader
     assert raw["train"]["steps"] == 11
     assert raw["regularizer"]["loss"] == "fourier_ap"
-    assert set(raw) == {"data", "model", "diffusion", "regularizer", "train", "sample"}
+    assert set(raw) == {"data", "model", "diffusion", "regularizer", "autoencoder", "train", "sample"}
     assert set(raw["train"]) >= {"lr", "ema_decay", "checkpoint_every", "seed"}
     assert config_from_dict(raw) == cfg
     assert load_config(tmp_path) == cfg  # a run directory is accepted too

@@ -176,11 +176,19 @@ def test_image_folder(tmp_path):
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     (tmp_path / "dogs" / "truncated.png").write_bytes(buf.getvalue()[:60])
-    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("not an image")  # not an image extension: not looked at
+    (tmp_path / "notes.png").write_text("text saved as .png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
 
+    # one rule for unreadable files: refused, with their count and names (never skipped)
+    for cache in (True, False):
+        with pytest.raises(ValueError, match=r"root='.*' holds 4 of 7 image files that cannot be read: "
+                                             r"cats/corrupt.png \(.*\); dogs/truncated.png .*; empty.jpg .*; notes.png"):
+            ImageFolder(tmp_path, size=16, class_folders=True, cache=cache)
+    for name in ("cats/corrupt.png", "dogs/truncated.png", "notes.png", "empty.jpg"):
+        (tmp_path / name).unlink()
     ds = ImageFolder(tmp_path, size=16, class_folders=True)
-    assert len(ds) == 3 and ds.n_skipped == 2
-    assert sorted(p.name for p in ds.skipped) == ["corrupt.png", "truncated.png"]
+    assert len(ds) == 3
     assert ds.classes == ["cats", "dogs"]
     items = {p.name: ds[i] for i, p in enumerate(ds.files)}
     assert items["a.png"][1] == 0 and items["b.jpg"][1] == 1 and items["loose.png"][1] == -1
@@ -213,7 +221,7 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no image files"):
         ImageFolder(tmp_path, size=8)
     (tmp_path / "bad.png").write_bytes(b"garbage")
-    with pytest.raises(RuntimeError, match="none of the 1 image files"):
+    with pytest.raises(ValueError, match="holds 1 of 1 image files that cannot be read: bad.png"):
         ImageFolder(tmp_path, size=8)
     with pytest.raises(ValueError, match="channels"):
         ImageFolder(tmp_path, size=8, channels=2)
@@ -320,10 +328,16 @@ def test_audio_folder_resampling_mixdown_and_skips(tmp_path):
     sf.write(tmp_path / "c_short.wav", np.full(100, 0.25), 8000, subtype="FLOAT")
     (tmp_path / "d_corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     sf.write(tmp_path / "e_empty.wav", np.zeros(0), 8000)
+    (tmp_path / "f_text.wav").write_text("text saved as .wav")
 
+    # one rule for unreadable files: refused, with their count and names (never skipped)
+    with pytest.raises(ValueError, match=r"holds 3 of 6 audio files that cannot be read: d_corrupt.wav \(.*\); "
+                                         r"e_empty.wav \(no samples\); f_text.wav"):
+        AudioFolder(tmp_path, sample_rate=8000, segment_length=None)
+    for name in ("d_corrupt.wav", "e_empty.wav", "f_text.wav"):
+        (tmp_path / name).unlink()
     ds = AudioFolder(tmp_path, sample_rate=8000, segment_length=None)
-    assert len(ds) == 3 and ds.n_skipped == 2
-    assert sorted(p.name for p in ds.skipped) == ["d_corrupt.wav", "e_empty.wav"]
+    assert len(ds) == 3
     resampled = ds[0][0][0].numpy()
     assert resampled.shape == (8000,)
     np.testing.assert_allclose(resampled, resample_poly(sine16.astype(np.float32), 1, 2), atol=1e-6)
@@ -363,7 +377,7 @@ def test_asterisk_split():
     x, label = evals[0]
     assert x.shape == (1, 8000) and label == -1 and x.abs().max() <= 1
     assert torch.equal(evals[3][0], evals[3][0])  # eval crops are fixed
-    assert evals.n_skipped == 0 and evals.sample_rate == 8000
+    assert len(evals.files) == len(evals) and evals.sample_rate == 8000
     assert AsteriskSpeech(split="test", segment_length=800).names == evals.names  # alias
 
 

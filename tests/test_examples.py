@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -42,6 +43,7 @@ def example(name: str) -> ModuleType:
     """Import examples/<name>.py (the folder is not a package)."""
     spec = importlib.util.spec_from_file_location(f"specreg_example_{name}", ROOT / "examples" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in an example look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -98,6 +100,17 @@ def test_kdiffusion_denoiser_runs(tmp_path):
 
 def test_edm_style_loss_runs(tmp_path):
     short_run("edm_style_loss", tmp_path, "--loss", "fourier_amp")
+
+
+def test_edm2_loss_runs(tmp_path):
+    history = short_run("edm2_loss", tmp_path, "--loss", "fourier_amp", "--lam", "edm")
+    assert all(r["spectral"] > 0 and r["lam"] > 0 for r in history)
+    assert (tmp_path / "training-state.pt").is_file()
+
+
+def test_flow_matching_lora_runs(tmp_path):
+    history = short_run("flow_matching_lora", tmp_path, "--loss", "haar", "--lam", "0.5", "--t-max", "1")
+    assert all(r["loss/spectral"] > 0 and r["loss/spectral_lambda"] == 0.5 for r in history)
 
 
 # --------------------------------------------------------------------------------------
@@ -261,3 +274,161 @@ def test_readme_shows_the_two_diffusers_lines():
     section = {line.strip() for line in readme_section("Two lines in a diffusers loop").splitlines()}
     missing = [line for line in marked_lines("diffusers_ddpm") if line not in section]
     assert not missing, f"README.md's 'Two lines in a diffusers loop' lacks: {missing}"
+
+
+# --------------------------------------------------------------------------------------
+# NVlabs/edm2: SpectralEDM2Loss is EDM2's uncertainty-weighted loss plus λ·L_S
+
+
+def edm2_net(logvar: float = 0.3):
+    """The example's stand-in of EDM2's Precond, with a nonzero learned uncertainty u(σ)."""
+    ex = example("edm2_loss")
+    torch.manual_seed(0)
+    net = ex.Precond(unet_preset("cpu32s", model_channels=8, attn_resolutions=()))
+    nn.init.constant_(net.logvar_linear.bias, logvar)
+    return net
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, "edm"])
+def test_edm2_loss_is_edm2s_loss_plus_the_spectral_term(lam):
+    from specreg.integrations.edm2 import SpectralEDM2Loss
+
+    net = edm2_net()
+    images = torch.rand(4, 1, 32, 32) * 2 - 1
+    P_mean, P_std, sigma_data = -0.8, 1.6, 0.5
+    loss_fn = example("edm2_loss").construct_class_by_name(
+        class_name="specreg.integrations.edm2.SpectralEDM2Loss", P_mean=P_mean, P_std=P_std, loss="haar", lam=lam)
+    assert isinstance(loss_fn, SpectralEDM2Loss)
+    torch.manual_seed(5)
+    ours = loss_fn(net=net, images=images, labels=None)
+    assert ours.shape == images.shape  # per element, as EDM2's training loop sums it
+
+    # EDM2's draws in EDM2's order (ln σ, then the noise), and its Eq. 21 written out.
+    torch.manual_seed(5)
+    sigma = (P_mean + P_std * torch.randn(4)).exp()
+    noise = torch.randn_like(images) * sigma.view(-1, 1, 1, 1)
+    with torch.no_grad():
+        D, u = net(images + noise, sigma.view(-1, 1, 1, 1), None, return_logvar=True)
+        weight = ((sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2).view(-1, 1, 1, 1)
+        edm2 = weight / u.exp() * (D - images) ** 2 + u
+        lam_s = specreg.lambda_edm(sigma, sigma_data) if lam == "edm" else torch.full((4,), float(lam))
+        spectral = lam_s * specreg.build_loss("haar")(D, images)
+    torch.testing.assert_close(ours.detach(), edm2 + spectral.view(-1, 1, 1, 1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss_fn.last.value, spectral, rtol=1e-5, atol=1e-7)
+    assert bool((u != 0).all())  # the uncertainty is really in play
+
+
+def test_edm2_loss_with_zero_uncertainty_equals_specreg_edm():
+    # With u = 0 EDM2's per-sample mean is EDM's λ_EDM-weighted loss: compare with the
+    # independently tested specreg.EDM("edm").loss for the same σ and noise.
+    from specreg.integrations.edm2 import SpectralEDM2Loss
+
+    net = edm2_net(logvar=0.0)
+    reg = specreg.SpectralRegularizer("fourier_ap_weighted", lam=0.3)
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    torch.manual_seed(7)
+    ours = SpectralEDM2Loss(P_mean=-0.4, P_std=1.0, regularizer=reg)(net=net, images=images)
+    torch.manual_seed(7)
+    sigma = (-0.4 + torch.randn(3)).exp()
+    eps = torch.randn_like(images)
+    reference = specreg.EDM("edm").loss(net, images, regularizer=reg, sigma=sigma, noise=eps)
+    torch.testing.assert_close(ours.mean(dim=(1, 2, 3)), reference.loss, rtol=1e-5, atol=1e-6)
+
+
+def test_edm2_loss_state_survives_edm2s_checkpoint_and_snapshot(tmp_path):
+    import pickle
+
+    from specreg.integrations.edm2 import SpectralEDM2Loss
+
+    net = edm2_net()
+    loss_fn = SpectralEDM2Loss(loss="haar", lam=specreg.AutoLambda(ratio=0.2))
+    for _ in range(3):
+        loss_fn(net=net, images=torch.rand(2, 1, 32, 32))
+    # CheckpointIO: state_dict() saved with torch.save, read back with weights_only torch.load
+    torch.save({"loss_fn": loss_fn.state_dict()}, tmp_path / "training-state.pt")
+    fresh = SpectralEDM2Loss(loss="haar", lam=specreg.AutoLambda(ratio=0.2))
+    fresh.load_state_dict(torch.load(tmp_path / "training-state.pt", weights_only=True)["loss_fn"])
+    assert float(fresh.regularizer.lam.steps) == 3
+    torch.testing.assert_close(fresh.regularizer.lam.ema_spectral, loss_fn.regularizer.lam.ema_spectral)
+    # network snapshots pickle the loss object
+    again = pickle.loads(pickle.dumps(loss_fn))
+    assert float(again.regularizer.lam.steps) == 3
+
+
+def test_edm2_loss_rejects_what_edm2_cannot_train():
+    from specreg.integrations.edm2 import SpectralEDM2Loss
+
+    with pytest.raises(ValueError, match="band_weights"):
+        SpectralEDM2Loss(loss="wavelet_l2", levels=2, band_weights=True)
+    with pytest.raises(ValueError, match="either regularizer="):
+        SpectralEDM2Loss(loss="haar", regularizer=specreg.SpectralRegularizer("haar"))
+
+
+# --------------------------------------------------------------------------------------
+# Latent flow matching and the musubi-tuner compute_loss hook
+
+
+def test_flow_time_recovers_t_from_the_noising():
+    from specreg.integrations.flow_matching import flow_time
+
+    g = torch.Generator().manual_seed(4)
+    x0, eps = torch.randn(2, 5, 4, 3, 16, 16, generator=g)  # video latents (B, C, F, H, W)
+    t = torch.tensor([0.0, 0.01, 0.5, 0.93, 1.0])
+    x_t = (1 - t.view(-1, 1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1, 1) * eps
+    torch.testing.assert_close(flow_time(x0, eps, x_t), t, rtol=0, atol=1e-6)
+    low = flow_time(x0.bfloat16(), eps.bfloat16(), x_t.bfloat16())
+    torch.testing.assert_close(low, t, rtol=0, atol=2e-3)
+
+
+def test_flow_matching_term_gates_at_t_max_and_handles_video():
+    from specreg.integrations.flow_matching import flow_matching_term
+
+    ex = example("flow_matching_lora")
+    reg = ex.build_regularizer(ex.parse_args(["--loss", "fourier_amp", "--lam", "0.05", "--t-max", "0.7"]))
+    assert reg.sigma_max == pytest.approx(0.7 / 0.3)
+    g = torch.Generator().manual_seed(5)
+    x0, eps, v_hat = torch.randn(3, 4, 4, 2, 8, 8, generator=g)
+    t = torch.tensor([0.2, 0.69, 0.71, 0.95])
+    x_t = (1 - t.view(-1, 1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1, 1) * eps
+    term = flow_matching_term(reg, v_hat.bfloat16(), x_t.bfloat16(), x0, t)
+    assert term.value.dtype == torch.float32
+    torch.testing.assert_close(term.lam, torch.tensor([0.05, 0.05, 0.0, 0.0]))
+    x0_hat = x_t.bfloat16().float() - t.view(-1, 1, 1, 1, 1) * v_hat.bfloat16().float()
+    torch.testing.assert_close(term.spectral, specreg.FourierAmplitudeLoss(ndim=2)(x0_hat, x0), rtol=1e-5, atol=1e-6)
+
+
+def test_musubi_hook_adds_the_spectral_term_to_the_trainers_loss():
+    ex = example("flow_matching_lora")
+    args = ex.parse_args(["--loss", "fourier_amp", "--lam", "0.5", "--t-max", "0.7"])
+    reg = ex.build_regularizer(args)
+    torch.manual_seed(0)
+    dit = ex.UNet(in_channels=4, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                  resolution=16)
+    latents = ex.encode(torch.rand(6, 1, 32, 32) * 2 - 1)
+    noise = torch.randn_like(latents)
+    plain, spectral = ex.ToyDiTTrainer(), ex.SpectralToyDiTTrainer()
+    spectral.spectral_regularizer = reg
+
+    torch.manual_seed(1)
+    base, base_metrics = plain.process_batch(args, None, dit, {}, latents, noise, 0)
+    torch.manual_seed(1)
+    total, metrics = spectral.process_batch(args, None, dit, {}, latents, noise, 0)
+    assert base_metrics == {}
+
+    # Replay the stand-in's draw of t and form x̂0 = x_t − t·v̂ here.
+    torch.manual_seed(1)
+    t = torch.sigmoid(args.sigmoid_scale * torch.randn(6))
+    t = t * args.discrete_flow_shift / (1 + (args.discrete_flow_shift - 1) * t)
+    t_b = t.view(-1, 1, 1, 1)
+    x_t = (1 - t_b) * latents + t_b * noise
+    with torch.no_grad():
+        x0_hat = x_t - t_b * dit(x_t, 1000 * t + 1)
+    lam = torch.where(t < 0.7, 0.5, 0.0)
+    expected = specreg.FourierAmplitudeLoss(ndim=2)(x0_hat, latents)
+    torch.testing.assert_close(total.detach(), base.detach() + (lam * expected).mean(), rtol=1e-5, atol=1e-6)
+    assert metrics["loss/spectral"] == pytest.approx(expected.mean().item(), rel=1e-5)
+    assert metrics["loss/spectral_lambda"] == pytest.approx(lam.mean().item())
+    assert 0 < float(lam.mean()) < 0.5  # both sides of the gate were drawn
+
+    with pytest.raises(ValueError, match="spectral_regularizer=None"):
+        ex.SpectralToyDiTTrainer().process_batch(args, None, dit, {}, latents, noise, 0)

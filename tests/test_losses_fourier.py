@@ -266,3 +266,108 @@ def test_torch_compile_matches_eager(name, backend):
     loss = build_loss(name)
     compiled = torch.compile(loss, backend=backend, fullgraph=True)
     torch.testing.assert_close(compiled(x_hat, x0), loss(x_hat, x0), rtol=1e-5, atol=1e-6)
+
+
+# --- issue 17: no NaN at any scale; Eq. 15's phase stable on bins that are real -----------
+
+@pytest.mark.parametrize("name", ["fourier_ap", "fourier_ap_weighted", "fourier_amp", "psd"])
+@pytest.mark.parametrize("x", [
+    torch.full((1, 1, 11, 11, 11), 1e-20),
+    torch.full((1, 1, 5, 67), 7e-31),
+    torch.full((1, 1, 5, 67), 1e-300, dtype=torch.float64),
+], ids=["3d-1e-20", "2d-7e-31", "2d-1e-300-f64"])
+def test_tiny_constant_input_gives_zero_not_nan(name, x):
+    # the FFT of a tiny constant leaves subnormal residue (~3.6e-43) in its empty bins,
+    # where z/|z| used to give NaN
+    value = build_loss(name, ndim=x.dim() - 2)(x, x)
+    assert torch.equal(value, torch.zeros_like(value))
+
+
+@pytest.mark.parametrize("name, x_hat, x0", [
+    ("fourier_amp", torch.full((1, 1, 5, 67), 1e-30), torch.zeros(1, 1, 5, 67)),
+    ("psd", torch.full((1, 1, 5, 67), 7e-31), torch.full((1, 1, 5, 67), -3e-31)),  # 335 NaN before
+    ("psd", torch.full((1, 1, 11, 11), 1e-35), torch.full((1, 1, 11, 11), 1e-36)),
+])
+def test_tiny_input_has_finite_gradient(name, x_hat, x0):
+    x_hat = x_hat.clone().requires_grad_(True)
+    value = build_loss(name)(x_hat, x0)
+    value.sum().backward()
+    assert torch.isfinite(value).all() and torch.isfinite(x_hat.grad).all()
+    if name == "fourier_amp":  # a constant's spectrum is its DC bin alone: L_A = |DC| / N
+        assert value.item() == pytest.approx(1e-30 * np.sqrt(5 * 67) / (5 * 67), rel=1e-6)
+        # d/dx |DC|/N with DC = Σx/√N: 1/(N√N) for every element
+        torch.testing.assert_close(x_hat.grad, torch.full_like(x_hat, (5 * 67) ** -1.5), rtol=1e-5, atol=0)
+
+
+def test_focal_frequency_loss_scales_as_a_square():
+    # FFL(c·a, c·b) = c²·FFL(a, b): finite at 1e19 in float32 and bfloat16 (was inf); where
+    # the value (~1e40) overflows float32 the gradient (~1e20) is still right, and at 1e-30
+    # (value ~1e-60, below float32) too
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    ffl = build_loss("ffl")
+    torch.testing.assert_close(ffl(a * 1e19, b * 1e19) / 1e38, ffl(a, b), rtol=1e-5, atol=0)
+    torch.testing.assert_close(ffl((a * 1e19).bfloat16(), (b * 1e19).bfloat16()) / 1e38,
+                               ffl(a.bfloat16(), b.bfloat16()), rtol=1e-2, atol=0)
+    for kw in ({}, {"log_matrix": True, "alpha": 2.0}, {"batch_matrix": True}):
+        ffl = build_loss("ffl", **kw)
+        for scale in (1e20, 1e-30):
+            x = (a * scale).requires_grad_(True)
+            ffl(x, b * scale).sum().backward()
+            x64 = (a.double() * scale).requires_grad_(True)
+            ffl(x64, b.double() * scale).sum().backward()
+            assert torch.isfinite(x.grad).all()
+            torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-3, atol=1e-4 * x64.grad.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["ffl", "fourier_l2", "wavelet_l2"])
+def test_quadratic_losses_keep_a_finite_gradient_where_the_value_overflows(name):
+    # at 1e20 the true value (~1e40) is beyond float32 and +inf is the honest answer; the
+    # gradient (~1e20) is representable and must stay finite (s² overflowed before)
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    loss = build_loss(name)
+    x = (a * 1e20).requires_grad_(True)
+    value = loss(x, b * 1e20)
+    value.sum().backward()
+    assert torch.isposinf(value).all()
+    x64 = (a.double() * 1e20).requires_grad_(True)
+    loss(x64, b.double() * 1e20).sum().backward()
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-3, atol=1e-4 * x64.grad.abs().max().item())
+
+
+def _even(x: torch.Tensor) -> torch.Tensor:
+    """x[n] + x[−n mod N] over the last two dims: a real-symmetric signal, whose spectrum is
+    real in exact arithmetic (the FFT leaves ±1e-16 imaginary residue)."""
+    dims = [-2, -1]
+    return x + x.flip(dims).roll([1, 1], dims)
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (16, 16)])
+def test_printed_phase_is_stable_on_bins_that_are_real(shape):
+    # residue of either sign put negative real bins at +π or −π at random, so |φ0 − φ̂0|
+    # jumped between 0 and 2π: the value was off by 17–34 % (51 % in float32)
+    g = torch.Generator().manual_seed(0)
+    x0 = _even(torch.randn(4, 2, *shape, generator=g, dtype=torch.float64))
+    x_hat = _even(torch.randn(4, 2, *shape, generator=g, dtype=torch.float64))
+    want = torch.from_numpy(ref_ap_paper(x_hat.numpy(), x0.numpy(), 2))
+    loss = FourierAmplitudePhaseLoss(form="paper")
+    torch.testing.assert_close(loss(x_hat, x0), want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(loss(x_hat.float(), x0.float()), want.float(), rtol=1e-5, atol=0)
+    # a mirror image has the same spectrum: the same value
+    mirror = [-2, -1]
+    torch.testing.assert_close(loss(x_hat.flip(mirror).roll([1, 1], mirror), x0.flip(mirror).roll([1, 1], mirror)),
+                               loss(x_hat, x0), rtol=1e-12, atol=0)
+
+
+def test_phase_gradient_has_no_cancellation_residue():
+    # found by tests/test_fuzz_losses.py: x̂0 at 1e-31 against x0 at 1e19, opposite real
+    # phases. The true gradient of the weighted form is 0; autograd's z/|z| backward left a
+    # rounding residue of two cancelling terms, which the 1/|F̂| ~ 1e31 that follows made
+    # infinite (safe_unit now forms the tangential part in one term).
+    x_hat = torch.tensor([6.404226289240335e-31, 1.0490011669718274e-31]).view(1, 1, 2, 1).requires_grad_(True)
+    x0 = torch.tensor([1.2573022116246454e19, -1.3210485972682146e19]).view(1, 1, 2, 1)
+    for form in ("paper", "weighted"):
+        x_hat.grad = None
+        FourierAmplitudePhaseLoss(ndim=1, form=form)(x_hat, x0).sum().backward()
+        assert torch.isfinite(x_hat.grad).all(), form

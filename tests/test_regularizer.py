@@ -147,3 +147,34 @@ def test_infinite_and_zero_sigma_stay_finite(lam):
     assert torch.isfinite(out.value).all() and torch.isfinite(x_hat.grad).all()
     if lam == "edm":
         assert out.lam[0].item() == pytest.approx(4.0)  # the limit 1/σ_data²
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1.0])
+@pytest.mark.parametrize("policy", [{"lam": "edm"}, {"lam": 1.0, "sigma_max": 2.0}, {"lam": "snr"}])
+def test_a_sigma_that_is_not_a_noise_level_is_refused(bad, policy):
+    # σ = NaN gave λ = 0 silently (NaN ≤ σ_max is False), σ = −1 passed
+    x_hat, x0 = _batch(b=3)
+    sigma = torch.tensor([0.5, bad, 1.0], dtype=torch.float64)
+    reg = SpectralRegularizer("fourier_amp", **policy)
+    with pytest.raises(ValueError, match=r"^sigma has 1 value\(s\) that are not noise levels \(first: "
+                                         rf"{bad}\); expected sigma >= 0"):
+        reg(x_hat, x0, sigma)
+
+
+def test_sigma_off_the_cpu_or_compiled_marks_the_sample_nan(monkeypatch):
+    # where reading σ would cost a device sync (σ on a GPU, or under torch.compile) it is
+    # not read: that sample's λ (and value) become NaN, which the trainer reports
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    x_hat, x0 = _batch(b=3)
+    out = SpectralRegularizer("fourier_amp", lam=1.0, sigma_max=2.0)(
+        x_hat, x0, torch.tensor([0.5, float("nan"), 3.0], dtype=torch.float64))
+    assert out.lam[0] == 1.0 and torch.isnan(out.lam[1]) and out.lam[2] == 0.0
+    assert torch.isnan(out.value[1]) and torch.isfinite(out.value[[0, 2]]).all()
+
+
+def test_sigma_of_the_wrong_length_is_named():
+    x_hat, x0 = _batch(b=3)
+    with pytest.raises(ValueError, match=r"^sigma has 2 values \(shape \(2,\)\) for a batch of 3"):
+        SpectralRegularizer("fourier_amp", lam="edm")(x_hat, x0, torch.ones(2))
+    out = SpectralRegularizer("fourier_amp", lam="edm")(x_hat, x0, 0.5)  # one for all is fine
+    assert out.lam.shape == (3,)

@@ -195,3 +195,49 @@ def test_bad_inputs() -> None:
         loss(torch.randn(3000), torch.randn(3000))
     with pytest.raises(ValueError, match="dtype"):
         loss(torch.ones(1, 1, 3000, dtype=torch.long), torch.ones(1, 1, 3000, dtype=torch.long))
+
+
+def test_extra_dims_between_batch_and_time_are_channels() -> None:
+    # (B, C, K, T) died with a torch shape error; it is (B, C·K, T), as in the other losses
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(2, 2, 3, 40, generator=g)
+    x0_hat = torch.randn(2, 2, 3, 40, generator=g)
+    kw = {"fft_sizes": (16,), "hop_sizes": (4,), "win_lengths": (16,)}
+    loss = MultiResolutionSTFTLoss(**kw)
+    want = loss(x0_hat.flatten(1, 2), x0.flatten(1, 2))
+    torch.testing.assert_close(loss(x0_hat, x0), want)
+    torch.testing.assert_close(loss(x0_hat, x0.clone().requires_grad_(True)), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="x0 has 40 samples"):
+        MultiResolutionSTFTLoss()(x0_hat, x0)
+
+
+@pytest.mark.parametrize("scale0, scale_hat", [(1e20, 1.0), (1e30, 1e-3), (1e-30, 1e-30)])
+def test_finite_gradient_when_the_arguments_differ_by_many_decades(scale0: float, scale_hat: float) -> None:
+    # found by tests/test_fuzz_losses.py: x0 at 1e20 against x̂0 at 1 gave a NaN gradient
+    # (|STFT(x̂0)|² fell below float32 once both were scaled for x0, and (g/|Y|)·Y overflowed)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(2, 1, 64, generator=g, dtype=torch.float64) * scale0
+    x0_hat = torch.randn(2, 1, 64, generator=g, dtype=torch.float64) * scale_hat
+    loss = MultiResolutionSTFTLoss(fft_sizes=(16, 32), hop_sizes=(4, 8), win_lengths=(16, 32))
+    a = x0_hat.float().requires_grad_(True)
+    value = loss(a, x0.float())
+    value.sum().backward()
+    a64 = x0_hat.clone().requires_grad_(True)
+    want = loss(a64, x0)
+    want.sum().backward()
+    torch.testing.assert_close(value.double(), want, rtol=1e-4, atol=0)
+    torch.testing.assert_close(a.grad.double(), a64.grad, rtol=1e-3, atol=1e-4 * a64.grad.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1.2345e-30), (torch.float64, 6.4321e-302)])
+def test_tiny_signals_with_gradients_for_both_arguments(dtype: torch.dtype, scale: float) -> None:
+    # found by tests/test_fuzz_losses.py: with x0 needing a gradient too (the plain-autograd
+    # path), |STFT| of a tiny signal had the NaN gradient of |z| at subnormal z, although
+    # the floor clamps those bins and their gradient is 0
+    loss = MultiResolutionSTFTLoss(fft_sizes=(4,), hop_sizes=(1,), win_lengths=(3,))
+    x0_hat = torch.full((1, 1, 9), -scale, dtype=dtype, requires_grad=True)
+    x0 = (torch.randn(1, 1, 9, dtype=dtype) * scale).requires_grad_(True)
+    value = loss(x0_hat, x0)
+    value.sum().backward()
+    assert torch.equal(value, torch.zeros(1, dtype=dtype))  # all below the floor: no difference
+    assert torch.isfinite(x0_hat.grad).all() and torch.isfinite(x0.grad).all()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,108 @@ def test_sigkill_after_and_during_checkpoint(reference, tmp_path):
     assert curve(out) == curve(reference)
     a, b = final_weights(out), final_weights(reference)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _zero_4kb(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+
+
+def test_corrupted_newest_checkpoint_is_skipped_and_set_aside(reference, tmp_path, capsys):
+    Trainer(config_from_dict(tiny(train={"steps": 6})), tmp_path).fit()  # checkpoints 4 and 6
+    _zero_4kb(tmp_path / "checkpoints" / "step-00000006" / "model.safetensors")  # still parses
+    capsys.readouterr()
+    result = Trainer(config_from_dict(tiny()), tmp_path).fit()
+    err = capsys.readouterr().err
+    assert result.resumed_from == 4
+    assert "skipping checkpoint" in err and "step-00000006 is unreadable: model.safetensors does not match" in err
+    assert "resuming from step 4" in err
+    assert curve(tmp_path) == curve(reference)
+    # moved out of the listing (so `keep` counts good ones only), kept for inspection
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "corrupt-step-00000006", "step-00000006", "step-00000008"]
+
+
+def test_no_readable_checkpoint_says_it_starts_from_scratch(reference, tmp_path, capsys):
+    Trainer(config_from_dict(tiny(train={"steps": 4})), tmp_path).fit()  # checkpoints 2 and 4
+    for ckpt in list_checkpoints(tmp_path / "checkpoints"):
+        data = (ckpt / "state.safetensors").read_bytes()
+        (ckpt / "state.safetensors").write_bytes(data[:-8])  # truncated
+    capsys.readouterr()
+    result = Trainer(config_from_dict(tiny()), tmp_path).fit()
+    err = capsys.readouterr().err
+    assert result.resumed_from == 0
+    assert "none of the 2 checkpoint(s)" in err and "training starts from scratch at step 0" in err
+    assert curve(tmp_path) == curve(reference)
+
+
+class _SignalAt(torch.utils.data.Dataset):
+    """Checkerboards that send this process ``signum`` when item number ``n`` is read."""
+
+    def __init__(self, n: int, signum: int) -> None:
+        from specreg.data.images import Checkerboards
+
+        self.data, self.n, self.signum, self.reads = Checkerboards(n=40, size=16), n, signum, 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        self.reads += 1
+        if self.reads == self.n:
+            os.kill(os.getpid(), self.signum)
+        return self.data[i]
+
+
+def test_sigterm_finishes_the_step_saves_and_stops(reference, tmp_path):
+    from specreg.train.trainer import TrainingInterrupted
+
+    before = signal.getsignal(signal.SIGTERM)
+    cfg = config_from_dict(tiny(train={"checkpoint_every": 100}))
+    with pytest.raises(TrainingInterrupted) as info:
+        Trainer(cfg, tmp_path, dataset=_SignalAt(3 * 8 + 2, signal.SIGTERM)).fit()  # during step 4
+    assert info.value.signal_name == "SIGTERM" and info.value.step == 4
+    assert str(info.value).startswith("SIGTERM at step 4; saved checkpoint ") and "\n" not in str(info.value)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000004"]
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+    Trainer(cfg, tmp_path).fit()  # resumes at 4 and repeats the uninterrupted run
+    assert curve(tmp_path) == curve(reference)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_with_one_line(tmp_path):
+    # a long run without scheduled checkpoints: all that survives Ctrl-C is what it saves
+    long = tiny(train={"steps": 100_000, "checkpoint_every": 100_000})
+    config = write_config(tmp_path / "long.yaml", long)
+    out = tmp_path / "run"
+    proc = cli("train", str(config), "--out", str(out))
+    metrics = out / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 240
+        while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err
+    step = int(lines[0].split(" at step ")[1].split(";")[0])
+    assert lines[0] == (f"specreg train: interrupted by SIGINT at step {step}; saved checkpoint "
+                        f"{out / 'checkpoints' / f'step-{step:08d}'}; run the same command to resume")
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == [f"step-{step:08d}"]
+    assert len(metrics.read_text().splitlines()) == step
+    # the same command resumes there, and says so before it trains
+    more = cli("train", str(config), "--out", str(out), f"train.steps={step + 2}")
+    _, err = more.communicate(timeout=240)
+    assert more.returncode == 0, err
+    assert err.splitlines()[0] == f"specreg: resuming from step {step} ({out / 'checkpoints' / f'step-{step:08d}'})"
+    # ... and continues exactly as a run that was never interrupted
+    uninterrupted = tmp_path / "uninterrupted"
+    Trainer(config_from_dict(tiny(train={"steps": step + 2, "checkpoint_every": 100_000})), uninterrupted).fit()
+    assert curve(out) == curve(uninterrupted)
 
 
 def test_ddp_two_processes_match_one_with_accumulation(tmp_path):

@@ -9,82 +9,100 @@ DDIM, EDM and flow matching, and the metrics to tell whether it helped.
     >>> x0 = torch.randn(4, 1, 32, 32)
     >>> reg(x0 + 0.1 * torch.randn_like(x0), x0).value.shape
     torch.Size([4])
+
+The names below are imported on first use (PEP 562), so ``import specreg`` and the
+``specreg --help`` command do not load torch; ``specreg.SpectralRegularizer`` and
+``from specreg import x0_from_pred`` work as usual.
 """
 
-from specreg.diffusion import (
-    DDPM,
-    EDM,
-    DiffusionLoss,
-    FlowMatching,
-    eps_from_pred,
-    karras_sigmas,
-    sample_dpmpp_2m,
-    sample_euler,
-    sample_heun,
-    x0_from_pred,
-)
-from specreg.losses import (
-    FocalFrequencyLoss,
-    FourierAmplitudeLoss,
-    FourierAmplitudePhaseLoss,
-    MultiResolutionSTFTLoss,
-    PowerSpectrumLoss,
-    SpectralLoss,
-    WaveletLoss,
-    build_loss,
-)
-from specreg.metrics import (
-    KID,
-    FrechetDistance,
-    SpectrumMetric,
-    frechet_distance,
-    kid,
-    log_spectral_distance,
-    radial_power_spectrum,
-)
-from specreg.regularizer import (
-    AutoLambda,
-    RegularizerOutput,
-    SpectralRegularizer,
-    lambda_edm,
-    sigma_from_alpha_bar,
-    sigma_from_flow_t,
-)
-from specreg.transforms import wavedec
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "DDPM",
-    "EDM",
-    "KID",
-    "AutoLambda",
-    "DiffusionLoss",
-    "FlowMatching",
-    "FocalFrequencyLoss",
-    "FourierAmplitudeLoss",
-    "FourierAmplitudePhaseLoss",
-    "FrechetDistance",
-    "MultiResolutionSTFTLoss",
-    "PowerSpectrumLoss",
-    "RegularizerOutput",
-    "SpectralLoss",
-    "SpectralRegularizer",
-    "SpectrumMetric",
-    "WaveletLoss",
-    "build_loss",
-    "eps_from_pred",
-    "frechet_distance",
-    "karras_sigmas",
-    "kid",
-    "lambda_edm",
-    "log_spectral_distance",
-    "radial_power_spectrum",
-    "sample_dpmpp_2m",
-    "sample_euler",
-    "sample_heun",
-    "sigma_from_alpha_bar",
-    "sigma_from_flow_t",
-    "wavedec",
-    "x0_from_pred",
-]
+__version__ = "0.2.0"
+
+# Public name → the module that defines it.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("DDPM", "EDM", "DiffusionLoss", "FlowMatching", "eps_from_pred", "karras_sigmas", "sample_dpmpp_2m",
+         "sample_euler", "sample_heun", "x0_from_pred"),
+        "specreg.diffusion"),
+    **dict.fromkeys(
+        ("FocalFrequencyLoss", "FourierAmplitudeLoss", "FourierAmplitudePhaseLoss", "MultiResolutionSTFTLoss",
+         "PowerSpectrumLoss", "SpectralLoss", "WaveletLoss", "build_loss"),
+        "specreg.losses"),
+    **dict.fromkeys(
+        ("KID", "FrechetDistance", "SpectrumMetric", "frechet_distance", "kid", "log_spectral_distance",
+         "radial_power_spectrum"),
+        "specreg.metrics"),
+    **dict.fromkeys(
+        ("AutoLambda", "RegularizerOutput", "SpectralRegularizer", "lambda_edm", "sigma_from_alpha_bar",
+         "sigma_from_flow_t"),
+        "specreg.regularizer"),
+    "wavedec": "specreg.transforms",
+    "MissingExtraError": "specreg._optional",
+}
+
+# Subpackages reachable as attributes (``specreg.losses.WaveletLoss``) without importing them first.
+_SUBMODULES = frozenset(("cli", "data", "demo", "diffusion", "experiments", "integrations", "losses", "metrics",
+                         "models", "regularizer", "train", "transforms"))
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on demand
+    from specreg.diffusion import (
+        DDPM,
+        EDM,
+        DiffusionLoss,
+        FlowMatching,
+        eps_from_pred,
+        karras_sigmas,
+        sample_dpmpp_2m,
+        sample_euler,
+        sample_heun,
+        x0_from_pred,
+    )
+    from specreg.losses import (
+        FocalFrequencyLoss,
+        FourierAmplitudeLoss,
+        FourierAmplitudePhaseLoss,
+        MultiResolutionSTFTLoss,
+        PowerSpectrumLoss,
+        SpectralLoss,
+        WaveletLoss,
+        build_loss,
+    )
+    from specreg.metrics import (
+        KID,
+        FrechetDistance,
+        SpectrumMetric,
+        frechet_distance,
+        kid,
+        log_spectral_distance,
+        radial_power_spectrum,
+    )
+    from specreg.regularizer import (
+        AutoLambda,
+        RegularizerOutput,
+        SpectralRegularizer,
+        lambda_edm,
+        sigma_from_alpha_bar,
+        sigma_from_flow_t,
+    )
+    from specreg._optional import MissingExtraError
+    from specreg.transforms import wavedec
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

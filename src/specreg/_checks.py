@@ -90,6 +90,18 @@ def check_int_sequence(name: str, value: Sequence[int], *, min_value: int = 1) -
     return out
 
 
+def check_all_read(root: object, kind: str, total: int, failures: Sequence[tuple[str, str]]) -> None:
+    """Refuse a folder some of whose ``total`` files could not be read, so that a data set
+    never shrinks silently (reporting N items when more files were given). ``failures``
+    holds (file name, error) pairs; the message gives their count and the first five."""
+    if not failures:
+        return
+    shown = "; ".join(f"{name} ({str(err)[:100]})" for name, err in failures[:5])
+    more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+    raise ValueError(f"root={str(root)!r} holds {len(failures)} of {total} {kind} files that cannot be read: "
+                     f"{shown}{more}; fix or remove them (no file of a data folder is skipped)")
+
+
 def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     """Apply ``"none"`` (keep shape (B,)), ``"mean"`` or ``"sum"`` to per-sample values."""
     if reduction == "mean":

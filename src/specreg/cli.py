@@ -4,11 +4,13 @@
 
     specreg train CONFIG --out DIR [section.key=value ...]
     specreg sample RUN_DIR --n N --out DIR [--sampler NAME] [--steps K] [--seed S]
+    specreg eval RUN_DIR_OR_SAMPLE_DIR [--reference NAME_OR_DIR] ...
+    specreg compare CONFIG --out DIR [--profile NAME] [--jobs N]
     specreg demo [--out DIR]
 
 Each sub-command is one small ``add_<name>(subparsers)`` function that declares its
 options and sets ``func`` to the function that runs it; :data:`COMMANDS` lists them.
-Sub-commands that live in other modules (``eval``, ``compare``) are found through
+Sub-commands that live in other modules (``eval``, ``compare``, ``demo``) are found through
 :data:`COMMAND_MODULES`: such a module defines ``register(subparsers)`` the same way,
 so adding a command is a function there and one line here. Heavy imports (torch) happen
 inside the run functions, so ``--help`` stays fast.
@@ -25,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # Modules that add their own sub-commands: each defines ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("specreg.experiments.evaluate", "specreg.experiments.compare")
+COMMAND_MODULES: tuple[str, ...] = ("specreg.experiments.commands",)
 
 
 def _builtin_names() -> str:
@@ -105,7 +107,7 @@ def run_sample(args: argparse.Namespace) -> int:
     import torch
 
     from specreg.train.build import conditioning_for_samples, generate, load_trained
-    from specreg.train.trainer import save_audio, save_image_grid
+    from specreg.files import save_audio, save_image_grid
 
     overrides = [f"sample.seed={args.seed}"]
     if args.sampler is not None:
@@ -131,40 +133,9 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- demo
-
-def add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo", help="train a baseline and regularized models on textures and write report.md",
-        description="On a CPU, no GPU or network (about 6.5 minutes on a 2-core machine): train a baseline "
-                    "EDM and two spectrally regularized EDMs (Fourier amplitude+phase, Haar wavelet) on 32×32 "
-                    "gray texture crops (built-in config `demo`), sample each with Heun, and write report.md "
-                    "with sample grids, radial power spectra and log-spectral distances.",
-    )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR",
-                   help="output directory (default runs/demo); run again to reuse the finished trainings")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for torch (default 1: results independent of the core count; a "
-                        "second thread gains ~1.4x on an idle 2-core machine but loses ~2x when another "
-                        "job runs; 0 = torch's default)")
-    p.add_argument("--quick", action="store_true",
-                   help="a much shorter run (for a smoke test; the numbers mean little)")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value",
-                   help="overrides of the demo config applied to every variant, e.g. train.steps=200")
-    p.set_defaults(func=run_demo)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from specreg.demo import run_demo as demo
-
-    report = demo(args.out, threads=args.threads, quick=args.quick, overrides=args.overrides)
-    print(f"wrote {report}")
-    return 0
-
-
 # --------------------------------------------------------------------------- parser
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_sample, add_demo]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_sample]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,7 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # OpenMP runtime. On a CPU shared with other jobs, spinning threads made a training
     # step 8× slower (5.2 s vs 0.66 s, 2 threads, 2 busy cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    parser = build_parser()
+    from specreg._optional import MissingExtraError
+
+    try:
+        parser = build_parser()
+    except MissingExtraError as err:  # a core-only install: one line naming the extra
+        print(f"specreg: the command line needs the '{err.extra}' extra: pip install 'specreg[{err.extra}]'",
+              file=sys.stderr)
+        return 1
     # argparse cannot collect a nargs="*" positional on both sides of an option
     # (`train demo --out DIR a=1`), so overrides after the options come back as extras
     args, extra = parser.parse_known_args(argv)
@@ -205,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         return int(args.func(args) or 0)
+    except MissingExtraError as err:  # e.g. `specreg eval` without the audio extra
+        print(f"specreg {args.command}: {err}", file=sys.stderr)
+        return 1
     except ValueError as err:  # a bad config, override or argument: say what to change
         _report(args.command, f"error: {err}")
         return 2
@@ -214,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except KeyboardInterrupt as err:  # Ctrl-C (training: SIGTERM too, after saving): one line, no traceback
+        if getattr(err, "is_main_process", True):
+            print(f"specreg {args.command}: interrupted" + (f" by {err}" if str(err) else ""), file=sys.stderr)
+        return 143 if getattr(err, "signal_name", "") == "SIGTERM" else 130
 
 
 def _report(command: str, message: str) -> None:

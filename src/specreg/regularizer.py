@@ -11,6 +11,8 @@ formulation shares: EDM's σ itself; σ = sqrt((1 − ᾱ_t)/ᾱ_t) for DDPM/DDI
 
 * a number — the paper's "unweighted" images (λ = 1) and its audio runs (1e-4 … 1e-6);
 * ``"edm"`` — λ_EDM(σ) = (σ² + σ_data²)/(σ·σ_data)², the paper's "weighted";
+* ``"flow"`` — λ = 1/t² = (1 + 1/σ)², the velocity loss's own weight on x̂0 errors in
+  flow matching (‖v̂ − v‖² = ‖x̂0 − x0‖²/t²), so ``lam_scale`` c sets the ratio to it;
 * ``"snr"`` — λ = SNR = 1/σ², which turns an x̂0-space loss into the scale of the
   eps-prediction loss (‖ε − ε̂‖² = SNR·‖x0 − x̂0‖²); ``snr_gamma`` clips it at γ
   (min-SNR-γ, Hang et al. 2023) so that nearly clean samples do not dominate;
@@ -36,6 +38,7 @@ the term stays quadratic in x̂0, so a quadratic loss keeps the posterior mean.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +55,13 @@ def sigma_from_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
 def sigma_from_flow_t(t: torch.Tensor) -> torch.Tensor:
     """σ = t/(1 − t) for x_t = (1 − t)·x0 + t·ε (∞ at t = 1)."""
     return t / (1.0 - t)
+
+
+def lambda_flow(sigma: torch.Tensor) -> torch.Tensor:
+    """λ_flow(σ) = 1/t² = (1 + 1/σ)² with t = σ/(1 + σ): the weight that puts an x̂0-space
+    loss on the scale of the flow-matching velocity loss (‖v̂ − v‖² = ‖x̂0 − x0‖²/t²).
+    1 at σ = ∞ (t = 1)."""
+    return (1.0 + 1.0 / sigma) ** 2
 
 
 def lambda_edm(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
@@ -157,8 +167,28 @@ class BandWeights(nn.Module):
                                 .reshape(-1)))
 
 
-LAM_POLICIES = ("edm", "snr")
+LAM_POLICIES = ("edm", "snr", "flow")
 LAM_MAX = 1e8
+
+
+def noise_levels(sigma: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """σ as a (B,) tensor of ``like``'s dtype and device: one value per sample, or one for all.
+
+    A σ that is NaN or negative is not a noise level (0 … ∞ are). Where reading values
+    costs no device sync (σ on the CPU, outside ``torch.compile``) it raises a
+    ``ValueError``; elsewhere the regularizer's λ becomes NaN for that sample, which the
+    trainer's finiteness check reports, instead of the 0 that a comparison with NaN gives.
+    """
+    s = torch.as_tensor(sigma, dtype=like.dtype, device=like.device).reshape(-1)
+    if s.numel() not in (1, batch):
+        raise ValueError(f"sigma has {s.numel()} values (shape {tuple(torch.as_tensor(sigma).shape)}) for a batch "
+                         f"of {batch}; expected one noise level per sample or a single one for all")
+    if s.device.type == "cpu" and not torch.compiler.is_compiling():
+        bad = ~(s >= 0)
+        if bool(bad.any()):
+            raise ValueError(f"sigma has {int(bad.sum())} value(s) that are not noise levels (first: "
+                             f"{float(s[bad][0])}); expected sigma >= 0 (0 … inf), not NaN or negative")
+    return s.expand(batch)
 
 
 class SpectralRegularizer(nn.Module):
@@ -167,7 +197,7 @@ class SpectralRegularizer(nn.Module):
     Args:
         loss: a spectral loss module (per-sample (B,) output), or a name for
             :func:`specreg.losses.build_loss` (then ``loss_kwargs`` go to it).
-        lam: a number ≥ 0, ``"edm"``, ``"snr"`` or an :class:`AutoLambda`.
+        lam: a number ≥ 0, ``"edm"``, ``"snr"``, ``"flow"`` or an :class:`AutoLambda`.
         sigma_max: gate — apply only where σ ≤ sigma_max (None: everywhere).
         alpha_bar_min: the same gate in VP terms, ᾱ ≥ alpha_bar_min
             (σ_max = sqrt((1 − ᾱ_min)/ᾱ_min)). Give at most one of the two.
@@ -181,6 +211,9 @@ class SpectralRegularizer(nn.Module):
             and ``n_bands``, as ``fourier_l2`` and ``wavelet_l2`` with ``levels=`` do).
             Its parameters are trained with the network (give ``reg.parameters()`` to
             the optimizer) and it needs ``sigma``.
+        decode: a map applied to x̂0 and x0 before the loss, e.g. a frozen VAE decoder
+            for a latent model (``regularizer.space: decoded``): L_S(D(x̂0), D(x0)), with
+            the gradient through D into x̂0. Not part of the module's parameters or state.
 
     Call ``reg(x0_hat, x0, sigma=..., diffusion_loss=...)``; ``sigma`` (B,) is needed by
     ``"edm"``, ``"snr"``, the gate, the fade and band weights, ``diffusion_loss`` (B,) by
@@ -198,7 +231,8 @@ class SpectralRegularizer(nn.Module):
                  sigma_max: float | None = None, alpha_bar_min: float | None = None,
                  sigma_data: float = 0.5, snr_gamma: float | None = None, lam_scale: float = 1.0,
                  fade_sigma: float | None = None, fade_width: float = 0.5,
-                 band_weights: bool | BandWeights = False, **loss_kwargs) -> None:
+                 band_weights: bool | BandWeights = False, decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 **loss_kwargs) -> None:
         super().__init__()
         if isinstance(loss, str):
             from specreg.losses.registry import build_loss
@@ -241,6 +275,10 @@ class SpectralRegularizer(nn.Module):
             self.band_weights = band_weights
         elif band_weights is not False:
             raise ValueError(f"band_weights={band_weights!r} is not accepted; expected True, False or a BandWeights")
+        if decode is not None and not callable(decode):
+            raise ValueError(f"decode={decode!r} is not accepted; expected a callable (e.g. a frozen VAE decoder)")
+        # kept out of the module tree: a frozen decoder is neither trained nor checkpointed here
+        self._decode: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = () if decode is None else (decode,)
 
     @property
     def needs_sigma(self) -> bool:
@@ -259,7 +297,7 @@ class SpectralRegularizer(nn.Module):
         if self.needs_sigma and sigma is None:
             raise ValueError(f"lam={self.lam!r}, sigma_max={self.sigma_max!r} need sigma=(B,) noise levels")
         if sigma is not None:
-            sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device).reshape(-1).expand(batch)
+            sigma = noise_levels(sigma, batch, like)
         if isinstance(self.lam, AutoLambda):
             if diffusion_loss is None:
                 raise ValueError("lam=AutoLambda needs diffusion_loss=(B,) per-sample diffusion loss")
@@ -270,6 +308,8 @@ class SpectralRegularizer(nn.Module):
             lam = sigma.pow(-2)
             if self.snr_gamma is not None:
                 lam = lam.clamp(max=self.snr_gamma)
+        elif self.lam == "flow":
+            lam = lambda_flow(sigma)
         else:
             lam = like.new_full((batch,), self.lam)
         # σ = 0 (flow t = 0) makes λ_EDM and SNR infinite while L_S = 0; a finite cap keeps
@@ -280,10 +320,19 @@ class SpectralRegularizer(nn.Module):
             lam = lam * self.fade(sigma)
         if self.sigma_max is not None:
             lam = torch.where(sigma <= self.sigma_max, lam, torch.zeros_like(lam))
+        if sigma is not None:  # not a noise level (NaN or < 0, on a device): say so with NaN, not 0
+            lam = torch.where(sigma >= 0, lam, torch.full_like(lam, math.nan))
         return lam.to(like.dtype)
 
     def forward(self, x0_hat: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor | None = None, *,
                 diffusion_loss: torch.Tensor | None = None) -> RegularizerOutput:
+        if sigma is not None:
+            sigma = noise_levels(sigma, x0.shape[0], x0)
+        if self._decode:  # space "decoded": the loss sees D(x̂0) and D(x0), the gradient goes through D
+            (decode,) = self._decode
+            with torch.no_grad():
+                x0 = decode(x0)
+            x0_hat = decode(x0_hat)
         if self.band_weights is None:
             spectral = self.loss(x0_hat, x0)
             term = spectral
@@ -291,13 +340,13 @@ class SpectralRegularizer(nn.Module):
             if sigma is None:
                 raise ValueError("band_weights need sigma=(B,) noise levels")
             bands = self.loss.per_band(x0_hat, x0)
-            u = self.band_weights(torch.as_tensor(sigma, device=bands.device).reshape(-1).expand(x0.shape[0]))
+            u = self.band_weights(sigma.to(bands.device))
             u = u.to(bands.dtype)
             spectral = bands.sum(1)
             term = (bands * torch.exp(-u) + u).sum(1)
         lam = self.weights(sigma, x0.shape[0], spectral, spectral, diffusion_loss)
-        # where λ = 0 (gated or λ = 0) the product is exactly 0, never 0·inf
-        value = torch.where(lam > 0, lam * term, torch.zeros_like(term))
+        # where λ = 0 (gated or λ = 0) the product is exactly 0, never 0·inf; a NaN λ stays NaN
+        value = torch.where(lam != 0, lam * term, torch.zeros_like(term))
         return RegularizerOutput(value=value, spectral=spectral, lam=lam)
 
     def extra_repr(self) -> str:

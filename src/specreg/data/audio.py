@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from specreg._checks import check_choice, check_positive
+from specreg._checks import check_all_read, check_choice, check_positive
 
 __all__ = [
     "ASTERISK_ROOT",
@@ -45,8 +45,11 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     rational factor sample_rate/r with ``scipy.signal.resample_poly`` (polyphase FIR,
     Kaiser window), which low-pass filters before decimating.
     """
-    import soundfile as sf
-    from scipy.signal import resample_poly
+    from specreg._optional import needs_extra
+
+    with needs_extra("train", "specreg.data.load_audio"):
+        import soundfile as sf
+        from scipy.signal import resample_poly
 
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     x = data.mean(axis=1)
@@ -60,8 +63,9 @@ class AudioFolder(Dataset):
     """Every WAV/FLAC/… file under ``root`` (recursively, or the given ``files``), cut to segments.
 
     Files are read once at construction (mono mixdown, resampled to ``sample_rate``) and
-    kept in memory. Unreadable or empty files are skipped and counted in ``n_skipped``
-    (paths in ``skipped``). Each item is one segment of ``segment_length`` samples
+    kept in memory. An unreadable or empty file (a corrupt .wav, a text file saved as one)
+    is refused with ``ValueError`` naming how many and the first five: no file is skipped,
+    so the set holds exactly the clips given. Each item is one segment of ``segment_length`` samples
     (None: the whole clip) per file: a clip shorter than that is zero-padded at the
     end; a longer one is cropped at a random offset drawn from torch's global RNG at
     each access (``random_crop=True``) or at a fixed offset per file drawn once from
@@ -88,24 +92,19 @@ class AudioFolder(Dataset):
             if not paths:
                 raise ValueError("files=[] is not accepted; expected at least one audio file")
         self.files: list[Path] = []
-        self.skipped: list[Path] = []
         self.clips: list[np.ndarray] = []
-        first_error = ""
+        failures: list[tuple[str, str]] = []
         for path in paths:
             try:
                 clip = load_audio(path, self.sample_rate)
                 if clip.size == 0:
                     raise ValueError("no samples")
             except (RuntimeError, OSError, ValueError) as err:  # soundfile's errors are RuntimeErrors
-                self.skipped.append(path)
-                first_error = first_error or f"{path.name}: {err}"
+                failures.append((path.name, str(err)))
                 continue
             self.files.append(path)
             self.clips.append(clip)
-        self.n_skipped = len(self.skipped)
-        if not self.files:
-            raise RuntimeError(f"none of the {len(paths)} audio files under root={str(self.root)!r} could be read "
-                               f"(first error: {first_error})")
+        check_all_read(self.root, "audio", len(paths), failures)
         rng = np.random.default_rng(seed)
         seg = self.segment_length or 0
         self._fixed_offsets = [int(rng.integers(0, max(c.size - seg, 0) + 1)) for c in self.clips]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from specreg._checks import check_choice, check_positive
+from specreg._checks import check_all_read, check_choice, check_positive
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -46,6 +46,7 @@ __all__ = [
     "checkerboard",
     "checkerboard_peaks",
     "download_fashion_mnist",
+    "fashion_mnist_missing",
     "read_idx",
     "to_unit_range",
 ]
@@ -81,8 +82,10 @@ class ImageFolder(Dataset):
     cropped to ``size × size`` at the centre (``crop="center"``) or at a random offset
     along the longer side (``crop="random"``, drawn at each access).
 
-    Files that Pillow cannot decode are skipped and counted in ``n_skipped`` (their
-    paths in ``skipped``). With ``class_folders=True`` the label is the index of the
+    A file with an image extension that Pillow cannot decode (text saved as .png, an
+    empty .jpg, a truncated .png) is refused with ``ValueError`` naming how many and the
+    first five: no file is skipped, so the set holds exactly the images given (the same
+    rule as for samples being evaluated). With ``class_folders=True`` the label is the index of the
     image's first-level subfolder in ``classes`` (sorted names); images directly in
     ``root`` get −1, as do all images otherwise.
 
@@ -94,7 +97,10 @@ class ImageFolder(Dataset):
     def __init__(self, root: str | os.PathLike, size: int, channels: int = 1, crop: str = "center",
                  class_folders: bool = False, cache: bool = True,
                  extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
-        from PIL import Image  # Pillow is needed only here
+        from specreg._optional import needs_extra
+
+        with needs_extra("train", "specreg.data.ImageFolder"):
+            from PIL import Image  # Pillow is needed only here
 
         self._image_module = Image
         self.root = Path(root)
@@ -116,9 +122,8 @@ class ImageFolder(Dataset):
 
         self.files: list[Path] = []
         self.labels: list[int] = []
-        self.skipped: list[Path] = []
         self._pixels: list[np.ndarray] = []
-        first_error = ""
+        failures: list[tuple[str, str]] = []
         for path in files:
             try:
                 if self.cache:
@@ -127,18 +132,12 @@ class ImageFolder(Dataset):
                     with Image.open(path) as im:
                         im.verify()
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-                self.skipped.append(path)
-                first_error = first_error or f"{path.name}: {err}"
+                failures.append((str(path.relative_to(self.root)), str(err)))
                 continue
             parts = path.relative_to(self.root).parts
             self.files.append(path)
             self.labels.append(class_index.get(parts[0], -1) if len(parts) > 1 else -1)
-        self.n_skipped = len(self.skipped)
-        if not self.files:
-            raise RuntimeError(
-                f"none of the {len(files)} image files under root={str(self.root)!r} could be read "
-                f"(first error: {first_error})"
-            )
+        check_all_read(self.root, "image", len(files), failures)
 
     def _load(self, path: Path) -> np.ndarray:
         """Decode, convert and resize so that the shorter side is ``size``: uint8 (h, w, C)."""
@@ -244,6 +243,26 @@ def _find_fashion_file(root: Path, name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def fashion_mnist_missing(root: str | os.PathLike, split: str = "train") -> list[str]:
+    """The Fashion-MNIST files of ``split`` (``"train"``, ``"test"`` or ``"eval"``) that
+    ``root`` lacks (gzipped or not); [] when all are there or the split is unknown."""
+    names = _FASHION_SPLITS.get({"eval": "test"}.get(split, split), ())
+    return [n for n in names if _find_fashion_file(Path(root), n) is None]
+
+
+def require_fashion_mnist(root: str | os.PathLike | None, split: str = "train", *, key: str = "data.root") -> Path:
+    """``root`` (default: the Debian package's folder) if it holds the files of ``split``,
+    else a one-line ``ValueError`` naming ``key`` and how to install them (configs and
+    studies never download)."""
+    folder = Path(FASHION_MNIST_ROOT if root is None else root)
+    missing = fashion_mnist_missing(folder, split)
+    if missing:
+        raise ValueError(f"{key}={None if root is None else str(root)!r}: Fashion-MNIST files {missing} not found in "
+                         f"{str(folder)!r}; install them with 'apt-get install dataset-fashion-mnist' (Debian/Ubuntu) "
+                         f"or set {key} to a folder holding them")
+    return folder
 
 
 def download_fashion_mnist(root: str | os.PathLike, urls: Sequence[str] = FASHION_MNIST_URLS,
@@ -362,7 +381,10 @@ TEXTURE_EVAL_ROWS = 128
 
 
 def _texture_image(name: str) -> np.ndarray:
-    import skimage.data
+    from specreg._optional import needs_extra
+
+    with needs_extra("train", "specreg.data.TextureCrops"):
+        import skimage.data
 
     loader: Callable[[], np.ndarray] | None = getattr(skimage.data, name, None)
     if loader is None or not callable(loader) or name.startswith("_"):
@@ -532,7 +554,10 @@ class SkDigits(Dataset):
     """
 
     def __init__(self, size: int = 32, mode: str = "bilinear") -> None:
-        from sklearn.datasets import load_digits
+        from specreg._optional import needs_extra
+
+        with needs_extra("metrics", "specreg.data.SkDigits"):
+            from sklearn.datasets import load_digits
 
         self.size = _check_size("size", size)
         self.mode = check_choice("mode", mode, ("bilinear", "nearest"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -36,3 +38,85 @@ class SpectralLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ndim={self.ndim}, reduction={self.reduction!r}"
+
+
+# --------------------------------------------------------------------------- scaling
+
+def pow2_scale(x: torch.Tensor) -> torch.Tensor:
+    """The per-sample power of two s with max|x/s| in [1, 2) (1 where x = 0), shape (B,), detached.
+
+    Dividing by a power of two is exact, so a loss computed on x/s and multiplied back
+    by the right power of s equals the unscaled one to rounding, while its transforms see
+    numbers near 1: nothing overflows at 1e30 or sinks into subnormal numbers at 1e-30.
+    s stays within the dtype's normal range (2^-126 … 2^127 in float32).
+    """
+    m = x.detach().abs().flatten(1).amax(1)
+    finfo = torch.finfo(x.dtype)
+    e = torch.floor(torch.log2(torch.where(m > 0, m, torch.ones_like(m))))
+    return torch.exp2(e.clamp(math.log2(finfo.tiny), math.floor(math.log2(finfo.max))))
+
+
+def per_sample_view(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``s`` of shape (B,) viewed as (B, 1, …, 1) to broadcast against ``like``."""
+    return s.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _times_power(v: torch.Tensor, s: torch.Tensor, k: int) -> torch.Tensor:
+    # v·s^k by repeated products: s^k alone may overflow where v·s^k does not
+    s = per_sample_view(s, v)
+    for _ in range(abs(k)):
+        v = v * s if k > 0 else v / s
+    return v
+
+
+class _Rescale(torch.autograd.Function):
+    """v·s^k in the forward and g·s^j in the backward, for a per-sample power of two s."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, s: torch.Tensor, k: int, j: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(s)
+        ctx.j = j
+        return _times_power(v, s, k)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        (s,) = ctx.saved_tensors
+        return _times_power(g, s, ctx.j), None, None, None
+
+
+class _Divide(torch.autograd.Function):
+    """x/s_x in the forward and (g/s_x)·s in the backward, for per-sample powers of two."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, s_x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(s_x, s)
+        return x / per_sample_view(s_x, x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        s_x, s = ctx.saved_tensors
+        return g / per_sample_view(s_x, g) * per_sample_view(s, g), None, None
+
+
+def scale_down(x: torch.Tensor, s: torch.Tensor, common: torch.Tensor | None = None) -> torch.Tensor:
+    """x/s (s from :func:`pow2_scale`), to be paired with :func:`scale_up`, which applies the
+    whole factor s^(k−1) of the gradient at once: the gradient passes through unchanged.
+
+    With ``common`` (the scale ``scale_up`` uses, when each argument of a loss has its own
+    scale s), the gradient is multiplied by s_common/s instead, after the transforms have
+    summed it in scaled units: a true gradient beyond the dtype's range comes out as ±inf,
+    never as NaN from inf − inf.
+    """
+    return _Rescale.apply(x, s, -1, 0) if common is None else _Divide.apply(x, s, common)
+
+
+def scale_up(v: torch.Tensor, s: torch.Tensor, k: int) -> torch.Tensor:
+    """s^k·v for v = L(:func:`scale_down`(x, s)) with L homogeneous of degree k.
+
+    The value is s^k·L(x/s) = L(x); the gradient is s^(k−1)·∇L(x/s), exactly the
+    derivative of L(x), formed without the intermediate s^k (for a quadratic L in float32
+    s² overflows from s = 2^64 on, although the gradient s·∇L(x/s) is representable).
+    """
+    return _Rescale.apply(v, s, k, k - 1)

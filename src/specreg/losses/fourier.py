@@ -11,14 +11,49 @@ channels, giving one value per sample.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from specreg._checks import check_choice, check_positive
-from specreg.losses.base import SpectralLoss
-from specreg.transforms.fourier import full_mean, radial_average, rfftn, safe_angle, safe_unit
+from specreg.losses.base import SpectralLoss, per_sample_view, pow2_scale, scale_down, scale_up
+from specreg.transforms.fourier import (
+    full_mean,
+    radial_average,
+    residue_tolerance,
+    rfftn,
+    safe_amplitude,
+    safe_angle,
+    safe_unit,
+    snap_residue,
+)
 
 
-def _spectra(x0_hat: torch.Tensor, x0: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return rfftn(x0_hat, ndim), rfftn(x0, ndim)
+def _spectrum(u: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(F[u], |F[u]|, residue level) of a signal u scaled to max|u| in [1, 2): amplitudes at
+    the level of the FFT's rounding residue are 0 (they are 0 in exact arithmetic, and
+    their arbitrary phase would give |F| a gradient)."""
+    f = rfftn(u, ndim)
+    a = safe_amplitude(f)
+    tol = residue_tolerance(a, ndim)
+    return f, torch.where(a > tol, a, torch.zeros_like(a)), tol
+
+
+def _amplitudes(x0_hat: torch.Tensor, x0: torch.Tensor, ndim: int, phases: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Â/s, A0/s, F̂, F0, s) for a loss homogeneous of degree 1, to be returned as
+    ``scale_up(value, s, 1)``.
+
+    Each argument is divided by its own power of two ŝ, s0 (max|x/s| in [1, 2)), so its
+    spectrum neither overflows at 1e30 nor goes subnormal at 1e-30 and the smaller one
+    keeps its phases; the amplitudes are in units of s = max(ŝ, s0) (exact: ŝ/s and s0/s
+    are powers of two ≤ 1). With ``phases`` the spectra's FFT rounding residue is snapped
+    to 0 (:func:`~specreg.transforms.fourier.snap_residue`)."""
+    s_hat, s0 = pow2_scale(x0_hat), pow2_scale(x0)
+    s = torch.maximum(s_hat, s0)
+    f_hat, a_hat, tol_hat = _spectrum(scale_down(x0_hat, s_hat, s), ndim)
+    f0, a0, tol0 = _spectrum(scale_down(x0, s0, s), ndim)
+    if phases:
+        f_hat, f0 = snap_residue(f_hat, ndim, tol_hat), snap_residue(f0, ndim, tol0)
+    return a_hat * per_sample_view(s_hat / s, a_hat), a0 * per_sample_view(s0 / s, a0), f_hat, f0, s
 
 
 class FourierAmplitudeLoss(SpectralLoss):
@@ -35,8 +70,8 @@ class FourierAmplitudeLoss(SpectralLoss):
     """
 
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        f_hat, f0 = _spectra(x0_hat, x0, self.ndim)
-        return full_mean((f0.abs() - f_hat.abs()).abs(), x0.shape[-self.ndim:], self.ndim)
+        a_hat, a0, _, _, s = _amplitudes(x0_hat, x0, self.ndim)
+        return scale_up(full_mean((a0 - a_hat).abs(), x0.shape[-self.ndim:], self.ndim), s, 1)
 
 
 class FourierAmplitudePhaseLoss(SpectralLoss):
@@ -69,19 +104,21 @@ class FourierAmplitudePhaseLoss(SpectralLoss):
         self.phase_weight = check_positive("phase_weight", phase_weight, allow_zero=True)
 
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        f_hat, f0 = _spectra(x0_hat, x0, self.ndim)
+        # amplitudes in units of s (both terms are homogeneous of degree 1); phases come
+        # from spectra whose rounding residue is snapped to 0, so a bin that is real in
+        # exact arithmetic has φ = 0 or +π, never −π by a residue of −1e-16
+        a_hat, a0, f_hat, f0, s = _amplitudes(x0_hat, x0, self.ndim, phases=True)
         shape = x0.shape[-self.ndim:]
-        a0, a_hat = f0.abs(), f_hat.abs()
         if self.form == "paper":
             l_a = full_mean((a0 - a_hat).abs(), shape, self.ndim)
             l_phi = full_mean((safe_angle(f0) - safe_angle(f_hat)).abs(), shape, self.ndim)
-            return l_a * (1.0 + self.phase_weight * l_phi)
+            return scale_up(l_a * (1.0 + self.phase_weight * l_phi), s, 1)
         # 1 − cos Δφ = |e^{iφ0} − e^{iφ̂}|² / 2: exactly 0 at equal phases, accurate for
         # small Δφ (1 − cos cancels there); taken as 1/2 where F̂ = 0 (no phase defined).
         du = safe_unit(f0) - safe_unit(f_hat)
         one_minus_cos = 0.5 * (du.real**2 + du.imag**2)
         per_bin = (a0 - a_hat).abs() + self.phase_weight * a0 * one_minus_cos
-        return full_mean(per_bin, shape, self.ndim)
+        return scale_up(full_mean(per_bin, shape, self.ndim), s, 1)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, form={self.form!r}, phase_weight={self.phase_weight}"
@@ -90,16 +127,18 @@ class FourierAmplitudePhaseLoss(SpectralLoss):
 def log_radial_power(x: torch.Tensor, ndim: int, eps: float) -> torch.Tensor:
     r"""log10 of the radially averaged power spectrum, (B, C, n_bins).
 
-    P(r) = mean_{|ω| ≈ r} |F[x](ω)|². Computed as (m²)·mean(|F/m|²) with m the sample's
-    largest amplitude (detached), so it neither overflows at 1e20 nor underflows at
-    1e-20; ``eps`` is then a floor *relative* to m², i.e. a dynamic range of 1/eps.
+    P(r) = mean_{|ω| ≈ r} |F[x](ω)|². Computed as (s·m)²·mean(|F[x/s]/m|²) with s the
+    sample's power of two (:func:`specreg.losses.base.pow2_scale`) and m the largest
+    amplitude of F[x/s] (detached), so it neither overflows at 1e30 nor underflows at
+    1e-30; ``eps`` is then a floor *relative* to m², i.e. a dynamic range of 1/eps.
     """
-    f = rfftn(x, ndim)
-    a = f.abs()
+    s = pow2_scale(x)
+    _, a, _ = _spectrum(x / per_sample_view(s, x), ndim)
     m = a.flatten(1).amax(1).detach()
     m = torch.where(m > 0, m, torch.ones_like(m)).view(-1, *([1] * (a.dim() - 1)))
     p = radial_average((a / m) ** 2, x.shape[-ndim:])
-    return torch.log10(p + eps) + 2.0 * torch.log10(m.view(-1, *([1] * (p.dim() - 1))))
+    log_scale = torch.log10(m.flatten()) + torch.log10(s)
+    return torch.log10(p + eps) + 2.0 * log_scale.view(-1, *([1] * (p.dim() - 1)))
 
 
 class PowerSpectrumLoss(SpectralLoss):
@@ -165,22 +204,33 @@ class FocalFrequencyLoss(SpectralLoss):
         return x.reshape(b, -1, *(s // p for s in spatial))
 
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        x0_hat, x0 = self._patches(x0_hat), self._patches(x0)
-        f_hat, f0 = _spectra(x0_hat, x0, self.ndim)
-        diff = f0 - f_hat
+        # F is linear, so ΔF = F[x0 − x̂0]: one transform, of the difference divided by its
+        # power of two s; the loss is quadratic, L = s²·L(d/s), and scale_up forms its
+        # gradient s·∇L(d/s) directly (s² overflows float32 from 1e19 on)
+        d = x0 - x0_hat
+        s = pow2_scale(d)
+        diff = rfftn(self._patches(scale_down(d, s)), self.ndim)
         dist = diff.real**2 + diff.imag**2
         with torch.no_grad():
-            mag = diff.abs()
-            w = mag**self.alpha
-            if self.log_matrix:
-                w = torch.log1p(w)
-            dims = tuple(range(-self.ndim, 0))
-            if self.batch_matrix:
-                w_max = w.amax()
-            else:
-                w_max = w.amax(dim=dims, keepdim=True)
-            w = (w / torch.where(w_max > 0, w_max, torch.ones_like(w_max))).clamp(0.0, 1.0)
-        return self.loss_weight * full_mean(w * dist, x0.shape[-self.ndim:], self.ndim)
+            w = self._focal_weights(diff.abs(), s)
+        shape = tuple(n // self.patch_factor for n in x0.shape[-self.ndim:])
+        return scale_up(self.loss_weight * full_mean(w * dist, shape, self.ndim), s, 2)
+
+    def _focal_weights(self, mag: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """w = |ΔF|^α (or log(1 + |ΔF|^α)) normalised to max 1, from |ΔF|/s = ``mag``.
+
+        Computed in logarithms, ln w = α·(ln mag + ln s), which neither overflows nor
+        underflows (|ΔF|^α itself does at large α or scale); ln ln(1 + w) is
+        ln softplus(ln w), or ln w itself below ln w = −15, where the two agree to 3e-7.
+        """
+        if self.alpha == 0:  # |ΔF|^0 = 1 everywhere, 0^0 included
+            return torch.ones_like(mag)
+        log_w = self.alpha * (torch.log(mag) + per_sample_view(torch.log(s), mag))  # −inf where ΔF = 0
+        if self.log_matrix:
+            log_w = torch.where(log_w < -15.0, log_w, torch.log(F.softplus(log_w)))
+        dims = tuple(range(-self.ndim, 0))
+        top = log_w.amax() if self.batch_matrix else log_w.amax(dim=dims, keepdim=True)
+        return torch.exp(log_w - torch.where(torch.isfinite(top), top, torch.zeros_like(top))).clamp(0.0, 1.0)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, alpha={self.alpha}, patch_factor={self.patch_factor}, "

@@ -31,25 +31,29 @@ import pywt
 import torch
 
 from specreg._checks import check_choice, check_positive
-from specreg.losses.base import SpectralLoss
+from specreg.losses.base import SpectralLoss, pow2_scale, scale_down, scale_up
 from specreg.losses.wavelet import Gamma, WaveletLoss
 from specreg.transforms.fourier import full_mean, hermitian_weights, radial_bins, radial_frequency, rfftn
 from specreg.transforms.wavelet import WaveletLike, wavedec_unscaled
 
 WEIGHTINGS = ("flat", "power", "whiten")
+# whitening floors S at this fraction of its peak, so rings where the data has (almost) no
+# power (checkerboards between their lines) get a large but bounded weight (≤ 1e6 × the peak's)
+WHITEN_FLOOR = 1e-6
 NYQUIST = 0.5  # cycles per sample
 
 
 def _scaled(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(d / s, s) with s the per-sample power of two at or above max|d| (1 where d = 0).
+    """(d / s, s) with s the per-sample power of two of :func:`~specreg.losses.base.pow2_scale`.
 
     A power of two divides exactly, so for representable results the value equals the
-    unscaled one to rounding; the scale is detached (d/s carries the gradient). Callers
-    multiply a squared quantity back by s twice (s² alone overflows first).
+    unscaled one to rounding; the scale is detached. d/s passes its gradient through
+    unchanged: callers multiply a squared quantity back with
+    :func:`~specreg.losses.base.scale_up` (k = 2), which gives the gradient its factor s
+    at once (s² alone overflows float32 from s = 2^64 on, the gradient does not).
     """
-    m = d.detach().abs().flatten(1).amax(1)
-    s = torch.exp2(torch.ceil(torch.log2(torch.where(m > 0, m, torch.ones_like(m)))))
-    return d / s.view(-1, *([1] * (d.dim() - 1))), s
+    s = pow2_scale(d)
+    return scale_down(d, s), s
 
 
 def _check_weights_tensor(name: str, w: Any) -> torch.Tensor:
@@ -75,7 +79,8 @@ class FourierL2Loss(SpectralLoss):
     * ``weights="whiten"``: w ∝ 1/S(|ω|), S the data's radial power spectrum, so each
       frequency's error counts relative to the data's own power there. S comes from
       ``spectrum=`` or from :meth:`fit` on a batch of clean data, and is kept in a buffer
-      (saved with the module's state dict, so with a run's checkpoints);
+      (saved with the module's state dict, so with a run's checkpoints); S is floored at
+      1e-6 of its peak, so a ring without power gets a large but bounded weight;
     * a tensor: one weight per radial bin (bin width 1/min(size) cycles per sample, DC
       first, as :func:`specreg.metrics.radial_power_spectrum`); the corners beyond the
       last bin take the last weight.
@@ -171,11 +176,11 @@ class FourierL2Loss(SpectralLoss):
                 raise ValueError("weights='whiten' needs the data's spectrum: call loss.fit(x0_batch) first or "
                                  "pass spectrum=")
             s = self.spectrum.detach().to("cpu", torch.float64)
-            w = 1.0 / self._per_bin(torch.clamp(s, min=float(s.max()) * 1e-12), shape, "spectrum")
+            w = 1.0 / self._per_bin(torch.maximum(s, s.max() * WHITEN_FLOOR), shape, "spectrum")
         else:
             w = self._per_bin(self.bin_weights.detach().to("cpu", torch.float64), shape, "weights")
         herm = hermitian_weights(shape, dtype=torch.float64)
-        w = w * (math.prod(shape) / float((w * herm).sum()))
+        w = w * (math.prod(shape) / (w * herm).sum())  # tensor ops only: no host sync under compile
         return w.to(device=device, dtype=dtype)
 
     def band_masks(self, spatial_shape: tuple[int, ...]) -> torch.Tensor:
@@ -199,7 +204,7 @@ class FourierL2Loss(SpectralLoss):
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         p, scale, shape = self._power(x0_hat, x0)
         w = self.weight_map(shape, dtype=p.dtype, device=p.device)
-        return full_mean(w * p, shape, self.ndim) * scale * scale
+        return scale_up(full_mean(w * p, shape, self.ndim), scale, 2)
 
     def per_band(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The loss split into :attr:`n_bands` octave bands, (B, n_bands), coarse first;
@@ -215,7 +220,7 @@ class FourierL2Loss(SpectralLoss):
             herm = hermitian_weights(shape, dtype=p.dtype, device=p.device)
             per_bin = (w * p * herm).reshape(p.shape[0], -1, *p.shape[-self.ndim:]).sum(1)  # over channels
             n_full = math.prod(p.shape[1:-1]) * shape[-1]
-            return torch.einsum("b...,k...->bk", per_bin, masks) * (scale / n_full)[:, None] * scale[:, None]
+            return scale_up(torch.einsum("b...,k...->bk", per_bin, masks) / n_full, scale, 2)
 
     def extra_repr(self) -> str:
         extra = {"power": f", power={self.power}, floor={self.floor}", "flat": "", "bins": "",
@@ -286,7 +291,7 @@ class WaveletL2Loss(WaveletLoss):
                 if gamma[key] != 0.0:
                     total = total + (gamma[key] * factor**2) * band.pow(2).flatten(1).sum(1)
             out.append(total)
-        return torch.stack(out, 1) * (scale / n)[:, None] * scale[:, None]
+        return scale_up(torch.stack(out, 1) / n, scale, 2)
 
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         return self._levels_sq(x0_hat, x0).sum(1)

@@ -24,6 +24,7 @@ plain autograd operations instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -42,11 +43,21 @@ from specreg.transforms.stft import (
 _DIMS = (1, 2, 3)  # every dim of one sample's spectrogram (channels, frequency and frames)
 
 
-def _pow2_gain(*xs: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Per-sample power of two g ≤ 1 with g·max|x| ≤ 1 over all ``xs`` (detached, exact to apply)."""
+def _pow2_gain(*xs: torch.Tensor, dims: tuple[int, ...], floor: float = 0.0, reach: int = 1) -> torch.Tensor:
+    """Per-sample power of two g applied to all ``xs`` (detached, exact to apply).
+
+    g = 2^-e with e = ceil(log2 max|x|) over all ``xs`` (0 while max|x| ≤ 1), so that
+    |STFT|² cannot overflow; but e stays ≤ the value that keeps (g·``floor``)² a normal
+    float32 (≥ 2^-126): below it, magnitudes near the floor square to subnormals or 0
+    and the log-magnitude term and its gradient lose all precision (a 1e20 x0 against a
+    1 x̂0 made the gradient NaN). Overflow wins: e stays ≥ the value at which
+    ``reach``·max|x|·g (a bound on |STFT|, ``reach`` the longest window) is 2^62.
+    """
     m = torch.stack([x.detach().abs().amax(dim=dims, keepdim=True) for x in xs]).amax(0)
-    m = torch.nan_to_num(m.float(), posinf=3.0e38).clamp_min(1.0)
-    return torch.exp2(-torch.ceil(torch.log2(m))).to(xs[0].dtype)
+    e = torch.ceil(torch.log2(torch.nan_to_num(m.float(), posinf=3.0e38).clamp_min(1.0)))
+    if floor > 0:
+        e = torch.maximum(e.clamp_max(math.floor(63 + math.log2(floor))), e + (math.ceil(math.log2(reach)) - 62))
+    return torch.exp2(-e).to(xs[0].dtype)
 
 
 def safe_frobenius(d: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -96,8 +107,11 @@ class _ResolutionTerms(torch.autograd.Function):
                                   torch.zeros_like(norm_D))
             g = D.mul_(-coef_sc.reshape(-1, 1, 1, 1))
             g.sub_(E.sign_().div_(S_hat).mul_(w_log_mag / count))
-            g = torch.where(M >= floor, g / M, torch.zeros_like(M))  # M ≥ floor > 0 where kept
-            ctx.save_for_backward(Y * g)
+            # Y/M before the product: (g/M)·Y overflowed where g ~ 1/M is large
+            kept = M >= floor  # M ≥ floor > 0 there
+            g = torch.where(kept, g, torch.zeros_like(M))
+            M = torch.where(kept, M, torch.ones_like(M))
+            ctx.save_for_backward(torch.complex(Y.real / M * g, Y.imag / M * g))
         return out
 
     @staticmethod
@@ -109,6 +123,8 @@ class _ResolutionTerms(torch.autograd.Function):
 
 class MultiResolutionSTFTLoss(SpectralLoss):
     """Per-sample multi-resolution STFT loss on (B, C, T) audio; see the module docstring.
+
+    Dims between the batch and time dims count as channels: (B, C, K, T) is (B, C·K, T).
 
     Args:
         fft_sizes, hop_sizes, win_lengths: one entry per resolution, equal lengths,
@@ -165,6 +181,8 @@ class MultiResolutionSTFTLoss(SpectralLoss):
         return max(min_length(n_fft) for n_fft, _, _ in self.resolutions)
 
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        # (B, C, …, T): every dim between batch and time is a channel, as in the other losses
+        x0_hat, x0 = x0_hat.flatten(1, -2), x0.flatten(1, -2)
         if x0.shape[-1] < self.min_length:
             raise ValueError(
                 f"x0 has {x0.shape[-1]} samples; MultiResolutionSTFTLoss with fft_sizes "
@@ -186,7 +204,8 @@ class MultiResolutionSTFTLoss(SpectralLoss):
 
     def _fast_per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The same value, for x0 without a gradient (see the module docstring)."""
-        gain = _pow2_gain(x0_hat, x0, dims=(1, 2))  # (B, 1, 1)
+        gain = _pow2_gain(x0_hat, x0, dims=(1, 2), floor=self.eps**0.5,
+                          reach=max(win for _, _, win in self.resolutions))  # (B, 1, 1)
         x0_hat, x0 = x0_hat * gain, x0 * gain
         floor = (self.eps**0.5 * gain).unsqueeze(-1)  # (B, 1, 1, 1)
         total = x0.new_zeros(x0.shape[0])

@@ -161,14 +161,14 @@ class WaveletLoss(SpectralLoss):
         if self.levels is None:
             if deepest < 1:
                 raise ValueError(
-                    f"spatial size {tuple(spatial_shape)} is too small for one level of the "
+                    f"x0 of spatial size {tuple(spatial_shape)} is too small for one level of the "
                     f"{self.wavelet!r} wavelet (filter length {get_filters(self.wavelet_key).length}); "
                     "use a shorter wavelet (e.g. 'haar') or larger signals"
                 )
             return min(DEFAULT_LEVELS, deepest)
         if self.levels > deepest:
             raise ValueError(
-                f"levels={self.levels} is too deep for spatial size {tuple(spatial_shape)} with "
+                f"levels={self.levels} is too deep for x0 of spatial size {tuple(spatial_shape)} with "
                 f"wavelet {self.wavelet!r}; the maximum is {deepest} (pywt.dwtn_max_level)"
             )
         return self.levels

@@ -6,35 +6,52 @@ Optional packages (pesq, speechmos, torch-fidelity, utmos) are imported only whe
 metric that needs them is called.
 """
 
-from specreg.metrics.audio import (
-    NDBResult,
-    dnsmos,
-    frechet_audio_distance,
-    mr_stft_distance,
-    ndb,
-    pesq,
-    utmos,
-)
-from specreg.metrics.frechet import (
-    KID,
-    DomainClassifier,
-    DomainEmbedding,
-    FrechetDistance,
-    frechet_distance,
-    frechet_distance_from_stats,
-    inception_feature_extractor,
-    kid,
-    load_domain_embedding,
-)
-from specreg.metrics.plots import plot_spectra
-from specreg.metrics.spectrum import (
-    BANDS,
-    SpectrumMetric,
-    log_spectral_distance,
-    log_spectral_distance_from_spectra,
-    peak_energy_fraction,
-    radial_power_spectrum,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562): the command line imports
+# specreg.metrics.registry while it builds its parser, and that must not load torch.
+_EXPORTS = {
+    **dict.fromkeys(("NDBResult", "dnsmos", "frechet_audio_distance", "mr_stft_distance", "ndb", "pesq", "utmos"),
+                    "audio"),
+    **dict.fromkeys(("KID", "DomainClassifier", "DomainEmbedding", "FrechetDistance", "frechet_distance",
+                     "frechet_distance_from_stats", "inception_feature_extractor", "kid", "load_domain_embedding"),
+                    "frechet"),
+    "plot_spectra": "plots",
+    **dict.fromkeys(("BANDS", "SpectrumMetric", "log_spectral_distance", "log_spectral_distance_from_spectra",
+                     "peak_energy_fraction", "radial_power_spectrum"), "spectrum"),
+}
+
+if TYPE_CHECKING:
+    from specreg.metrics.audio import NDBResult, dnsmos, frechet_audio_distance, mr_stft_distance, ndb, pesq, utmos
+    from specreg.metrics.frechet import (
+        KID,
+        DomainClassifier,
+        DomainEmbedding,
+        FrechetDistance,
+        frechet_distance,
+        frechet_distance_from_stats,
+        inception_feature_extractor,
+        kid,
+        load_domain_embedding,
+    )
+    from specreg.metrics.plots import plot_spectra
+    from specreg.metrics.spectrum import (
+        BANDS,
+        SpectrumMetric,
+        log_spectral_distance,
+        log_spectral_distance_from_spectra,
+        peak_energy_fraction,
+        radial_power_spectrum,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BANDS",

@@ -68,10 +68,10 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Band-limited resampling along the last axis (librosa's default soxr_hq)."""
     if orig_sr == target_sr:
         return x
-    try:
+    from specreg._optional import needs_extra
+
+    with needs_extra("audio", "specreg.metrics.audio.resample"):
         import librosa
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("resampling needs librosa (pip install librosa)") from e
     return librosa.resample(x, orig_sr=orig_sr, target_sr=target_sr, axis=-1)
 
 
@@ -146,11 +146,11 @@ def pesq(ref: Any, deg: Any, sample_rate: int, *, deg_sample_rate: int | None = 
     if mode not in ("nb", "wb") or (mode == "wb" and sample_rate != 16000):
         raise ValueError(f"mode={mode!r} is not accepted at {sample_rate} Hz; expected 'nb' at 8000, "
                          "'wb' or 'nb' at 16000")
-    try:
+    from specreg._optional import needs_extra
+
+    with needs_extra("audio", "specreg.metrics.audio.pesq"):
         from pesq import PesqError
         from pesq import pesq as _pesq
-    except ImportError as e:
-        raise ImportError("pesq() needs the pesq package (pip install pesq)") from e
     scores = []
     for ri, di in zip(r, d):
         try:
@@ -204,8 +204,11 @@ def ndb(samples: Any, reference: Any, k: int = 50, alpha: float = 0.05, *, seed:
     alpha = check_positive("alpha", alpha)
     if alpha >= 1:
         raise ValueError(f"alpha={alpha} is not accepted; expected 0 < alpha < 1")
-    from scipy.stats import norm
-    from sklearn.cluster import KMeans
+    from specreg._optional import needs_extra
+
+    with needs_extra("metrics", "specreg.metrics.audio.ndb"):
+        from scipy.stats import norm
+        from sklearn.cluster import KMeans
 
     km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(r)
     c_r = np.bincount(km.labels_, minlength=k).astype(np.float64)
@@ -240,11 +243,10 @@ def dnsmos(audio: Any, sample_rate: int, *, personalized: bool = False) -> dict[
     x = _clips(audio, "audio")
     if np.abs(x).max() > 1.0:
         raise ValueError(f"audio peaks at {np.abs(x).max():.3g}; DNSMOS expects values in [-1, 1] (full scale)")
-    try:
+    from specreg._optional import needs_extra
+
+    with needs_extra("audio", "specreg.metrics.audio.dnsmos"):
         from speechmos import dnsmos as _dnsmos
-    except ImportError as e:
-        raise ImportError("dnsmos() needs speechmos, librosa and onnxruntime "
-                          "(pip install speechmos librosa onnxruntime)") from e
     x = np.clip(resample(x, sample_rate, DNSMOS_RATE), -1.0, 1.0).astype(np.float32)
     model_type = "dnsmos_personalized" if personalized else "dnsmos"
     out = []

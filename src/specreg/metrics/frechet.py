@@ -324,11 +324,11 @@ def inception_feature_extractor(weights_path: str | os.PathLike | None = None, *
         )
     if weights_path is not None and not os.path.isfile(weights_path):
         raise FileNotFoundError(f"weights_path={str(weights_path)!r} is not a file")
-    try:
+    from specreg._optional import needs_extra
+
+    with needs_extra("metrics", "specreg.metrics.inception_feature_extractor"):
         from torchmetrics.image.fid import NoTrainInceptionV3
         from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
-    except ImportError as e:  # pragma: no cover
-        raise ImportError("inception_feature_extractor needs torchmetrics (pip install torchmetrics)") from e
     if not _TORCH_FIDELITY_AVAILABLE:
         raise ImportError(
             "inception_feature_extractor needs torch-fidelity (pip install torch-fidelity, or "
@@ -393,7 +393,10 @@ def load_domain_embedding(path: str | os.PathLike, *, map_location: str | torch.
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path={str(path)!r} is not a file; expected a safetensors state dict "
                                 "of specreg.metrics.DomainClassifier")
-    from safetensors.torch import load_file
+    from specreg._optional import needs_extra
+
+    with needs_extra("metrics", "specreg.metrics.load_domain_embedding"):
+        from safetensors.torch import load_file
 
     state = load_file(str(path), device=str(map_location))
     try:

@@ -30,8 +30,11 @@ def plot_spectra(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, A
     if not spectra and reference is None:
         raise ValueError("spectra is empty and no reference is given; nothing to plot")
     # a bare Figure on the Agg canvas: no pyplot state, the user's backend is untouched
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from specreg._optional import needs_extra
+
+    with needs_extra("metrics", "specreg.metrics.plot_spectra"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.5, 4.0))
     FigureCanvasAgg(fig)
@@ -67,12 +70,29 @@ def tidy_log_axis(axis) -> None:
 
 
 def _figure(size: tuple[float, float] = (5.5, 4.0)) -> tuple[Any, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from specreg._optional import needs_extra
+
+    with needs_extra("metrics", "specreg.metrics.plots"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
     fig = Figure(figsize=size)
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
+
+
+def _finish(fig: Any, ax: Any, path: str | os.PathLike | None, xlabel: str, ylabel: str, title: str) -> Any:
+    """Labels, a grid and a small legend on a log-x axis; saved to ``path`` when given."""
+    tidy_log_axis(ax.xaxis)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
 
 
 def plot_band_weights(record: Mapping[str, Any], path: str | os.PathLike | None = None) -> Any:
@@ -90,13 +110,27 @@ def plot_band_weights(record: Mapping[str, Any], path: str | os.PathLike | None 
             ax.loglog(sigma, _np(w), color="grey", alpha=0.3, linewidth=0.7)
     for label, w in zip(record["bands"], record["steps"][steps[-1]]):
         ax.loglog(sigma, _np(w), label=str(label), linewidth=1.5)
-    tidy_log_axis(ax.xaxis)
-    ax.set_xlabel("noise level σ")
-    ax.set_ylabel("band weight exp(−u_b(σ))")
-    ax.set_title(f"Learned band weights at step {steps[-1]} (grey: earlier)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _finish(fig, ax, path, "noise level σ", "band weight exp(−u_b(σ))",
+                   f"Learned band weights at step {steps[-1]} (grey: earlier)")
+
+
+def plot_spectrum_ratio(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, Any],
+                        path: str | os.PathLike | None = None, *, xlabel: str = "frequency (cycles / sample)",
+                        band: tuple[float, float] | None = None,
+                        title: str = "Spectrum error against the real reference") -> Any:
+    """log10(P / P_real) against frequency, one line per spectrum (0 is a perfect spectrum),
+    on a log frequency axis; ``band`` (in the units of the frequencies) is shaded. Names
+    starting with "real" are drawn dotted."""
+    f = _np(reference[0])
+    p_ref = _np(reference[1])
+    keep = f > 0
+    tiny = np.finfo(np.float64).tiny
+    fig, ax = _figure()
+    for name, (_, power) in spectra.items():
+        ratio = np.log10(np.maximum(_np(power), tiny)) - np.log10(np.maximum(p_ref, tiny))
+        ax.plot(f[keep], ratio[keep], label=str(name), linestyle=":" if str(name).startswith("real") else "-")
+    ax.axhline(0.0, color="black", linewidth=1)
+    if band is not None:
+        ax.axvspan(*band, color="grey", alpha=0.15, label="band")
+    ax.set_xscale("log")
+    return _finish(fig, ax, path, xlabel, "log10(P / P_real)  (decades)", title)

@@ -9,12 +9,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from specreg._optional import require
+
+# Its modules import these at load time: without the extra, one line says what to install.
+require(__name__, "train", ("accelerate", "safetensors", "tqdm", "yaml"))
+
 _EXPORTS = {
     "Config": "config", "load_config": "config", "config_from_dict": "config", "dump_config": "config",
     "builtin_configs": "config",
     "Checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "latest_checkpoint": "checkpoint", "list_checkpoints": "checkpoint",
     "Trainer": "trainer", "TrainResult": "trainer", "TrainingDiverged": "trainer", "train": "trainer",
+    "TrainingInterrupted": "trainer", "find_latest": "checkpoint",
     "EMA": "trainer",
     "build_dataset": "build", "build_net": "build", "build_formulation": "build", "build_model": "build",
     "build_regularizer": "build", "generate": "build", "load_trained": "build",

@@ -9,6 +9,7 @@ piece (say, the network) without the rest:
 * :func:`build_model`        the trainable module: EDM's preconditioned denoiser D(x; σ) = x̂0,
                              or the raw network for DDPM and flow matching;
 * :func:`build_regularizer`  regularizer section → ``SpectralRegularizer`` (λ·L_S of Eq. 17) or None;
+* :func:`build_autoencoder`  autoencoder section → the frozen VAE of a latent model, or None;
 * :func:`batch_inputs`       a collated batch → (x0, model keyword arguments);
 * :func:`generate`           samples with the configured sampler;
 * :func:`load_trained`       a run directory → (config, model with EMA weights, formulation, step).
@@ -16,6 +17,7 @@ piece (say, the network) without the rest:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints, load_weights
+from specreg.files import step_of
+from specreg.train.checkpoint import CHECKPOINT_DIR, latest_weights, list_checkpoints, load_weights
 from specreg.train.config import (
     CONFIG_FILE,
     Config,
@@ -41,8 +44,19 @@ def spatial_ndim(cfg: Config) -> int:
 
 
 def build_dataset(data: DataConfig, split: str | None = None) -> Dataset:
-    """The data set named by ``data.kind``; items are ``(x, label)`` for images."""
-    split = data.split if split is None else split
+    """The data set named by ``data.kind``; items are ``(x, label)`` for images.
+
+    A data set that is not there (a missing or empty folder, Fashion-MNIST or the speech
+    prompts not installed) raises ``ValueError`` naming ``data.root``, so the command line
+    says it in one line.
+    """
+    try:
+        return _build_dataset(data, data.split if split is None else split)
+    except FileNotFoundError as err:
+        raise ValueError(f"data.root={data.root!r} (data.kind={data.kind}): {err}") from None
+
+
+def _build_dataset(data: DataConfig, split: str) -> Dataset:
     if data.kind == "textures":
         from specreg.data.images import TextureCrops
 
@@ -53,10 +67,10 @@ def build_dataset(data: DataConfig, split: str | None = None) -> Dataset:
 
         return Checkerboards(n=data.n, size=data.size, seed=data.seed)
     if data.kind == "fashion_mnist":
-        from specreg.data.images import FashionMNIST
+        from specreg.data.images import FashionMNIST, require_fashion_mnist
 
-        kw = {} if data.root is None else {"root": data.root}
-        return FashionMNIST(split=split, size=data.size, **kw)
+        # a config never downloads, so FashionMNIST's download=True hint does not apply
+        return FashionMNIST(root=require_fashion_mnist(data.root, split), split=split, size=data.size)
     if data.kind == "image_folder":
         from specreg.data.images import ImageFolder
 
@@ -83,16 +97,39 @@ def _build_audio(data: DataConfig, split: str) -> Dataset:
     return audio.MelConditioned(waves, mel)
 
 
+def build_autoencoder(cfg: Config) -> nn.Module | None:
+    """The frozen autoencoder of a latent model (``autoencoder.name``), or None for pixels."""
+    if cfg.autoencoder.name is None:
+        return None
+    from specreg.models.vae import load_autoencoder
+
+    vae = load_autoencoder(cfg.autoencoder.name)
+    if vae.in_channels != cfg.data.channels or cfg.data.size % 4:
+        raise ValueError(f"autoencoder.name={cfg.autoencoder.name!r} takes {vae.in_channels}-channel images with "
+                         f"sides divisible by 4; data.channels={cfg.data.channels}, data.size={cfg.data.size}")
+    return vae
+
+
+def model_shape(cfg: Config) -> tuple[int, int, int]:
+    """(C, H, W) of what the diffusion model sees: the images, or an autoencoder's latents."""
+    if cfg.autoencoder.name is None:
+        return cfg.data.channels, cfg.data.size, cfg.data.size
+    from specreg.models.vae import load_autoencoder
+
+    return load_autoencoder(cfg.autoencoder.name).latent_shape((cfg.data.channels, cfg.data.size, cfg.data.size))
+
+
 def build_net(cfg: Config) -> nn.Module:
-    """The raw denoising network of ``cfg.model`` sized for ``cfg.data``."""
+    """The raw denoising network of ``cfg.model`` sized for ``cfg.data`` (or its latents)."""
     m = cfg.model
     if m.kind == "unet":
         from specreg.models.unet import UNet
 
-        return UNet(in_channels=cfg.data.channels, model_channels=m.model_channels,
+        channels, size, _ = model_shape(cfg)
+        return UNet(in_channels=channels, model_channels=m.model_channels,
                     channel_mult=list(m.channel_mult), num_res_blocks=m.num_res_blocks,
                     attn_resolutions=list(m.attn_resolutions), dropout=m.dropout,
-                    num_classes=m.num_classes or None, resolution=cfg.data.size, **m.options)
+                    num_classes=m.num_classes or None, resolution=size, **m.options)
     from specreg.models.diffwave import DiffWave
 
     return DiffWave(residual_layers=m.residual_layers, residual_channels=m.residual_channels,
@@ -122,8 +159,10 @@ def build_model(formulation: Any, net: nn.Module) -> nn.Module:
     return precondition(net) if callable(precondition) else net
 
 
-def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: float = 0.5) -> nn.Module | None:
-    """λ·L_S of Eq. 17, or None for the baseline (``regularizer.loss: null``)."""
+def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: float = 0.5,
+                      autoencoder: nn.Module | None = None) -> nn.Module | None:
+    """λ·L_S of Eq. 17, or None for the baseline (``regularizer.loss: null``); with
+    ``regularizer.space: decoded`` the loss sees ``autoencoder.images`` of x̂0 and x0."""
     if reg.loss is None:
         return None
     from specreg.losses.registry import build_loss
@@ -140,17 +179,24 @@ def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: floa
         lam = AutoLambda(**reg.auto)
     return SpectralRegularizer(loss, lam=lam, sigma_max=reg.sigma_max, sigma_data=sigma_data,
                                snr_gamma=reg.snr_gamma, lam_scale=reg.lam_scale, fade_sigma=reg.fade_sigma,
-                               fade_width=reg.fade_width, band_weights=reg.band_weights == "learned")
+                               fade_width=reg.fade_width, band_weights=reg.band_weights == "learned",
+                               decode=autoencoder.images if reg.space == "decoded" and autoencoder is not None
+                               else None)
 
 
-def batch_inputs(batch: Any, cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:
+def batch_inputs(batch: Any, cfg: Config, device: torch.device, autoencoder: nn.Module | None = None
+                 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """A collated batch → (x0 on ``device``, keyword arguments of the model).
 
     Images: ``(x, label)``; labels go to ``class_labels`` only for class-conditional
-    models. Audio: ``(wave, mel)``; the mel spectrogram goes to ``cond``.
+    models. Audio: ``(wave, mel)``; the mel spectrogram goes to ``cond``. With an
+    ``autoencoder`` (a latent model) x0 is the images' scaled latents.
     """
     x0, extra = batch[0], batch[1]
     x0 = x0.to(device, non_blocking=True)
+    if autoencoder is not None:
+        with torch.no_grad():
+            x0 = autoencoder.latents(x0)
     if cfg.data.is_audio:
         return x0, {"cond": extra.to(device, non_blocking=True)}
     if cfg.model.num_classes > 0:
@@ -170,13 +216,19 @@ def sample_kwargs(diffusion_kind: str, sample: SampleConfig) -> dict[str, Any]:
 
 @torch.no_grad()
 def generate(cfg: Config, formulation: Any, model: nn.Module, n: int, *, generator: torch.Generator,
-             model_kwargs: dict[str, Any] | None = None, batch_size: int = 256) -> torch.Tensor:
+             model_kwargs: dict[str, Any] | None = None, batch_size: int = 256,
+             autoencoder: nn.Module | None = None) -> torch.Tensor:
     """``n`` samples (n, C, *spatial) on ``model``'s device, drawn in chunks of ``batch_size``.
 
     ``model_kwargs`` (conditioning, e.g. ``class_labels`` or ``cond``) must have ``n`` rows.
+    A latent model's samples are decoded to images (by ``autoencoder``, else the config's).
     """
     model_kwargs = dict(model_kwargs or {})
     device = next(model.parameters()).device
+    if autoencoder is None and cfg.autoencoder.name is not None:
+        autoencoder = build_autoencoder(cfg)
+    if autoencoder is not None:
+        autoencoder = autoencoder.to(device)
     was_training = model.training
     model.eval()
     kw = sample_kwargs(cfg.diffusion.kind, cfg.sample)
@@ -185,7 +237,8 @@ def generate(cfg: Config, formulation: Any, model: nn.Module, n: int, *, generat
         stop = min(n, start + batch_size)
         chunk_kw = {k: v[start:stop].to(device) for k, v in model_kwargs.items()}
         shape = _sample_shape(cfg, stop - start, chunk_kw)
-        out.append(formulation.sample(model, shape, generator=generator, **kw, **chunk_kw).float())
+        x = formulation.sample(model, shape, generator=generator, **kw, **chunk_kw).float()
+        out.append(x if autoencoder is None else autoencoder.images(x).float())
     model.train(was_training)
     return torch.cat(out)
 
@@ -195,7 +248,7 @@ def _sample_shape(cfg: Config, n: int, kw: dict[str, Any]) -> tuple[int, ...]:
         # a vocoder's output length is set by its conditioning: frames × hop
         frames = kw["cond"].shape[-1] if "cond" in kw else cfg.data.segment_length // cfg.data.hop_length
         return (n, 1, frames * cfg.data.hop_length)
-    return (n, cfg.data.channels, cfg.data.size, cfg.data.size)
+    return (n, *model_shape(cfg))
 
 
 def conditioning_for_samples(cfg: Config, n: int, dataset: Dataset | None = None) -> dict[str, Any]:
@@ -215,19 +268,24 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, checkpoint: str | Pat
 
     Returns ``(config, model, formulation, step)``; ``model`` carries the EMA weights
     unless ``ema=False``. ``overrides`` change the sample section (or anything else)
-    of the saved config.
+    of the saved config. Without ``checkpoint``, a newest checkpoint that is unreadable
+    (truncated, or changed since it was written) is skipped with a line on stderr, as
+    training does, and the one before is used.
     """
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise ValueError(f"{run_dir} is not a run directory: it has no {CONFIG_FILE}")
     cfg = load_config(run_dir / CONFIG_FILE, overrides)
     if checkpoint is None:
-        found = list_checkpoints(run_dir / CHECKPOINT_DIR)
-        if not found:
+        if not list_checkpoints(run_dir / CHECKPOINT_DIR):
             raise ValueError(f"{run_dir} holds no checkpoint under {CHECKPOINT_DIR}/; train first")
-        checkpoint = found[-1]
+        checkpoint, weights, skipped = latest_weights(run_dir / CHECKPOINT_DIR, ema=ema)
+        for _, reason in skipped:
+            print(f"specreg: skipping {reason}", file=sys.stderr)
+    else:
+        weights = load_weights(checkpoint, ema=ema)
     formulation = build_formulation(cfg.diffusion)
     model = build_model(formulation, build_net(cfg))
-    model.load_state_dict(load_weights(checkpoint, ema=ema))
-    step = int(Path(checkpoint).name.split("-")[-1])
+    model.load_state_dict(weights)
+    step = step_of(Path(checkpoint).name)
     return cfg, model.eval(), formulation, step

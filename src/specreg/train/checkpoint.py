@@ -7,10 +7,18 @@ One checkpoint is a directory ``checkpoints/step-00001000/`` holding
 * ``state.safetensors``     torch's CPU (and CUDA) generator states (``rng.*``) and the
                             regularizer's buffers (``regularizer.*``, e.g. AutoLambda's EMAs);
 * ``state.json``            step, resolved config, the optimizer's non-tensor state and
-                            param groups, python/numpy RNG states, data-loader position.
+                            param groups, python/numpy RNG states, data-loader position;
+* ``manifest.json``         the size and SHA-256 of each file above, taken when it was written.
 
 Nothing is pickled: safetensors and JSON cannot run code when read, so a checkpoint
 from an untrusted source is safe to open.
+
+Integrity: every load checks the files it reads against ``manifest.json`` first, so a
+checkpoint changed after it was written (zeroed blocks, flipped bits, a NaN patched into
+the weights, a truncated copy) is refused with ``ValueError`` like one that does not
+parse, and :func:`find_latest` falls back to the one before. Checkpoints written before
+manifests existed (format 1) load unchecked. Every file gets the mode of a newly created
+file (0666 minus the umask), like every other output of a run.
 
 Atomicity: the files are written and fsynced inside a hidden temporary directory next
 to the final one, which is then renamed into place (``os.replace`` on a directory is a
@@ -23,10 +31,12 @@ pruning never leaves a half-deleted directory that looks like a checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import stat
 import sys
 import time
 import uuid
@@ -39,10 +49,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from specreg.files import STEP_PREFIX, step_name, step_of
+
 CHECKPOINT_DIR = "checkpoints"
-PREFIX = "step-"
-FILES = ("model.safetensors", "optimizer.safetensors", "state.safetensors", "state.json")
-FORMAT_VERSION = 1
+PREFIX = STEP_PREFIX
+PAYLOAD = ("model.safetensors", "optimizer.safetensors", "state.safetensors", "state.json")
+MANIFEST = "manifest.json"
+FILES = (*PAYLOAD, MANIFEST)
+FORMAT_VERSION = 2  # 2: with manifest.json; 1 (no manifest) is still read
+CORRUPT_PREFIX = "corrupt-"  # a checkpoint set aside by set_aside() (not listed, never pruned)
 
 # Test hook: "during:<step>" or "after:<step>" makes the writer announce itself on stderr
 # and sleep, so a test can SIGKILL the process at a known point of the write.
@@ -84,6 +99,14 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _tensors_for_disk(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -159,7 +182,7 @@ def restore_rng(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) ->
 # --------------------------------------------------------------------------- save / load
 
 def checkpoint_name(step: int) -> str:
-    return f"{PREFIX}{step:08d}"
+    return step_name(step)
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -167,10 +190,7 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = []
-    for p in root.iterdir():
-        if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit():
-            found.append((int(p.name[len(PREFIX):]), p))
+    found = [(step, p) for p in root.iterdir() if p.is_dir() and (step := step_of(p.name)) is not None]
     return [p for _, p in sorted(found)]
 
 
@@ -215,8 +235,14 @@ def save_checkpoint(
         "rng": rng_meta, "data": dict(data or {}), "extra": dict(extra or {}),
     }
     (tmp / "state.json").write_text(json.dumps(state))
-    for name in FILES:
+    mode = stat.S_IMODE((tmp / "state.json").stat().st_mode)  # a new file's: 0666 minus the umask
+    files = {}
+    for name in PAYLOAD:
+        os.chmod(tmp / name, mode)  # safetensors creates its files 0600
         _fsync_file(tmp / name)
+        files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+    (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT_VERSION, "files": files}, indent=1))
+    _fsync_file(tmp / MANIFEST)
     _fsync_dir(tmp)
 
     if final.exists():  # re-saving a step (e.g. training resumed from an older checkpoint)
@@ -245,12 +271,40 @@ def prune_checkpoints(root: str | Path, keep: int) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def verify(path: str | Path, names: tuple[str, ...] = PAYLOAD) -> None:
+    """Check the files ``names`` of checkpoint ``path`` against its manifest (size, then
+    SHA-256); raise ``ValueError`` naming the first that is missing or differs."""
+    path = Path(path)
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise ValueError(f"checkpoint {path} is incomplete: missing {missing}")
+    if not (path / MANIFEST).is_file():
+        try:
+            legacy = json.loads((path / "state.json").read_text()).get("format") == 1
+        except (OSError, ValueError, AttributeError):
+            legacy = False
+        if legacy:  # written before manifests existed: nothing to check against
+            return
+        raise ValueError(f"checkpoint {path} is incomplete: missing {[MANIFEST]}")
+    try:
+        recorded = json.loads((path / MANIFEST).read_text())["files"]
+        expected = {n: (int(recorded[n]["bytes"]), str(recorded[n]["sha256"])) for n in names}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"checkpoint {path} is unreadable: its {MANIFEST} is damaged ({err!r})") from None
+    for name, (size, digest) in expected.items():
+        found = (path / name).stat().st_size
+        if found != size:
+            raise ValueError(f"checkpoint {path} is unreadable: {name} has {found} bytes but {size} were written "
+                             "(cut short or overwritten)")
+        if _sha256(path / name) != digest:
+            raise ValueError(f"checkpoint {path} is unreadable: {name} does not match the SHA-256 taken when it "
+                             "was written (changed on disk since)")
+
+
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read one checkpoint directory; raise ``ValueError`` if it is incomplete or corrupt."""
     path = Path(path)
-    missing = [n for n in FILES if not (path / n).is_file()]
-    if missing:
-        raise ValueError(f"checkpoint {path} is incomplete: missing {missing}")
+    verify(path)
     try:
         state = json.loads((path / "state.json").read_text())
         weights = load_file(str(path / "model.safetensors"), device=str(map_location))
@@ -258,9 +312,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         state_tensors = load_file(str(path / "state.safetensors"))
     except Exception as err:  # any parse error means the directory cannot be trusted
         raise ValueError(f"checkpoint {path} is unreadable: {err}") from None
-    if state.get("format") != FORMAT_VERSION:
+    if state.get("format") not in (1, FORMAT_VERSION):
         raise ValueError(f"checkpoint {path} has format {state.get('format')!r}; this version reads "
-                         f"{FORMAT_VERSION}")
+                         f"1 … {FORMAT_VERSION}")
     model = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
     ema = {k[len("ema."):]: v for k, v in weights.items() if k.startswith("ema.")}
     rng = {k[len("rng."):]: v for k, v in state_tensors.items() if k.startswith("rng.")}
@@ -273,17 +327,60 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
 
 
 def load_weights(path: str | Path, *, ema: bool = True) -> dict[str, torch.Tensor]:
-    """Only the (EMA or raw) model weights of a checkpoint directory, for sampling."""
+    """Only the (EMA or raw) model weights of a checkpoint directory, for sampling; checked
+    against the manifest, ``ValueError`` if incomplete or corrupt."""
+    path = Path(path)
+    verify(path, ("model.safetensors",))
+    try:
+        weights = load_file(str(path / "model.safetensors"))
+    except Exception as err:  # any parse error means the file cannot be trusted
+        raise ValueError(f"checkpoint {path} is unreadable: {err}") from None
     prefix = "ema." if ema else "model."
-    weights = load_file(str(Path(path) / "model.safetensors"))
     return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
+
+def find_latest(root: str | Path) -> tuple[Checkpoint | None, list[tuple[Path, str]]]:
+    """The newest checkpoint under ``root`` that loads (None if none does), and the newer
+    ones skipped on the way as ``(path, reason)``."""
+    skipped = []
+    for path in reversed(list_checkpoints(root)):
+        try:
+            return load_checkpoint(path), skipped
+        except ValueError as err:
+            skipped.append((path, str(err)))
+    return None, skipped
+
+
+def latest_weights(root: str | Path, *, ema: bool = True
+                   ) -> tuple[Path, dict[str, torch.Tensor], list[tuple[Path, str]]]:
+    """The weights of the newest checkpoint under ``root`` that loads: ``(path, weights,
+    skipped)``, skipped as in :func:`find_latest`; ``ValueError`` if none loads."""
+    skipped = []
+    for path in reversed(list_checkpoints(root)):
+        try:
+            return path, load_weights(path, ema=ema), skipped
+        except ValueError as err:
+            skipped.append((path, str(err)))
+    if not skipped:
+        raise ValueError(f"{root} holds no checkpoint; train first")
+    raise ValueError(f"none of the {len(skipped)} checkpoints in {root} is readable (newest: {skipped[0][1]})")
 
 
 def latest_checkpoint(root: str | Path) -> Checkpoint | None:
     """The newest checkpoint under ``root`` that loads; corrupt ones are skipped with a warning."""
-    for path in reversed(list_checkpoints(root)):
-        try:
-            return load_checkpoint(path)
-        except ValueError as err:
-            print(f"specreg: skipping {err}", file=sys.stderr)
-    return None
+    ckpt, skipped = find_latest(root)
+    for _, reason in skipped:
+        print(f"specreg: skipping {reason}", file=sys.stderr)
+    return ckpt
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename an unreadable checkpoint to ``corrupt-step-…`` next to it: no longer listed, so
+    neither resumed from nor counted by ``keep`` (a newer corrupt one would otherwise make
+    pruning delete the good ones), but kept for inspection. Returns the new path."""
+    path = Path(path)
+    target = path.with_name(CORRUPT_PREFIX + path.name)
+    if target.exists():
+        target = path.with_name(f"{CORRUPT_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
+    os.replace(path, target)
+    return target

@@ -1,9 +1,10 @@
 """Run configuration: nested dataclasses loaded from YAML and checked on load.
 
-A config has six sections, one dataclass each: ``data``, ``model``, ``diffusion``,
-``regularizer``, ``train`` and ``sample``. It is read from a built-in name (``demo``,
-``checkerboard``, ``fashion32``, ``textures64``, ``speech-vocoder``; files shipped in
-``specreg/configs``) or a YAML path, then dotted overrides are applied::
+A config has seven sections, one dataclass each: ``data``, ``model``, ``diffusion``,
+``regularizer``, ``autoencoder`` (latent diffusion), ``train`` and ``sample``. It is read
+from a built-in name (``demo``, ``checkerboard``, ``fashion32``, ``textures64``,
+``speech-vocoder``; files shipped in ``specreg/configs``) or a YAML path, then dotted
+overrides are applied::
 
     cfg = load_config("demo", ["train.steps=200", "regularizer.loss=fourier_ap",
                                "regularizer.lam=edm", "diffusion.kind=edm"])
@@ -19,24 +20,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
+
+from specreg.schema import choice, describe, from_mapping
 
 CONFIG_FILE = "config.yaml"
 
 
-def _choice(*values: Any, help: str = "") -> dict[str, Any]:
-    return {"choices": values, "help": help}
-
-
-def _help(text: str) -> dict[str, Any]:
-    return {"help": text}
+_choice, _help = choice, describe  # field metadata (specreg.schema): accepted values and help
 
 
 def _loss_names() -> tuple[str, ...]:
@@ -117,7 +114,8 @@ class RegularizerConfig:
     loss: str | None = field(default=None, metadata=_choice(
         None, "none", _loss_names, help="spectral loss name (null: no regularizer, the baseline)"))
     lam: float | str = field(default=1.0, metadata=_choice(
-        float, "edm", "snr", "auto", help="λ: a constant, 'edm' (λ_EDM(σ)), 'snr' or 'auto' (AutoLambda)"))
+        float, "edm", "snr", "flow", "auto",
+        help="λ: a constant, 'edm' (λ_EDM(σ)), 'snr', 'flow' (1/t²) or 'auto' (AutoLambda)"))
     sigma_max: float | None = field(default=None, metadata=_help(
         "apply the term only where σ <= sigma_max (null: everywhere)"))
     snr_gamma: float | None = field(default=None, metadata=_help(
@@ -126,6 +124,9 @@ class RegularizerConfig:
     fade_sigma: float | None = field(default=None, metadata=_help(
         "smooth gate: weight logistic((ln fade_sigma − ln σ)/fade_width) (null: no fade)"))
     fade_width: float = field(default=0.5, metadata=_help("width of the fade in nepers of σ"))
+    space: str = field(default="latent", metadata=_choice(
+        "latent", "decoded", help="where L_S is computed: on the model's own x̂0 (pixels for a pixel-space model), "
+        "or, with an autoencoder, on its decoder's images D(x̂0) against D(x0)"))
     band_weights: str = field(default="fixed", metadata=_choice(
         "fixed", "learned", help="learned: per-band weights u(σ) trained with the network (EDM2-style; "
         "losses with bands: fourier_l2, wavelet_l2 with levels)"))
@@ -133,6 +134,15 @@ class RegularizerConfig:
         "keyword arguments of the loss, e.g. {wavelet: haar, levels: 3}"))
     auto: dict[str, Any] = field(default_factory=dict, metadata=_help(
         "keyword arguments of AutoLambda when lam is 'auto'"))
+
+
+@dataclass
+class AutoencoderConfig:
+    """Latent diffusion: the frozen autoencoder whose latents the model learns (null: pixels)."""
+
+    name: str | None = field(default=None, metadata=_help(
+        "a shipped autoencoder (fashion_vae) or a .safetensors path written by scripts/train_vae.py; "
+        "null: the model works on the data itself"))
 
 
 @dataclass
@@ -188,6 +198,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -203,93 +214,6 @@ class Config:
 
 
 # --------------------------------------------------------------------------- checking
-
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        return f"a list of {_type_name(arg)}"
-    if origin is dict:
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Return ``value`` as type ``tp`` or raise ``ValueError`` naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(key, value, arg)
-            except ValueError:
-                continue
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is Any:
-        return value
-    elif origin is list:
-        (arg,) = typing.get_args(tp)
-        if isinstance(value, (list, tuple)):
-            return [_coerce(f"{key}[{i}]", v, arg) for i, v in enumerate(value)]
-    elif origin is dict:
-        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-            return dict(value)
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        # bool is an int subclass in Python; `steps: true` is a typo, not 1
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # PyYAML reads "1e-4" (no dot) as a string; accept it as the number it means
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise ValueError(f"{key}={value!r} has the wrong type; expected {_type_name(tp)}")
-
-
-def _check_choice(key: str, value: Any, choices: tuple[Any, ...]) -> None:
-    choices = tuple(x for c in choices for x in (c() if callable(c) and not isinstance(c, type) else (c,)))
-    ok = any((c is float and isinstance(value, float)) or (not isinstance(c, type) and value == c)
-             for c in choices)
-    if not ok:
-        shown = ["a number" if c is float else c for c in choices]
-        raise ValueError(f"{key}={value!r} is not accepted; expected one of {shown}")
-
-
-def _build_section(cls: type, name: str, raw: Any) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{name} must be a mapping of keys to values, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in raw if k not in fields]
-    if unknown:
-        raise ValueError(f"unknown key {name}.{unknown[0]}; accepted keys in {name}: {sorted(fields)}")
-    values = {}
-    for key, value in raw.items():
-        dotted = f"{name}.{key}"
-        value = _coerce(dotted, value, hints[key])
-        choices = fields[key].metadata.get("choices")
-        if choices:
-            _check_choice(dotted, value, choices)
-        values[key] = value
-    return cls(**values)
-
 
 SAMPLERS: dict[str, tuple[str, ...]] = {
     "edm": ("heun", "euler", "dpmpp_2m"), "ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun"),
@@ -308,20 +232,21 @@ def _check_ranges(cfg: Config) -> None:
         "diffusion.sigma_data": cfg.diffusion.sigma_data,
     }
     for key, value in positive.items():
-        if not value > 0:
-            raise ValueError(f"{key}={value!r} is not accepted; expected a number > 0")
+        if not (value > 0 and math.isfinite(value)):  # also refuses nan and .inf
+            raise ValueError(f"{key}={value!r} is not accepted; expected a finite number > 0")
     non_negative = {"train.warmup_steps": cfg.train.warmup_steps, "train.sample_every": cfg.train.sample_every,
                     "train.num_workers": cfg.train.num_workers, "train.threads": cfg.train.threads,
                     "train.weight_decay": cfg.train.weight_decay, "model.num_classes": cfg.model.num_classes}
     for key, value in non_negative.items():
-        if value < 0:
-            raise ValueError(f"{key}={value!r} is not accepted; expected a number >= 0")
+        if not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{key}={value!r} is not accepted; expected a finite number >= 0")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ValueError(f"train.ema_decay={cfg.train.ema_decay!r} is not accepted; expected 0 <= decay < 1")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ValueError(f"model.dropout={cfg.model.dropout!r} is not accepted; expected 0 <= p < 1")
-    if len(cfg.train.betas) != 2:
-        raise ValueError(f"train.betas={cfg.train.betas!r} is not accepted; expected two numbers [β1, β2]")
+    if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
+        raise ValueError(f"train.betas={cfg.train.betas!r} is not accepted; expected two numbers [β1, β2], "
+                         "each 0 <= β < 1")
     if cfg.train.grad_clip is not None and not cfg.train.grad_clip > 0:
         raise ValueError(f"train.grad_clip={cfg.train.grad_clip!r} is not accepted; expected a number > 0 or null")
     for key in ("lam_scale", "fade_width", "fade_sigma"):
@@ -329,12 +254,23 @@ def _check_ranges(cfg: Config) -> None:
         if value is not None and not (math.isfinite(value) and value >= (0 if key == "lam_scale" else 1e-300)):
             raise ValueError(f"regularizer.{key}={value!r} is not accepted; expected a finite number "
                              f"{'>= 0' if key == 'lam_scale' else '> 0'}")
-    if isinstance(cfg.regularizer.lam, float) and cfg.regularizer.lam < 0:
-        raise ValueError(f"regularizer.lam={cfg.regularizer.lam!r} is not accepted; expected a number >= 0")
+    if isinstance(cfg.regularizer.lam, float) and not (cfg.regularizer.lam >= 0 and math.isfinite(cfg.regularizer.lam)):
+        raise ValueError(f"regularizer.lam={cfg.regularizer.lam!r} is not accepted; expected a finite number >= 0")
+    for key in ("sigma_max", "snr_gamma"):
+        value = getattr(cfg.regularizer, key)
+        if value is not None and not (math.isfinite(value) and value >= (0 if key == "sigma_max" else 1e-300)):
+            raise ValueError(f"regularizer.{key}={value!r} is not accepted; expected a finite number "
+                             f"{'>= 0' if key == 'sigma_max' else '> 0'} or null")
     samplers = SAMPLERS[cfg.diffusion.kind]
     if cfg.sample.sampler not in samplers:
         raise ValueError(f"sample.sampler={cfg.sample.sampler!r} is not accepted with "
                          f"diffusion.kind={cfg.diffusion.kind!r}; expected one of {list(samplers)}")
+    if cfg.regularizer.space == "decoded" and cfg.autoencoder.name is None:
+        raise ValueError("regularizer.space='decoded' needs an autoencoder (autoencoder.name); a pixel-space model "
+                         "has nothing to decode, use regularizer.space=latent")
+    if cfg.autoencoder.name is not None and cfg.data.is_audio:
+        raise ValueError(f"autoencoder.name={cfg.autoencoder.name!r} is not accepted for audio data; the shipped "
+                         "autoencoders are for images")
     if cfg.data.is_audio != (cfg.model.kind == "diffwave"):
         raise ValueError(f"model.kind={cfg.model.kind!r} does not fit data.kind={cfg.data.kind!r}; "
                          "audio data (speech, audio_folder) needs model.kind=diffwave, images need unet")
@@ -352,7 +288,7 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     unknown = [k for k in raw if k not in SECTIONS]
     if unknown:
         raise ValueError(f"unknown key {unknown[0]}; accepted sections: {list(SECTIONS)}")
-    cfg = Config(**{name: _build_section(cls, name, raw.get(name)) for name, cls in SECTIONS.items()})
+    cfg = Config(**{name: from_mapping(cls, raw.get(name), name) for name, cls in SECTIONS.items()})
     if cfg.regularizer.loss == "none":  # the natural spelling on a command line
         cfg.regularizer.loss = None
     _check_ranges(cfg)

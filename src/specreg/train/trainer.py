@@ -35,6 +35,9 @@ import json
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +52,7 @@ from tqdm.auto import tqdm
 
 from specreg.train.build import (
     batch_inputs,
+    build_autoencoder,
     build_dataset,
     build_formulation,
     build_model,
@@ -61,16 +65,19 @@ from specreg.train.build import (
 from specreg.train.checkpoint import (
     CHECKPOINT_DIR,
     Checkpoint,
+    find_latest,
     latest_checkpoint,
     restore_rng,
     save_checkpoint,
+    set_aside,
 )
+from specreg.files import save_audio, save_image_grid, step_name
 from specreg.train.config import Config
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
 # Sections whose change makes an old checkpoint meaningless for the new run.
-_FIXED_SECTIONS = ("data", "model", "diffusion", "regularizer")
+_FIXED_SECTIONS = ("data", "model", "diffusion", "regularizer", "autoencoder")
 _FROM_CONFIG: Any = object()
 
 
@@ -97,6 +104,72 @@ def torch_threads(n: int) -> Iterator[None]:
 
 class TrainingDiverged(RuntimeError):
     """A loss or the gradient became NaN or infinite; training stopped before the update."""
+
+
+def _say_where_training_starts(root: Path, ckpt: Checkpoint | None, skipped: list[tuple[str, Path]]) -> None:
+    """Before training starts: one line per unreadable checkpoint (why, and where it was
+    moved), then the step training starts from and why."""
+    for reason, moved in skipped:
+        print(f"specreg: skipping {reason}; moved aside to {moved}", file=sys.stderr)
+    if ckpt is not None:
+        print(f"specreg: resuming from step {ckpt.step} ({ckpt.path})", file=sys.stderr)
+    elif skipped:
+        print(f"specreg: none of the {len(skipped)} checkpoint(s) in {root} is readable (see above): training "
+              "starts from scratch at step 0", file=sys.stderr)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM arrived during :meth:`Trainer.fit`: the step under way was
+    finished and a checkpoint of it written, so the same command resumes from there.
+
+    A ``KeyboardInterrupt``, so code that stops on Ctrl-C still does; ``step``,
+    ``checkpoint`` and ``signal_name`` say where the run stopped.
+    """
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path | None, is_main_process: bool = True) -> None:
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+        self.is_main_process = is_main_process
+        saved = f"saved checkpoint {checkpoint}" if checkpoint is not None else "no step finished, nothing saved"
+        super().__init__(f"{signal_name} at step {step}; {saved}; run the same command to resume")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process pools (compare's workers) intact
+        return type(self), (self.signal_name, self.step, self.checkpoint, self.is_main_process)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stop_at_step_end(trainer: Trainer) -> Iterator[None]:
+    """While training, SIGINT and SIGTERM set ``trainer._signal`` instead of stopping at once:
+    the loop finishes its step, writes a checkpoint and raises :class:`TrainingInterrupted`.
+    A second signal stops at once (KeyboardInterrupt, nothing saved). Only the main thread
+    can own signal handlers; elsewhere signals keep their usual effect."""
+    trainer._signal = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer._signal is not None:  # the second one: stop now
+            for s, h in previous.items():
+                signal.signal(s, h if h is not None else signal.SIG_DFL)
+            raise KeyboardInterrupt
+        trainer._signal = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data-loader workers leave SIGINT/SIGTERM to the main process, which stops cleanly
+    (a worker killed by Ctrl-C would make the next batch fail instead)."""
+    for s in _STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 @dataclass
@@ -129,6 +202,8 @@ class _Run:
     micro_batch: int
     start: int
     resumed_path: Path | None
+    autoencoder: nn.Module | None = None  # the frozen VAE of a latent model
+    stop: bool = False  # a stop signal reached some process: save and stop after this step
 
 
 # --------------------------------------------------------------------------- randomness
@@ -215,43 +290,6 @@ class EMA:
 
 
 # --------------------------------------------------------------------------- outputs
-
-def save_image_grid(x: torch.Tensor, path: str | Path, *, nrow: int | None = None, scale: int = 1) -> Path:
-    """Write images (n, C, H, W) in [-1, 1] as one PNG grid (1-pixel gaps), enlarged ``scale``×
-    by pixel repetition (small images stay sharp)."""
-    from PIL import Image
-
-    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    n, c, h, w = x.shape
-    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
-    ncol = math.ceil(n / nrow)
-    grid = torch.full((c, ncol * (h + 1) + 1, nrow * (w + 1) + 1), 255, dtype=torch.uint8)
-    for i in range(n):
-        r, q = divmod(i, nrow)
-        grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = x[i]
-    arr = grid.permute(1, 2, 0).numpy()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(arr[..., 0] if c == 1 else arr[..., :3])
-    if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    image.save(path)
-    return path
-
-
-def save_audio(x: torch.Tensor, folder: str | Path, sample_rate: int, *, prefix: str = "sample") -> list[Path]:
-    """Write waveforms (n, 1, L) in [-1, 1] as 16-bit WAV files ``prefix-000.wav`` …"""
-    import soundfile
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, wave in enumerate(x.detach().float().cpu().clamp(-1, 1)):
-        path = folder / f"{prefix}-{i:03d}.wav"
-        soundfile.write(str(path), wave.reshape(-1).numpy(), sample_rate, subtype="PCM_16")
-        paths.append(path)
-    return paths
-
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
@@ -363,7 +401,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> TrainResult:
-        """Train to ``train.steps`` (resuming from the newest checkpoint); return a summary."""
+        """Train to ``train.steps`` (resuming from the newest readable checkpoint); return a summary.
+
+        SIGINT (Ctrl-C) or SIGTERM during training finishes the step under way, writes a
+        checkpoint of it and raises :class:`TrainingInterrupted`; run again to resume.
+        """
         with torch_threads(self.cfg.train.threads or cpu_threads()):
             return self._fit()
 
@@ -374,7 +416,8 @@ class Trainer:
         result = TrainResult(out_dir=self.out_dir, step=run.start, resumed_from=run.start,
                              checkpoint=run.resumed_path, is_main_process=run.acc.is_main_process)
         try:
-            self._loop(run, result, t0)
+            with _stop_at_step_end(self):
+                self._loop(run, result, t0)
         except TrainingDiverged as err:
             last = latest_checkpoint(self.out_dir / CHECKPOINT_DIR)
             where = f"the last good checkpoint is {last.path}" if last else "no checkpoint was written yet"
@@ -406,7 +449,7 @@ class Trainer:
                 f"train.batch_size={t.batch_size} is not divisible by processes × train.grad_accum = "
                 f"{world} × {t.grad_accum}; choose a multiple of {world * t.grad_accum}"
             )
-        ckpt = latest_checkpoint(self.out_dir / CHECKPOINT_DIR)
+        ckpt, skipped = find_latest(self.out_dir / CHECKPOINT_DIR)
         if ckpt is not None:
             self._check_resume(ckpt)
         start = ckpt.step if ckpt is not None else 0
@@ -416,8 +459,11 @@ class Trainer:
         # identical initial weights on every process (DDP also broadcasts rank 0's)
         seed_everything(t.seed)
         model = build_model(formulation, self._net if self._net is not None else build_net(cfg))
+        autoencoder = build_autoencoder(cfg)
+        if autoencoder is not None:
+            autoencoder.to(acc.device)
         regularizer = (build_regularizer(cfg.regularizer, ndim=spatial_ndim(cfg),
-                                         sigma_data=cfg.diffusion.sigma_data)
+                                         sigma_data=cfg.diffusion.sigma_data, autoencoder=autoencoder)
                        if self._regularizer is _FROM_CONFIG else self._regularizer)
         model.to(acc.device)
         if isinstance(formulation, nn.Module):  # schedules kept as buffers
@@ -436,7 +482,11 @@ class Trainer:
             if regularizer is not None:
                 regularizer.load_state_dict(ckpt.regularizer)
             restore_rng(ckpt.rng["tensors"], ckpt.rng["meta"])
+        acc.wait_for_everyone()  # every process has read its checkpoint before the unreadable ones move
         if acc.is_main_process:
+            # all newer than the one resumed: out of the listing and of `keep`, kept for a look
+            moved = [(reason, set_aside(path)) for path, reason in skipped]
+            _say_where_training_starts(self.out_dir / CHECKPOINT_DIR, ckpt, moved)
             self._prepare_out_dir(start if ckpt is not None else None)
         acc.wait_for_everyone()
         model, optimizer = acc.prepare(model, optimizer)
@@ -446,10 +496,12 @@ class Trainer:
         micro_batch = t.batch_size // (world * t.grad_accum)
         sampler = StepBatches(len(dataset), global_batch=t.batch_size, micro_batch=micro_batch, world=world,
                               rank=rank, accum=t.grad_accum, seed=t.seed, start_step=start, steps=t.steps)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=t.num_workers)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=t.num_workers,
+                            worker_init_fn=_ignore_stop_signals if t.num_workers else None)
         return _Run(acc=acc, model=model, optimizer=optimizer, ema=ema, formulation=formulation,
                     regularizer=regularizer, dataset=dataset, batches=iter(loader), world=world, rank=rank,
-                    micro_batch=micro_batch, start=start, resumed_path=ckpt.path if ckpt is not None else None)
+                    micro_batch=micro_batch, start=start, resumed_path=ckpt.path if ckpt is not None else None,
+                    autoencoder=autoencoder)
 
     def _prepare_out_dir(self, resumed_step: int | None) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -480,11 +532,14 @@ class Trainer:
                         log_file.flush()
                     if acc.log_with:
                         acc.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
-                if step % t.checkpoint_every == 0 or step == t.steps:
+                if step % t.checkpoint_every == 0 or step == t.steps or run.stop:
                     result.checkpoint = self._save(run, step)
+                if run.stop and step < t.steps:
+                    raise TrainingInterrupted(self._signal or "a stop signal (on another process)", step,
+                                              result.checkpoint, acc.is_main_process)
                 if t.sample_every and (step % t.sample_every == 0 or step == t.steps):
                     if acc.is_main_process:
-                        self.write_samples(run.formulation, run.ema.module, step, run.dataset)
+                        self.write_samples(run.formulation, run.ema.module, step, run.dataset, run.autoencoder)
                     acc.wait_for_everyone()
         finally:
             bar.close()
@@ -502,15 +557,19 @@ class Trainer:
         for k in range(t.grad_accum):
             seed = derive_seed(t.seed, _STEP, step, k * run.world + run.rank)
             seed_everything(seed)  # dropout and data-set randomness
-            x0, kw = batch_inputs(next(run.batches), self.cfg, acc.device)
+            x0, kw = batch_inputs(next(run.batches), self.cfg, acc.device, run.autoencoder)
             generator = torch.Generator(device=acc.device).manual_seed(seed)
             with acc.accumulate(model):
                 out = run.formulation.loss(model, x0, regularizer=run.regularizer, generator=generator, **kw)
                 acc.backward(out.loss.mean())
             parts.append(torch.stack([out.loss.mean(), out.diffusion.mean(), out.spectral.mean(),
                                       out.lam.mean()]).detach().float())
-        # every process gets the same numbers, so all stop together on NaN
-        loss, diffusion, spectral, lam = acc.reduce(torch.stack(parts).mean(0), reduction="mean").tolist()
+        # every process gets the same numbers, so all stop together on NaN, and on a stop
+        # signal that reached any of them (the last entry)
+        signalled = parts[0].new_tensor([float(getattr(self, "_signal", None) is not None)])
+        stats = acc.reduce(torch.cat([torch.stack(parts).mean(0), signalled]), reduction="mean").tolist()
+        loss, diffusion, spectral, lam = stats[:4]
+        run.stop = stats[4] > 0
         _check_finite(step, loss=loss, diffusion=diffusion, spectral=spectral, lam=lam)
         if run.world > 1 and run.regularizer is not None:  # outside DDP's module: average by hand
             for p in run.regularizer.parameters():
@@ -547,18 +606,19 @@ class Trainer:
         acc.wait_for_everyone()
         return path
 
-    def write_samples(self, formulation: Any, model: nn.Module, step: int, dataset: Dataset | None = None
-                      ) -> Path:
+    def write_samples(self, formulation: Any, model: nn.Module, step: int, dataset: Dataset | None = None,
+                      autoencoder: nn.Module | None = None) -> Path:
         """Sample ``sample.n`` items with ``model`` (the EMA) and write a PNG grid or WAV clips."""
         cfg = self.cfg
         generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.sample.seed)
         kw = conditioning_for_samples(cfg, cfg.sample.n, dataset if cfg.data.is_audio else None)
-        x = generate(cfg, formulation, model, cfg.sample.n, generator=generator, model_kwargs=kw)
+        x = generate(cfg, formulation, model, cfg.sample.n, generator=generator, model_kwargs=kw,
+                     autoencoder=autoencoder)
         folder = self.out_dir / SAMPLES_DIR
         if cfg.data.is_audio:
-            save_audio(x, folder / f"step-{step:08d}", cfg.data.sample_rate)
-            return folder / f"step-{step:08d}"
-        return save_image_grid(x, folder / f"step-{step:08d}.png")
+            save_audio(x, folder / step_name(step), cfg.data.sample_rate)
+            return folder / step_name(step)
+        return save_image_grid(x, folder / f"{step_name(step)}.png")
 
 
 BAND_WEIGHTS_FILE = "band_weights.json"

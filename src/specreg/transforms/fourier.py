@@ -59,19 +59,91 @@ def full_mean(values: torch.Tensor, spatial_shape: tuple[int, ...], ndim: int) -
     return (values * w).flatten(1).sum(1) / n_full
 
 
-def safe_amplitude(z: torch.Tensor) -> torch.Tensor:
-    """|z| computed with ``hypot`` (no overflow of re² + im² at 1e20, no underflow at 1e-20).
+class _Amplitude(torch.autograd.Function):
+    """|z| with the backward g·z/|z| formed by real divisions (each part ≤ 1; 0 at z = 0).
 
-    ``torch.abs`` of a complex tensor already uses hypot, and its gradient at z = 0 is
-    0 (sgn(0) = 0), so this is finite everywhere.
+    ``torch.abs``'s own backward, g·sgn(z), divides z by |z| as complex numbers, which
+    takes 1/|z|: inf, then NaN, for a subnormal z such as the FFT's rounding residue of a
+    tiny signal.
     """
-    return z.abs()
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        a = z.abs()
+        ctx.save_for_backward(z, a)
+        return a
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        z, a = ctx.saved_tensors
+        a = torch.where(a > 0, a, torch.ones_like(a))
+        return torch.complex(z.real / a * g, z.imag / a * g)
+
+
+def safe_amplitude(z: torch.Tensor) -> torch.Tensor:
+    """|z| computed with ``hypot`` (no overflow of re² + im² at 1e20, no underflow at 1e-20),
+    with a gradient that is finite everywhere: 0 at z = 0, and no NaN at subnormal z."""
+    return _Amplitude.apply(z)
+
+
+def residue_tolerance(amplitude: torch.Tensor, ndim: int) -> torch.Tensor:
+    """The level of FFT rounding residue in a spectrum of amplitudes ``amplitude`` (over the
+    last ``ndim`` dims, ``rfftn`` layout): eps·(2 + log2 N)·max|F| per signal (N its number
+    of samples, eps the machine epsilon; measured residue ≤ 1.5·eps·max|F| up to
+    N = 65536), and at least the smallest normal number. Detached, kept dims of size 1."""
+    finfo = torch.finfo(amplitude.dtype)
+    n = max(1, math.prod(amplitude.shape[-ndim:-1]) * 2 * (amplitude.shape[-1] - 1))  # N (N − 1 if odd)
+    tol = amplitude.detach().amax(dim=spatial_dims(ndim), keepdim=True) * (finfo.eps * (2.0 + math.log2(n)))
+    return tol.clamp_min(finfo.tiny)
+
+
+def snap_residue(f: torch.Tensor, ndim: int, tol: torch.Tensor | None = None) -> torch.Tensor:
+    """The spectrum ``f`` (over the last ``ndim`` dims) with FFT rounding residue set to exactly +0.
+
+    An FFT leaves rounding residue of a few eps·max|F| where the exact result is 0: the
+    non-DC bins of a constant, the imaginary part of the Nyquist bins and of every bin of
+    an even-symmetric signal. Its sign is arbitrary, so a phase on the negative real axis
+    flips between +π and −π; its direction is arbitrary, so it gives |F| a gradient where
+    the exact one is 0; and at tiny scales it is subnormal, where z/|z| (whose complex
+    division takes 1/|z|) overflows to inf and NaN. Every real and imaginary part at most
+    ``tol`` (default :func:`residue_tolerance`) becomes +0.
+    """
+    tol = residue_tolerance(f.abs(), ndim) if tol is None else tol
+    re, im = f.real, f.imag
+    return torch.complex(torch.where(re.abs() > tol, re, torch.zeros_like(re)),
+                         torch.where(im.abs() > tol, im, torch.zeros_like(im)))
+
+
+class _UnitPhasor(torch.autograd.Function):
+    """u = z/|z| (0 at z = 0), with the backward i·u·Im(conj(u)·g)/|z|.
+
+    That is the tangential part of the incoming gradient g, formed as one term. autograd's
+    own backward of z/|z| subtracts two terms of size |g|/|z| that cancel in the radial
+    direction (to which the phasor is blind); their rounding residue, multiplied by a
+    large 1/|z|, made a finite gradient infinite. Here a g along u gives exactly 0.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        a = z.abs()
+        a = torch.where(a > 0, a, torch.ones_like(a))
+        u = torch.complex(z.real / a, z.imag / a)  # real divisions: no 1/|z| overflow for subnormal z
+        ctx.save_for_backward(u, a)
+        return u
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        u, a = ctx.saved_tensors
+        t = (u.real * g.imag - u.imag * g.real) / a  # Im(conj(u)·g)/|z|; u = 0 where z = 0
+        return torch.complex(-u.imag * t, u.real * t)
 
 
 def safe_unit(z: torch.Tensor) -> torch.Tensor:
-    """The phasor e^{iφ} = z/|z|, defined as 0 where z = 0, with finite gradients there."""
-    a = z.abs()
-    return z / torch.where(a > 0, a, torch.ones_like(a))
+    """The phasor e^{iφ} = z/|z|, defined as 0 where z = 0, with finite gradients there
+    (see :class:`_UnitPhasor` for its backward)."""
+    return _UnitPhasor.apply(z)
 
 
 def safe_angle(z: torch.Tensor) -> torch.Tensor:
@@ -118,7 +190,9 @@ def radial_frequency(spatial_shape: tuple[int, ...]) -> torch.Tensor:
     """|f| of every ``rfftn`` bin of a signal of ``spatial_shape``, in cycles per sample
     (float64, CPU, the rfft grid's shape): 0 at DC, 0.5 at the Nyquist frequency of an
     axis, up to 0.5·√ndim in the corners."""
-    return _radial_frequency_cpu(tuple(int(s) for s in spatial_shape))
+    shape = tuple(int(s) for s in spatial_shape)
+    # under torch.compile: traced from Python constants (a cache lookup is host-side state)
+    return _radial_frequency_cpu.__wrapped__(shape) if torch.compiler.is_compiling() else _radial_frequency_cpu(shape)
 
 
 def radial_bins(spatial_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -129,7 +203,8 @@ def radial_bins(spatial_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Ten
     ``counts`` (full-spectrum bins per radial bin, overflow last) and ``freqs`` (bin
     centres in cycles per sample, 0 … 0.5). Bin width is 1/min(spatial_shape).
     """
-    return _radial_index_cpu(tuple(int(s) for s in spatial_shape))
+    shape = tuple(int(s) for s in spatial_shape)
+    return _radial_index_cpu.__wrapped__(shape) if torch.compiler.is_compiling() else _radial_index_cpu(shape)
 
 
 def radial_average(values: torch.Tensor, spatial_shape: tuple[int, ...]) -> torch.Tensor:

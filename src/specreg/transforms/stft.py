@@ -105,8 +105,12 @@ def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, win_length: int,
     auraloss uses sqrt(max(re² + im², eps)), which is the same as this with
     floor = sqrt(eps), up to rounding.
     """
-    mag = stft(x, n_fft, hop, win_length, window).abs()
-    return mag.clamp_min(floor) if floor > 0 else mag
+    X = stft(x, n_fft, hop, win_length, window)
+    if floor <= 0:
+        return X.abs()
+    # bins below the floor end at the floor anyway; zeroing them first keeps the gradient
+    # of |X|, X/|X|, from turning a subnormal X (a tiny signal) into NaN
+    return torch.where(X.abs() >= floor, X, torch.zeros_like(X)).abs().clamp_min(floor)
 
 
 class _RealFFT(torch.autograd.Function):

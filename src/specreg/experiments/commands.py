@@ -1,0 +1,217 @@
+"""The command-line commands of the experiments layer: ``specreg eval``, ``specreg compare``
+and ``specreg demo``. :mod:`specreg.cli` finds them through :func:`register`. Heavy imports
+happen inside the run functions, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _metric_help() -> tuple[str, str]:
+    from specreg.metrics.registry import KINDS, default_metrics, metric_names
+
+    return ("; ".join(f"{k}: {', '.join(metric_names(k))}" for k in KINDS),
+            "; ".join(f"{k}: {','.join(default_metrics(k))}" for k in KINDS))
+
+
+# ============================================================================ eval
+
+
+def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``specreg eval`` to a sub-parser collection; returns the parser."""
+    from specreg.experiments.reference import REFERENCE_SETS
+
+    metric_list, defaults = _metric_help()
+    p = subparsers.add_parser(
+        "eval", help="compare generated samples with a reference set (spectra, domain FD/KID, audio metrics)",
+        description=(
+            "Evaluate generated samples against a reference set and write metrics.json, metrics.md and "
+            "spectrum.png. RUN_DIR_OR_SAMPLE_DIR is a folder of PNG/WAV files, a folder with samples.npy "
+            "(as written by `specreg sample`), a run directory of `specreg compare` (its eval/samples.npy, scored "
+            "by default exactly as compare scored it: same reference items, metrics and seeds), a run directory "
+            "of `specreg train` (its samples/ folder: samples.npy, else the newest step-XXXXXXXX/ WAVs or "
+            "step-XXXXXXXX.png grid), or a .npy/.pt/.safetensors tensor file (images N×C×H×W in [-1, 1] or "
+            "uint8; audio N×T or N×1×T in [-1, 1]). domain_fd and domain_kid use the project's own small "
+            "classifiers (Fashion-MNIST; 8 kHz speech degradations): they are a domain Fréchet distance, not "
+            "FID/FAD."),
+        epilog=("Examples: specreg eval runs/f32 --reference fashion-mnist;  "
+                "specreg eval results/textures/runs/haar/seed0;  "
+                "specreg eval runs/voc/samples/step-00005000 --reference speech --metrics lsd,domain_fd,dnsmos;  "
+                "specreg eval gen.npy --reference real_wavs/ --metrics mrstft,pesq --sample-rate 22050"),
+    )
+    p.add_argument("samples", metavar="RUN_DIR_OR_SAMPLE_DIR", type=Path,
+                   help="run directory, sample folder (PNG/WAV or samples.npy) or tensor file")
+    p.add_argument("--reference", default=None, metavar="DATASET_OR_DIR",
+                   help=f"built-in reference ({', '.join(REFERENCE_SETS)}), a folder of images/audio, or a tensor "
+                        "file; required unless RUN_DIR_OR_SAMPLE_DIR is a run of `specreg compare` (then its "
+                        "study's reference)")
+    p.add_argument("--metrics", nargs="+", default=None, metavar="NAME",
+                   help=f"metrics, space- or comma-separated. Accepted: {metric_list}. Default: {defaults} (a "
+                        "compare run: its study's)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="output folder (default: RUN_DIR_OR_SAMPLE_DIR/eval, or <file stem>-eval next to a "
+                        "tensor file)")
+    p.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
+                   help="audio sample rate in Hz when the samples do not record it (tensor files)")
+    p.add_argument("--n-reference", type=int, default=None, metavar="N",
+                   help="use this many reference items (a seeded subset); textures and checkerboards: the number "
+                        "generated (default 2048; a compare run: its study's)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="items per feature-extractor batch (default 256; results do not depend on it)")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="seed of KID's subsets and NDB's k-means (default 0; a compare run: its study's "
+                        "metric_seed)")
+    p.add_argument("--reference-seed", type=int, default=None, metavar="S",
+                   help="seed of the choice of reference items (default 1, as a study's reference_seed; a compare "
+                        "run: its study's)")
+    p.add_argument("--device", default=None, help="torch device of the feature extractors (default cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_eval)
+    return p
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run ``specreg eval`` from parsed arguments; prints the table, returns 0."""
+    from specreg.experiments.evaluate import _fmt, evaluate_dirs
+
+    for name in ("n_reference", "sample_rate", "batch_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')}={v} is not accepted; expected a positive integer")
+    result = evaluate_dirs(args.samples, args.reference, args.metrics, args.out, sample_rate=args.sample_rate,
+                           n_reference=args.n_reference, batch_size=args.batch_size, seed=args.seed,
+                           reference_seed=args.reference_seed, device=args.device, progress=not args.no_progress)
+    width = max((len(k) for k in result["metrics"]), default=0)
+    print(f"samples:   {result['samples']} ({result['n_samples']})")
+    print(f"reference: {result['reference']} ({result['n_reference']})")
+    for key, value in result["metrics"].items():
+        print(f"  {key:<{width}}  {_fmt(value)}")
+    if result.get("embedding"):
+        print("  (domain_fd/domain_kid: domain Fréchet distance (project classifier), not FID)")
+    for name, reason in result.get("skipped", {}).items():
+        print(f"  skipped {name}: {reason}")
+    print(f"wrote {', '.join(result['files'])}")
+    return 0
+
+
+# ============================================================================ compare
+
+
+def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``specreg compare`` to a sub-parser collection; returns the parser."""
+    p = subparsers.add_parser(
+        "compare", help="train and compare variants over seeds from a study file; write report.md",
+        description=(
+            "Run a study: train every (variant, seed) of a study YAML under one profile (runs/<variant>/seed<k>/), "
+            "sample each run with a fixed seed, measure it against a real reference set, and write results.json "
+            "and report.md: mean ± std over seeds per variant and metric (best in bold), the real-vs-real noise "
+            "floor, the seed spread, spectrum plots, sample grids, wall times, the command and software versions. "
+            "Running the same command again skips finished runs and resumes interrupted ones. With protocol: "
+            "finetune a pretrained model is trained first and every variant is fine-tuned from it (the paper's "
+            "protocol)."),
+        epilog="Examples: specreg compare configs/studies/images_textures.yaml --out results/textures --dry-run;  "
+               "specreg compare configs/studies/toy_checkerboard.yaml --out results/toy --profile small --jobs 2;  "
+               "specreg compare configs/studies/toy_checkerboard.yaml --out results/toy --report-only",
+    )
+    p.add_argument("study", metavar="CONFIG",
+                   help="a study YAML file (e.g. configs/studies/images_textures.yaml) or a shipped study's name "
+                        "(demo)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="output folder (runs/, report.md, results.json, plots)")
+    p.add_argument("--profile", default="small", metavar="NAME",
+                   help="profile of the study: small (about an hour on a 2-core CPU), full (one GPU), or tiny "
+                        "(a smoke test whose numbers mean nothing); default small")
+    p.add_argument("--dry-run", action="store_true", help="list the runs (and whether each is done) without training")
+    p.add_argument("--report-only", action="store_true",
+                   help="only re-render report.md and its plots from DIR/results.json (nothing is trained or "
+                        "measured)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at once in separate processes with one torch thread each (one GPU each on a "
+                        "machine with GPUs); a run alone (a pretraining) gets N threads (default 1)")
+    c = p.add_argument_group("jobs on a cluster (submitit; pip install 'specreg[cluster]')")
+    c.add_argument("--executor", choices=("process", "local", "slurm"), default="process",
+                   help="process: this machine (--jobs); slurm: every run of a phase as one Slurm job array; local: "
+                        "the same as local jobs (default process)")
+    c.add_argument("--slurm-partition", default=None, metavar="NAME", help="Slurm partition of the jobs")
+    c.add_argument("--slurm-time", type=int, default=240, metavar="MIN", help="time limit of one job (default 240)")
+    c.add_argument("--slurm-gpus", type=int, default=1, metavar="N", help="GPUs per job (default 1)")
+    c.add_argument("--slurm-cpus", type=int, default=4, metavar="N", help="CPU threads per job (default 4)")
+    c.add_argument("--slurm-mem", type=float, default=None, metavar="GB", help="memory per job")
+    p.set_defaults(func=run_compare_cli)
+    return p
+
+
+def run_compare_cli(args: argparse.Namespace) -> int:
+    """Run ``specreg compare`` from parsed arguments; prints the plan or the report's path."""
+    from specreg.experiments.cluster import ClusterOptions
+    from specreg.experiments.compare import format_plan, rerender, run_compare
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs={args.jobs} is not accepted; expected an integer >= 1")
+    if args.report_only:
+        print(f"wrote {rerender(args.out)}")
+        return 0
+    try:
+        cluster = ClusterOptions(args.executor, args.slurm_partition, args.slurm_time, args.slurm_gpus,
+                                 args.slurm_cpus if args.executor == "slurm" else 1, args.slurm_mem)
+    except ValueError as err:  # name the flag, not the field
+        raise ValueError(str(err).replace("time_min=", "--slurm-time=").replace("cpus=", "--slurm-cpus=")
+                         .replace("gpus=", "--slurm-gpus=")) from None
+    result = run_compare(args.study, args.out, args.profile, dry_run=args.dry_run, jobs=args.jobs, cluster=cluster)
+    if args.dry_run:
+        print(format_plan(result))
+        return 0
+    print(f"wrote {result.report} ({result.seconds / 60:.1f} min)")
+    return 0
+
+
+# ============================================================================ demo
+
+
+def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "demo", help="train a baseline and regularized models on textures and write report.md",
+        description="On a CPU, no GPU or network (about 7 minutes on a 2-core machine): train a baseline EDM and "
+                    "two spectrally regularized EDMs (Fourier amplitude+phase, Haar wavelet) on 32×32 gray texture "
+                    "crops (the shipped study `demo`, run by the same harness as `specreg compare`), sample each "
+                    "with Heun, and write report.md with sample grids, radial power spectra and log-spectral "
+                    "distances against the metric's noise floor.",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR",
+                   help="output directory (default runs/demo); run again to reuse the finished trainings")
+    p.add_argument("--jobs", type=int, default=2, metavar="N",
+                   help="models trained at once, one torch thread each (default 2: both cores of a 2-core CPU)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads of each training (train.threads; default 0: one without a GPU)")
+    p.add_argument("--quick", action="store_true",
+                   help="a much shorter run (for a smoke test; the numbers mean little)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="overrides of the demo config applied to every variant, e.g. train.steps=200")
+    p.set_defaults(func=run_demo_cli)
+    return p
+
+
+def run_demo_cli(args: argparse.Namespace) -> int:
+    from specreg.experiments.demo import run_demo
+
+    for name in ("jobs",):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name}={getattr(args, name)} is not accepted; expected an integer >= 1")
+    if args.threads < 0:
+        raise ValueError(f"--threads={args.threads} is not accepted; expected an integer >= 0")
+    report = run_demo(args.out, jobs=args.jobs, threads=args.threads, quick=args.quick, overrides=args.overrides)
+    print(f"wrote {report}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Hook used by :mod:`specreg.cli` (``COMMAND_MODULES``) to add ``eval``, ``compare`` and ``demo``."""
+    add_eval_parser(subparsers)
+    add_compare_parser(subparsers)
+    add_demo_parser(subparsers)
+
+
+__all__ = ["add_compare_parser", "add_demo_parser", "add_eval_parser", "register", "run_compare_cli",
+           "run_demo_cli", "run_eval"]

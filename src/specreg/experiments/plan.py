@@ -1,0 +1,212 @@
+"""Planning a study: every run it needs, where it lives, what defines it, and whether it is done.
+
+Protocols. ``scratch`` trains every (variant, seed) from random weights. ``finetune`` is
+the paper's protocol: a *pretrained* model is trained first, then every variant is
+fine-tuned from its final EMA weights for ``finetune.steps`` steps with a fresh
+optimizer (``finetune.overrides`` apply to the fine-tuning only; ``train.seed`` of the
+fine-tuning is the run's seed). The pretrained model is the variant's own config with
+the regularizer removed, ``train.seed = finetune.pretrain_seed``, trained for the
+profile's ``train.steps``: variants that differ only in their regularizer share one
+pretrained model (as the paper fine-tunes one published checkpoint), variants that differ
+elsewhere (VP vs VE) get their own. Seeds therefore vary the fine-tuning only. Fairness:
+the baseline row of a fine-tuning study is the pretrained model fine-tuned for the same
+number of steps without a regularizer, so extra training is not credited to the loss.
+
+Identity. A run's *key* hashes what defines its result: its config without volatile
+train settings (threads, progress bar, logging and checkpoint cadence) and without values
+equal to their defaults (so adding a config key never renames finished runs), its
+protocol, its pretrained model's config, and the evaluation settings (likewise without
+defaults). A run whose :data:`RUN_RECORD` holds the current key is done.
+
+Layout under the study's output folder::
+
+    runs/<variant>/seed<k>/          a run directory of the trainer, plus run.json (the record)
+    runs/_pretrain/<key>/seed<k>/    pretrained models (protocol finetune)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from specreg.experiments.loading import RUN_RECORD, run_record
+from specreg.experiments.study import PRETRAIN_DIR, Evaluation, Study
+
+RUNS_DIR = "runs"
+LEGACY_RECORD = "metrics.json"  # the record's name before it was run.json
+# Train settings that do not change what is learned: excluded from a run's identity, so
+# e.g. --jobs 2 (no progress bar, one thread) finds the runs of an earlier --jobs 1.
+_VOLATILE_TRAIN_KEYS = ("progress_bar", "threads", "tensorboard", "num_workers", "log_every", "sample_every",
+                        "checkpoint_every", "keep_checkpoints")
+_MISSING = object()
+
+
+@dataclass
+class RunSpec:
+    """One training run of a study: where it lives and the resolved config it trains."""
+
+    variant: str
+    seed: int
+    run_dir: Path
+    config: dict[str, Any]
+    protocol: str  # "scratch", "finetune" or "pretrain"
+    key: str
+    pretrain_dir: Path | None = None
+    curve: bool = False  # measure along training (evaluation.curve_every)
+    status: str = "new"  # "done", "resume" (has a checkpoint), "new"; after running: "trained", "diverged"
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant}/seed{self.seed}"
+
+    @property
+    def record_path(self) -> Path:
+        return self.run_dir / RUN_RECORD
+
+    def record(self) -> dict[str, Any]:
+        """The run's record ({} before it was measured)."""
+        return run_record(self.run_dir)
+
+
+def _non_default(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        default = defaults.get(key, _MISSING)
+        if isinstance(value, dict) and isinstance(default, dict) and value and default:
+            value = _non_default(value, default)
+            if value:
+                out[key] = value
+        elif value != default and not (isinstance(value, (list, tuple)) and isinstance(default, (list, tuple))
+                                        and list(value) == list(default)):
+            out[key] = value
+    return out
+
+
+def identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What defines a run: its config without volatile train keys and without values equal
+    to their defaults, so adding a config key (with a default) never renames finished runs."""
+    from specreg.train.config import Config
+
+    out = json.loads(json.dumps(cfg))
+    for key in _VOLATILE_TRAIN_KEYS:
+        out["train"].pop(key, None)
+    return _non_default(out, json.loads(json.dumps(Config().to_dict())))
+
+
+def evaluation_identity(ev: dict[str, Any]) -> dict[str, Any]:
+    return _non_default(ev, asdict(Evaluation()))
+
+
+def stable_hash(obj: Any) -> str:
+    """12 hex digits of the SHA-1 of ``obj`` as sorted JSON."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _resolve(study: Study, extra: list[str]) -> dict[str, Any]:
+    from specreg.train.config import load_config
+
+    return load_config(study.base, [*study.overrides, *extra]).to_dict()
+
+
+def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
+    """Every run of ``study`` in order: pretrained models first, then (variant, seed) runs.
+
+    Checks every resolved config (a bad override raises ``ValueError`` before anything
+    trains) and marks each run ``done``, ``resume`` or ``new`` from what is on disk.
+    """
+    from specreg.train.config import RegularizerConfig
+
+    out = Path(out_dir)
+    pretrains: dict[str, RunSpec] = {}
+    runs: list[RunSpec] = []
+    data_sections: dict[str, str] = {}
+    ev = asdict(study.evaluation)
+    curve_ev = {k: ev.pop(k) for k in ("curve_every", "curve_samples")}
+    measured = evaluation_identity({**ev, **curve_ev})  # what a run with a curve measures (its done key)
+    ev = evaluation_identity(ev)
+    want_curve = study.evaluation.curve_every > 0
+    for v in study.variants:
+        for seed in study.seeds:
+            try:
+                cfg = _resolve(study, [*v.overrides, f"train.seed={seed}"])
+            except ValueError as err:
+                raise ValueError(f"variant {v.name!r}: {err}") from None
+            data_sections.setdefault(json.dumps(cfg["data"], sort_keys=True), v.name)
+            pre = None
+            if v.protocol == "finetune":
+                pcfg = json.loads(json.dumps(cfg))
+                pcfg["regularizer"] = asdict(RegularizerConfig())
+                pcfg["train"]["seed"] = study.finetune.pretrain_seed
+                pkey = stable_hash(identity(pcfg))
+                if pkey not in pretrains:
+                    pdir = out / RUNS_DIR / PRETRAIN_DIR / pkey / f"seed{study.finetune.pretrain_seed}"
+                    done_key = stable_hash({"pretrain": pkey, "evaluation": measured}) if want_curve else pkey
+                    pretrains[pkey] = RunSpec(f"{PRETRAIN_DIR}/{pkey}", study.finetune.pretrain_seed, pdir, pcfg,
+                                              "pretrain", done_key, curve=want_curve)
+                pre = pretrains[pkey]
+                try:
+                    cfg = _resolve(study, [*v.overrides, f"train.seed={seed}",
+                                           f"train.steps={study.finetune.steps}", *study.finetune.overrides])
+                except ValueError as err:
+                    raise ValueError(f"variant {v.name!r}, finetune.overrides: {err}") from None
+            # a curve for the first seed of each from-scratch baseline (was it trained long
+            # enough?), and for every seed of a variant that asks for one (steps to reach)
+            curve = want_curve and v.protocol == "scratch" and (
+                v.curve or (seed == study.seeds[0] and v.baseline is None))
+            key = stable_hash({"config": identity(cfg), "evaluation": measured if curve else ev,
+                               "protocol": v.protocol, "pretrain": None if pre is None else identity(pre.config)})
+            runs.append(RunSpec(v.name, seed, out / RUNS_DIR / v.name / f"seed{seed}", cfg, v.protocol, key,
+                                pretrain_dir=None if pre is None else pre.run_dir, curve=curve))
+    check_measurable(study, runs[0].config)
+    if len(data_sections) > 1:
+        names = list(data_sections.values())
+        raise ValueError(f"variants {names[0]!r} and {names[1]!r} train on different data sections; the variants "
+                         "of a study must share one data set (one reference and one noise floor)")
+    specs = [*pretrains.values(), *runs]
+    for spec in specs:
+        spec.status = status(spec)
+    return specs
+
+
+def data_kind(cfg: dict[str, Any]) -> tuple[str, int | None]:
+    """``("audio", sample_rate)`` or ``("image", None)`` for a run config."""
+    audio = cfg["data"]["kind"] in ("speech", "audio_folder")
+    return ("audio", int(cfg["data"]["sample_rate"])) if audio else ("image", None)
+
+
+def check_measurable(study: Study, cfg: dict[str, Any]) -> None:
+    """Raise before any training if the evaluation cannot measure these runs."""
+    from specreg.experiments.reference import DATA_KIND
+    from specreg.metrics.registry import METRICS, metric_names
+
+    ev, kind = study.evaluation, data_kind(cfg)[0]
+    data = cfg["data"]["kind"]
+    if DATA_KIND[ev.reference] != data:
+        raise ValueError(f"evaluation.reference={ev.reference!r} does not fit data.kind={data!r}; expected "
+                         f"evaluation.reference={next((r for r, d in DATA_KIND.items() if d == data), None)!r}")
+    accepted = [m for m in metric_names(kind) if not METRICS[m].needs_peaks or ev.reference == "checkerboards"]
+    for name in ev.metrics:
+        if name not in accepted:
+            raise ValueError(f"evaluation.metrics contains {name!r}, which is not measured for these {kind} "
+                             f"data; accepted: {accepted}")
+    produced = [k.name for m in ev.metrics for k in METRICS[m].keys]
+    for col in study.column_keys():
+        if col not in produced:
+            raise ValueError(f"evaluation.columns contains {col!r}, which no metric in evaluation.metrics "
+                             f"{list(ev.metrics)} produces; they produce {produced}")
+
+
+def status(spec: RunSpec) -> str:
+    """``done`` (its record has the current key), ``resume`` (a checkpoint) or ``new``."""
+    if spec.record().get("key") == spec.key:
+        return "done"
+    from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
+
+    return "resume" if list_checkpoints(spec.run_dir / CHECKPOINT_DIR) else "new"
+
+
+__all__ = ["LEGACY_RECORD", "RUNS_DIR", "RunSpec", "check_measurable", "data_kind", "evaluation_identity",
+           "identity", "plan_runs", "stable_hash", "status"]

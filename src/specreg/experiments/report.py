@@ -1,0 +1,283 @@
+"""A study's ``report.md`` and plots, rendered from its :class:`StudyResults` alone.
+
+``render(results, out)`` writes ``spectra.png`` and ``spectra_ratio.png`` (when the
+results hold spectra) and returns the markdown; :func:`write_report` saves both. Every
+number comes from the results object, so a report can be re-rendered from a
+``results.json`` (``specreg compare --report-only``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from specreg.experiments.results import StudyResults
+from specreg.experiments.stats import Stat
+from specreg.metrics.registry import ARROWS, find_key
+
+RESULTS_TEXT = (
+    "Mean ± standard deviation over seeds (sample std, n − 1; \"—\" with one seed). ↓ lower is better, "
+    "↑ higher is better, →0 closest to zero is best; the best mean per column is **bold**. † marks a mean "
+    "whose difference to its baseline's is resolved: larger than twice the real-vs-real noise floor (for "
+    "distances) and than the 95 % half-width of the difference over seeds. The difference is paired by seed "
+    "where both rows share at least two seeds (a seed fixes the data order, the noise and the sampling noise "
+    "of every variant): mean and Student-t half-width of the per-seed differences; otherwise the difference "
+    "of the means with Welch's half-width. With a single seed nothing is marked. Without †, this study does "
+    "not resolve the difference.")
+
+
+def fmt(v: float | None, digits: int = 4) -> str:
+    """A number for a table: ``digits`` significant digits, scientific outside [1e-3, 1e5)."""
+    if v is None or not math.isfinite(v):
+        return "—"
+    if v == 0:
+        return "0"
+    return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.{max(1, digits - 2)}e}"
+
+
+def row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _direction(key: str) -> str:
+    spec = find_key(key)
+    return spec.direction if spec is not None else ""
+
+
+def _paired(key: str) -> bool:
+    from specreg.metrics.registry import metric_of
+
+    m = metric_of(key)
+    return m is not None and m.paired
+
+
+def results_table(res: StudyResults) -> list[str]:
+    """One row per variant, one column per key: mean ± std, the best in bold, † where the
+    difference to the row's baseline is resolved; then the noise floor and the seed spread."""
+    cols = res.columns
+    n_seeds = len(res.seeds)
+    lines = [row(["variant", "protocol", "seeds", *[k + ARROWS.get(_direction(k), "") for k in cols]]),
+             "|" + "---|" * (3 + len(cols))]
+    for name, r in res.rows.items():
+        seeds = f"{r.n_done}/{n_seeds}" + (f" ({r.n_diverged} diverged)" if r.n_diverged else "")
+        label = r.variant.get("label", "")
+        cells = [name + (f" — {label}" if label else ""), str(r.variant.get("protocol", "")), seeds]
+        for key in cols:
+            s = r.stats.get(key, Stat(math.nan, None, 0))
+            text = f"{fmt(s.mean)} ± {fmt(s.std, 2)}"
+            if res.is_best(name, key):
+                text = f"**{text}**"
+            vs = res.versus_baseline(name, key)
+            if vs is not None and vs[2]:
+                text += " †"
+            cells.append(text)
+        lines.append(row(cells))
+    ev = res.study.get("evaluation", {})
+    floor = [f"real vs real: noise floor ({ev.get('n_samples')} vs {ev.get('n_reference')})", "", ""]
+    floor += ["n/a (paired)" if _paired(k) else fmt(res.floor_value(k)) for k in cols]
+    lines.append(row(floor))
+    if res.floor.get("ceiling"):  # a latent model: what decoding alone costs
+        lines.append(row(["autoencoder reconstructions of real (the latent model's ceiling)", "", "",
+                          *["n/a (paired)" if _paired(k) else fmt(res.floor["ceiling"].get(k)) for k in cols]]))
+    lines.append(row(["seed spread: median std over variants", "", "", *[fmt(res.median_spread(k), 2) for k in cols]]))
+    return lines
+
+
+def lambda_grid_table(res: StudyResults) -> list[str]:
+    entries = res.lambda_grids()
+    if not entries:
+        return []
+    lines = [row(["auto λ", "metric", "auto", "best of grid", "median of grid", "auto's rank", "auto − best"]),
+             "|---" * 7 + "|"]
+    for e in entries:
+        a, b = e["stat"], e["best"]
+        lines.append(row([e["auto"], e["key"], f"{fmt(a.mean)} ± {fmt(a.std, 2)}", f"{fmt(b.mean)} ({e['best_name']})",
+                          fmt(e["median"]), f"{e['rank']} of {e['of']}",
+                          f"{fmt(e['diff'], 2)}{' †' if e['resolved'] else ''}"]))
+    return lines
+
+
+def curve_table(res: StudyResults) -> list[str]:
+    if not res.curves:
+        return []
+    cols = res.columns
+    lines = [row(["run", "step", *cols]), "|" + "---|" * (2 + len(cols))]
+    for c in res.curves:
+        for p in c["points"]:
+            lines.append(row([c["run"], str(p["step"]), *[fmt(p["metrics"].get(k)) for k in cols]]))
+    ev = res.study.get("evaluation", {})
+    fm = res.floor.get("curve_metrics") or {}
+    lines.append(row([f"real vs real ({min(ev.get('curve_samples', 0), ev.get('n_samples', 0))} samples)", "",
+                      *["n/a (paired)" if _paired(k) else fmt(fm.get(k)) for k in cols]]))
+    return lines
+
+
+def reach_table(res: StudyResults) -> list[str]:
+    entries = res.steps_to_reach()
+    if not entries:
+        return []
+    lines = [row(["variant", "metric", "steps to reach the baseline's final value", "seeds that reached it",
+                  "per seed"]), "|---" * 5 + "|"]
+    for e in entries:
+        s = e["stat"]
+        per = ", ".join(f"{seed}: {'—' if v is None else v}" for seed, v in sorted(e["by_seed"].items()))
+        lines.append(row([e["variant"], e["key"], f"{fmt(s.mean)} ± {fmt(s.std, 2)}" if s.n else "not reached",
+                          f"{e['reached']}/{e['seeds']}", per]))
+    return lines
+
+
+def timing_table(res: StudyResults) -> tuple[list[str], float]:
+    lines = [row(["run", "steps", "train s", "s / step", "sample s", "eval s", "status"]), "|---" * 7 + "|"]
+    total = 0.0
+    for t in res.timing:
+        train_s, steps = t.get("train_s"), t.get("steps")
+        total += train_s or 0.0
+        per = fmt(train_s / steps, 3) if train_s and steps else "—"
+        lines.append(row([t["run"], str(steps if steps is not None else "—"), fmt(train_s), per,
+                          fmt(t.get("sample_s"), 3), fmt(t.get("eval_s"), 3), str(t.get("status", ""))]))
+    return lines, total
+
+
+def setup_text(res: StudyResults) -> str:
+    st, s = res.study, res.setup
+    if not s:
+        return ""
+    ev = st.get("evaluation", {})
+    text = (f"Base config `{st.get('base')}` with {len(res.rows)} variants × {len(res.seeds)} seeds "
+            f"({', '.join(map(str, res.seeds))}); {'/'.join(map(str, s['steps']))} training steps per run, batch "
+            f"{s['batch_size']}; {ev.get('n_samples')} samples per run ({s['sampler']}, {s['sample_steps']} steps, "
+            f"sampling seed {ev.get('sample_seed')} + run seed).")
+    if res.pretrains:
+        ft = st.get("finetune", {})
+        text += (f"\n\nFine-tuning protocol: each pretrained model below was trained for {res.pretrains[0]['steps']} "
+                 f"steps without a regularizer (seed {ft.get('pretrain_seed')}); the variants marked `finetune` were "
+                 f"fine-tuned from its final EMA weights for {ft.get('steps')} steps with a fresh optimizer "
+                 f"(fine-tuning overrides: {', '.join(ft.get('overrides') or []) or 'none'}).\n")
+        for p in res.pretrains:
+            text += f"\n- `{p['dir']}`: {', '.join(p['users'])}"
+    return text
+
+
+def wall_text(res: StudyResults, total_train: float) -> str:
+    entries = [e for e in res.invocations if e.get("trained")]
+    text = f"Training time summed over runs: {total_train / 60:.1f} min; this invocation: {res.wall_s / 60:.1f} min"
+    if entries:
+        wall = sum(e["wall_s"] for e in entries)
+        text += (f"; wall time of the {len(entries)} invocation(s) that trained runs: {wall / 60:.1f} min "
+                 f"(started {', '.join(e['started'] for e in entries)})")
+    return text + "."
+
+
+def sample_links(res: StudyResults, out: Path) -> list[str]:
+    lines = []
+    if res.kind == "audio":
+        wavs = sorted((out / "real").glob("reference*.wav"))[:2]
+        lines.append("- real reference: " + ", ".join(f"[{w.name}](real/{w.name})" for w in wavs))
+    else:
+        lines.append("**real** (floor set)\n\n![real](real/samples.png)\n")
+    for name, r in res.rows.items():
+        if r.samples is None:
+            continue
+        if res.kind == "audio":
+            wavs = sorted((out / r.samples).glob("*.wav"))[:2]
+            lines.append(f"- {name} (seed {r.samples_seed}): " + ", ".join(f"[{w.name}]({r.samples}/{w.name})"
+                                                                          for w in wavs))
+        else:
+            lines.append(f"**{name}** (seed {r.samples_seed})\n\n![{name}]({r.samples}/samples.png)\n")
+    return lines
+
+
+def plots(res: StudyResults, out: Path) -> list[str]:
+    """``spectra.png`` (mean spectrum over seeds per variant and the reference) and
+    ``spectra_ratio.png``; returns the markdown that shows them."""
+    import numpy as np
+
+    from specreg.metrics.plots import plot_spectra, plot_spectrum_ratio
+
+    spectra = {n: (np.asarray(r.spectrum["freqs"]), np.asarray(r.spectrum["power"]))
+               for n, r in res.rows.items() if r.spectrum}
+    ref = res.floor.get("reference_spectrum")
+    if not spectra or not ref:
+        return ["(no finished run yet)"]
+    scale, xlabel = (res.sample_rate, "frequency (Hz)") if res.kind == "audio" else (1, "frequency (cycles / pixel)")
+    f_ref, p_ref = np.asarray(ref["freqs"]) * scale, np.asarray(ref["power"])
+    plot_spectra({k: (f * scale, p) for k, (f, p) in spectra.items()}, reference=(f_ref, p_ref),
+                 path=out / "spectra.png", reference_label="real reference", xlabel=xlabel)
+    plot_spectrum_ratio({k: (f * scale, p) for k, (f, p) in spectra.items()}, (f_ref, p_ref),
+                        out / "spectra_ratio.png", xlabel=xlabel)
+    return ["![spectra](spectra.png) ![ratio](spectra_ratio.png)"]
+
+
+def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
+    """The markdown of ``report.md``; with ``draw`` also (re)writes the plots into ``out``."""
+    st = res.study
+    nl = "\n"
+    legend = [f"- **{k}**: {res.labels.get(k, '')}" for k in res.columns]
+    diverged = [f"- {name}/seed{d['seed']}: {d.get('error', '')}" for name, r in res.rows.items() for d in r.diverged]
+    grid, curves, reach = lambda_grid_table(res), curve_table(res), reach_table(res)
+    times, total_train = timing_table(res)
+    bands = [f"**{n}** (seed {r.samples_seed})\n\n![{n}]({r.band_weights})\n" for n, r in res.rows.items()
+             if r.band_weights]
+    ev = st.get("evaluation", {})
+    sections = [
+        f"# {st.get('title') or st.get('name')} — profile `{st.get('profile')}`",
+        st.get("description", ""),
+        f"Variants of the study left out by this profile: {', '.join(st['cut'])}." if st.get("cut") else "",
+        setup_text(res),
+        "## Results",
+        RESULTS_TEXT,
+        nl.join(results_table(res)),
+        f"Reference: {res.floor.get('reference')}. Noise floor: {res.floor.get('floor_set')}, against the same "
+        "reference.",
+        nl.join(legend),
+        ("Diverged runs (left out of the means):" + nl + nl.join(diverged)) if diverged else "",
+        *(["## Automatic λ against the λ grid",
+           "Does the automatic λ remove the need to tune λ? Per metric: the auto variant's mean ± std, the best "
+           "and the median of the grid's means, the auto variant's rank among the grid and itself (1 = best), "
+           "and auto − best (paired by seed where possible; † where resolved, as above).",
+           nl.join(grid)] if grid else []),
+        *(["## Training curves",
+           f"Runs measured every {ev.get('curve_every')} steps on {min(ev.get('curve_samples', 0), ev.get('n_samples', 0))} "
+           "samples (the first seed of each from-scratch baseline, each pretrained model, and every seed of "
+           "variants that ask for a curve): a run is long enough when its numbers stop improving well before the "
+           "last row.",
+           nl.join(curves)] if curves else []),
+        *(["## Steps to reach the baseline",
+           "For variants measured along training on several seeds: the first measured step at which a seed is at "
+           "least as good as its baseline's final value at the same seed, mean ± std over the seeds that reached "
+           "it (resolution: the curve's spacing).",
+           nl.join(reach)] if reach else []),
+        *(["## Learned band weights",
+           "exp(−u_b(σ)) of each band against the noise level, at the last checkpoint (grey: earlier ones).",
+           nl.join(bands)] if bands else []),
+        "## Spectra",
+        "Radially averaged power spectra, mean over seeds, against the real reference (dashed), and the error "
+        "in decades, log10(P / P_real):",
+        nl.join(plots(res, out)) if draw else "![spectra](spectra.png) ![ratio](spectra_ratio.png)",
+        "## Samples",
+        nl.join(sample_links(res, out)),
+        "## Runs and wall time",
+        nl.join(times),
+        wall_text(res, total_train),
+        "## Reproduce",
+        f"```\n{res.command}\n```",
+        f"Software: {', '.join(f'{k} {v}' for k, v in res.versions.items())}; {res.device}; {res.platform}.",
+    ]
+    return nl.join(nl + s for s in sections if s).lstrip() + nl
+
+
+def write_report(res: StudyResults, out: Path) -> Path:
+    """Write ``results.json``, the plots and ``report.md`` into ``out``; return the report's path."""
+    from specreg.experiments.results import RESULTS_FILE
+
+    out.mkdir(parents=True, exist_ok=True)
+    res.save(out / RESULTS_FILE)
+    path = out / "report.md"
+    path.write_text(render(res, out), encoding="utf-8")
+    return path
+
+
+__all__ = ["curve_table", "fmt", "lambda_grid_table", "reach_table", "render", "results_table", "timing_table",
+           "write_report"]
+

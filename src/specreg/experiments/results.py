@@ -1,0 +1,307 @@
+"""The results of a study as one typed object, saved as ``results.json``.
+
+:class:`StudyResults` holds everything a report shows — per variant the mean ± std of
+every tabulated key over seeds (with the per-seed values), the noise floor, the training
+curves, the timings, the spectra, links to samples — and the comparisons derived from
+it: the best row per key, each row's difference to its baseline and whether it is
+resolved, the automatic-λ-against-its-grid comparison and, for runs measured along
+training, the steps each variant needs to reach its baseline's final value. The report
+(:mod:`specreg.experiments.report`) only renders this object, and tests read numbers
+from it, never from markdown. ``StudyResults.load`` also reads the ``results.json`` of
+earlier versions (they lack curves, timings and spectra).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from specreg.experiments.stats import Stat, difference, resolved
+from specreg.files import read_json, write_json
+
+RESULTS_FILE = "results.json"
+INVOCATIONS_FILE = "invocations.json"
+
+
+@dataclass
+class Row:
+    """One variant: its stats per key over its finished seeds, and what it produced."""
+
+    variant: dict[str, Any]  # name, label, overrides, protocol, baseline, curve
+    stats: dict[str, Stat]
+    n_done: int = 0
+    n_diverged: int = 0
+    diverged: list[dict[str, Any]] = field(default_factory=list)  # {seed, error}
+    spectrum: dict[str, list[float]] | None = None  # mean over seeds: {freqs, power}
+    samples: str | None = None  # path (relative to the study folder) of the first seed's samples
+    samples_seed: int | None = None
+    band_weights: str | None = None  # learned band weights plot of the first seed, if any
+
+    @property
+    def name(self) -> str:
+        return str(self.variant["name"])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stats"] = {k: s.to_dict() for k, s in self.stats.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, name: str, raw: Mapping[str, Any], variant: Mapping[str, Any] | None = None) -> Row:
+        return cls(variant=dict(raw.get("variant") or variant or {"name": name}),
+                   stats={k: Stat.from_dict(v) for k, v in (raw.get("stats") or {}).items()},
+                   n_done=int(raw.get("n_done", 0)), n_diverged=int(raw.get("n_diverged", 0)),
+                   diverged=list(raw.get("diverged") or []), spectrum=raw.get("spectrum"),
+                   samples=raw.get("samples"), samples_seed=raw.get("samples_seed"),
+                   band_weights=raw.get("band_weights"))
+
+
+@dataclass
+class StudyResults:
+    """A study's results (module docstring). ``study`` is the study with its profile applied
+    (as a dict); ``floor`` holds the real-vs-real ``metrics`` (and ``curve_metrics``), the
+    descriptions of the ``reference`` and ``floor_set`` and the ``reference_spectrum``."""
+
+    study: dict[str, Any]
+    columns: list[str]
+    rows: dict[str, Row]
+    floor: dict[str, Any]
+    labels: dict[str, str] = field(default_factory=dict)
+    kind: str = "image"
+    sample_rate: int | None = None
+    curves: list[dict[str, Any]] = field(default_factory=list)  # {run, variant, seed, points}
+    timing: list[dict[str, Any]] = field(default_factory=list)  # {run, steps, train_s, sample_s, eval_s, status}
+    pretrains: list[dict[str, Any]] = field(default_factory=list)  # {dir, users, steps}
+    setup: dict[str, Any] = field(default_factory=dict)
+    invocations: list[dict[str, Any]] = field(default_factory=list)
+    command: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    device: str = ""
+    platform: str = ""
+    wall_s: float = 0.0
+
+    # ------------------------------------------------------------------ I/O
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rows"] = {k: r.to_dict() for k, r in self.rows.items()}
+        return d
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> StudyResults:
+        study = dict(raw["study"])
+        variants = {v["name"]: v for v in study.get("variants", [])}
+        ev = study.get("evaluation", {})
+        columns = list(raw.get("columns") or ev.get("columns") or ev.get("metrics") or [])
+        return cls(study=study, columns=columns,
+                   rows={k: Row.from_dict(k, r, variants.get(k)) for k, r in raw["rows"].items()},
+                   floor=dict(raw.get("floor") or {}),
+                   **{k: raw[k] for k in ("labels", "kind", "sample_rate", "curves", "timing", "pretrains", "setup",
+                                          "invocations", "command", "versions", "device", "platform", "wall_s")
+                      if k in raw})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> StudyResults:
+        raw = read_json(path)
+        if not isinstance(raw, dict) or "rows" not in raw or "study" not in raw:
+            raise ValueError(f"{str(path)!r} is not the results.json of a study")
+        return cls.from_dict(raw)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def variants(self) -> list[str]:
+        return list(self.rows)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.study.get("seeds", []))
+
+    def floor_value(self, key: str) -> float | None:
+        v = (self.floor.get("metrics") or {}).get(key)
+        return None if v is None else float(v)
+
+    def best(self, key: str) -> float | None:
+        """The best score (see :meth:`specreg.metrics.registry.Key.score`) of ``key`` over rows."""
+        from specreg.metrics.registry import find_key
+
+        spec = find_key(key)
+        if spec is None or not spec.ranked:
+            return None
+        scores = [spec.score(r.stats[key].mean) for r in self.rows.values() if key in r.stats]
+        scores = [s for s in scores if math.isfinite(s)]
+        return min(scores) if scores else None
+
+    def is_best(self, variant: str, key: str) -> bool:
+        from specreg.metrics.registry import find_key
+
+        best, spec, s = self.best(key), find_key(key), self.rows[variant].stats.get(key)
+        return best is not None and spec is not None and s is not None and math.isfinite(s.mean) \
+            and spec.score(s.mean) == best
+
+    def versus(self, variant: str, other: str, key: str) -> tuple[float, float | None, bool]:
+        """(difference ``variant − other`` of ``key``, its resolution, resolved?) (see stats)."""
+        a, b = self.rows[variant].stats[key], self.rows[other].stats[key]
+        diff, res = difference(key, a, b, self.floor_value(key))
+        return diff, res, resolved(diff, res)
+
+    def versus_baseline(self, variant: str, key: str) -> tuple[float, float | None, bool] | None:
+        """:meth:`versus` the row's baseline (None for a baseline or a row without data)."""
+        base = self.rows[variant].variant.get("baseline")
+        if base is None or base not in self.rows:
+            return None
+        a, b = self.rows[variant].stats.get(key), self.rows[base].stats.get(key)
+        if a is None or b is None or not (math.isfinite(a.mean) and math.isfinite(b.mean)):
+            return None
+        return self.versus(variant, base, key)
+
+    def median_spread(self, key: str) -> float | None:
+        stds = [r.stats[key].std for r in self.rows.values() if key in r.stats and r.stats[key].std is not None]
+        return statistics.median(stds) if stds else None
+
+    def lambda_grids(self) -> list[dict[str, Any]]:
+        """Each automatic λ against its grid of constant λ, per ranked key: the auto row's
+        stat, the best and the median of the grid's means, auto's rank among auto + grid
+        (1 = best), and auto − best (paired where possible) with its resolution."""
+        from specreg.metrics.registry import find_key
+
+        out = []
+        for auto, grid in self.study.get("lambda_grids") or []:
+            for key in self.columns:
+                spec = find_key(key)
+                if spec is None or not spec.ranked or auto not in self.rows:
+                    continue
+                a = self.rows[auto].stats.get(key)
+                pts = [(n, self.rows[n].stats[key]) for n in grid if n in self.rows and key in self.rows[n].stats
+                       and math.isfinite(self.rows[n].stats[key].mean)]
+                if a is None or not math.isfinite(a.mean) or len(pts) < 2:
+                    continue
+                best_name, best = min(pts, key=lambda p: spec.score(p[1].mean))
+                diff, res = difference(key, a, best, self.floor_value(key))
+                out.append({"auto": auto, "key": key, "stat": a, "best": best, "best_name": best_name,
+                            "median": statistics.median(p[1].mean for p in pts),
+                            "rank": 1 + sum(spec.score(p[1].mean) < spec.score(a.mean) for p in pts),
+                            "of": len(pts) + 1, "diff": diff, "resolution": res, "resolved": resolved(diff, res)})
+        return out
+
+    def steps_to_reach(self) -> list[dict[str, Any]]:
+        """For variants measured along training on several seeds: per ranked key, the first
+        curve step at which a seed is at least as good as its baseline's *final* value at
+        the same seed (None: not reached), with mean ± std over the seeds that reached it."""
+        from specreg.metrics.registry import find_key
+
+        curves = {(c["variant"], c["seed"]): c["points"] for c in self.curves}
+        out = []
+        for name, row in self.rows.items():
+            base = row.variant.get("baseline") or name
+            seeds = sorted(s for (v, s) in curves if v == name)
+            if len(seeds) < 2 or base not in self.rows:
+                continue
+            for key in self.columns:
+                spec = find_key(key)
+                if spec is None or not spec.ranked:
+                    continue
+                by_seed: dict[int, int | None] = {}
+                for s in seeds:
+                    target = self.rows[base].stats.get(key, Stat(math.nan, None, 0)).by_seed.get(s)
+                    if target is None:
+                        continue
+                    hit = [p["step"] for p in curves[(name, s)] if key in p["metrics"]
+                           and spec.score(p["metrics"][key]) <= spec.score(target)]
+                    by_seed[s] = min(hit) if hit else None
+                reached = [v for v in by_seed.values() if v is not None]
+                out.append({"variant": name, "baseline": base, "key": key, "by_seed": by_seed,
+                            "stat": Stat.of({s: float(v) for s, v in by_seed.items() if v is not None}),
+                            "reached": len(reached), "seeds": len(by_seed)})
+        return out
+
+
+# ============================================================================ building it from a study's runs
+
+
+def versions() -> dict[str, str]:
+    import numpy as np
+    import torch
+
+    import specreg
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "specreg": specreg.__version__}
+
+
+def device_text() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda: " + torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores; one torch thread per run, --jobs threads for a run alone)"
+
+
+def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Path, *, command: str,
+            wall_s: float) -> StudyResults:
+    """The :class:`StudyResults` of ``study`` from its runs' records under ``out``."""
+    import numpy as np
+
+    from specreg.experiments.plan import data_kind
+    from specreg.experiments.runner import CURVE_FILE, TIMING_FILE
+
+    import json
+
+    runs = [s for s in specs if s.protocol != "pretrain"]
+    kind, rate = data_kind(runs[0].config)
+    study_dict = json.loads(json.dumps(study.to_dict()))  # as results.json holds it (lists, not tuples)
+    variant_dicts = {v["name"]: v for v in study_dict["variants"]}
+    columns = list(study.column_keys())
+    labels = dict(floor.get("labels", {}))
+    rows: dict[str, Row] = {}
+    for v in study.variants:
+        records = [(s, r) for s in runs if s.variant == v.name and (r := s.record())]
+        ok = [(s, r) for s, r in records if r.get("status") == "done"]
+        stats = {key: Stat.of({int(r["seed"]): r["metrics"][key] for _, r in ok if key in r.get("metrics", {})})
+                 for key in columns}
+        for _, r in records:
+            labels.update(r.get("labels", {}))
+        row = Row(variant_dicts[v.name], stats, len(ok), sum(r.get("status") == "diverged" for _, r in records),
+                  [{"seed": r["seed"], "error": r.get("error", "")} for _, r in records
+                   if r.get("status") == "diverged"])
+        if ok:
+            row.spectrum = {"freqs": ok[0][1]["spectrum"]["freqs"],
+                            "power": np.mean([r["spectrum"]["power"] for _, r in ok], axis=0).tolist()}
+            first = ok[0][0]
+            row.samples_seed = first.seed
+            row.samples = str((first.run_dir / "eval").relative_to(out))
+            if (first.run_dir / "band_weights.png").is_file():
+                row.band_weights = str((first.run_dir / "band_weights.png").relative_to(out))
+        rows[v.name] = row
+    curves = [{"run": s.label, "variant": s.variant, "seed": s.seed, "points": pts}
+              for s in specs if s.curve and (pts := read_json(s.run_dir / CURVE_FILE))]
+    timing = []
+    for s in specs:
+        rec = s.record()
+        tim = rec.get("timing") or read_json(s.run_dir / TIMING_FILE) or {}
+        timing.append({"run": s.label, "steps": tim.get("steps"), "train_s": tim.get("train_s"),
+                       "sample_s": tim.get("sample_s"), "eval_s": tim.get("eval_s"),
+                       "status": rec.get("status", s.status)})
+    pretrains = [{"dir": str(p.run_dir.relative_to(out)), "steps": p.config["train"]["steps"],
+                  "users": sorted({s.variant for s in runs if s.pretrain_dir == p.run_dir})}
+                 for p in specs if p.protocol == "pretrain"]
+    cfg = runs[0].config
+    setup = {"steps": sorted({s.config["train"]["steps"] for s in runs}), "batch_size": cfg["train"]["batch_size"],
+             "sampler": cfg["sample"]["sampler"], "sample_steps": cfg["sample"]["steps"]}
+    return StudyResults(
+        study=study_dict, columns=columns, rows=rows,
+        floor={k: floor.get(k) for k in ("metrics", "curve_metrics", "reference", "floor_set", "reference_spectrum",
+                                         "ceiling", "ceiling_set") if k in floor},
+        labels=labels, kind=kind, sample_rate=rate, curves=curves, timing=timing, pretrains=pretrains, setup=setup,
+        invocations=read_json(out / INVOCATIONS_FILE) or [], command=command, versions=versions(),
+        device=device_text(), platform=platform.platform(), wall_s=wall_s)
+
+
+__all__ = ["INVOCATIONS_FILE", "RESULTS_FILE", "Row", "StudyResults", "collect", "device_text", "versions"]

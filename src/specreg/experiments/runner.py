@@ -1,0 +1,253 @@
+"""Executing one run of a study: train (or resume, or fine-tune from a pretrained model),
+sample, measure, and write its record; and the real-vs-real noise floor.
+
+A run's outputs in its directory (besides the trainer's own)::
+
+    eval/samples.npy, eval/samples.png (or eval/*.wav)   the samples that were measured
+    run.json       the record: key, status, metrics, spectrum, timings, evaluation settings
+    timing.json    train seconds and steps, summed over sittings
+    curve.json     metrics along training (evaluation.curve_every)
+    finetune.json  the weights a fine-tuning started from
+
+The study's floor: ``real/floor.json`` (the floor set measured against the reference
+like a run, cached by its settings) and ``real/samples.png`` (or WAV clips).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from specreg.experiments.evaluate import measure
+from specreg.experiments.loading import EVAL_DIR
+from specreg.experiments.plan import RunSpec, data_kind, stable_hash
+from specreg.experiments.study import Evaluation
+from specreg.files import read_json, save_audio, save_image_grid, step_of, write_json
+
+CURVE_FILE = "curve.json"
+TIMING_FILE = "timing.json"
+FLOOR_FILE = Path("real") / "floor.json"
+
+
+def _train(spec: RunSpec) -> tuple[float, int]:
+    """Train (or resume) one run; returns (seconds, steps trained in this call)."""
+    from specreg.train.config import config_from_dict
+    from specreg.train.trainer import Trainer
+
+    cfg = config_from_dict(spec.config)
+    net = None
+    if spec.protocol == "finetune":
+        from specreg.train.checkpoint import CHECKPOINT_DIR, latest_weights
+
+        try:  # the newest readable checkpoint (a corrupt one is skipped)
+            path, weights, _ = latest_weights(spec.pretrain_dir / CHECKPOINT_DIR)  # type: ignore[operator]
+        except ValueError as err:
+            raise RuntimeError(f"{spec.label}: the pretrained model {spec.pretrain_dir}: {err}") from None
+        # the EMA weights, as a published checkpoint that the paper fine-tunes would hold;
+        # when the run resumes, the trainer replaces them with its own checkpoint's
+        net = pretrained_net(cfg, weights)
+        write_json(spec.run_dir / "finetune.json", {"pretrained": str(path), "weights": "ema"})
+    result = Trainer(cfg, spec.run_dir, net=net).fit()
+    return result.seconds, result.step - result.resumed_from
+
+
+def pretrained_net(cfg: Any, weights: dict[str, Any]) -> Any:
+    """The raw network of ``cfg`` carrying ``weights`` (a state dict of the trained module)."""
+    from specreg.train.build import build_formulation, build_model, build_net
+
+    net = build_net(cfg)
+    model = build_model(build_formulation(cfg.diffusion), net)
+    model.load_state_dict(weights)  # the module wraps `net`, so this fills `net` in place
+    return net
+
+
+def sample(spec: RunSpec, ev: Evaluation, real: Any, n: int, checkpoint: Path | None = None) -> tuple[Any, int, float]:
+    """``n`` samples of the EMA weights of ``checkpoint`` (default: the run's newest) with
+    seed ``ev.sample_seed + seed`` and the first ``n`` rows of the study's conditioning;
+    returns (samples on the CPU, step, seconds)."""
+    import torch
+
+    from specreg.train.build import generate, load_trained
+
+    t0 = time.time()
+    cfg, model, formulation, step = load_trained(spec.run_dir, checkpoint=checkpoint)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    if isinstance(formulation, torch.nn.Module):
+        formulation.to(device)
+    generator = torch.Generator(device=device).manual_seed(ev.sample_seed + spec.seed)
+    kw = {k: v[:n] for k, v in real.conditioning.items()}
+    x = generate(cfg, formulation, model, n, generator=generator, model_kwargs=kw, batch_size=ev.batch_size)
+    return x.float().cpu().clamp(-1, 1), step, time.time() - t0
+
+
+def _train_with_curve(spec: RunSpec, ev: Evaluation, real: Any) -> tuple[float, int]:
+    """Train keeping a checkpoint every ``ev.curve_every`` steps, then measure
+    ``ev.curve_samples`` samples of each (``curve.json``, reused when the run resumes).
+    Only the checkpoint cadence changes, so the weights are those of the plain run."""
+    from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
+
+    total = spec.config["train"]["steps"]
+    raw = {**spec.config, "train": {**spec.config["train"], "checkpoint_every": ev.curve_every,
+                                    "keep_checkpoints": total // ev.curve_every + 2}}
+    seconds, trained = _train(replace(spec, config=raw))
+    path = spec.run_dir / CURVE_FILE
+    points = read_json(path) or []
+    have = {p["step"] for p in points}
+    kind, rate = data_kind(spec.config)
+    n = min(ev.curve_samples, ev.n_samples)
+    # paired audio metrics: the reference rows that go with the first n samples' log-mels
+    reference = real.reference[:n] if kind == "audio" else real.reference
+    for ckpt in list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
+        step = step_of(ckpt)
+        if step is None or step in have or (step % ev.curve_every and step != total):
+            continue
+        x, _, _ = sample(spec, ev, real, n, checkpoint=ckpt)
+        m = measure(x, real, ev, kind=kind, sample_rate=rate, reference=reference)["metrics"]
+        points.append({"step": step, "metrics": m})
+        write_json(path, sorted(points, key=lambda p: p["step"]))
+    return seconds, trained
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` while it trains: two processes writing the same
+    run (a second ``specreg compare`` on the same --out, or a worker left over from a killed
+    one) would mix their checkpoints. The OS drops the lock when the holder dies."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RuntimeError(f"{run_dir} is being trained by another process (another specreg compare on the same "
+                               "--out, or a worker of one that was stopped); wait for it to finish or stop it, then "
+                               "run again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any]:
+    """Train one run, sample ``ev.n_samples`` with seed ``ev.sample_seed + seed``, measure,
+    and write its record (``run.json``); a pretraining run is only measured along its
+    curve, if it has one. Returns the record written. Holds a lock on the run directory
+    and runs with ``threads`` torch threads (0: as they are), restored afterwards."""
+    from specreg.train.trainer import torch_threads
+
+    with run_lock(spec.run_dir), torch_threads(threads):
+        return _execute(spec, ev)
+
+
+def _execute(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
+    from specreg.train.trainer import TrainingDiverged
+
+    t0 = time.time()
+    timing_path = spec.run_dir / TIMING_FILE
+    timing = read_json(timing_path) or {"train_s": 0.0, "steps": 0}
+    base = {"key": spec.key, "variant": spec.variant, "seed": spec.seed, "protocol": spec.protocol,
+            "pretrained": None if spec.pretrain_dir is None else str(spec.pretrain_dir),
+            "evaluation": asdict(ev)}
+    real = ev.real_sets(spec.config)  # cheap (seconds); a pretraining run needs it only for its curve
+    try:
+        seconds, steps = _train_with_curve(spec, ev, real) if spec.curve else _train(spec)
+    except TrainingDiverged as err:
+        if spec.protocol == "pretrain":
+            raise
+        return _write_record(spec, {**base, "status": "diverged", "error": str(err)})
+    timing["train_s"] += seconds
+    timing["steps"] += steps
+    write_json(timing_path, timing)
+    curve = read_json(spec.run_dir / CURVE_FILE) if spec.curve else None
+    if spec.protocol == "pretrain":
+        return _write_record(spec, {**base, "status": "done", "timing": timing, "curve": curve})
+
+    x, step, sample_s = sample(spec, ev, real, ev.n_samples)
+    kind, rate = data_kind(spec.config)
+    save_samples(x, spec.run_dir / EVAL_DIR, kind, rate)
+    t2 = time.time()
+    measured = measure(x, real, ev, kind=kind, sample_rate=rate)
+    return _write_record(spec, {
+        **base, "status": "done", "step": step, **measured, "reference": real.description, "curve": curve,
+        "timing": {**timing, "sample_s": sample_s, "eval_s": time.time() - t2, "wall_s_this_call": time.time() - t0},
+        "n_samples": ev.n_samples, "sample_seed": ev.sample_seed + spec.seed})
+
+
+def _write_record(spec: RunSpec, record: dict[str, Any]) -> dict[str, Any]:
+    write_json(spec.record_path, record)
+    legacy = spec.run_dir / "metrics.json"  # an older record of this run would shadow nothing, but confuse
+    if legacy.is_file() and (read_json(legacy) or {}).get("key"):
+        legacy.unlink()
+    return record
+
+
+def save_samples(x: Any, folder: Path, kind: str, rate: int | None) -> None:
+    """``samples.npy`` and a grid of the first 64 images (or the first 8 clips as WAV)."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "samples.npy", x.numpy().astype(np.float32))
+    if kind == "audio":
+        save_audio(x[:8], folder, int(rate))  # type: ignore[arg-type]
+    else:
+        save_image_grid(x[:64], folder / "samples.png")
+
+
+def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Real vs real with the same counts, cached in ``real/floor.json``: the floor set
+    (``n_samples`` real items disjoint from the reference) measured like a run, and the
+    reference's spectrum. With a training curve, also its first ``curve_samples`` items
+    (``curve_metrics``). Paired metrics are left out (no floor from disjoint sets)."""
+    import torch
+
+    from specreg.metrics.registry import METRICS
+
+    key = stable_hash({"data": cfg["data"], "evaluation": asdict(ev)})
+    path = out / FLOOR_FILE
+    cached = read_json(path)
+    if cached and cached.get("key") == key:
+        return cached
+    kind, rate = data_kind(cfg)
+    real = ev.real_sets(cfg)
+    unpaired = replace(ev, metrics=[m for m in ev.metrics if not METRICS[m].paired])
+    record = {"key": key, "reference": real.description, "floor_set": real.floor_description}
+    if unpaired.metrics:
+        record.update(measure(real.floor, real, unpaired, kind=kind, sample_rate=rate))
+    else:
+        record.update({"metrics": {}, "labels": {}, "skipped": {}})
+    ref = measure(real.reference, real, replace(ev, metrics=["lsd"]), kind=kind, sample_rate=rate)["spectrum"]
+    record["reference_spectrum"] = ref
+    if cfg.get("autoencoder", {}).get("name") and unpaired.metrics:  # a latent model can do no better than this
+        from specreg.train.build import build_autoencoder
+        from specreg.train.config import config_from_dict
+
+        vae = build_autoencoder(config_from_dict(cfg))
+        with torch.no_grad():
+            recon = torch.cat([vae.images(vae.latents(real.floor[i:i + 256])) for i in range(0, len(real.floor), 256)])
+        record["ceiling"] = measure(recon.clamp(-1, 1), real, unpaired, kind=kind, sample_rate=rate)["metrics"]
+        record["ceiling_set"] = f"the autoencoder's reconstructions of the floor set ({cfg['autoencoder']['name']})"
+    if ev.curve_every and unpaired.metrics:
+        n = min(ev.curve_samples, ev.n_samples)
+        reference = real.reference[:n] if kind == "audio" else real.reference
+        record["curve_metrics"] = measure(real.floor[:n], real, unpaired, kind=kind, sample_rate=rate,
+                                          reference=reference)["metrics"]
+    (out / "real").mkdir(parents=True, exist_ok=True)
+    if kind == "audio":
+        save_audio(torch.as_tensor(real.reference[:4]), out / "real", int(rate or 0), prefix="reference")
+    else:
+        save_image_grid(torch.as_tensor(real.floor[:64]), out / "real" / "samples.png")
+    write_json(path, record)
+    return record
+
+
+__all__ = ["CURVE_FILE", "FLOOR_FILE", "TIMING_FILE", "execute", "measure_floor", "pretrained_net", "run_lock",
+           "sample", "save_samples"]

@@ -1,0 +1,99 @@
+"""Small shared file I/O, below ``train/`` and ``experiments/``: atomic JSON, sample
+writers (PNG grids, WAV clips) and the step names of checkpoints and sample folders.
+
+Every file a run or a study writes for later reading goes through :func:`write_json`
+(write to a temporary name, then rename: a reader never sees half a file); every
+``step-XXXXXXXX`` name is made by :func:`step_name` and read by :func:`step_of`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+STEP_PREFIX = "step-"
+_STEP = re.compile(r"step-(\d+)")
+
+
+def step_name(step: int) -> str:
+    """``step-00001234``: the name of a checkpoint or sample folder of ``step``."""
+    return f"{STEP_PREFIX}{int(step):08d}"
+
+
+def step_of(path: str | os.PathLike) -> int | None:
+    """The step of a ``step-XXXXXXXX`` name (a folder, or a file such as ``step-….png``); None otherwise."""
+    p = Path(path)
+    m = _STEP.fullmatch(p.stem if p.suffix else p.name)
+    return int(m.group(1)) if m else None
+
+
+def newest_step(paths: Any) -> Path | None:
+    """The path with the largest step among ``paths`` (names that are not steps are ignored)."""
+    steps = [(s, p) for p in paths if (s := step_of(p)) is not None]
+    return max(steps)[1] if steps else None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, or None if it is missing or unreadable (e.g. cut short by a kill)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented UTF-8 JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def save_image_grid(x: torch.Tensor, path: str | Path, *, nrow: int | None = None, scale: int = 1) -> Path:
+    """Write images (n, C, H, W) in [-1, 1] as one PNG grid (1-pixel gaps), enlarged ``scale``×
+    by pixel repetition (small images stay sharp)."""
+    import torch
+    from PIL import Image
+
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    n, c, h, w = x.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    ncol = math.ceil(n / nrow)
+    grid = torch.full((c, ncol * (h + 1) + 1, nrow * (w + 1) + 1), 255, dtype=torch.uint8)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = x[i]
+    arr = grid.permute(1, 2, 0).numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(arr[..., 0] if c == 1 else arr[..., :3])
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    image.save(path)
+    return path
+
+
+def save_audio(x: torch.Tensor, folder: str | Path, sample_rate: int, *, prefix: str = "sample") -> list[Path]:
+    """Write waveforms (n, 1, L) in [-1, 1] as 16-bit WAV files ``prefix-000.wav`` …"""
+    import soundfile
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, wave in enumerate(x.detach().float().cpu().clamp(-1, 1)):
+        path = folder / f"{prefix}-{i:03d}.wav"
+        soundfile.write(str(path), wave.reshape(-1).numpy(), sample_rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+__all__ = ["newest_step", "read_json", "save_audio", "save_image_grid", "step_name", "step_of", "write_json"]

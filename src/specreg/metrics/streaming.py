@@ -1,0 +1,307 @@
+"""The streaming side of the metric registry: the :class:`Context` a metric is computed in,
+the :class:`Batch` whose shared work (spectra, domain features, NDB vectors) is computed
+once and cached for every metric, and the accumulators the registry's entries build
+(``update(batch)``, ``update_paired(x, r)`` for paired metrics, ``compute()``). Float64
+running sums where the metric allows, so results do not depend on the batching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports happen inside the functions, so the CLI's --help stays fast
+    import numpy as np
+    import torch
+
+
+@dataclass
+class Context:
+    """What a metric needs to know about the data and the evaluation."""
+
+    kind: str
+    ndim: int
+    n: int  # samples
+    m: int  # reference items
+    shape: tuple[int, ...]  # (C, *spatial) of one item
+    sample_rate: int | None = None
+    seed: int = 0  # KID subsets, NDB's k-means
+    device: Any = "cpu"
+    feature_extractor: Any = None  # user features for domain_fd/domain_kid
+    kid_subsets: int = 100
+    kid_subset_size: int | None = None  # default min(1000, n, m)
+    ndb_bins: int | None = None  # default max(2, min(50, m // 10))
+    peaks: list[tuple[float, ...]] | None = None  # known spectral lines (peak_energy)
+    peak_tolerance: float | None = None  # cycles/sample; default two bins
+    _shipped: Any = field(default=None, repr=False)
+
+    @property
+    def kid_size(self) -> int:
+        return self.kid_subset_size if self.kid_subset_size is not None else min(1000, self.n, self.m)
+
+    @property
+    def ndb_k(self) -> Any:
+        return self.ndb_bins if self.ndb_bins is not None else max(2, min(50, self.m // 10))
+
+    @property
+    def shipped(self) -> Any:
+        """The project's domain embedding for this kind of data (loaded once, offline)."""
+        if self._shipped is None:
+            from specreg.metrics.domain import fashion_embedding, speech_embedding
+
+            self._shipped = (fashion_embedding() if self.kind == "image" else speech_embedding()).to(self.device)
+        return self._shipped
+
+    @property
+    def extractor(self) -> Any:
+        return self.feature_extractor if self.feature_extractor is not None else self.shipped
+
+    @property
+    def embedding(self) -> dict[str, Any] | None:
+        """What the domain features are, for the report (None with a user extractor)."""
+        if self.feature_extractor is not None:
+            return None
+        s, meta = self.shipped, self.shipped.metadata
+        return {"name": type(s).__name__, "dim": s.dim, "task": meta.get("task"),
+                "accuracy": meta.get("accuracy", {}).get("test"), "label": s.description}
+
+    def label_fields(self) -> dict[str, str]:
+        """Values of the ``{fd}``, ``{kid}`` and ``{ndb_on}`` fields of the keys' labels."""
+        from specreg.metrics.domain import DOMAIN_FD_LABEL, DOMAIN_KID_LABEL
+
+        if self.feature_extractor is not None:
+            fd = "Fréchet distance on the features of a user feature extractor"
+            kid = "KID on the features of a user feature extractor"
+        else:
+            features = f"; features: {embedding_name(self.embedding)}"
+            fd, kid = DOMAIN_FD_LABEL + features, DOMAIN_KID_LABEL + features
+        return {"fd": fd, "kid": kid, "ndb_on": "log-mel spectrograms" if self.kind == "audio" else "pixels"}
+
+
+def embedding_name(info: Mapping[str, Any] | None) -> str:
+    if not info:
+        return "user feature extractor"
+    acc = info.get("accuracy")
+    return f"{info['name']} ({info['task']}; D={info['dim']}" + ("" if acc is None else f", held-out accuracy {acc:.3f}") \
+        + ")"
+
+
+class Batch:
+    """A batch of one side (samples or reference), with the work several metrics share
+    computed on first use and cached: its summed radial power spectrum, its domain
+    features, its NDB vectors."""
+
+    def __init__(self, x: torch.Tensor, real: bool, ctx: Context) -> None:
+        self.x, self.real, self.ctx = x, real, ctx
+
+    @cached_property
+    def radial_power_sum(self) -> torch.Tensor:
+        """Σ over items of the radial power spectrum, (C, n_bins), float64."""
+        from specreg.metrics.spectrum import _flatten_channels, power_spectrum
+        from specreg.transforms.fourier import radial_average
+
+        x = _flatten_channels(self.x, self.ctx.ndim)
+        return radial_average(power_spectrum(x, self.ctx.ndim), tuple(x.shape[-self.ctx.ndim:])).sum(0).cpu()
+
+    def _at_speech_rate(self) -> torch.Tensor:
+        import torch
+
+        from specreg.metrics.audio import resample
+        from specreg.metrics.domain import SPEECH_SAMPLE_RATE
+
+        if self.ctx.sample_rate == SPEECH_SAMPLE_RATE:
+            return self.x
+        return torch.from_numpy(resample(self.x.double().numpy(), self.ctx.sample_rate, SPEECH_SAMPLE_RATE)).float()
+
+    @cached_property
+    def features(self) -> np.ndarray:
+        """Domain features (N, D), float64 (the user's extractor, or the shipped embedding;
+        audio is resampled to the shipped embedding's 8 kHz first)."""
+        import torch
+
+        ctx = self.ctx
+        inp = self._at_speech_rate() if ctx.feature_extractor is None and ctx.kind == "audio" else self.x
+        extractor = ctx.extractor
+        if isinstance(extractor, torch.nn.Module):
+            extractor.eval()
+        with torch.no_grad():
+            f = extractor(inp.to(ctx.device))
+        return torch.as_tensor(f).detach().double().cpu().numpy()
+
+    @cached_property
+    def ndb_rows(self) -> np.ndarray:
+        """NDB's points: pixels, or the shipped embedding's log-mel input for audio."""
+        import torch
+
+        with torch.no_grad():
+            z = self.ctx.shipped.features(self._at_speech_rate().to(self.ctx.device)) if self.ctx.kind == "audio" \
+                else self.x
+        return z.reshape(z.shape[0], -1).double().cpu().numpy()
+
+
+class Spectra:
+    """Both sides' mean radial spectra (float64 sums, any batching)."""
+
+    def __init__(self, ctx: Context) -> None:
+        from specreg.metrics.spectrum import SpectrumMetric
+
+        self.sides = {True: SpectrumMetric(ctx.ndim), False: SpectrumMetric(ctx.ndim)}
+        self.ndim = ctx.ndim
+
+    def update(self, batch: Batch) -> None:
+        spatial = tuple(batch.x.shape[-self.ndim:])
+        self.sides[batch.real]._add(spatial, batch.radial_power_sum, batch.x.shape[0])
+
+    def spectra(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        freqs, p = self.sides[False].compute()
+        _, q = self.sides[True].compute()
+        return freqs, p, q
+
+
+class LSD(Spectra):
+    def __init__(self, ctx: Context, name: str, band: str | None) -> None:
+        super().__init__(ctx)
+        self.name, self.band = name, band
+
+    def compute(self) -> dict[str, float]:
+        from specreg.metrics.spectrum import log_spectral_distance_from_spectra
+
+        freqs, p, q = self.spectra()
+        lsd, bias = log_spectral_distance_from_spectra(freqs, p, q, band=self.band)
+        return {self.name: lsd, f"{self.name}_bias": bias}
+
+
+class FD:
+    def __init__(self, ctx: Context) -> None:
+        from specreg.metrics.frechet import FrechetDistance
+
+        self.fd = FrechetDistance()
+
+    def update(self, batch: Batch) -> None:
+        f = batch.features
+        self.fd._add(batch.real, f.shape[0], f.sum(0), f.T @ f)
+
+    def compute(self) -> dict[str, float]:
+        return {"domain_fd": self.fd.compute()}
+
+
+class KIDStream:
+    def __init__(self, ctx: Context) -> None:
+        from specreg.metrics.frechet import KID
+
+        self.kid = KID(subsets=ctx.kid_subsets, subset_size=ctx.kid_size, seed=ctx.seed)
+
+    def update(self, batch: Batch) -> None:
+        self.kid.features[batch.real].append(batch.features)
+
+    def compute(self) -> dict[str, float]:
+        mean, std = self.kid.compute()
+        return {"domain_kid": mean, "domain_kid_std": std}
+
+
+def domain_problem(name: str) -> Callable[[Context], str | None]:
+    def problem(ctx: Context) -> str | None:
+        if ctx.feature_extractor is None and ctx.kind == "image" and (len(ctx.shape) != 3 or ctx.shape[0] != 1):
+            return (f"{name} uses the shipped Fashion-MNIST classifier, which takes gray 2-D images (N, 1, H, W); "
+                    f"samples have shape {(ctx.n, *ctx.shape)}. Pass feature_extractor= or drop {name} from metrics")
+        if name == "domain_fd" and ctx.feature_extractor is None:
+            d = ctx.shipped.dim
+            for side, count in (("samples", ctx.n), ("reference", ctx.m)):
+                if count <= d:
+                    return (f"domain_fd needs more {side} than feature dimensions for a full-rank covariance: "
+                            f"{side} has {count}, the embedding has D={d}; use at least {5 * d} (5·D for a "
+                            "stable estimate) or drop domain_fd")
+        if name == "domain_kid" and not 2 <= ctx.kid_size <= min(ctx.n, ctx.m):
+            return (f"domain_kid needs subsets of 2 … {min(ctx.n, ctx.m)} items on each side (samples {ctx.n}, "
+                    f"reference {ctx.m}); got kid_subset_size={ctx.kid_size}")
+        return None
+
+    return problem
+
+
+class NDB:
+    def __init__(self, ctx: Context) -> None:
+        self.rows: dict[bool, list[Any]] = {True: [], False: []}
+        self.k, self.seed = ctx.ndb_k, ctx.seed
+
+    def update(self, batch: Batch) -> None:
+        self.rows[batch.real].append(batch.ndb_rows)
+
+    def compute(self) -> dict[str, float]:
+        import numpy as np
+
+        from specreg.metrics.audio import ndb
+
+        res = ndb(np.concatenate(self.rows[False]), np.concatenate(self.rows[True]), k=self.k, seed=self.seed)
+        return {"ndb": res.fraction, "ndb_number": float(res.number), "ndb_bins": float(self.k)}
+
+
+def ndb_problem(ctx: Context) -> str | None:
+    k = ctx.ndb_k
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2 or ctx.m < k or ctx.n < 2:
+        return (f"ndb with k={k!r} bins needs an integer k >= 2, at least k reference items and 2 samples; got "
+                f"reference {ctx.m}, samples {ctx.n}")
+    return None
+
+
+class PerClip:
+    """Values of the samples alone, or of sample i against reference i, averaged over clips."""
+
+    def __init__(self, ctx: Context, name: str) -> None:
+        self.ctx, self.name = ctx, name
+        self.values: list[Any] = []
+
+    def update(self, batch: Batch) -> None:
+        if self.name == "dnsmos" and not batch.real:
+            from specreg.metrics.audio import dnsmos
+
+            # as a WAV writer would: DNSMOS rejects values outside [−1, 1]
+            self.values.extend(dnsmos(batch.x[:, 0].clamp(-1, 1).numpy(), self.ctx.sample_rate))
+
+    def update_paired(self, x: torch.Tensor, r: torch.Tensor) -> None:
+        import numpy as np
+
+        from specreg.metrics.audio import mr_stft_distance, pesq
+
+        if self.name == "mrstft":
+            self.values.append(mr_stft_distance(x, r, reduction="none").numpy())
+        elif self.name == "pesq":
+            kw = {} if self.ctx.sample_rate in (8000, 16000) else {"resample_to_16k": True}
+            self.values.append(np.atleast_1d(pesq(r[:, 0].numpy(), x[:, 0].numpy(), self.ctx.sample_rate, **kw)))
+
+    def compute(self) -> dict[str, float]:
+        import numpy as np
+
+        if self.name == "dnsmos":
+            return {f"dnsmos_{k}": float(np.mean([d[f"{k}_mos"] for d in self.values]))
+                    for k in ("ovrl", "sig", "bak", "p808")}
+        return {self.name: float(np.concatenate(self.values).mean())}
+
+
+class PeakEnergy:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.fractions: list[Any] = []
+
+    @property
+    def tolerance(self) -> float:
+        t = self.ctx.peak_tolerance
+        return t if t is not None else 2.0 / self.ctx.shape[-1]
+
+    def update(self, batch: Batch) -> None:
+        if not batch.real:
+            from specreg.metrics.spectrum import peak_energy_fraction
+
+            self.fractions.append(peak_energy_fraction(batch.x, self.ctx.peaks or [], self.tolerance,
+                                                       self.ctx.ndim))
+
+    def compute(self) -> dict[str, float]:
+        import torch
+
+        return {"peak_energy": float(torch.nanmean(torch.cat(self.fractions)))}
+
+
+__all__ = ["FD", "LSD", "NDB", "Batch", "Context", "KIDStream", "PeakEnergy", "PerClip", "Spectra", "domain_problem",
+           "embedding_name", "ndb_problem"]
