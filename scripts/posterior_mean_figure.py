@@ -66,7 +66,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("docs/figures"))
     ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --out/posterior_mean.json")
     args = ap.parse_args()
+    if args.plot_only:
+        raw = json.loads((args.out / "posterior_mean.json").read_text())
+        plot({float(s): r for s, r in raw["by_sigma"].items()}, raw["trials"], args.out)
+        return
     torch.set_num_threads(1)
     data = TextureCrops(size=16, n=32, seed=0, split="train")
     x0s = torch.stack([data[i][0] for i in range(len(data))]).double()
@@ -92,10 +97,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "posterior_mean.json").write_text(json.dumps(
         {"trials": args.trials, "by_sigma": {str(s): r for s, r in results.items()}}, indent=1) + "\n")
+    plot(results, args.trials, args.out)
+    for s in SIGMAS:
+        for name in LOSSES:
+            d, sh = results[s]["losses"][name]["distance"], results[s]["losses"][name]["shift"]
+            print(f"σ {s:<4} {name:34s} distance {d[0]:.2e} ± {d[1]:.1e}   upper-band shift {sh[0]:+.3f} ± "
+                  f"{sh[1]:.3f} decades")
+
+
+def plot(results: dict, trials: int, out: Path) -> None:
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from specreg.metrics.plots import tidy_log_axis
+
+    sigmas = sorted(results)
     fig = Figure(figsize=(9.0, 3.8))
     FigureCanvasAgg(fig)
     names = list(LOSSES)
@@ -103,28 +120,25 @@ def main() -> None:
                                       ("shift", "upper-band power vs the mean (decades)"))):
         ax = fig.add_subplot(1, 2, i + 1)
         for name in names:
-            vals = [results[s]["losses"][name][key][0] for s in SIGMAS]
-            errs = [results[s]["losses"][name][key][1] for s in SIGMAS]
+            vals = [results[s]["losses"][name][key][0] for s in sigmas]
+            errs = [results[s]["losses"][name][key][1] for s in sigmas]
             style = "-o" if "l2" in name or "MSE" in name else "--s"
-            ax.errorbar(SIGMAS, vals, yerr=errs, fmt=style, label=name, capsize=2, markersize=4)
+            ax.errorbar(sigmas, vals, yerr=errs, fmt=style, label=name, capsize=2, markersize=4)
         ax.set_xscale("log")
+        tidy_log_axis(ax.xaxis)
+        ax.set_xticks(sigmas, [f"{s:g}" for s in sigmas])
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xlabel("noise level σ (effective posterior size: " +
-                      ", ".join(f"{results[s]['effective_posterior_size']:.1f}" for s in SIGMAS) + " crops)",
+                      ", ".join(f"{results[s]['effective_posterior_size']:.1f}" for s in sigmas) + " crops)",
                       fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.grid(True, alpha=0.3)
         if i == 1:
             ax.legend(fontsize=6)
-    fig.suptitle(f"Exact posterior over 32 texture crops (mean ± std over {args.trials} draws per σ); "
+    fig.suptitle(f"Exact posterior over 32 texture crops (mean ± std over {trials} draws per σ); "
                  "solid: quadratic, dashed: L1", fontsize=9)
     fig.tight_layout()
-    fig.savefig(args.out / "posterior_mean.png", dpi=120)
-    for s in SIGMAS:
-        for name in names:
-            d, sh = results[s]["losses"][name]["distance"], results[s]["losses"][name]["shift"]
-            print(f"σ {s:<4} {name:34s} distance {d[0]:.2e} ± {d[1]:.1e}   upper-band shift {sh[0]:+.3f} ± "
-                  f"{sh[1]:.3f} decades")
+    fig.savefig(out / "posterior_mean.png", dpi=120)
 
 
 if __name__ == "__main__":

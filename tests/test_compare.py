@@ -501,6 +501,21 @@ def test_fashion_study_tiny_profile_end_to_end(tmp_path):
     assert {"vp_baseline_ft", "vp_fourier_ap_ft"} <= set(result.results.rows)
 
 
+@needs_fashion
+def test_latent_study_tiny_profile_end_to_end(tmp_path):
+    """Latent flow matching on the shipped VAE's latents: samples are decoded images, the
+    spectral loss runs on latents and on decoded images, and the floor has a ceiling row
+    (the VAE's own reconstructions, measured like a run)."""
+    result = run_compare(STUDIES / "latent_fashion.yaml", tmp_path / "out", "tiny")
+    res = result.results
+    assert {"baseline_ft", "fft_decoded", "quad_latent"} <= set(res.rows)
+    spec = next(s for s in result.runs if s.variant == "fft_decoded")
+    assert np.load(spec.run_dir / "eval" / "samples.npy").shape == (16, 1, 32, 32)
+    assert spec.config["regularizer"]["space"] == "decoded"
+    assert res.floor["ceiling"]["lsd"] > 0 and "reconstructions" in res.floor["ceiling_set"]
+    assert "latent model's ceiling" in result.report.read_text()
+
+
 @needs_speech
 def test_audio_study_pairs_each_sample_with_its_reference_clip(tmp_path):
     """mrstft compares sample i with the real clip whose log-mel conditioned it: recomputed
