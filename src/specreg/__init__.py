@@ -50,48 +50,50 @@ _SUBMODULES = frozenset(("cli", "data", "demo", "diffusion", "experiments", "int
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on demand
+# What type checkers and IDEs see; at run time __getattr__ imports on demand. `X as X` marks each name as
+# re-exported (PEP 484), since linters cannot read the computed __all__.
+if TYPE_CHECKING:
+    from specreg._optional import MissingExtraError as MissingExtraError
     from specreg.diffusion import (
-        DDPM,
-        EDM,
-        DiffusionLoss,
-        FlowMatching,
-        eps_from_pred,
-        karras_sigmas,
-        sample_dpmpp_2m,
-        sample_euler,
-        sample_heun,
-        x0_from_pred,
+        DDPM as DDPM,
+        EDM as EDM,
+        DiffusionLoss as DiffusionLoss,
+        FlowMatching as FlowMatching,
+        eps_from_pred as eps_from_pred,
+        karras_sigmas as karras_sigmas,
+        sample_dpmpp_2m as sample_dpmpp_2m,
+        sample_euler as sample_euler,
+        sample_heun as sample_heun,
+        x0_from_pred as x0_from_pred,
     )
     from specreg.losses import (
-        FocalFrequencyLoss,
-        FourierAmplitudeLoss,
-        FourierAmplitudePhaseLoss,
-        MultiResolutionSTFTLoss,
-        PowerSpectrumLoss,
-        SpectralLoss,
-        WaveletLoss,
-        build_loss,
+        FocalFrequencyLoss as FocalFrequencyLoss,
+        FourierAmplitudeLoss as FourierAmplitudeLoss,
+        FourierAmplitudePhaseLoss as FourierAmplitudePhaseLoss,
+        MultiResolutionSTFTLoss as MultiResolutionSTFTLoss,
+        PowerSpectrumLoss as PowerSpectrumLoss,
+        SpectralLoss as SpectralLoss,
+        WaveletLoss as WaveletLoss,
+        build_loss as build_loss,
     )
     from specreg.metrics import (
-        KID,
-        FrechetDistance,
-        SpectrumMetric,
-        frechet_distance,
-        kid,
-        log_spectral_distance,
-        radial_power_spectrum,
+        KID as KID,
+        FrechetDistance as FrechetDistance,
+        SpectrumMetric as SpectrumMetric,
+        frechet_distance as frechet_distance,
+        kid as kid,
+        log_spectral_distance as log_spectral_distance,
+        radial_power_spectrum as radial_power_spectrum,
     )
     from specreg.regularizer import (
-        AutoLambda,
-        RegularizerOutput,
-        SpectralRegularizer,
-        lambda_edm,
-        sigma_from_alpha_bar,
-        sigma_from_flow_t,
+        AutoLambda as AutoLambda,
+        RegularizerOutput as RegularizerOutput,
+        SpectralRegularizer as SpectralRegularizer,
+        lambda_edm as lambda_edm,
+        sigma_from_alpha_bar as sigma_from_alpha_bar,
+        sigma_from_flow_t as sigma_from_flow_t,
     )
-    from specreg._optional import MissingExtraError
-    from specreg.transforms import wavedec
+    from specreg.transforms import wavedec as wavedec
 
 
 def __getattr__(name: str) -> Any:

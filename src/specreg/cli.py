@@ -106,8 +106,8 @@ def run_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from specreg.train.build import conditioning_for_samples, generate, load_trained
     from specreg.files import save_audio, save_image_grid
+    from specreg.train.build import conditioning_for_samples, generate, load_trained
 
     overrides = [f"sample.seed={args.seed}"]
     if args.sampler is not None:

@@ -77,7 +77,7 @@ def save_image_grid(x: torch.Tensor, path: str | Path, *, nrow: int | None = Non
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(arr[..., 0] if c == 1 else arr[..., :3])
     if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+        image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     image.save(path)
     return path
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -101,6 +102,10 @@ class AutoLambda(nn.Module):
     up to batch noise.
     """
 
+    ema_diffusion: torch.Tensor  # buffers
+    ema_spectral: torch.Tensor
+    steps: torch.Tensor
+
     def __init__(self, ratio: float = 0.1, beta: float = 0.99) -> None:
         super().__init__()
         self.ratio = check_positive("ratio", ratio)
@@ -141,6 +146,9 @@ class BandWeights(nn.Module):
     clamped to [1e-8, 1e8] first (σ = 0 and ∞ occur in flow matching at t = 0 and 1).
     """
 
+    freqs: torch.Tensor  # buffers
+    phases: torch.Tensor
+
     def __init__(self, n_bands: int, features: int = 16, seed: int = 0) -> None:
         super().__init__()
         for name, v in (("n_bands", n_bands), ("features", features)):
@@ -165,6 +173,14 @@ class BandWeights(nn.Module):
         multiplied by at noise level σ."""
         return torch.exp(-self(torch.as_tensor(sigma, dtype=self.freqs.dtype, device=self.freqs.device)
                                 .reshape(-1)))
+
+
+class _BandedLoss(Protocol):
+    """A loss that also splits into bands (``fourier_l2``, ``wavelet_l2``): what ``band_weights`` needs."""
+
+    n_bands: int
+
+    def per_band(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor: ...
 
 
 LAM_POLICIES = ("edm", "snr", "flow")
@@ -246,6 +262,7 @@ class SpectralRegularizer(nn.Module):
             raise ValueError(f"loss has reduction={loss.reduction!r}; the regularizer needs per-sample "
                              "values, build the loss with reduction='none'")
         self.loss = loss
+        self.lam: AutoLambda | str | float
         if isinstance(lam, AutoLambda):
             self.lam = lam
         elif isinstance(lam, str):
@@ -270,7 +287,7 @@ class SpectralRegularizer(nn.Module):
             if not hasattr(loss, "per_band"):
                 raise ValueError(f"band_weights=True needs a loss that splits into bands (per_band), such as "
                                  f"fourier_l2 or wavelet_l2; {type(loss).__name__} does not")
-            self.band_weights = BandWeights(loss.n_bands)
+            self.band_weights = BandWeights(cast(_BandedLoss, loss).n_bands)
         elif isinstance(band_weights, BandWeights):
             self.band_weights = band_weights
         elif band_weights is not False:
@@ -302,25 +319,28 @@ class SpectralRegularizer(nn.Module):
             if diffusion_loss is None:
                 raise ValueError("lam=AutoLambda needs diffusion_loss=(B,) per-sample diffusion loss")
             lam = self.lam(spectral, diffusion_loss).expand(batch)
-        elif self.lam == "edm":
-            lam = lambda_edm(sigma, self.sigma_data)
-        elif self.lam == "snr":
-            lam = sigma.pow(-2)
-            if self.snr_gamma is not None:
-                lam = lam.clamp(max=self.snr_gamma)
-        elif self.lam == "flow":
-            lam = lambda_flow(sigma)
+        elif isinstance(self.lam, str):
+            assert sigma is not None  # for type checkers: needs_sigma raised above without it
+            if self.lam == "edm":
+                lam = lambda_edm(sigma, self.sigma_data)
+            elif self.lam == "snr":
+                lam = sigma.pow(-2)
+                if self.snr_gamma is not None:
+                    lam = lam.clamp(max=self.snr_gamma)
+            else:  # "flow" (check_choice accepted only LAM_POLICIES)
+                lam = lambda_flow(sigma)
         else:
             lam = like.new_full((batch,), self.lam)
         # σ = 0 (flow t = 0) makes λ_EDM and SNR infinite while L_S = 0; a finite cap keeps
         # λ·L_S and its gradient finite (0·∞ would be NaN) and never binds in practice
         # (λ_EDM at EDM's σ_min = 0.002 is 2.5e5).
         lam = (lam * self.lam_scale).clamp(max=LAM_MAX)
-        if self.fade_sigma is not None:
-            lam = lam * self.fade(sigma)
-        if self.sigma_max is not None:
-            lam = torch.where(sigma <= self.sigma_max, lam, torch.zeros_like(lam))
-        if sigma is not None:  # not a noise level (NaN or < 0, on a device): say so with NaN, not 0
+        if sigma is not None:  # the fade and the gate need σ, so needs_sigma made sure it was given
+            if self.fade_sigma is not None:
+                lam = lam * self.fade(sigma)
+            if self.sigma_max is not None:
+                lam = torch.where(sigma <= self.sigma_max, lam, torch.zeros_like(lam))
+            # not a noise level (NaN or < 0, on a device): say so with NaN, not 0
             lam = torch.where(sigma >= 0, lam, torch.full_like(lam, math.nan))
         return lam.to(like.dtype)
 
@@ -339,7 +359,7 @@ class SpectralRegularizer(nn.Module):
         else:
             if sigma is None:
                 raise ValueError("band_weights need sigma=(B,) noise levels")
-            bands = self.loss.per_band(x0_hat, x0)
+            bands = cast(_BandedLoss, self.loss).per_band(x0_hat, x0)
             u = self.band_weights(sigma.to(bands.device))
             u = u.to(bands.dtype)
             spectral = bands.sum(1)

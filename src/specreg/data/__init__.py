@@ -17,8 +17,8 @@ from specreg.data.audio import (
 )
 from specreg.data.images import (
     FASHION_MNIST_ROOT,
-    ChecksumError,
     Checkerboards,
+    ChecksumError,
     FashionMNIST,
     ImageFolder,
     SkDigits,

@@ -254,6 +254,9 @@ class LogMel(nn.Module):
     STFT magnitude (``power=1``) or power (``power=2``) per mel band.
     """
 
+    window: torch.Tensor  # buffers
+    mel_basis: torch.Tensor
+
     def __init__(self, sample_rate: int = 8000, n_fft: int = 512, hop_length: int = 100,
                  win_length: int | None = None, n_mels: int = 80, f_min: float = 0.0, f_max: float | None = None,
                  power: float = 1.0, floor: float = 1e-5, center: bool = True, pad_mode: str = "reflect",
@@ -311,7 +314,7 @@ class MelConditioned(Dataset):
             )
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.dataset[index][0]

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -194,7 +195,8 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 _FASHION_SPLITS = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4",
+                                          0x0E: ">f8"}
 
 
 def read_idx(data: bytes, name: str = "idx data") -> np.ndarray:
@@ -304,7 +306,8 @@ def download_fashion_mnist(root: str | os.PathLike, urls: Sequence[str] = FASHIO
 class FashionMNIST(Dataset):
     """Fashion-MNIST (Xiao et al. 2017): 60 000 train / 10 000 test 28×28 gray images, 10 classes.
 
-    ``split`` is ``"train"`` or ``"test"`` (alias ``"eval"``). Reads the four standard idx files (``*-idx?-ubyte.gz`` or uncompressed) from ``root``,
+    ``split`` is ``"train"`` or ``"test"`` (alias ``"eval"``). Reads the four standard idx files
+    (``*-idx?-ubyte.gz`` or uncompressed) from ``root``,
     by default the Debian package location ``/usr/share/datasets/fashion-mnist``
     (``apt-get install dataset-fashion-mnist``). ``download=True`` fetches missing files
     into ``root`` (checksummed); nothing is downloaded otherwise. With ``verify=True`` the
@@ -348,6 +351,8 @@ class FashionMNIST(Dataset):
         arrays = []
         for name in names:
             path = _find_fashion_file(self.root, name)
+            if path is None:  # there a moment ago (checked above), gone since
+                raise FileNotFoundError(f"Fashion-MNIST file {name!r} vanished from {str(self.root)!r}")
             content = _fashion_content(name, path.read_bytes(), str(path), verify)
             arrays.append(read_idx(content, str(path)))
         images, labels = arrays

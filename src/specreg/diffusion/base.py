@@ -100,8 +100,8 @@ def module_device(model: Any) -> torch.device:
     if isinstance(model, torch.nn.Module):
         for tensor in model.parameters():
             return tensor.device
-        for tensor in model.buffers():
-            return tensor.device
+        for buffer in model.buffers():
+            return buffer.device
     return torch.device("cpu")
 
 

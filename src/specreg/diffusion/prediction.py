@@ -39,6 +39,8 @@ half-precision network outputs under autocast are promoted, because 1/sqrt(ᾱ) 
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 
 from specreg._checks import check_choice
@@ -131,7 +133,7 @@ def _resolve_level(
     alphas_cumprod: torch.Tensor | None,
     alpha_bar: torch.Tensor | float | None,
     validate: bool,
-) -> torch.Tensor | None:
+) -> torch.Tensor:
     """The noise level a formula needs: ᾱ (``kind="vp"``) or the flow time t (``kind="flow"``)."""
     given = [n for n, v in (("t", t), ("sigma", sigma), ("alpha_bar", alpha_bar)) if v is not None]
     if len(given) > 1:
@@ -205,6 +207,51 @@ def _check_pred(pred: torch.Tensor, x_t: torch.Tensor) -> None:
         )
 
 
+@overload
+def x0_from_pred(
+    pred: torch.Tensor,
+    x_t: torch.Tensor,
+    *,
+    prediction: str,
+    t: torch.Tensor | float | None = None,
+    sigma: torch.Tensor | float | None = None,
+    alphas_cumprod: torch.Tensor | None = None,
+    alpha_bar: torch.Tensor | float | None = None,
+    return_mask: Literal[False] = False,
+    validate: bool = True,
+) -> torch.Tensor: ...
+
+
+@overload
+def x0_from_pred(
+    pred: torch.Tensor,
+    x_t: torch.Tensor,
+    *,
+    prediction: str,
+    t: torch.Tensor | float | None = None,
+    sigma: torch.Tensor | float | None = None,
+    alphas_cumprod: torch.Tensor | None = None,
+    alpha_bar: torch.Tensor | float | None = None,
+    return_mask: Literal[True],
+    validate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def x0_from_pred(
+    pred: torch.Tensor,
+    x_t: torch.Tensor,
+    *,
+    prediction: str,
+    t: torch.Tensor | float | None = None,
+    sigma: torch.Tensor | float | None = None,
+    alphas_cumprod: torch.Tensor | None = None,
+    alpha_bar: torch.Tensor | float | None = None,
+    return_mask: bool = False,
+    validate: bool = True,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
+
+
 def x0_from_pred(
     pred: torch.Tensor,
     x_t: torch.Tensor,
@@ -247,7 +294,7 @@ def x0_from_pred(
     """
     prediction = canonical_prediction(prediction)
     _check_pred(pred, x_t)
-    level = None
+    level: torch.Tensor | None = None
     if prediction in ("eps", "v", "flow"):  # x0 and edm outputs are x̂0 at any noise level
         kind = "flow" if prediction == "flow" else "vp"
         level = _resolve_level(kind, prediction, x_t, t, sigma, alphas_cumprod, alpha_bar, validate)
@@ -255,7 +302,7 @@ def x0_from_pred(
     batch = pred.shape[0]
     valid = torch.ones(batch, dtype=torch.bool, device=pred.device)
 
-    if prediction in ("x0", "edm"):
+    if level is None:  # "x0" or "edm"
         x0_hat = pred.to(dtype)
     elif prediction == "flow":
         t_b = _per_sample(level.to(dtype), pred)

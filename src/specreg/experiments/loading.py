@@ -45,8 +45,8 @@ def _read_image(path: Path) -> np.ndarray:
 
     with Image.open(path) as im:
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            a = np.asarray(im, dtype=np.float64)
-            a = np.clip(np.rint(a / 65535.0 * 255.0), 0, 255).astype(np.uint8)[..., None]
+            wide = np.asarray(im, dtype=np.float64)
+            a = np.clip(np.rint(wide / 65535.0 * 255.0), 0, 255).astype(np.uint8)[..., None]
         elif im.mode in ("1", "L", "LA"):
             a = np.asarray(im.convert("L"), dtype=np.uint8)[..., None]
         else:
@@ -90,7 +90,8 @@ def read_clips(files: Sequence[Path]) -> tuple[list[np.ndarray], int]:
     """Mono float32 clips at their common native rate (an error if the rates differ)."""
     import soundfile as sf
 
-    clips, rates = [], {}
+    clips: list[np.ndarray] = []
+    rates: dict[int, Path] = {}
     for p in files:
         try:
             data, rate = sf.read(str(p), dtype="float32", always_2d=True)
@@ -290,8 +291,9 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None) -> dict[st
         if rate is None:
             raise ValueError(f"the audio samples in {source} carry no sample rate; pass sample_rate= "
                              "(--sample-rate)")
-    return {"x": x.float(), "kind": kind, "sample_rate": None if kind == "image" else int(rate), "source": source,
-            "config": config, "record": record}
+    # rate is known for audio (checked above) and unused for images
+    return {"x": x.float(), "kind": kind, "sample_rate": None if kind == "image" or rate is None else int(rate),
+            "source": source, "config": config, "record": record}
 
 
 def load_image_file(path: Path, channels: int) -> torch.Tensor:

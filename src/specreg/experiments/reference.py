@@ -123,12 +123,13 @@ def real_sets(name: str, data: Any, *, n_samples: int, n_reference: int | None, 
             raise ValueError(f"split={split!r} is not accepted for reference 'checkerboards' (generated boards "
                              "have no splits); expected null")
         m = DEFAULT_COUNT if n_reference is None else n_reference
-        r = Checkerboards(m, data.size, seed=s)
+        boards = Checkerboards(m, data.size, seed=s)
         # every spectral line of a board of period p: (k1/p, k2/p) with k1, k2 odd (aliased
         # into [−½, ½) by the metric); a board's energy sits on these lines and nowhere else
-        peaks = sorted({(k1 / p, k2 / p) for p in r.periods for k1 in range(1, p, 2) for k2 in range(1, p, 2)})
-        what = f"{data.size}×{data.size} checkerboards, periods {list(r.periods)} px, random phase"
-        return RealSets(_stack(r), _stack(Checkerboards(n, data.size, seed=s + 1)) if floor else None,
+        peaks: list[tuple[float, ...]] = sorted({(k1 / p, k2 / p) for p in boards.periods
+                                                 for k1 in range(1, p, 2) for k2 in range(1, p, 2)})
+        what = f"{data.size}×{data.size} checkerboards, periods {list(boards.periods)} px, random phase"
+        return RealSets(_stack(boards), _stack(Checkerboards(n, data.size, seed=s + 1)) if floor else None,
                         f"{m} {what} (seed {s})", f"{n} other {what} (seed {s + 1})", peaks=peaks)
     if ref == "fashion-mnist":
         from specreg.data.images import FashionMNIST, require_fashion_mnist
@@ -141,11 +142,11 @@ def real_sets(name: str, data: Any, *, n_samples: int, n_reference: int | None, 
             raise ValueError(f"n_samples + n_reference = {n + m} exceeds the {len(ds)} Fashion-MNIST {split} "
                              "images; the floor set and the reference must be disjoint")
         perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(s))
-        r = torch.stack([ds[int(i)][0] for i in perm[:m]])
+        images = torch.stack([ds[int(i)][0] for i in perm[:m]])
         fl = torch.stack([ds[int(i)][0] for i in perm[m:m + n]]) if floor else None
         cond = {"class_labels": torch.arange(n) % num_classes} if num_classes > 0 else {}
         what = f"Fashion-MNIST {split} images at {data.size}×{data.size} ({fit})"
-        return RealSets(r, fl, f"{m} {what} (random subset, seed {s})", f"{n} other {what}", cond)
+        return RealSets(images, fl, f"{m} {what} (random subset, seed {s})", f"{n} other {what}", cond)
     return _speech(data, n=n, m=n_reference, s=s, split=split or "eval", segment_length=segment_length,
                    paired=paired, floor=floor)
 

@@ -238,7 +238,8 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
            "and auto − best (paired by seed where possible; † where resolved, as above).",
            nl.join(grid)] if grid else []),
         *(["## Training curves",
-           f"Runs measured every {ev.get('curve_every')} steps on {min(ev.get('curve_samples', 0), ev.get('n_samples', 0))} "
+           f"Runs measured every {ev.get('curve_every')} steps on "
+           f"{min(ev.get('curve_samples', 0), ev.get('n_samples', 0))} "
            "samples (the first seed of each from-scratch baseline, each pretrained model, and every seed of "
            "variants that ask for a curve): a run is long enough when its numbers stop improving well before the "
            "last row.",

@@ -163,7 +163,8 @@ class StudyResults:
         return self.versus(variant, base, key)
 
     def median_spread(self, key: str) -> float | None:
-        stds = [r.stats[key].std for r in self.rows.values() if key in r.stats and r.stats[key].std is not None]
+        spreads = [r.stats[key].std for r in self.rows.values() if key in r.stats]
+        stds = [s for s in spreads if s is not None]
         return statistics.median(stds) if stds else None
 
     def lambda_grids(self) -> list[dict[str, Any]]:
@@ -247,12 +248,12 @@ def device_text() -> str:
 def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Path, *, command: str,
             wall_s: float) -> StudyResults:
     """The :class:`StudyResults` of ``study`` from its runs' records under ``out``."""
+    import json
+
     import numpy as np
 
     from specreg.experiments.plan import data_kind
     from specreg.experiments.runner import CURVE_FILE, TIMING_FILE
-
-    import json
 
     runs = [s for s in specs if s.protocol != "pretrain"]
     kind, rate = data_kind(runs[0].config)

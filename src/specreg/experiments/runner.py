@@ -65,10 +65,11 @@ def pretrained_net(cfg: Any, weights: dict[str, Any]) -> Any:
     return net
 
 
-def sample(spec: RunSpec, ev: Evaluation, real: Any, n: int, checkpoint: Path | None = None) -> tuple[Any, int, float]:
+def sample(spec: RunSpec, ev: Evaluation, real: Any, n: int,
+           checkpoint: Path | None = None) -> tuple[Any, int | None, float]:
     """``n`` samples of the EMA weights of ``checkpoint`` (default: the run's newest) with
     seed ``ev.sample_seed + seed`` and the first ``n`` rows of the study's conditioning;
-    returns (samples on the CPU, step, seconds)."""
+    returns (samples on the CPU, step (None for a checkpoint not named by its step), seconds)."""
     import torch
 
     from specreg.train.build import generate, load_trained
@@ -231,6 +232,7 @@ def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, A
         from specreg.train.config import config_from_dict
 
         vae = build_autoencoder(config_from_dict(cfg))
+        assert vae is not None  # for type checkers: autoencoder.name is set
         with torch.no_grad():
             recon = torch.cat([vae.images(vae.latents(real.floor[i:i + 256])) for i in range(0, len(real.floor), 256)])
         record["ceiling"] = measure(recon.clamp(-1, 1), real, unpaired, kind=kind, sample_rate=rate)["metrics"]

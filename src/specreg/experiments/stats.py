@@ -43,7 +43,8 @@ class Stat:
                    {int(k): float(v) for k, v in (raw.get("by_seed") or {}).items()})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "n": self.n, "by_seed": {str(k): v for k, v in self.by_seed.items()}}
+        return {"mean": self.mean, "std": self.std, "n": self.n,
+                "by_seed": {str(k): v for k, v in self.by_seed.items()}}
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float, float | None]:

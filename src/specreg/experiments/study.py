@@ -285,10 +285,10 @@ def load_study(study: str | Path | Mapping[str, Any], profile: str = "small") ->
         variants.append(Variant(v.name, v.label, tuple(v.overrides), v.protocol or f.protocol,
                                 None if baseline == v.name else baseline, v.curve))
     names = [v.name for v in variants]
-    for v in variants:
-        if v.baseline is not None and v.baseline not in names:
-            raise _err(where, f"variant {v.name!r} is compared with baseline {v.baseline!r}, which is not a "
-                              f"variant; variants: {names}")
+    for variant in variants:
+        if variant.baseline is not None and variant.baseline not in names:
+            raise _err(where, f"variant {variant.name!r} is compared with baseline {variant.baseline!r}, which is "
+                              f"not a variant; variants: {names}")
 
     keep = prof.variants or names
     unknown = [k for k in keep if k not in names]

@@ -73,14 +73,14 @@ class _Rescale(torch.autograd.Function):
     """v·s^k in the forward and g·s^j in the backward, for a per-sample power of two s."""
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, s: torch.Tensor, k: int, j: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, v: torch.Tensor, s: torch.Tensor, k: int, j: int) -> torch.Tensor:
         ctx.save_for_backward(s)
         ctx.j = j
         return _times_power(v, s, k)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor):
         (s,) = ctx.saved_tensors
         return _times_power(g, s, ctx.j), None, None, None
 
@@ -89,13 +89,13 @@ class _Divide(torch.autograd.Function):
     """x/s_x in the forward and (g/s_x)·s in the backward, for per-sample powers of two."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, s_x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, s_x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(s_x, s)
         return x / per_sample_view(s_x, x)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor):
         s_x, s = ctx.saved_tensors
         return g / per_sample_view(s_x, g) * per_sample_view(s, g), None, None
 

@@ -95,6 +95,9 @@ class FourierL2Loss(SpectralLoss):
         torch.Size([4])
     """
 
+    bin_weights: torch.Tensor  # buffers
+    spectrum: torch.Tensor
+
     def __init__(self, ndim: int = 2, weights: str | Any = "flat", power: float = 2.0, floor: float = 1e-2,
                  spectrum: Any = None, bands: int = 4, reduction: str = "none") -> None:
         super().__init__(ndim, reduction)

@@ -93,7 +93,7 @@ class _ResolutionTerms(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, Y: torch.Tensor, S: torch.Tensor, log_S: torch.Tensor, norm_S: torch.Tensor,  # type: ignore[override]
+    def forward(ctx, Y: torch.Tensor, S: torch.Tensor, log_S: torch.Tensor, norm_S: torch.Tensor,
                 floor: torch.Tensor, w_sc: float, w_log_mag: float) -> torch.Tensor:
         M = _modulus(Y)
         S_hat = torch.maximum(M, floor)
@@ -116,7 +116,7 @@ class _ResolutionTerms(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, g_out: torch.Tensor):
         (g_Y,) = ctx.saved_tensors
         return g_Y * g_out.reshape(-1, 1, 1, 1), None, None, None, None, None, None
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from itertools import product
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -24,8 +24,8 @@ from specreg.transforms.wavelet import MODES, WaveletLike, get_filters, max_leve
 #: Levels used when ``levels=None``: this many, or fewer when the signal is too short.
 DEFAULT_LEVELS = 3
 
-GammaKey = Union[str, int, tuple[int, str]]
-Gamma = Union[None, float, Sequence[float], Mapping[GammaKey, float]]
+GammaKey = str | int | tuple[int, str]
+Gamma = None | float | Sequence[float] | Mapping[GammaKey, float]
 
 
 def _check_weight(name: str, value: object) -> float:

@@ -12,7 +12,7 @@ FAD and UTMOS need models the user provides or explicitly allows to be fetched.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -76,6 +76,21 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- MR-STFT
+
+
+@overload
+def mr_stft_distance(a: Any, b: Any, sample_rate: int | None = None, *, sample_rate_b: int | None = None,
+                     reduction: Literal["mean"] = "mean", **loss_kwargs: Any) -> float: ...
+
+
+@overload
+def mr_stft_distance(a: Any, b: Any, sample_rate: int | None = None, *, sample_rate_b: int | None = None,
+                     reduction: Literal["none"], **loss_kwargs: Any) -> torch.Tensor: ...
+
+
+@overload
+def mr_stft_distance(a: Any, b: Any, sample_rate: int | None = None, *, sample_rate_b: int | None = None,
+                     reduction: str = "mean", **loss_kwargs: Any) -> float | torch.Tensor: ...
 
 
 def mr_stft_distance(a: Any, b: Any, sample_rate: int | None = None, *, sample_rate_b: int | None = None,
@@ -149,8 +164,7 @@ def pesq(ref: Any, deg: Any, sample_rate: int, *, deg_sample_rate: int | None = 
     from specreg._optional import needs_extra
 
     with needs_extra("audio", "specreg.metrics.audio.pesq"):
-        from pesq import PesqError
-        from pesq import pesq as _pesq
+        from pesq import PesqError, pesq as _pesq
     scores = []
     for ri, di in zip(r, d):
         try:

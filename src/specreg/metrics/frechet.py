@@ -82,8 +82,8 @@ def frechet_distance(features_a: Any, features_b: Any) -> float:
     a, b = _features(features_a, "features_a"), _features(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"features_a has dimension {a.shape[1]} but features_b has {b.shape[1]}; they must match")
-    _check_enough(*a.shape, "features_a")
-    _check_enough(*b.shape, "features_b")
+    _check_enough(a.shape[0], a.shape[1], "features_a")
+    _check_enough(b.shape[0], b.shape[1], "features_b")
     return frechet_distance_from_stats(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
@@ -179,20 +179,28 @@ class FrechetDistance(_FeatureMetric):
         self.reset()
 
     def reset(self) -> None:
-        self.n = {True: 0, False: 0}
-        self.sum = {True: None, False: None}
-        self.sum_outer = {True: None, False: None}
+        self.n: dict[bool, int] = {True: 0, False: 0}
+        # per side: Σf (D,) and Σffᵀ (D, D), both None until the first update
+        self.sum: dict[bool, np.ndarray | None] = {True: None, False: None}
+        self.sum_outer: dict[bool, np.ndarray | None] = {True: None, False: None}
+
+    def _sums(self, real: bool) -> tuple[np.ndarray, np.ndarray] | None:
+        """(Σf, Σffᵀ) of one side, or None before its first update."""
+        s, ss = self.sum[real], self.sum_outer[real]
+        return None if s is None or ss is None else (s, ss)
 
     def _add(self, real: bool, n: int, s: np.ndarray, ss: np.ndarray) -> None:
-        if self.sum[real] is None:
+        sums = self._sums(real)
+        if sums is None:
             self.n[real], self.sum[real], self.sum_outer[real] = n, s.copy(), ss.copy()
             return
-        if s.shape != self.sum[real].shape:
+        total, total_outer = sums
+        if s.shape != total.shape:
             raise ValueError(f"features of dimension {s.shape[0]} cannot be pooled with earlier ones of "
-                             f"dimension {self.sum[real].shape[0]}")
+                             f"dimension {total.shape[0]}")
         self.n[real] += n
-        self.sum[real] += s
-        self.sum_outer[real] += ss
+        total += s  # in place: the arrays held in self.sum and self.sum_outer
+        total_outer += ss
 
     def update(self, x: Any, real: bool) -> None:
         f = self._extract(x)
@@ -201,8 +209,9 @@ class FrechetDistance(_FeatureMetric):
     def merge(self, other: FrechetDistance) -> FrechetDistance:
         """Add ``other``'s running sums to this one's."""
         for real in (True, False):
-            if other.sum[real] is not None:
-                self._add(real, other.n[real], other.sum[real], other.sum_outer[real])
+            sums = other._sums(real)
+            if sums is not None:
+                self._add(real, other.n[real], *sums)
         return self
 
     def sync(self) -> None:
@@ -213,12 +222,12 @@ class FrechetDistance(_FeatureMetric):
         if not _distributed():
             return
         for real in (True, False):
-            if self.sum[real] is None:
+            sums = self._sums(real)
+            if sums is None:
                 raise ValueError("FrechetDistance.sync() needs update() on both sides on every process")
-            d = self.sum[real].shape[0]
-            state = torch.from_numpy(np.concatenate([[float(self.n[real])], self.sum[real],
-                                                     self.sum_outer[real].ravel()]))
-            state = _all_reduce_sum(state).numpy()
+            d = sums[0].shape[0]
+            local = torch.from_numpy(np.concatenate([[float(self.n[real])], sums[0], sums[1].ravel()]))
+            state = _all_reduce_sum(local).numpy()
             self.n[real] = int(round(state[0]))
             self.sum[real] = state[1:1 + d].copy()
             self.sum_outer[real] = state[1 + d:].reshape(d, d).copy()
@@ -226,9 +235,10 @@ class FrechetDistance(_FeatureMetric):
     def stats(self, real: bool) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and unbiased covariance (D, D) of one side, from the running sums."""
         side = "real" if real else "generated"
-        if self.sum[real] is None:
+        sums = self._sums(real)
+        if sums is None:
             raise ValueError(f"no {side} features yet; call update(x, real={real}) first")
-        n, s, ss = self.n[real], self.sum[real], self.sum_outer[real]
+        n, (s, ss) = self.n[real], sums
         _check_enough(n, s.shape[0], f"the {side} side")
         mu = s / n
         sigma = (ss - n * np.outer(mu, mu)) / (n - 1)

@@ -24,16 +24,16 @@ from typing import Any
 
 from specreg.metrics.streaming import (
     FD,
-    KIDStream,
     LSD,
     NDB,
     Batch,
     Context,
-    domain_problem,
-    ndb_problem,
+    KIDStream,
     PeakEnergy,
     PerClip,
+    domain_problem,
     embedding_name,
+    ndb_problem,
 )
 
 KINDS = ("image", "audio")

@@ -38,6 +38,13 @@ class Context:
     _shipped: Any = field(default=None, repr=False)
 
     @property
+    def rate(self) -> int:
+        """The audio sample rate, which the audio metrics need."""
+        if self.sample_rate is None:
+            raise ValueError("this metric needs the audio's sample rate; the evaluation context has none")
+        return self.sample_rate
+
+    @property
     def kid_size(self) -> int:
         return self.kid_subset_size if self.kid_subset_size is not None else min(1000, self.n, self.m)
 
@@ -84,8 +91,8 @@ def embedding_name(info: Mapping[str, Any] | None) -> str:
     if not info:
         return "user feature extractor"
     acc = info.get("accuracy")
-    return f"{info['name']} ({info['task']}; D={info['dim']}" + ("" if acc is None else f", held-out accuracy {acc:.3f}") \
-        + ")"
+    accuracy = "" if acc is None else f", held-out accuracy {acc:.3f}"
+    return f"{info['name']} ({info['task']}; D={info['dim']}{accuracy})"
 
 
 class Batch:
@@ -113,7 +120,7 @@ class Batch:
 
         if self.ctx.sample_rate == SPEECH_SAMPLE_RATE:
             return self.x
-        return torch.from_numpy(resample(self.x.double().numpy(), self.ctx.sample_rate, SPEECH_SAMPLE_RATE)).float()
+        return torch.from_numpy(resample(self.x.double().numpy(), self.ctx.rate, SPEECH_SAMPLE_RATE)).float()
 
     @cached_property
     def features(self) -> np.ndarray:
@@ -258,7 +265,7 @@ class PerClip:
             from specreg.metrics.audio import dnsmos
 
             # as a WAV writer would: DNSMOS rejects values outside [−1, 1]
-            self.values.extend(dnsmos(batch.x[:, 0].clamp(-1, 1).numpy(), self.ctx.sample_rate))
+            self.values.extend(dnsmos(batch.x[:, 0].clamp(-1, 1).numpy(), self.ctx.rate))
 
     def update_paired(self, x: torch.Tensor, r: torch.Tensor) -> None:
         import numpy as np
@@ -268,8 +275,9 @@ class PerClip:
         if self.name == "mrstft":
             self.values.append(mr_stft_distance(x, r, reduction="none").numpy())
         elif self.name == "pesq":
-            kw = {} if self.ctx.sample_rate in (8000, 16000) else {"resample_to_16k": True}
-            self.values.append(np.atleast_1d(pesq(r[:, 0].numpy(), x[:, 0].numpy(), self.ctx.sample_rate, **kw)))
+            rate = self.ctx.rate
+            self.values.append(np.atleast_1d(pesq(r[:, 0].numpy(), x[:, 0].numpy(), rate,
+                                                  resample_to_16k=rate not in (8000, 16000))))
 
     def compute(self) -> dict[str, float]:
         import numpy as np

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -204,12 +204,13 @@ class DiffWave(nn.Module):
         self.skip_projection = _kaiming_conv1d(residual_channels, residual_channels, 1)
         self.output_projection = _kaiming_conv1d(residual_channels, 1, 1)
         nn.init.zeros_(self.output_projection.weight)  # initial output exactly zero
-        nn.init.zeros_(self.output_projection.bias)
+        if self.output_projection.bias is not None:  # it has one (Conv1d's default); this narrows the type
+            nn.init.zeros_(self.output_projection.bias)
 
     @property
     def receptive_field(self) -> int:
         """Samples of x that one output sample depends on: 1 + 2·Σ dilations."""
-        return 1 + 2 * sum(layer.dilation for layer in self.layers)
+        return 1 + 2 * sum(cast(DiffWaveResidualLayer, layer).dilation for layer in self.layers)
 
     @classmethod
     def from_config(cls, config: DiffWaveConfig | Mapping[str, Any]) -> DiffWave:
@@ -245,7 +246,8 @@ class DiffWave(nn.Module):
         dtype = self.input_projection.weight.dtype
         t = noise_label_batch(noise_label, x.shape[0], device=x.device, dtype=dtype)
         emb = self.diffusion_embedding(t)
-        mel = self.upsampler(cond.to(dtype)) if self.upsampler is not None else None
+        # _check_input made sure that a mel-conditioned model (one with an upsampler) got cond
+        mel = self.upsampler(cond.to(dtype)) if self.upsampler is not None and cond is not None else None
         h = F.relu(self.input_projection(x))
         skip = torch.zeros_like(h)
         for layer in self.layers:

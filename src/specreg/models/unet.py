@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -125,7 +125,10 @@ def _norm(channels: int, eps: float) -> nn.GroupNorm:
     return nn.GroupNorm(group_count(channels), channels, eps=eps)
 
 
-def _xavier(layer: nn.Module, scale: float = 1.0) -> nn.Module:
+_Layer = TypeVar("_Layer", nn.Linear, nn.Conv2d)
+
+
+def _xavier(layer: _Layer, scale: float = 1.0) -> _Layer:
     """Xavier-uniform weights times ``scale`` and zero bias (EDM's ``weight_init``)."""
     nn.init.xavier_uniform_(layer.weight)
     with torch.no_grad():
@@ -378,8 +381,8 @@ class UNet(nn.Module):
 
         noise_channels = model_channels
         emb_channels = model_channels * self.config.channel_mult_emb
-        block = dict(emb_channels=emb_channels, num_heads=num_heads, dropout=dropout,
-                     adaptive_scale=self.config.adaptive_scale)
+        block: dict[str, Any] = dict(emb_channels=emb_channels, num_heads=num_heads, dropout=dropout,
+                                     adaptive_scale=self.config.adaptive_scale)
 
         # Mapping network: PE(c) (+ class embedding) → 2-layer SiLU MLP.
         self.map_noise = PositionalEmbedding(noise_channels, max_positions)
@@ -421,7 +424,8 @@ class UNet(nn.Module):
         self.out_norm = _norm(cout, 1e-6)
         self.out_conv = nn.Conv2d(cout, out_channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)  # initial output exactly zero
-        nn.init.zeros_(self.out_conv.bias)
+        if self.out_conv.bias is not None:  # it has one (Conv2d's default); this narrows the type
+            nn.init.zeros_(self.out_conv.bias)
 
     def _add_dec(self, block: UNetBlock, takes_skip: bool) -> None:
         self.dec.append(block)
@@ -438,13 +442,14 @@ class UNet(nn.Module):
             raise ValueError(f"UNet config has unknown keys {unknown}; accepted keys are {sorted(known)}")
         return cls(**dict(config))
 
-    def embed(self, noise_label: torch.Tensor, class_labels: torch.Tensor | None, batch: int,
+    def embed(self, noise_label: torch.Tensor | float, class_labels: torch.Tensor | None, batch: int,
               device: torch.device) -> torch.Tensor:
         """The conditioning vector e (B, emb_channels) from noise and class labels."""
         dtype = self.map_layer0.weight.dtype
         c = noise_label_batch(noise_label, batch, device=device, dtype=dtype)
         emb = self.map_noise(c)
-        if self.map_label is not None and class_labels is not None:
+        # map_label exists exactly when num_classes is set; testing both tells type checkers it is an int
+        if self.map_label is not None and self.num_classes and class_labels is not None:
             onehot = class_embedding_input(class_labels.to(device), self.num_classes, batch, dtype)
             if self.training and self.label_dropout > 0:
                 keep = torch.rand(batch, 1, device=device) >= self.label_dropout

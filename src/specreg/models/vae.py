@@ -53,6 +53,8 @@ class ConvVAE(nn.Module):
         scaling_factor: s, latents = s·μ (set by the training script; 1 before).
     """
 
+    scaling_factor: torch.Tensor  # a buffer
+
     def __init__(self, in_channels: int = 1, latent_channels: int = 4, channels: tuple[int, int, int] = (32, 64, 64),
                  scaling_factor: float = 1.0) -> None:
         super().__init__()
@@ -138,7 +140,7 @@ def load_autoencoder(name: str | Path) -> ConvVAE:
     meta = json.loads(meta_path.read_text())
     vae = ConvVAE(**{**meta["config"], "channels": tuple(meta["config"]["channels"])})
     vae.load_state_dict(load_file(str(path)))
-    vae.metadata = meta  # type: ignore[assignment]
+    vae.metadata = meta
     return vae.eval().requires_grad_(False)
 
 

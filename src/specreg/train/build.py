@@ -17,9 +17,11 @@ piece (say, the network) without the rest:
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -36,6 +38,9 @@ from specreg.train.config import (
     SampleConfig,
     load_config,
 )
+
+if TYPE_CHECKING:
+    from specreg.models.vae import ConvVAE
 
 
 def spatial_ndim(cfg: Config) -> int:
@@ -83,10 +88,10 @@ def _build_dataset(data: DataConfig, split: str) -> Dataset:
 def _build_audio(data: DataConfig, split: str) -> Dataset:
     from specreg.data import audio
 
-    if data.kind == "speech":
-        kw = {} if data.root is None else {"root": data.root}
-        waves = audio.AsteriskSpeech(split=split, sample_rate=data.sample_rate,
-                                     segment_length=data.segment_length, **kw)
+    waves: audio.AudioFolder
+    if data.kind == "speech":  # root=None: the Debian package's folder
+        waves = audio.AsteriskSpeech(root=data.root, split=split, sample_rate=data.sample_rate,
+                                     segment_length=data.segment_length)
     else:
         if data.root is None:
             raise ValueError("data.kind=audio_folder needs data.root (a folder of audio files)")
@@ -97,7 +102,7 @@ def _build_audio(data: DataConfig, split: str) -> Dataset:
     return audio.MelConditioned(waves, mel)
 
 
-def build_autoencoder(cfg: Config) -> nn.Module | None:
+def build_autoencoder(cfg: Config) -> ConvVAE | None:
     """The frozen autoencoder of a latent model (``autoencoder.name``), or None for pixels."""
     if cfg.autoencoder.name is None:
         return None
@@ -108,6 +113,66 @@ def build_autoencoder(cfg: Config) -> nn.Module | None:
         raise ValueError(f"autoencoder.name={cfg.autoencoder.name!r} takes {vae.in_channels}-channel images with "
                          f"sides divisible by 4; data.channels={cfg.data.channels}, data.size={cfg.data.size}")
     return vae
+
+
+class LatentDataset(Dataset):
+    """``dataset``'s items with the image replaced by the autoencoder's scaled latents,
+    encoded once (as the trainers people run cache their latents) and kept in memory.
+
+    The latents of a data set are cached on disk (``$SPECREG_CACHE``, default
+    ``~/.cache/specreg``; safetensors, written atomically) under a key of the autoencoder's
+    weights and the data section, so the runs of a study encode it once.
+    """
+
+    def __init__(self, dataset: Dataset, autoencoder: ConvVAE, *, key: str | None = None,
+                 batch_size: int = 512) -> None:
+        self.dataset = dataset
+        n_items = len(dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__
+        cached = _latent_cache(key) if key else None
+        if cached is not None and cached.is_file():
+            from safetensors.torch import load_file
+
+            self.latents = load_file(str(cached))["latents"]
+            if self.latents.shape[0] == n_items:
+                return
+        device = next(autoencoder.parameters()).device
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, n_items, batch_size):
+                x = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, n_items))])
+                chunks.append(autoencoder.latents(x.to(device)).cpu())
+        self.latents = torch.cat(chunks)
+        if cached is not None:
+            from safetensors.torch import save_file
+
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+            save_file({"latents": self.latents.contiguous()}, str(tmp))
+            os.replace(tmp, cached)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
+        return self.latents[i], self.dataset[i][1]
+
+
+def _latent_cache(key: str) -> Path:
+    root = Path(os.environ.get("SPECREG_CACHE", Path.home() / ".cache" / "specreg"))
+    return root / "latents" / f"{key}.safetensors"
+
+
+def latent_dataset(dataset: Dataset, autoencoder: ConvVAE, cfg: Config) -> LatentDataset:
+    """:class:`LatentDataset` of ``dataset`` (built from ``cfg.data``), cached by the
+    autoencoder's weights and the data section."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha1(json.dumps(dataclasses.asdict(cfg.data), sort_keys=True).encode())
+    for name, t in sorted(autoencoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return LatentDataset(dataset, autoencoder, key=digest.hexdigest()[:16])
 
 
 def model_shape(cfg: Config) -> tuple[int, int, int]:
@@ -160,7 +225,7 @@ def build_model(formulation: Any, net: nn.Module) -> nn.Module:
 
 
 def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: float = 0.5,
-                      autoencoder: nn.Module | None = None) -> nn.Module | None:
+                      autoencoder: ConvVAE | None = None) -> nn.Module | None:
     """λ·L_S of Eq. 17, or None for the baseline (``regularizer.loss: null``); with
     ``regularizer.space: decoded`` the loss sees ``autoencoder.images`` of x̂0 and x0."""
     if reg.loss is None:
@@ -184,7 +249,7 @@ def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: floa
                                else None)
 
 
-def batch_inputs(batch: Any, cfg: Config, device: torch.device, autoencoder: nn.Module | None = None
+def batch_inputs(batch: Any, cfg: Config, device: torch.device, autoencoder: ConvVAE | None = None
                  ) -> tuple[torch.Tensor, dict[str, Any]]:
     """A collated batch → (x0 on ``device``, keyword arguments of the model).
 
@@ -217,7 +282,7 @@ def sample_kwargs(diffusion_kind: str, sample: SampleConfig) -> dict[str, Any]:
 @torch.no_grad()
 def generate(cfg: Config, formulation: Any, model: nn.Module, n: int, *, generator: torch.Generator,
              model_kwargs: dict[str, Any] | None = None, batch_size: int = 256,
-             autoencoder: nn.Module | None = None) -> torch.Tensor:
+             autoencoder: ConvVAE | None = None) -> torch.Tensor:
     """``n`` samples (n, C, *spatial) on ``model``'s device, drawn in chunks of ``batch_size``.
 
     ``model_kwargs`` (conditioning, e.g. ``class_labels`` or ``cond``) must have ``n`` rows.
@@ -255,7 +320,8 @@ def conditioning_for_samples(cfg: Config, n: int, dataset: Dataset | None = None
     """Conditioning of ``n`` samples: classes 0, 1, …, K−1 in turn; the first mels of the data."""
     if cfg.data.is_audio:
         dataset = dataset if dataset is not None else build_dataset(cfg.data, split="test")
-        mels = [dataset[i % len(dataset)][1] for i in range(n)]
+        n_items = len(dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__
+        mels = [dataset[i % n_items][1] for i in range(n)]
         return {"cond": torch.stack(mels)}
     if cfg.model.num_classes > 0:
         return {"class_labels": torch.arange(n) % cfg.model.num_classes}
@@ -263,10 +329,11 @@ def conditioning_for_samples(cfg: Config, n: int, dataset: Dataset | None = None
 
 
 def load_trained(run_dir: str | Path, *, ema: bool = True, checkpoint: str | Path | None = None,
-                 overrides: list[str] | None = None) -> tuple[Config, nn.Module, Any, int]:
+                 overrides: list[str] | None = None) -> tuple[Config, nn.Module, Any, int | None]:
     """Rebuild a trained model from a run directory (its ``config.yaml`` and newest checkpoint).
 
-    Returns ``(config, model, formulation, step)``; ``model`` carries the EMA weights
+    Returns ``(config, model, formulation, step)`` (step None for a ``checkpoint`` whose name is
+    not ``step-XXXXXXXX``); ``model`` carries the EMA weights
     unless ``ema=False``. ``overrides`` change the sample section (or anything else)
     of the saved config. Without ``checkpoint``, a newest checkpoint that is unreadable
     (truncated, or changed since it was written) is skipped with a line on stderr, as

@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -159,7 +159,8 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"torch.cuda.{i}"] = s
     version, internal, gauss = random.getstate()
-    np_state = np.random.get_state()
+    # legacy=True (the default) gives the (name, keys, pos, has_gauss, gauss) tuple of the global MT19937
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     meta = {
         "python": [version, list(internal), gauss],
         "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -342,7 +343,7 @@ def load_weights(path: str | Path, *, ema: bool = True) -> dict[str, torch.Tenso
 def find_latest(root: str | Path) -> tuple[Checkpoint | None, list[tuple[Path, str]]]:
     """The newest checkpoint under ``root`` that loads (None if none does), and the newer
     ones skipped on the way as ``(path, reason)``."""
-    skipped = []
+    skipped: list[tuple[Path, str]] = []
     for path in reversed(list_checkpoints(root)):
         try:
             return load_checkpoint(path), skipped
@@ -355,7 +356,7 @@ def latest_weights(root: str | Path, *, ema: bool = True
                    ) -> tuple[Path, dict[str, torch.Tensor], list[tuple[Path, str]]]:
     """The weights of the newest checkpoint under ``root`` that loads: ``(path, weights,
     skipped)``, skipped as in :func:`find_latest`; ``ValueError`` if none loads."""
-    skipped = []
+    skipped: list[tuple[Path, str]] = []
     for path in reversed(list_checkpoints(root)):
         try:
             return path, load_weights(path, ema=ema), skipped

@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from specreg.files import save_audio, save_image_grid, step_name
 from specreg.train.build import (
     batch_inputs,
     build_autoencoder,
@@ -60,6 +61,7 @@ from specreg.train.build import (
     build_regularizer,
     conditioning_for_samples,
     generate,
+    latent_dataset,
     spatial_ndim,
 )
 from specreg.train.checkpoint import (
@@ -71,8 +73,10 @@ from specreg.train.checkpoint import (
     save_checkpoint,
     set_aside,
 )
-from specreg.files import save_audio, save_image_grid, step_name
 from specreg.train.config import Config
+
+if TYPE_CHECKING:
+    from specreg.models.vae import ConvVAE
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_DIR = "samples"
@@ -202,7 +206,7 @@ class _Run:
     micro_batch: int
     start: int
     resumed_path: Path | None
-    autoencoder: nn.Module | None = None  # the frozen VAE of a latent model
+    autoencoder: ConvVAE | None = None  # the frozen VAE of a latent model
     stop: bool = False  # a stop signal reached some process: save and stop after this step
 
 
@@ -276,7 +280,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1.0 + step) / (10.0 + step))
-        ema_p = [p for p in self.module.parameters()]
+        ema_p: list[torch.Tensor] = [p for p in self.module.parameters()]
         new_p = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(ema_p, new_p, 1.0 - d)
         for b_ema, b in zip(self.module.buffers(), model.buffers()):
@@ -320,9 +324,10 @@ def _flat_hparams(cfg: Config) -> dict[str, Any]:
 
 
 def _is_oom(err: BaseException) -> bool:
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
     text = str(err)
-    return isinstance(err, oom_type) or "out of memory" in text or "can't allocate memory" in text
+    return ((oom_type is not None and isinstance(err, oom_type)) or "out of memory" in text
+            or "can't allocate memory" in text)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -333,6 +338,8 @@ class Trainer:
     ``dataset``, ``net`` and ``regularizer`` replace the ones built from the config
     (tests use tiny stand-ins; ``regularizer=None`` trains the baseline).
     """
+
+    _signal: str | None  # the stop signal's name, set while training (_stop_at_step_end)
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = None,
                  net: nn.Module | None = None, regularizer: Any = _FROM_CONFIG) -> None:
@@ -381,7 +388,8 @@ class Trainer:
     def _optimizer(self, params: Any) -> torch.optim.Optimizer:
         t = self.cfg.train
         cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-        return cls(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        beta1, beta2 = t.betas  # two numbers (config._check_ranges)
+        return cls(params, lr=t.lr, betas=(beta1, beta2), weight_decay=t.weight_decay)
 
     def learning_rate(self, step: int) -> float:
         """lr at ``step`` (1-based): linear warm-up over ``train.warmup_steps``, then
@@ -460,8 +468,9 @@ class Trainer:
         seed_everything(t.seed)
         model = build_model(formulation, self._net if self._net is not None else build_net(cfg))
         autoencoder = build_autoencoder(cfg)
-        if autoencoder is not None:
+        if autoencoder is not None:  # a latent model trains on the data set's latents, encoded once
             autoencoder.to(acc.device)
+            dataset = latent_dataset(dataset, autoencoder, cfg)
         regularizer = (build_regularizer(cfg.regularizer, ndim=spatial_ndim(cfg),
                                          sigma_data=cfg.diffusion.sigma_data, autoencoder=autoencoder)
                        if self._regularizer is _FROM_CONFIG else self._regularizer)
@@ -494,7 +503,8 @@ class Trainer:
             acc.init_trackers("tensorboard", config=_flat_hparams(cfg))
 
         micro_batch = t.batch_size // (world * t.grad_accum)
-        sampler = StepBatches(len(dataset), global_batch=t.batch_size, micro_batch=micro_batch, world=world,
+        n_items = len(dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__
+        sampler = StepBatches(n_items, global_batch=t.batch_size, micro_batch=micro_batch, world=world,
                               rank=rank, accum=t.grad_accum, seed=t.seed, start_step=start, steps=t.steps)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=t.num_workers,
                             worker_init_fn=_ignore_stop_signals if t.num_workers else None)
@@ -557,7 +567,7 @@ class Trainer:
         for k in range(t.grad_accum):
             seed = derive_seed(t.seed, _STEP, step, k * run.world + run.rank)
             seed_everything(seed)  # dropout and data-set randomness
-            x0, kw = batch_inputs(next(run.batches), self.cfg, acc.device, run.autoencoder)
+            x0, kw = batch_inputs(next(run.batches), self.cfg, acc.device)  # latents already
             generator = torch.Generator(device=acc.device).manual_seed(seed)
             with acc.accumulate(model):
                 out = run.formulation.loss(model, x0, regularizer=run.regularizer, generator=generator, **kw)
@@ -591,7 +601,8 @@ class Trainer:
         t, acc = self.cfg.train, run.acc
         path = self.out_dir / CHECKPOINT_DIR / f"step-{step:08d}"
         if acc.is_main_process:
-            n_items, seen = len(run.dataset), step * t.batch_size
+            n_items = len(run.dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__
+            seen = step * t.batch_size
             path = save_checkpoint(
                 self.out_dir / CHECKPOINT_DIR, step, model=acc.unwrap_model(run.model).state_dict(),
                 ema=run.ema.state_dict(), optimizer=run.optimizer.state_dict(), config=self.cfg.to_dict(),
@@ -600,14 +611,13 @@ class Trainer:
                       "dataset_len": n_items},
                 keep=t.keep_checkpoints,
             )
-            band_weights = getattr(run.regularizer, "band_weights", None)
-            if band_weights is not None:
+            if run.regularizer is not None and getattr(run.regularizer, "band_weights", None) is not None:
                 log_band_weights(self.out_dir, step, run.regularizer)
         acc.wait_for_everyone()
         return path
 
     def write_samples(self, formulation: Any, model: nn.Module, step: int, dataset: Dataset | None = None,
-                      autoencoder: nn.Module | None = None) -> Path:
+                      autoencoder: ConvVAE | None = None) -> Path:
         """Sample ``sample.n`` items with ``model`` (the EMA) and write a PNG grid or WAV clips."""
         cfg = self.cfg
         generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.sample.seed)
@@ -631,7 +641,7 @@ def _fit_regularizer(regularizer: nn.Module, dataset: Dataset, cfg: Config, n: i
     loss = getattr(regularizer, "loss", None)
     if loss is None or not getattr(loss, "needs_fit", False):
         return
-    count = min(n, len(dataset))
+    count = min(n, len(dataset))  # type: ignore[arg-type]  # torch's Dataset declares no __len__
     x0 = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(count)])
     loss.fit(x0.to(next(iter(loss.buffers())).device))
 
@@ -643,11 +653,11 @@ def log_band_weights(out_dir: Path, step: int, regularizer: nn.Module, n_sigma: 
 
     path = out_dir / BAND_WEIGHTS_FILE
     sigma = torch.logspace(math.log10(0.002), math.log10(80.0), n_sigma, dtype=torch.float64)
-    head = regularizer.band_weights
+    head: Any = regularizer.band_weights  # a BandWeights, or any module with its weights() and freqs
     w = head.weights(sigma.to(head.freqs.dtype)).cpu().double()
-    labels = regularizer.loss.band_labels() if hasattr(regularizer.loss, "band_labels") else \
-        [f"band {b}" for b in range(w.shape[1])]
-    record = {"sigma": sigma.tolist(), "bands": labels, "steps": {}}
+    band_labels = getattr(regularizer.loss, "band_labels", None)
+    labels = band_labels() if band_labels is not None else [f"band {b}" for b in range(w.shape[1])]
+    record: dict[str, Any] = {"sigma": sigma.tolist(), "bands": labels, "steps": {}}
     if path.is_file():
         try:
             record["steps"] = json.loads(path.read_text()).get("steps", {})

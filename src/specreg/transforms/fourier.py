@@ -68,14 +68,14 @@ class _Amplitude(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
         a = z.abs()
         ctx.save_for_backward(z, a)
         return a
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
         z, a = ctx.saved_tensors
         a = torch.where(a > 0, a, torch.ones_like(a))
         return torch.complex(z.real / a * g, z.imag / a * g)
@@ -125,7 +125,7 @@ class _UnitPhasor(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
         a = z.abs()
         a = torch.where(a > 0, a, torch.ones_like(a))
         u = torch.complex(z.real / a, z.imag / a)  # real divisions: no 1/|z| overflow for subnormal z
@@ -134,7 +134,7 @@ class _UnitPhasor(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
         u, a = ctx.saved_tensors
         t = (u.real * g.imag - u.imag * g.real) / a  # Im(conj(u)·g)/|z|; u = 0 where z = 0
         return torch.complex(-u.imag * t, u.real * t)
@@ -169,7 +169,7 @@ def _radial_index_cpu(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tenso
         f = torch.fft.rfftfreq(n, dtype=torch.float64) if i == ndim - 1 else torch.fft.fftfreq(n, dtype=torch.float64)
         grids.append(f * n_min)  # in units of the coarsest bin width 1/n_min
     mesh = torch.meshgrid(*grids, indexing="ij")
-    radius = torch.sqrt(sum(g**2 for g in mesh))
+    radius = torch.sqrt(sum((g**2 for g in mesh), torch.zeros((), dtype=torch.float64)))
     index = torch.round(radius).long().flatten()
     n_bins = n_min // 2 + 1
     index = torch.where(index < n_bins, index, torch.full_like(index, n_bins))  # corners → overflow bin
@@ -183,7 +183,7 @@ def _radial_index_cpu(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tenso
 def _radial_frequency_cpu(shape: tuple[int, ...]) -> torch.Tensor:
     grids = [torch.fft.rfftfreq(n, dtype=torch.float64) if i == len(shape) - 1
              else torch.fft.fftfreq(n, dtype=torch.float64) for i, n in enumerate(shape)]
-    return torch.sqrt(sum(g**2 for g in torch.meshgrid(*grids, indexing="ij")))
+    return torch.sqrt(sum((g**2 for g in torch.meshgrid(*grids, indexing="ij")), torch.zeros((), dtype=torch.float64)))
 
 
 def radial_frequency(spatial_shape: tuple[int, ...]) -> torch.Tensor:

@@ -124,13 +124,13 @@ class _RealFFT(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, n: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, n: int) -> torch.Tensor:
         ctx.n, ctx.length = n, x.shape[-1]
         return torch.fft.rfft(x, n=n)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         n = ctx.n
         c = torch.full((g.shape[-1],), 0.5 * n, dtype=g.real.dtype, device=g.device)
         c[0] = n

@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Union
+from typing import TypeAlias
 
 import numpy as np
 import pywt
@@ -70,7 +70,7 @@ MODES = (
 #: grows as n²; up to here the matrix product is faster, forward and backward.
 DENSE_MAX = 256
 
-WaveletLike = Union[str, pywt.Wavelet]
+WaveletLike: TypeAlias = str | pywt.Wavelet
 
 
 @dataclass(frozen=True)
@@ -305,13 +305,13 @@ def _extend(x: torch.Tensor, axis: int, filter_length: int, mode: str) -> torch.
             continue
         index = _constant(
             ("idx", n, filter_length, mode, k, x.device),
-            lambda: torch.tensor(idx[k], dtype=torch.long, device=x.device),
+            lambda row=idx[k]: torch.tensor(row, dtype=torch.long, device=x.device),
         )
         term = x.index_select(axis, index)
         if not plain[k]:
             weight = _constant(
                 ("coef", n, filter_length, mode, k, x.dtype, x.device),
-                lambda: torch.tensor(coef[k], dtype=x.dtype, device=x.device),
+                lambda row=coef[k]: torch.tensor(row, dtype=x.dtype, device=x.device),
             )
             term = term * weight.reshape(shape)
         pad = term if pad is None else pad + term
@@ -338,17 +338,19 @@ class _HaarLastAxis(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.shape = x.shape
         even, odd = x.unflatten(-1, (-1, 2)).unbind(-1)
         return even + odd, even - odd
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_s: torch.Tensor | None, g_d: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, g_s: torch.Tensor | None, g_d: torch.Tensor | None) -> torch.Tensor:
         if g_s is None:
+            if g_d is None:  # autograd asks for a backward only when some output has a gradient
+                raise TypeError("backward got no gradient for either output")
             g_s = torch.zeros_like(g_d)
-        if g_d is None:
+        elif g_d is None:
             g_d = torch.zeros_like(g_s)
         g = g_s.new_empty(ctx.shape)
         g_even, g_odd = g.unflatten(-1, (-1, 2)).unbind(-1)
