@@ -347,3 +347,47 @@ def test_cli_eval_writes_outputs_and_reports_errors(tmp_path: Path, capsys: pyte
     assert "lsd_high" in capsys.readouterr().out
     assert main(["eval", str(folder), "--reference", "nope", "--no-progress"]) == 2
     assert "accepted names" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- what the numbers do not say
+
+
+def test_a_set_against_itself_warns_that_kid_is_negative_and_items_are_shared() -> None:
+    x = torch.from_numpy(_unit(_images(200, seed=3))).float()
+    res = evaluate(x, x, metrics=["domain_kid", "lsd"], progress=False)
+    assert res["metrics"]["domain_kid"] < 0
+    text = " ".join(res["warnings"])
+    assert "negative beyond its spread" in text and "200 of the 200 samples are also items of the reference" in text
+
+
+def test_lsd_within_its_noise_floor_warns_and_a_real_difference_does_not() -> None:
+    same_a = torch.from_numpy(_unit(_images(24, seed=4))).float()
+    same_b = torch.from_numpy(_unit(_images(24, seed=5))).float()
+    res = evaluate(same_a, same_b, metrics=["lsd", "lsd_high"], progress=False)
+    assert any(w.startswith("lsd = ") and "noise floor" in w for w in res["warnings"])
+    blurred = torch.from_numpy(_unit(_images(24, seed=4, smooth=3.0))).float()
+    res = evaluate(blurred, same_b, metrics=["lsd_high"], progress=False)
+    assert not any("noise floor" in w for w in res["warnings"])
+
+
+def test_near_silent_reference_clips_are_named_for_mrstft() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 4000, generator=g) * 0.1
+    r = torch.randn(4, 1, 4000, generator=g) * 0.1
+    r[2] *= 1e-6
+    res = evaluate(x, r, kind="audio", metrics=["mrstft"], sample_rate=8000, progress=False)
+    assert any("near-silent" in w and "[2]" in w for w in res["warnings"])
+
+
+def test_audio_clips_of_different_lengths_can_be_cropped(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, length in enumerate((3000, 2500, 4100)):
+        sf.write(str(folder / f"c{i}.wav"), (0.1 * rng.standard_normal(length)).astype(np.float32), 8000)
+    with pytest.raises(ValueError, match="different lengths.*--crop"):
+        load_samples(folder)
+    loaded = load_samples(folder, crop=True)
+    assert loaded["x"].shape == (3, 1, 2500)

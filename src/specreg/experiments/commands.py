@@ -66,6 +66,8 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--reference-seed", type=int, default=None, metavar="S",
                    help="seed of the choice of reference items (default 1, as a study's reference_seed; a compare "
                         "run: its study's)")
+    p.add_argument("--crop", action="store_true",
+                   help="audio samples of different lengths (real recordings): cut every clip to the shortest")
     p.add_argument("--device", default=None, help="torch device of the feature extractors (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
@@ -82,7 +84,8 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')}={v} is not accepted; expected a positive integer")
     result = evaluate_dirs(args.samples, args.reference, args.metrics, args.out, sample_rate=args.sample_rate,
                            n_reference=args.n_reference, batch_size=args.batch_size, seed=args.seed,
-                           reference_seed=args.reference_seed, device=args.device, progress=not args.no_progress)
+                           reference_seed=args.reference_seed, device=args.device, progress=not args.no_progress,
+                           crop=args.crop)
     width = max((len(k) for k in result["metrics"]), default=0)
     print(f"samples:   {result['samples']} ({result['n_samples']})")
     print(f"reference: {result['reference']} ({result['n_reference']})")
@@ -92,6 +95,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print("  (domain_fd/domain_kid: domain Fréchet distance (project classifier), not FID)")
     for name, reason in result.get("skipped", {}).items():
         print(f"  skipped {name}: {reason}")
+    for text in result.get("warnings", []):
+        print(f"  warning: {text}")
     print(f"wrote {', '.join(result['files'])}")
     return 0
 

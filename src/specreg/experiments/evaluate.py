@@ -133,7 +133,8 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
     """
     from specreg._checks import check_choice, check_ndim
     from specreg.metrics.registry import METRICS, Batch, Context, check_metrics, labels
-    from specreg.metrics.streaming import Spectra
+    from specreg.metrics.spectrum import SpectrumMetric
+    from specreg.metrics.streaming import LSD, Spectra
 
     kind = check_choice("kind", kind, KINDS)
     ndim = check_ndim(ndim if ndim is not None else (2 if kind == "image" else 1))
@@ -167,6 +168,8 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
     names = [name for name in names if name not in problems]
     accumulators = {name: METRICS[name].make(ctx) for name in names}
     spectrum = Spectra(ctx) if return_spectra else None
+    spectral = [name for name, acc in accumulators.items() if isinstance(acc, LSD)]
+    halves = (SpectrumMetric(ndim), SpectrumMetric(ndim)) if spectral and m >= 4 else None
     total = len(_batches(n, batch_size)) * (2 if paired else 1) + len(_batches(m, batch_size))
     from tqdm.auto import tqdm
 
@@ -178,6 +181,11 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
                     acc.update(batch)
                 if spectrum is not None:
                     spectrum.update(batch)
+                if real and halves is not None:  # the reference in two halves: its own noise floor
+                    first = (sl.start or 0) % 2
+                    halves[0].update(batch.x[first::2])
+                    if batch.x.shape[0] > 1:
+                        halves[1].update(batch.x[1 - first::2])
                 bar.update(1)
         for sl in _batches(n, batch_size) if paired else ():
             for name in paired:
@@ -193,11 +201,54 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
         "metrics": values, "labels": labels(names, ctx),
         "embedding": ctx.embedding if domain else None,
         "skipped": problems,
+        "warnings": _warnings(values, x, r, {n: accumulators[n].band for n in spectral}, halves,
+                              "mrstft" in names),
     }
     if spectrum is not None:
         freqs, p, q = spectrum.spectra()
         result["spectra"] = {"freqs": freqs, "samples": p, "reference": q}
     return result
+
+
+def _warnings(values: dict[str, float], x: torch.Tensor, r: torch.Tensor, bands: dict[str, str | None],
+              halves: Any, silent_matters: bool) -> list[str]:
+    """What a reader of these numbers should know that the numbers do not say."""
+    import math
+
+    import torch
+
+    from specreg.metrics.spectrum import log_spectral_distance_from_spectra
+
+    out = []
+    n, m = x.shape[0], r.shape[0]
+    if halves is not None and halves[1].n:
+        freqs, pa = halves[0].compute()
+        _, pb = halves[1].compute()
+        # the split halves have m/2 items each; a set of n against m has noise ∝ √(1/n + 1/m)
+        scale = math.sqrt((1 / n + 1 / m) / (1 / halves[0].n + 1 / halves[1].n))
+        for name, band in bands.items():
+            floor = log_spectral_distance_from_spectra(freqs, pa, pb, band=band)[0] * scale
+            if values.get(name, math.inf) < 2 * floor:
+                out.append(f"{name} = {values[name]:.3g} is within twice its noise floor here (≈ {floor:.3g} for "
+                           f"{n} vs {m} items, estimated from the reference split in halves): these counts cannot "
+                           "tell the two sets apart in this band; use more items")
+    kid, kid_std = values.get("domain_kid"), values.get("domain_kid_std")
+    if kid is not None and kid < 0 and -kid > 2 * (kid_std or 0.0):
+        out.append(f"domain_kid = {kid:.3g} is negative beyond its spread (± {kid_std:.2g}): KID's unbiased estimate "
+                   "falls below 0 when the two sets are closer than two independent draws of one distribution, "
+                   "typically when they share items or their features barely vary (crops of one image); read it as "
+                   "no measurable difference")
+    shared = len({hash(t.numpy().tobytes()) for t in x} & {hash(t.numpy().tobytes()) for t in r})
+    if shared:
+        out.append(f"{shared} of the {n} samples are also items of the reference: distances between overlapping "
+                   "sets are biased low (and KID negative)")
+    if silent_matters:
+        rms = r.flatten(1).pow(2).mean(1).sqrt()
+        quiet = torch.nonzero(rms < 1e-4).flatten().tolist()
+        if quiet:
+            out.append(f"{len(quiet)} reference clip(s) are near-silent (RMS < 1e-4, e.g. items {quiet[:5]}): "
+                       "MR-STFT's spectral-convergence term divides by their magnitude and dominates the mean")
+    return out
 
 
 def measure(samples: Any, real: RealSets, ev: Evaluation, *, kind: str, sample_rate: int | None,
@@ -236,6 +287,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
                      "domain Fréchet distance (project classifier), not FID")
     for name, reason in result.get("skipped", {}).items():
         lines.append(f"- skipped {name}: {reason}")
+    for text in result.get("warnings", []):
+        lines.append(f"- **warning**: {text}")
     lines += ["", "| metric | value | meaning |", "|---|---|---|"]
     for key, value in result["metrics"].items():
         meaning = result["labels"].get(key, "").replace("|", "\\|")
@@ -263,7 +316,7 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
                   metrics: Iterable[str] | str | None = None, out_dir: str | Path | None = None, *,
                   sample_rate: int | None = None, n_reference: int | None = None, batch_size: int | None = None,
                   seed: int | None = None, reference_seed: int | None = None, device: str | None = None,
-                  progress: bool = True, feature_extractor: Any = None) -> dict[str, Any]:
+                  progress: bool = True, feature_extractor: Any = None, crop: bool = False) -> dict[str, Any]:
     """Load samples and reference from disk, :func:`evaluate` them, write the results.
 
     ``samples``: a sample folder, run directory or tensor file
@@ -280,7 +333,7 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
     """
     from specreg.metrics.registry import METRICS, check_metrics
 
-    loaded = loading.load_samples(samples, sample_rate=sample_rate)
+    loaded = loading.load_samples(samples, sample_rate=sample_rate, crop=crop)
     x, kind, rate = loaded["x"], loaded["kind"], loaded["sample_rate"]
     study = _as_in_study(loaded, reference)
     peaks = tolerance = None

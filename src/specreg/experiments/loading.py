@@ -105,8 +105,11 @@ def read_clips(files: Sequence[Path]) -> tuple[list[np.ndarray], int]:
     return clips, next(iter(rates))
 
 
-def load_audio_folder(folder: Path) -> tuple[torch.Tensor, int]:
-    """Every audio file under ``folder`` (sorted) as float32 (N, 1, T) and its sample rate."""
+def load_audio_folder(folder: Path, *, crop: bool = False) -> tuple[torch.Tensor, int]:
+    """Every audio file under ``folder`` (sorted) as float32 (N, 1, T) and its sample rate.
+
+    Clips of different lengths are refused unless ``crop``: then every clip is cut to the
+    shortest one's length (from its start), as real recordings usually differ in length."""
     import numpy as np
     import torch
 
@@ -115,11 +118,15 @@ def load_audio_folder(folder: Path) -> tuple[torch.Tensor, int]:
         raise ValueError(f"{str(folder)!r} holds no audio files")
     clips, rate = read_clips(files)
     lengths = {c.size for c in clips}
-    if len(lengths) > 1:
-        raise ValueError(f"audio files in {str(folder)!r} have different lengths ({min(lengths)} … {max(lengths)} "
-                         "samples); generated samples must all have one length")
     if 0 in lengths:
-        raise ValueError(f"audio files in {str(folder)!r} are empty")
+        empty = [p.name for p, c in zip(files, clips) if c.size == 0]
+        raise ValueError(f"audio files in {str(folder)!r} are empty: {empty[:5]}")
+    if len(lengths) > 1:
+        if not crop:
+            raise ValueError(f"audio files in {str(folder)!r} have different lengths ({min(lengths)} … {max(lengths)} "
+                             "samples); pass crop=True (--crop) to cut every clip to the shortest, or give clips of "
+                             "one length")
+        clips = [c[:min(lengths)] for c in clips]
     return torch.from_numpy(np.stack(clips))[:, None].float(), rate
 
 
@@ -206,14 +213,15 @@ def split_grid(grid: torch.Tensor, size: int, n: int | None = None) -> torch.Ten
     return torch.stack(tiles)
 
 
-def load_samples(path: str | Path, *, sample_rate: int | None = None) -> dict[str, Any]:
+def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool = False) -> dict[str, Any]:
     """Load generated samples from any of the formats in the module docstring.
 
     Returns ``{"x": tensor, "kind": "image"|"audio", "sample_rate": int|None, "source": str,
     "config": dict, "record": dict}`` (``config`` is the run's config.yaml when one was
     found, else {}; ``record`` is the :data:`RUN_RECORD` of a run that ``specreg compare``
     measured, else {}). ``sample_rate`` gives the rate of audio tensors that do not record
-    one; it must agree with the rate of WAV files or safetensors metadata.
+    one; it must agree with the rate of WAV files or safetensors metadata. ``crop``: audio
+    files of different lengths are cut to the shortest (else refused).
     """
     import torch
 
@@ -245,7 +253,7 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None) -> dict[st
             if rate is None and wavs:
                 rate = read_clips(wavs[:1])[1]
         elif step_dir is not None and audio_files(step_dir):  # a run's samples/: the newest step's WAVs
-            x, rate = load_audio_folder(step_dir)
+            x, rate = load_audio_folder(step_dir, crop=crop)
             source = str(step_dir)
         elif grid is not None:  # a run's samples/: the newest step's PNG grid
             data = config.get("data", {})
@@ -256,7 +264,7 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None) -> dict[st
             x = split_grid(g, int(data["size"]), config.get("sample", {}).get("n"))
             source = f"{grid} (grid cut into {x.shape[0]} images)"
         elif audio_files(folder):
-            x, rate = load_audio_folder(folder)
+            x, rate = load_audio_folder(folder, crop=crop)
         else:
             from specreg.data.images import IMAGE_EXTENSIONS
 
