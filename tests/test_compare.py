@@ -406,7 +406,7 @@ def test_steps_to_reach_the_baseline_from_curves(tmp_path):
         evaluation={**tiny_study()["evaluation"], "curve_every": 1, "curve_samples": 8}), "tiny")
     specs = plan_runs(study, tmp_path)
     assert all(s.curve for s in specs)  # every seed, not only the baseline's first
-    finals = {"baseline": [0.30, 0.40], "fast": [0.20, 0.35]}
+    finals = {"baseline": [0.25, 0.45], "fast": [0.20, 0.35]}  # on more samples than the curves
     curves = {("baseline", 0): [0.9, 0.5, 0.30], ("baseline", 1): [0.8, 0.39, 0.40],
               ("fast", 0): [0.5, 0.3, 0.20], ("fast", 1): [0.9, 0.8, 0.35]}
     for spec in specs:
@@ -416,6 +416,7 @@ def test_steps_to_reach_the_baseline_from_curves(tmp_path):
         (spec.run_dir / "curve.json").write_text(json.dumps(points))
     reach = {(e["variant"], e["key"]): e for e in results_of(study, specs, tmp_path).steps_to_reach()}
     fast = reach[("fast", "lsd")]
+    # the targets are the baseline's last curve points (0.30, 0.40), measured like the curves
     assert fast["by_seed"] == {0: 200, 1: 300} and fast["stat"].mean == pytest.approx(250)
     assert reach[("baseline", "lsd")]["by_seed"] == {0: 300, 1: 200}  # its own final value, reached early on seed 1
 

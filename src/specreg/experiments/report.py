@@ -246,8 +246,8 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
            nl.join(curves)] if curves else []),
         *(["## Steps to reach the baseline",
            "For variants measured along training on several seeds: the first measured step at which a seed is at "
-           "least as good as its baseline's final value at the same seed, mean ± std over the seeds that reached "
-           "it (resolution: the curve's spacing).",
+           "least as good as its baseline's final value at the same seed (its last curve point, on as many samples "
+           "as the curve), mean ± std over the seeds that reached it (resolution: the curve's spacing).",
            nl.join(reach)] if reach else []),
         *(["## Learned band weights",
            "exp(−u_b(σ)) of each band against the noise level, at the last checkpoint (grey: earlier ones).",

@@ -194,8 +194,8 @@ class StudyResults:
 
     def steps_to_reach(self) -> list[dict[str, Any]]:
         """For variants measured along training on several seeds: per ranked key, the first
-        curve step at which a seed is at least as good as its baseline's *final* value at
-        the same seed (None: not reached), with mean ± std over the seeds that reached it."""
+        curve step at which a seed is at least as good as its baseline's *final* curve value
+        at the same seed (None: not reached), with mean ± std over the seeds that reached it."""
         from specreg.metrics.registry import find_key
 
         curves = {(c["variant"], c["seed"]): c["points"] for c in self.curves}
@@ -211,7 +211,10 @@ class StudyResults:
                     continue
                 by_seed: dict[int, int | None] = {}
                 for s in seeds:
-                    target = self.rows[base].stats.get(key, Stat(math.nan, None, 0)).by_seed.get(s)
+                    # the baseline's last curve point: the same number of samples as the curve
+                    # it is compared with (the final measurement uses more)
+                    last = (curves.get((base, s)) or [{}])[-1].get("metrics", {})
+                    target = last.get(key)
                     if target is None:
                         continue
                     hit = [p["step"] for p in curves[(name, s)] if key in p["metrics"]
