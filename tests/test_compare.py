@@ -502,6 +502,16 @@ def test_fashion_study_tiny_profile_end_to_end(tmp_path):
     assert {"vp_baseline_ft", "vp_fourier_ap_ft"} <= set(result.results.rows)
 
 
+def test_quadratic_study_tiny_profile_end_to_end(tmp_path):
+    """The posterior-mean study's new rows run through the harness: a whitened fourier_l2
+    fitted on the data, and learned band weights whose plot reaches the report."""
+    result = run_compare(STUDIES / "quadratic_textures.yaml", tmp_path / "out", "tiny")
+    res = result.results
+    assert {"baseline_ft", "fl2_white_x1", "bands_1"} <= set(res.rows)
+    assert res.rows["bands_1"].band_weights and (tmp_path / "out" / res.rows["bands_1"].band_weights).is_file()
+    assert "## Learned band weights" in result.report.read_text()
+
+
 @needs_fashion
 def test_latent_study_tiny_profile_end_to_end(tmp_path):
     """Latent flow matching on the shipped VAE's latents: samples are decoded images, the
