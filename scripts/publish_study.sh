@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Copy a finished study's report into docs/results/<name>/: report.md, results.json, the
 # plots, and what the report links: the real-data grid (or the first two reference clips)
-# and the first seed's sample grid (or first two clips) of every variant.
+# and the first seed's sample grid (or first two clips) and learned band weights of every variant.
 # Usage: bash scripts/publish_study.sh results/<name> [docs/results/<name>]
 set -euo pipefail
 src=${1:?usage: publish_study.sh results/<name> [docs/results/<name>]}
@@ -14,5 +14,7 @@ for f in "$src"/*.png; do [ -e "$f" ] && cp "$f" "$dst"/; done
     mkdir -p "$OLDPWD/$dst/$d"
     [ -e "$d/samples.png" ] && cp "$d/samples.png" "$OLDPWD/$dst/$d/"
     { ls "$d" | grep "\.wav$" || true; } | sort | head -2 | while read -r w; do cp "$d/$w" "$OLDPWD/$dst/$d/"; done
-  done )
+  done
+  for f in runs/*/seed0/band_weights.png; do [ -e "$f" ] && cp "$f" "$OLDPWD/$dst/$f"; done
+  true )
 du -sh "$dst"

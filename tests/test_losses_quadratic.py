@@ -74,7 +74,8 @@ def test_whitening_weights_are_one_over_the_fitted_spectrum(ndim):
     p = np.abs(np.fft.fftn(data.numpy(), axes=tuple(range(-ndim, 0)), norm="ortho")) ** 2
     p = p.reshape(-1, *shape).mean(0)
     bins = _np_radial_bins(shape)
-    s = np.array([p[np.rint(_np_radius(shape) * min(shape)).astype(int) == b].mean() for b in range(min(shape) // 2 + 1)])
+    idx = np.rint(_np_radius(shape) * min(shape)).astype(int)
+    s = np.array([p[idx == b].mean() for b in range(min(shape) // 2 + 1)])
     np.testing.assert_allclose(loss.spectrum.numpy(), s, rtol=1e-10)
     want = _np_fourier_l2(x_hat.numpy(), x0.numpy(), ndim, lambda sh: 1.0 / s[bins])
     np.testing.assert_allclose(loss(x_hat, x0).numpy(), want, rtol=1e-10)
@@ -219,7 +220,7 @@ def test_registry_names_and_bad_arguments():
 def test_band_weights_start_at_one_and_learn_each_bands_scale():
     """Σ_b [L_b e^{-u_b} + u_b] is stationary at e^{u_b} = L_b: gradient descent on u alone
     finds each band's scale, whatever it is."""
-    head = BandWeights(3)
+    head = BandWeights(3, init="zero")
     sigma = torch.tensor([0.1, 1.0, 10.0])
     torch.testing.assert_close(head.weights(sigma), torch.ones(3, 3))
     target = torch.tensor([1e-3, 1.0, 5.0])  # the bands' natural scales
@@ -232,10 +233,61 @@ def test_band_weights_start_at_one_and_learn_each_bands_scale():
     torch.testing.assert_close(1 / head.weights(sigma), target.expand(3, 3), rtol=2e-2, atol=0)
 
 
+def _train_head(reg, x_hat, x0, sigma, steps, lr):
+    opt = torch.optim.Adam(reg.band_weights.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        reg(x_hat, x0, sigma).value.mean().backward()
+        opt.step()
+    return reg.band_weights.weights(sigma) * reg.loss.per_band(x_hat, x0)  # weighted band errors (B, bands)
+
+
+def test_band_weights_start_each_band_at_its_scale_from_the_first_batch():
+    """A fine-tune's lr: the data-dependent start puts every band at weight·error ≈ 1 at
+    step 0; from a zero start Adam moves all bands in lockstep (same ±lr steps while every
+    L_b e^{-u_b} is on the same side of 1), so the bands never separate."""
+    torch.manual_seed(0)
+    x0 = torch.randn(8, 1, 16, 16)
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(8, 1, 16, 16), 3, 1, 1)
+    x_hat = x0 + 0.3 * smooth + 0.01 * torch.randn(8, 1, 16, 16)  # band errors ≪ 1, over a decade apart
+    sigma = torch.full((8,), 1.0)
+    bands = FourierL2Loss(bands=4).per_band(x_hat, x0)
+    assert float(bands.mean(0).max() / bands.mean(0).min()) > 10 and float(bands.max()) < 1
+    data = SpectralRegularizer(FourierL2Loss(bands=4), lam=1.0, band_weights=True)
+    assert not data.band_weights.ready
+    with torch.no_grad():
+        data(x_hat, x0, sigma)  # no gradient, no training step: no init
+    assert not data.band_weights.ready
+    weighted = _train_head(data, x_hat, x0, sigma, steps=1, lr=2e-4)
+    assert bool(data.band_weights.initialized)
+    torch.testing.assert_close(weighted.mean(0), torch.ones(4), rtol=1e-2, atol=0)  # one Adam step after the start
+    zero = SpectralRegularizer(FourierL2Loss(bands=4), lam=1.0, band_weights=BandWeights(4, init="zero"))
+    _train_head(zero, x_hat, x0, sigma, steps=600, lr=2e-4)
+    w = zero.band_weights.weights(sigma)[0]
+    assert float(w.max() / w.min()) < 1.05  # near lockstep, where the bands' scales differ > 10×
+
+
+def test_band_weights_start_survives_a_checkpoint():
+    head = BandWeights(2)
+    head.initialize(torch.tensor([[1e-3, 2.0], [3e-3, 4.0]]))
+    torch.testing.assert_close(head.weights(torch.tensor([1.0]))[0], torch.tensor([500.0, 1 / 3]))
+    fresh = BandWeights(2)
+    fresh.load_state_dict(head.state_dict())
+    assert fresh.ready
+    old = {k: v for k, v in head.state_dict().items() if k != "initialized"}  # saved before the flag existed
+    fresh = BandWeights(2)
+    fresh.load_state_dict(old)
+    assert fresh.ready
+    with pytest.raises(ValueError, match="init='ones' is not accepted"):
+        BandWeights(2, init="ones")
+    with pytest.raises(ValueError, match=r"expected \(B, 2\)"):
+        head.initialize(torch.ones(3))
+
+
 def test_regularizer_with_learned_band_weights():
     x_hat, x0 = _pair(2, seed=11)
     x_hat, x0 = x_hat[..., :12].float(), x0[..., :12].float()
-    reg = SpectralRegularizer("fourier_l2", lam=0.5, band_weights=True, bands=3)
+    reg = SpectralRegularizer("fourier_l2", lam=0.5, band_weights=BandWeights(3, init="zero"), bands=3)
     sigma = torch.tensor([0.5, 2.0])
     with torch.no_grad():
         reg.band_weights.linear.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
@@ -307,7 +359,7 @@ def test_quadratic_losses_keep_the_posterior_mean(name):
 
 def test_learned_band_weights_keep_the_posterior_mean():
     x0s, p, mean = _posterior()
-    reg = SpectralRegularizer(FourierL2Loss(bands=4), lam=1.0, band_weights=True)
+    reg = SpectralRegularizer(FourierL2Loss(bands=4), lam=1.0, band_weights=BandWeights(4, init="zero"))
     with torch.no_grad():
         reg.band_weights.linear.bias.copy_(torch.tensor([0.7, -1.0, 2.0, 0.1]))
     sigma = torch.tensor([0.8])

@@ -30,8 +30,9 @@ a loss that splits into bands L_b (``per_band``) is replaced by
 
     Σ_b [ L_b / exp(u_b(σ)) + u_b(σ) ],
 
-u a small head on the noise level trained with the network. At its stationary point
-exp(u_b) = E[L_b | σ], so every band contributes equally whatever its natural scale;
+u a small head on the noise level trained with the network, started at each band's mean
+error on the first batch. At its stationary point exp(u_b) = E[L_b | σ], so every band
+contributes equally whatever its natural scale;
 the term stays quadratic in x̂0, so a quadratic loss keeps the posterior mean.
 """
 
@@ -40,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -141,25 +142,71 @@ class BandWeights(nn.Module):
         u(σ) = Linear(φ(ln σ / 4)),   φ(c) = √2 · cos(2π (f·c + φ0)),
 
     with ``features`` frozen random frequencies f ~ N(0, 1) and phases φ0 ~ U[0, 1)
-    (drawn from ``seed``, so every process and every resume gets the same ones) and the
-    linear layer initialised to 0, so training starts from weight 1 for every band. σ is
+    (drawn from ``seed``, so every process and every resume gets the same ones). σ is
     clamped to [1e-8, 1e8] first (σ = 0 and ∞ occur in flow matching at t = 0 and 1).
+
+    ``init="data"`` (default): the linear layer's weight starts at 0 and its bias at
+    u_b = ln mean_batch L_b of the first training batch the regularizer sees
+    (:meth:`initialize`, averaged over processes when torch.distributed is running), so
+    every band starts at its stationary point, weighted to O(1) whatever its natural
+    scale, and the head only has to learn the σ-dependence. ``init="zero"`` starts every
+    weight at 1 (u = 0) as EDM2 does; with Adam that is slow when the band errors are far
+    from 1: while every L_b e^{−u_b} lies on the same side of 1, every band gets the same
+    ±lr step, so in a 600-step fine-tune at lr 2e-4 the bands never separated
+    (docs/results/README.md §6).
     """
 
     freqs: torch.Tensor  # buffers
     phases: torch.Tensor
+    initialized: torch.Tensor
 
-    def __init__(self, n_bands: int, features: int = 16, seed: int = 0) -> None:
+    INITS = ("data", "zero")
+
+    def __init__(self, n_bands: int, features: int = 16, seed: int = 0, init: str = "data") -> None:
         super().__init__()
         for name, v in (("n_bands", n_bands), ("features", features)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} is not accepted; expected an integer >= 1")
+        if init not in self.INITS:
+            raise ValueError(f"init={init!r} is not accepted; expected one of {list(self.INITS)}")
         g = torch.Generator().manual_seed(int(seed))
         self.register_buffer("freqs", 2 * math.pi * torch.randn(features, generator=g))
         self.register_buffer("phases", 2 * math.pi * torch.rand(features, generator=g))
+        # saved with the head, so a resumed run does not start over
+        self.register_buffer("initialized", torch.tensor(init == "zero"))
+        self._ready: bool | None = init == "zero"  # a host copy of `initialized`: no device sync per step
         self.linear = nn.Linear(features, n_bands)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the bias has its start value (data-dependent init done, or ``init="zero"``)."""
+        if self._ready is None:
+            self._ready = bool(self.initialized)
+        return self._ready
+
+    @torch.no_grad()
+    def initialize(self, bands: torch.Tensor) -> None:
+        """Set u_b = ln mean_batch L_b from band errors ``bands`` (B, n_bands), so that
+        exp(−u_b)·L_b starts at 1 for every band; the mean is taken over all processes when
+        torch.distributed is initialised (every rank must start from the same head)."""
+        if bands.ndim != 2 or bands.shape[1] != self.linear.out_features:
+            raise ValueError(f"bands has shape {tuple(bands.shape)}; expected (B, {self.linear.out_features})")
+        m = bands.detach().to(self.linear.bias.dtype).mean(0)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(m)
+            m /= torch.distributed.get_world_size()
+        tiny = torch.finfo(m.dtype).tiny
+        self.linear.bias.copy_(torch.log(torch.nan_to_num(m, nan=1.0, posinf=1.0).clamp_min(tiny)))
+        self.initialized.fill_(True)
+        self._ready = True
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # heads saved before the flag existed had been trained from their start value
+        state_dict.setdefault(prefix + "initialized", torch.tensor(True))
+        self._ready = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, sigma: torch.Tensor) -> torch.Tensor:
         """u(σ), shape (B, n_bands), for σ of shape (B,)."""
@@ -360,6 +407,8 @@ class SpectralRegularizer(nn.Module):
             if sigma is None:
                 raise ValueError("band_weights need sigma=(B,) noise levels")
             bands = cast(_BandedLoss, self.loss).per_band(x0_hat, x0)
+            if not self.band_weights.ready and self.training and torch.is_grad_enabled():
+                self.band_weights.initialize(bands)
             u = self.band_weights(sigma.to(bands.device))
             u = u.to(bands.dtype)
             spectral = bands.sum(1)

@@ -42,13 +42,13 @@ def plot_spectra(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, A
     lines = [(name, spec, False) for name, spec in spectra.items()]
     if reference is not None:
         lines.append((reference_label, reference, True))
-    for name, (freqs, power), is_ref in lines:
+    for i, (name, (freqs, power), is_ref) in enumerate(lines):
         f, p = _np(freqs), _np(power)
         if f.shape != p.shape or f.ndim != 1:
             raise ValueError(f"spectrum {name!r} has freqs {f.shape} and power {p.shape}; expected equal 1-D shapes")
         keep = (f > 0) & (p > 0)
         ax.loglog(f[keep], p[keep], label=str(name), color="black" if is_ref else None,
-                  linestyle="--" if is_ref else "-", linewidth=1.5)
+                  linestyle="--" if is_ref else line_style(i), linewidth=1.5)
     tidy_log_axis(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -59,6 +59,12 @@ def plot_spectra(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, A
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def line_style(i: int) -> str:
+    """The line style of the i-th curve: solid for the first ten (matplotlib's colour
+    cycle), then dashed, dash-dot and dotted, so that curves 1 and 11 never look alike."""
+    return ("-", "--", "-.", ":")[(i // 10) % 4]
 
 
 def tidy_log_axis(axis) -> None:
@@ -126,9 +132,9 @@ def plot_spectrum_ratio(spectra: Mapping[str, tuple[Any, Any]], reference: tuple
     keep = f > 0
     tiny = np.finfo(np.float64).tiny
     fig, ax = _figure()
-    for name, (_, power) in spectra.items():
+    for i, (name, (_, power)) in enumerate(spectra.items()):
         ratio = np.log10(np.maximum(_np(power), tiny)) - np.log10(np.maximum(p_ref, tiny))
-        ax.plot(f[keep], ratio[keep], label=str(name), linestyle=":" if str(name).startswith("real") else "-")
+        ax.plot(f[keep], ratio[keep], label=str(name), linestyle=":" if str(name).startswith("real") else line_style(i))
     ax.axhline(0.0, color="black", linewidth=1)
     if band is not None:
         ax.axvspan(*band, color="grey", alpha=0.15, label="band")

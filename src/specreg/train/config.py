@@ -128,8 +128,8 @@ class RegularizerConfig:
         "latent", "decoded", help="where L_S is computed: on the model's own x̂0 (pixels for a pixel-space model), "
         "or, with an autoencoder, on its decoder's images D(x̂0) against D(x0)"))
     band_weights: str = field(default="fixed", metadata=_choice(
-        "fixed", "learned", help="learned: per-band weights u(σ) trained with the network (EDM2-style; "
-        "losses with bands: fourier_l2, wavelet_l2 with levels)"))
+        "fixed", "learned", help="learned: per-band weights u(σ) trained with the network (EDM2-style, started "
+        "at each band's mean error on the first batch; losses with bands: fourier_l2, wavelet_l2 with levels)"))
     options: dict[str, Any] = field(default_factory=dict, metadata=_help(
         "keyword arguments of the loss, e.g. {wavelet: haar, levels: 3}"))
     auto: dict[str, Any] = field(default_factory=dict, metadata=_help(
