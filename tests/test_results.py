@@ -3,6 +3,7 @@ same numbers, and an old results.json loads."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -53,3 +54,25 @@ def test_a_file_that_is_not_results_is_refused(tmp_path):
     (tmp_path / "x.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not the results.json of a study"):
         StudyResults.load(tmp_path / "x.json")
+
+
+def test_report_only_on_a_0_1_results_file_says_what_it_lacks(tmp_path):
+    """A results.json of specreg 0.1 holds the tables only: --report-only renders them and
+    says, in one warning, how to rebuild the rest from the runs."""
+    import shutil
+    import warnings
+
+    from specreg.experiments.compare import rerender
+
+    old = next(f for f in COMMITTED if "timing" not in json.loads((f / "results.json").read_text()))
+    shutil.copy(old / "results.json", tmp_path / "results.json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "## Results" in rerender(tmp_path).read_text()
+    assert len(caught) == 1 and "written by specreg 0.1" in str(caught[0].message)
+    new = next(f for f in COMMITTED if "timing" in json.loads((f / "results.json").read_text()))
+    shutil.copy(new / "results.json", tmp_path / "results.json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rerender(tmp_path)
+    assert not [w for w in caught if "specreg 0.1" in str(w.message)]

@@ -127,7 +127,14 @@ def rerender(out_dir: str | Path) -> Path:
     from specreg.experiments.report import render
 
     out = Path(out_dir)
+    raw = read_json(out / RESULTS_FILE)
     res = StudyResults.load(out / RESULTS_FILE)
+    if isinstance(raw, dict) and "timing" not in raw:
+        import warnings
+
+        warnings.warn(f"{out / RESULTS_FILE} was written by specreg 0.1 and holds the tables only; the report "
+                      f"will lack curves, spectra, samples and times. To rebuild them from the runs, run "
+                      f"`specreg compare STUDY.yaml --out {out}` (finished runs are read, not re-run)", stacklevel=2)
     path = out / "report.md"
     path.write_text(render(res, out), encoding="utf-8")
     return path
