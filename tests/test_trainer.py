@@ -90,6 +90,18 @@ def test_resume_continues_the_curve_exactly(reference, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # model and EMA
 
 
+def test_training_time_counts_every_sitting(tmp_path):
+    """A resumed run's logged time and total_seconds continue from the sitting it resumes:
+    a sitting that never reported its time (killed) still counts up to its checkpoint."""
+    first = Trainer(config_from_dict(tiny(train={"steps": 5})), tmp_path).fit()
+    before = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["time"]
+    assert 0 < before <= first.seconds and first.total_seconds == first.seconds
+    second = Trainer(config_from_dict(tiny()), tmp_path).fit()
+    times = [json.loads(line)["time"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert times == sorted(times) and times[5] > before
+    assert second.total_seconds == pytest.approx(before + second.seconds)
+
+
 def test_resume_refuses_a_different_run(reference, tmp_path):
     Trainer(config_from_dict(tiny(train={"steps": 2})), tmp_path).fit()
     with pytest.raises(ValueError, match="regularizer.loss"):

@@ -34,7 +34,7 @@ FLOOR_FILE = Path("real") / "floor.json"
 
 
 def _train(spec: RunSpec) -> tuple[float, int]:
-    """Train (or resume) one run; returns (seconds, steps trained in this call)."""
+    """Train (or resume) one run; returns (training seconds of all its sittings, its steps)."""
     from specreg.train.config import config_from_dict
     from specreg.train.trainer import Trainer
 
@@ -52,7 +52,7 @@ def _train(spec: RunSpec) -> tuple[float, int]:
         net = pretrained_net(cfg, weights)
         write_json(spec.run_dir / "finetune.json", {"pretrained": str(path), "weights": "ema"})
     result = Trainer(cfg, spec.run_dir, net=net).fit()
-    return result.seconds, result.step - result.resumed_from
+    return result.total_seconds, result.step
 
 
 def pretrained_net(cfg: Any, weights: dict[str, Any]) -> Any:
@@ -154,7 +154,6 @@ def _execute(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
 
     t0 = time.time()
     timing_path = spec.run_dir / TIMING_FILE
-    timing = read_json(timing_path) or {"train_s": 0.0, "steps": 0}
     base = {"key": spec.key, "variant": spec.variant, "seed": spec.seed, "protocol": spec.protocol,
             "pretrained": None if spec.pretrain_dir is None else str(spec.pretrain_dir),
             "evaluation": asdict(ev)}
@@ -165,8 +164,8 @@ def _execute(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
         if spec.protocol == "pretrain":
             raise
         return _write_record(spec, {**base, "status": "diverged", "error": str(err)})
-    timing["train_s"] += seconds
-    timing["steps"] += steps
+    # from the trainer's log, so a sitting that was killed still counts up to its last checkpoint
+    timing: dict[str, Any] = {"train_s": seconds, "steps": steps}
     write_json(timing_path, timing)
     curve = read_json(spec.run_dir / CURVE_FILE) if spec.curve else None
     if spec.protocol == "pretrain":

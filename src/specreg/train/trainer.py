@@ -22,7 +22,8 @@ process 0 only, so a resumed multi-process run with ``lam: auto`` restarts the o
 processes' EMAs from process 0's.)
 
 Outputs in the run directory: ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON
-object per logged step: loss, diffusion, spectral, lam, lr, grad_norm),
+object per logged step: loss, diffusion, spectral, lam, lr, grad_norm, and time: seconds since
+the run started, summed over the sittings of a resumed run up to the checkpoint each left),
 ``checkpoints/step-XXXXXXXX/`` (see :mod:`specreg.train.checkpoint`), ``samples/``
 (PNG grids or WAV clips) and, when installed, TensorBoard event files.
 """
@@ -185,7 +186,8 @@ class TrainResult:
     resumed_from: int
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # this call
+    total_seconds: float = 0.0  # every sitting of the run up to its last step (earlier ones from metrics.jsonl)
     is_main_process: bool = True
 
 
@@ -345,6 +347,7 @@ class Trainer:
                  net: nn.Module | None = None, regularizer: Any = _FROM_CONFIG) -> None:
         self.cfg = cfg
         self.out_dir = Path(out_dir)
+        self._time_before = 0.0  # training seconds of earlier sittings (set when resuming)
         self._dataset = dataset
         self._net = net
         self._regularizer = regularizer
@@ -445,6 +448,7 @@ class Trainer:
             if run.acc.log_with:
                 run.acc.end_training()
         result.seconds = time.time() - t0
+        result.total_seconds = self._time_before + result.seconds
         return result
 
     def _setup(self) -> _Run:
@@ -517,8 +521,11 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.cfg.save(self.out_dir)
         metrics = self.out_dir / METRICS_FILE
+        self._time_before = 0.0
         if resumed_step is not None:
             _truncate_metrics(metrics, resumed_step)
+            # "time" counts every sitting: a killed one's time up to the checkpoint it left is kept
+            self._time_before = max((float(r.get("time", 0.0)) for r in _read_metrics(metrics)), default=0.0)
         elif metrics.exists():
             metrics.unlink()  # a run that died before its first checkpoint starts over
 
@@ -534,7 +541,7 @@ class Trainer:
                 result.step = step
                 bar.update(1)
                 if step % t.log_every == 0 or step == t.steps:
-                    row["time"] = round(time.time() - t0, 3)
+                    row["time"] = round(self._time_before + time.time() - t0, 3)
                     result.history.append(row)
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
                     if log_file is not None:
