@@ -127,9 +127,8 @@ def rerender(out_dir: str | Path) -> Path:
     from specreg.experiments.report import render
 
     out = Path(out_dir)
-    raw = read_json(out / RESULTS_FILE)
     res = StudyResults.load(out / RESULTS_FILE)
-    if isinstance(raw, dict) and "timing" not in raw:
+    if not res.timing:  # every study run has a timing row since 0.2
         import warnings
 
         warnings.warn(f"{out / RESULTS_FILE} was written by specreg 0.1 and holds the tables only; the report "

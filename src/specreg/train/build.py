@@ -249,19 +249,15 @@ def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: floa
                                else None)
 
 
-def batch_inputs(batch: Any, cfg: Config, device: torch.device, autoencoder: ConvVAE | None = None
-                 ) -> tuple[torch.Tensor, dict[str, Any]]:
+def batch_inputs(batch: Any, cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:
     """A collated batch → (x0 on ``device``, keyword arguments of the model).
 
     Images: ``(x, label)``; labels go to ``class_labels`` only for class-conditional
-    models. Audio: ``(wave, mel)``; the mel spectrogram goes to ``cond``. With an
-    ``autoencoder`` (a latent model) x0 is the images' scaled latents.
+    models. Audio: ``(wave, mel)``; the mel spectrogram goes to ``cond``. A latent model's
+    batches already hold the scaled latents (:class:`LatentDataset`).
     """
     x0, extra = batch[0], batch[1]
     x0 = x0.to(device, non_blocking=True)
-    if autoencoder is not None:
-        with torch.no_grad():
-            x0 = autoencoder.latents(x0)
     if cfg.data.is_audio:
         return x0, {"cond": extra.to(device, non_blocking=True)}
     if cfg.model.num_classes > 0:
