@@ -1,8 +1,9 @@
 """Small shared file I/O, below ``train/`` and ``experiments/``: atomic JSON, sample
 writers (PNG grids, WAV clips) and the step names of checkpoints and sample folders.
 
-Every file a run or a study writes for later reading goes through :func:`write_json`
-(write to a temporary name, then rename: a reader never sees half a file); every
+Every file a run or a study writes for later reading goes through :func:`write_atomic`
+(write to a unique temporary name beside it, then rename: a reader never sees half a
+file, and two writers never share a temporary name); every
 ``step-XXXXXXXX`` name is made by :func:`step_name` and read by :func:`step_of`.
 """
 
@@ -12,6 +13,7 @@ import json
 import math
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,14 +50,27 @@ def read_json(path: str | os.PathLike) -> Any:
         return None
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented UTF-8 JSON atomically (temporary file, then rename)."""
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (str as UTF-8) to ``path`` atomically: into a unique hidden temporary
+    file in the same folder, then ``os.replace``. A kill or an error leaves either the old
+    file or the new one, never half of one, and no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented UTF-8 JSON atomically (:func:`write_atomic`)."""
+    return write_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
 def save_image_grid(x: torch.Tensor, path: str | Path, *, nrow: int | None = None, scale: int = 1) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from specreg._checks import check_all_read, check_choice, check_positive
+from specreg.files import write_atomic
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -294,9 +294,7 @@ def download_fashion_mnist(root: str | os.PathLike, urls: Sequence[str] = FASHIO
                 errors.append(f"{url}: {err}")
                 continue
             _fashion_content(name, raw, f"the download from {url}", verify=True)
-            with tempfile.NamedTemporaryFile(dir=root, delete=False, suffix=".part") as tmp:
-                tmp.write(raw)
-            os.replace(tmp.name, root / name)
+            write_atomic(root / name, raw)
             break
         else:
             raise RuntimeError(f"could not download {name}: " + "; ".join(errors))

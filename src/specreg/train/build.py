@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from specreg.files import step_of
+from specreg.files import step_of, write_atomic
 from specreg.train.checkpoint import CHECKPOINT_DIR, latest_weights, list_checkpoints, load_weights
 from specreg.train.config import (
     CONFIG_FILE,
@@ -143,12 +143,9 @@ class LatentDataset(Dataset):
                 chunks.append(autoencoder.latents(x.to(device)).cpu())
         self.latents = torch.cat(chunks)
         if cached is not None:
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-            save_file({"latents": self.latents.contiguous()}, str(tmp))
-            os.replace(tmp, cached)
+            write_atomic(cached, save({"latents": self.latents.contiguous()}))
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__

@@ -51,7 +51,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from specreg.files import save_audio, save_image_grid, step_name
+from specreg.files import save_audio, save_image_grid, step_name, write_atomic
 from specreg.train.build import (
     batch_inputs,
     build_autoencoder,
@@ -312,9 +312,7 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines after ``step`` (written after the checkpoint we resume from)."""
     rows = [r for r in _read_metrics(path) if r.get("step", 0) <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _flat_hparams(cfg: Config) -> dict[str, Any]:
@@ -672,9 +670,7 @@ def log_band_weights(out_dir: Path, step: int, regularizer: nn.Module, n_sigma: 
             pass
     record["steps"][str(step)] = w.T.tolist()  # [band][sigma]
     record["steps"] = {k: record["steps"][k] for k in sorted(record["steps"], key=int) if int(k) <= step}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(record) + "\n")
     plot_band_weights(record, out_dir / "band_weights.png")
     return path
 
