@@ -309,10 +309,11 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines after ``step`` (written after the checkpoint we resume from)."""
+def _truncate_metrics(path: Path, step: int) -> list[dict[str, Any]]:
+    """Drop log lines after ``step`` (written after the checkpoint we resume from); returns the kept rows."""
     rows = [r for r in _read_metrics(path) if r.get("step", 0) <= step]
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return rows
 
 
 def _flat_hparams(cfg: Config) -> dict[str, Any]:
@@ -521,9 +522,9 @@ class Trainer:
         metrics = self.out_dir / METRICS_FILE
         self._time_before = 0.0
         if resumed_step is not None:
-            _truncate_metrics(metrics, resumed_step)
+            kept = _truncate_metrics(metrics, resumed_step)
             # "time" counts every sitting: a killed one's time up to the checkpoint it left is kept
-            self._time_before = max((float(r.get("time", 0.0)) for r in _read_metrics(metrics)), default=0.0)
+            self._time_before = max((float(r.get("time", 0.0)) for r in kept), default=0.0)
         elif metrics.exists():
             metrics.unlink()  # a run that died before its first checkpoint starts over
 
