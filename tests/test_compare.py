@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -674,3 +675,36 @@ def test_a_study_through_submitit_local_jobs_gives_the_local_results(tiny_run, t
             assert jobs.results.rows[name].stats[key].by_seed == pytest.approx(stat.by_seed, rel=1e-6)
     again = run_compare(raw, tmp_path / "jobs", "tiny", cluster=ClusterOptions("local"))
     assert [s.status for s in again.runs] == ["done"] * 4
+
+
+def test_an_orphaned_worker_takes_no_further_run(monkeypatch):
+    """A pool worker whose parent died (it got SIGTERM, stopped its run at a checkpoint)
+    must exit instead of training the next queued run unseen."""
+    from specreg.experiments import compare
+    from specreg.train import TrainingInterrupted
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code):
+        raise Exited(code)
+
+    started = []
+
+    def fake_execute(spec, ev, threads):
+        started.append(spec)
+        if spec == "dies":  # the parent dies while this run trains: the trainer stops it
+            monkeypatch.setattr(compare, "_parent_pid", os.getppid() + 1)
+            raise TrainingInterrupted("SIGTERM", 5, None)
+        return {"status": "done"}
+
+    monkeypatch.setattr(compare, "execute", fake_execute)
+    monkeypatch.setattr(compare.os, "_exit", fake_exit)
+    monkeypatch.setattr(compare, "_parent_pid", os.getppid())
+    assert compare._execute_in_worker("a", None) == {"status": "done"}  # parent alive: runs
+    with pytest.raises(Exited) as err:  # interrupted by the parent's death: exits, no re-raise
+        compare._execute_in_worker("dies", None)
+    assert err.value.args == (143,)
+    with pytest.raises(Exited):  # the next queued run is never started
+        compare._execute_in_worker("b", None)
+    assert started == ["a", "dies"]

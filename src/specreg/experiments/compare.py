@@ -189,15 +189,32 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Itera
             yield spec, record
 
 
+_parent_pid: int | None = None  # the process that started this worker (set by _worker_init)
+
+
+def _exit_if_orphaned() -> None:
+    """End a pool worker whose parent has died. Its death signal (SIGTERM) stops the run
+    under way at a checkpoint, but the pool would then hand the worker the next run already
+    queued, which would train unseen and race the next invocation's workers."""
+    if _parent_pid is not None and os.getppid() != _parent_pid:
+        os._exit(143)
+
+
 def _execute_in_worker(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
     # one torch thread per process: --jobs N processes share the machine's cores
-    return execute(spec, ev, threads=1)
+    _exit_if_orphaned()
+    try:
+        return execute(spec, ev, threads=1)
+    finally:
+        _exit_if_orphaned()
 
 
 def _worker_init(slots: Any = None, n_gpus: int = 0) -> None:
     """Give the worker its own GPU (slot k → GPU k mod ``n_gpus``, before torch sees CUDA),
     and make it die with the process that started it (Linux): a worker whose parent was
     killed would otherwise finish its run unseen and race the next invocation's workers."""
+    global _parent_pid
+    _parent_pid = os.getppid()
     if slots is not None and n_gpus > 0:
         with slots.get_lock():
             slot = slots.value
