@@ -76,3 +76,43 @@ def test_report_only_on_a_0_1_results_file_says_what_it_lacks(tmp_path):
         warnings.simplefilter("always")
         rerender(tmp_path)
     assert not [w for w in caught if "specreg 0.1" in str(w.message)]
+
+
+def test_plateau_verdicts_against_twice_the_curve_floor():
+    """The last 20 % of a run's steps (at least one interval) decides: a gain beyond twice the
+    curve's floor is "improving", a loss beyond it "worsening", else "flat"; a KID whose floor
+    is negative and a signed bias have no noise scale and get no verdict."""
+    from specreg.experiments.report import plateau_table
+
+    def curve(run, steps, values):
+        return {"run": run, "variant": run, "seed": 0,
+                "points": [{"step": s, "metrics": dict(zip(("lsd", "domain_fd", "domain_kid", "lsd_high_bias"), v))}
+                           for s, v in zip(steps, values)]}
+
+    steps = [2000, 4000, 6000, 8000, 10000]
+    # lsd floor 0.01: the window is 8000 → 10000 (20 % of 10 000 steps)
+    improving = curve("improving", steps, [(0.30, 50, 9, 0.3), (0.2, 30, 5, 0.2), (0.1, 20, 3, 0.1),
+                                           (0.08, 15, 2, 0.05), (0.05, 9, 1, 0.01)])
+    flat = curve("flat", steps, [(0.30, 50, 9, 0.3), (0.2, 30, 5, 0.2), (0.1, 20, 3, 0.1), (0.061, 15, 2, 0.05),
+                                 (0.05, 14, 1, 0.01)])
+    worse = curve("worse", steps, [(0.30, 50, 9, 0.3), (0.2, 30, 5, 0.2), (0.1, 20, 3, 0.1), (0.04, 15, 2, 0.05),
+                                   (0.07, 25, 1, 0.01)])
+    # a coarse curve: one interval (50 % of the run) is the window
+    coarse = curve("coarse", [1000, 2000], [(0.3, 40, 2, 0.1), (0.25, 39, 1, 0.0)])
+    res = StudyResults(study={"evaluation": {}}, columns=["lsd", "domain_fd", "domain_kid", "lsd_high_bias"],
+                       rows={}, floor={"curve_metrics": {"lsd": 0.01, "domain_fd": 2.0, "domain_kid": -0.5,
+                                                         "lsd_high_bias": 0.003}},
+                       curves=[improving, flat, worse, coarse])
+    got = {(e["run"], e["key"]): e for e in res.plateaus()}
+    assert {k for _, k in got} == {"lsd", "domain_fd"}  # no verdict for the KID and the bias
+    assert got[("improving", "lsd")]["verdict"] == "improving"  # 0.03 > 0.02
+    assert got[("improving", "lsd")]["gain"] == pytest.approx(0.03)
+    assert (got[("improving", "lsd")]["from_step"], got[("improving", "lsd")]["to_step"]) == (8000, 10000)
+    assert got[("improving", "domain_fd")]["verdict"] == "improving"  # 6 > 4
+    assert got[("flat", "lsd")]["verdict"] == "flat"  # 0.011 ≤ 0.02
+    assert got[("flat", "domain_fd")]["verdict"] == "flat"  # 1 ≤ 4
+    assert got[("worse", "lsd")]["verdict"] == "worsening" and got[("worse", "domain_fd")]["gain"] == -10
+    assert got[("coarse", "lsd")]["from_step"] == 1000 and got[("coarse", "lsd")]["verdict"] == "improving"
+    assert got[("coarse", "domain_fd")]["verdict"] == "flat"
+    lines = plateau_table(res)
+    assert sum("**still improving**" in line for line in lines) == 3 and len(lines) == 2 + len(got)

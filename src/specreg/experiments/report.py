@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from specreg.experiments.results import StudyResults
+from specreg.experiments.results import PLATEAU_TAIL, StudyResults
 from specreg.experiments.stats import Stat
 from specreg.metrics.registry import ARROWS, find_key
 
@@ -110,6 +110,19 @@ def curve_table(res: StudyResults) -> list[str]:
     fm = res.floor.get("curve_metrics") or {}
     lines.append(row([f"real vs real ({min(ev.get('curve_samples', 0), ev.get('n_samples', 0))} samples)", "",
                       *["n/a (paired)" if _paired(k) else fmt(fm.get(k)) for k in cols]]))
+    return lines
+
+
+def plateau_table(res: StudyResults) -> list[str]:
+    entries = res.plateaus()
+    if not entries:
+        return []
+    lines = [row(["run", "metric", "steps", "start → end", "gain", "2 × floor", "verdict"]), "|---" * 7 + "|"]
+    for e in entries:
+        verdict = {"flat": "stopped improving", "improving": "**still improving**", "worsening": "worsening"}
+        lines.append(row([e["run"], e["key"], f"{e['from_step']} → {e['to_step']}",
+                          f"{fmt(e['start'])} → {fmt(e['end'])}", fmt(e["gain"], 2), fmt(e["bound"], 2),
+                          verdict[e["verdict"]]]))
     return lines
 
 
@@ -216,6 +229,7 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
     legend = [f"- **{k}**: {res.labels.get(k, '')}" for k in res.columns]
     diverged = [f"- {name}/seed{d['seed']}: {d.get('error', '')}" for name, r in res.rows.items() for d in r.diverged]
     grid, curves, reach = lambda_grid_table(res), curve_table(res), reach_table(res)
+    flat = plateau_table(res)
     times, total_train = timing_table(res)
     bands = [f"**{n}** (seed {r.samples_seed})\n\n![{n}]({r.band_weights})\n" for n, r in res.rows.items()
              if r.band_weights]
@@ -244,6 +258,11 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
            "variants that ask for a curve): a run is long enough when its numbers stop improving well before the "
            "last row.",
            nl.join(curves)] if curves else []),
+        *([f"Has each run stopped improving? The gain of each metric over the last {PLATEAU_TAIL:.0%} of its "
+           "steps (at least one curve interval; positive: better), against twice the curve's noise floor, for "
+           "the distances whose floor is positive (a KID or a bias has no such noise scale): \"stopped "
+           "improving\" when the gain is within it.",
+           nl.join(flat)] if flat else []),
         *(["## Steps to reach the baseline",
            "For variants measured along training on several seeds: the first measured step at which a seed is at "
            "least as good as its baseline's final value at the same seed (its last curve point, on as many samples "
@@ -279,6 +298,6 @@ def write_report(res: StudyResults, out: Path) -> Path:
     return path
 
 
-__all__ = ["curve_table", "fmt", "lambda_grid_table", "reach_table", "render", "results_table", "timing_table",
-           "write_report"]
+__all__ = ["curve_table", "fmt", "lambda_grid_table", "plateau_table", "reach_table", "render", "results_table",
+           "timing_table", "write_report"]
 

@@ -5,7 +5,8 @@ every tabulated key over seeds (with the per-seed values), the noise floor, the 
 curves, the timings, the spectra, links to samples — and the comparisons derived from
 it: the best row per key, each row's difference to its baseline and whether it is
 resolved, the automatic-λ-against-its-grid comparison and, for runs measured along
-training, the steps each variant needs to reach its baseline's final value. The report
+training, the steps each variant needs to reach its baseline's final value and whether
+each measured run had stopped improving at its end. The report
 (:mod:`specreg.experiments.report`) only renders this object, and tests read numbers
 from it, never from markdown. ``StudyResults.load`` also reads the ``results.json`` of
 earlier versions (they lack curves, timings and spectra).
@@ -60,6 +61,9 @@ class Row:
                    diverged=list(raw.get("diverged") or []), spectrum=raw.get("spectrum"),
                    samples=raw.get("samples"), samples_seed=raw.get("samples_seed"),
                    band_weights=raw.get("band_weights"))
+
+
+PLATEAU_TAIL = 0.2  # StudyResults.plateaus: the share of a run's steps whose gain decides "flat"
 
 
 @dataclass
@@ -226,6 +230,37 @@ class StudyResults:
                             "reached": len(reached), "seeds": len(by_seed)})
         return out
 
+    def plateaus(self, tail: float = PLATEAU_TAIL) -> list[dict[str, Any]]:
+        """Has each measured run stopped improving? Per curve and distance key whose
+        real-vs-real floor f at the curve's sample size is positive (FD, LSD: a biased
+        estimator's level, the scale of its sampling noise; an unbiased KID or a signed bias
+        has none): the gain Δ = v(start) − v(last) over the last ``tail`` of the run's steps
+        (at least one curve interval), against 2f. ``verdict``: "improving" if Δ > 2f,
+        "worsening" if Δ < −2f, else "flat"; a run is long enough for a key when it is not
+        "improving"."""
+        from specreg.metrics.registry import find_key
+
+        floors = self.floor.get("curve_metrics") or {}
+        out = []
+        for c in self.curves:
+            pts = c["points"]
+            if len(pts) < 2:
+                continue
+            last = pts[-1]
+            window = max(pts[-1]["step"] - pts[-2]["step"], tail * last["step"])
+            start = max((p for p in pts[:-1] if p["step"] <= last["step"] - window + 1e-9),
+                        key=lambda p: p["step"], default=pts[0])
+            for key in self.columns:
+                spec, f = find_key(key), floors.get(key)
+                a, b = start["metrics"].get(key), last["metrics"].get(key)
+                if spec is None or not spec.distance or f is None or not f > 0 or a is None or b is None:
+                    continue
+                gain, bound = spec.score(a) - spec.score(b), 2 * float(f)
+                verdict = "improving" if gain > bound else "worsening" if gain < -bound else "flat"
+                out.append({"run": c["run"], "key": key, "from_step": start["step"], "to_step": last["step"],
+                            "start": a, "end": b, "gain": gain, "bound": bound, "verdict": verdict})
+        return out
+
 
 # ============================================================================ building it from a study's runs
 
@@ -308,4 +343,5 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
         device=device_text(), platform=platform.platform(), wall_s=wall_s)
 
 
-__all__ = ["INVOCATIONS_FILE", "RESULTS_FILE", "Row", "StudyResults", "collect", "device_text", "versions"]
+__all__ = ["INVOCATIONS_FILE", "PLATEAU_TAIL", "RESULTS_FILE", "Row", "StudyResults", "collect", "device_text",
+           "versions"]
