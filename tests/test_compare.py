@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from specreg.data.audio import ASTERISK_ROOT
 from specreg.data.images import FASHION_MNIST_ROOT, TextureCrops
@@ -24,7 +25,6 @@ from specreg.experiments.results import StudyResults, collect
 from specreg.experiments.runner import measure_floor
 from specreg.experiments.stats import Stat
 from specreg.train.checkpoint import list_checkpoints
-from safetensors.torch import load_file
 
 STUDIES = Path(__file__).resolve().parents[1] / "configs" / "studies"
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "specreg" / "configs" / "studies"
@@ -352,7 +352,7 @@ def test_differences_pair_by_seed_as_scipy_t_tests_do():
         return Stat.of(vals)
 
     rng = np.random.default_rng(0)
-    for trial in range(200):
+    for _ in range(200):
         n = int(rng.integers(2, 6))
         seed_effect = rng.normal(0, 1, n)  # shared by both rows: what pairing removes
         a = seed_effect + rng.normal(0, 0.1, n) + rng.choice([0.0, 0.1, 0.3])

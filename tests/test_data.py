@@ -21,8 +21,8 @@ from specreg.data import (
     FASHION_MNIST_ROOT,
     AsteriskSpeech,
     AudioFolder,
-    ChecksumError,
     Checkerboards,
+    ChecksumError,
     FashionMNIST,
     ImageFolder,
     LogMel,
@@ -183,7 +183,8 @@ def test_image_folder(tmp_path):
     # one rule for unreadable files: refused, with their count and names (never skipped)
     for cache in (True, False):
         with pytest.raises(ValueError, match=r"root='.*' holds 4 of 7 image files that cannot be read: "
-                                             r"cats/corrupt.png \(.*\); dogs/truncated.png .*; empty.jpg .*; notes.png"):
+                                             r"cats/corrupt.png \(.*\); dogs/truncated.png .*; empty.jpg .*; "
+                                             r"notes.png"):
             ImageFolder(tmp_path, size=16, class_folders=True, cache=cache)
     for name in ("cats/corrupt.png", "dogs/truncated.png", "notes.png", "empty.jpg"):
         (tmp_path / name).unlink()

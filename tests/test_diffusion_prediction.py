@@ -163,7 +163,7 @@ def test_gradcheck_float64():
     x_t, out = _tensors((3, 2), seed=9)
     alpha_bar = torch.tensor([0.9, 0.5, 0.01], dtype=torch.float64)
     for prediction in ("eps", "v"):
-        torch.autograd.gradcheck(lambda p, x: x0_from_pred(p, x, prediction=prediction, alpha_bar=alpha_bar),
+        torch.autograd.gradcheck(lambda p, x, k=prediction: x0_from_pred(p, x, prediction=k, alpha_bar=alpha_bar),
                                  (out.requires_grad_(True), x_t.requires_grad_(True)))
     t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
     torch.autograd.gradcheck(lambda p, x: x0_from_pred(p, x, prediction="flow", t=t), (out, x_t))

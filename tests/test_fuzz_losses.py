@@ -37,8 +37,7 @@ import torch
 
 hypothesis = pytest.importorskip("hypothesis")
 import pywt  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from specreg.losses.registry import build_loss, loss_names  # noqa: E402
 from specreg.transforms.wavelet import MODES  # noqa: E402

@@ -219,8 +219,8 @@ FEATURES = {  # a use of a feature without its extra → the extra its one-line 
     "from specreg.train import Trainer": "train",
     "from specreg.data import TextureCrops; TextureCrops(('brick',), size=8, n=1)": "train",
     "from specreg.data import ImageFolder; ImageFolder('.', size=8)": "train",
-    "import numpy as np; from specreg.metrics import plot_spectra; plot_spectra({'a': (np.arange(1, 4.0), np.ones(3))})":
-        "metrics",
+    "import numpy as np; from specreg.metrics import plot_spectra; "
+    "plot_spectra({'a': (np.arange(1, 4.0), np.ones(3))})": "metrics",
     "import numpy as np; from specreg.metrics.audio import pesq; s = 0.5 * np.sin(np.arange(8000) * 0.05); "
     "pesq(s, s, 8000)": "audio",
 }
