@@ -117,9 +117,9 @@ def plateau_table(res: StudyResults) -> list[str]:
     entries = res.plateaus()
     if not entries:
         return []
+    verdict = {"flat": "stopped improving", "improving": "**still improving**", "worsening": "worsening"}
     lines = [row(["run", "metric", "steps", "start → end", "gain", "2 × floor", "verdict"]), "|---" * 7 + "|"]
     for e in entries:
-        verdict = {"flat": "stopped improving", "improving": "**still improving**", "worsening": "worsening"}
         lines.append(row([e["run"], e["key"], f"{e['from_step']} → {e['to_step']}",
                           f"{fmt(e['start'])} → {fmt(e['end'])}", fmt(e["gain"], 2), fmt(e["bound"], 2),
                           verdict[e["verdict"]]]))

@@ -247,8 +247,8 @@ class StudyResults:
             if len(pts) < 2:
                 continue
             last = pts[-1]
-            window = max(pts[-1]["step"] - pts[-2]["step"], tail * last["step"])
-            start = max((p for p in pts[:-1] if p["step"] <= last["step"] - window + 1e-9),
+            window = max(last["step"] - pts[-2]["step"], tail * last["step"])
+            start = max((p for p in pts[:-1] if p["step"] <= last["step"] - window),
                         key=lambda p: p["step"], default=pts[0])
             for key in self.columns:
                 spec, f = find_key(key), floors.get(key)
