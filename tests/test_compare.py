@@ -556,6 +556,32 @@ def test_studies_shipped_in_the_package_resolve(path, tmp_path):
         assert plan_runs(load_study(path.stem, profile), tmp_path / profile)
 
 
+def test_a_study_extends_another_keeping_its_rows(tmp_path):
+    """``extends``: the parent's keys, the child's top-level keys replacing them whole, profiles
+    merged by name; the resolution study's 32×32 twin shares the 64×64 rows and pretrains
+    exactly §3's baseline (the same run identity)."""
+    parent = write_study(tmp_path / "parent.yaml", {**tiny_study(), "overrides": ["data.size=16"],
+                                                    "profiles": {"tiny": tiny_study()["profiles"]["tiny"],
+                                                                 "other": {"seeds": [3]}}})
+    child = write_study(tmp_path / "child.yaml", {"extends": parent.name, "name": "child", "overrides": [],
+                                                 "profiles": {"tiny": {"seeds": [1]}}})
+    a, b = load_study(parent, "tiny"), load_study(child, "tiny")
+    assert [v.name for v in b.variants] == [v.name for v in a.variants] and b.name == "child"
+    assert "data.size=16" in a.overrides and "data.size=16" not in b.overrides and b.seeds == (1,)
+    assert load_study(child, "other").seeds == (3,)
+    loop = write_study(tmp_path / "loop.yaml", {"extends": "loop.yaml"})
+    with pytest.raises(ValueError, match="extends='loop.yaml' leads back to itself"):
+        load_study(loop, "tiny")
+    with pytest.raises(ValueError, match="extends=3 is not accepted"):
+        load_study(write_study(tmp_path / "bad.yaml", {"extends": 3}), "tiny")
+    twin = plan_runs(load_study(STUDIES / "resolution_textures_32.yaml", "small"), tmp_path / "t")
+    sec3 = plan_runs(load_study(STUDIES / "images_textures_finetune.yaml", "small"), tmp_path / "s")
+    assert twin[0].protocol == sec3[0].protocol == "pretrain" and twin[0].key == sec3[0].key
+    big = plan_runs(load_study(STUDIES / "resolution_textures_64.yaml", "small"), tmp_path / "b")
+    assert big[0].config["data"]["size"] == 64 and twin[0].config["data"]["size"] == 32
+    assert [s.variant for s in big[1:]] == [s.variant for s in twin[1:]]
+
+
 def test_shipped_studies_exist():
     names = {p.stem for p in STUDIES.glob("*.yaml")}
     assert {"toy_checkerboard", "images_textures", "images_textures_finetune", "images_fashion",

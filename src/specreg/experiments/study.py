@@ -4,6 +4,7 @@ A *study* file (YAML) says what to train, how often, and how to measure it::
 
     name: images_textures
     base: demo                          # built-in config name, or a YAML path (relative to the study)
+    extends: other.yaml                 # optional: start from another study (its keys; profiles merged by name)
     overrides: [data.n=4096]            # applied to every run
     seeds: [0, 1, 2]                    # train.seed of each repetition
     baseline: baseline                  # the row the others are measured against
@@ -52,6 +53,7 @@ an unknown key, a wrong type or a value out of range names its dotted key the sa
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -246,7 +248,8 @@ def find_study(study: str | Path) -> Path:
                      "configs/studies/images_textures.yaml) or the name of a shipped study")
 
 
-def _read(study: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str, Path | None]:
+def _read(study: str | Path | Mapping[str, Any], _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], str,
+                                                                                        Path | None]:
     if isinstance(study, Mapping):
         return dict(study), "<mapping>", None
     path = find_study(study)
@@ -256,7 +259,31 @@ def _read(study: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any], str, P
         raise ValueError(f"study {str(path)!r} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"study {str(path)!r} must be a mapping of keys to values")
+    if "extends" in raw:
+        raw = _extend(raw, path, _seen)
     return raw, str(path), path.parent
+
+
+def _extend(raw: dict[str, Any], path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A study that ``extends`` another (a path relative to it): the parent's keys, each
+    top-level key the child gives replacing the parent's whole, and ``profiles`` merged by
+    name (a child profile replaces the parent's profile of that name). Two studies that
+    differ in data but share their rows keep the rows in one file."""
+    parent = raw.pop("extends")
+    if not isinstance(parent, str) or not parent.endswith((".yaml", ".yml")):
+        raise ValueError(f"study {str(path)!r}: extends={parent!r} is not accepted; expected the path of another "
+                         "study YAML file, relative to this one")
+    target = Path(parent) if Path(parent).is_absolute() else path.parent / parent
+    if target.resolve() in seen or target.resolve() == path.resolve():
+        raise ValueError(f"study {str(path)!r}: extends={parent!r} leads back to itself")
+    if not target.is_file():
+        raise ValueError(f"study {str(path)!r}: extends={parent!r} is not a file")
+    base, _, _ = _read(target, (*seen, path.resolve()))
+    if "base" in base and "base" not in raw and str(base["base"]).endswith((".yaml", ".yml")) \
+            and not Path(base["base"]).is_absolute():  # the parent's base config, relative to the parent
+        base["base"] = os.path.relpath(target.parent / base["base"], path.parent)
+    profiles = {**(base.get("profiles") or {}), **(raw.pop("profiles", None) or {})}
+    return {**base, **raw, "profiles": profiles}
 
 
 def load_study(study: str | Path | Mapping[str, Any], profile: str = "small") -> Study:
