@@ -1,0 +1,130 @@
+"""A difference of differences between two studies that share their rows: does a loss help
+more in study B (e.g. 64×64) than in study A (e.g. 32×32)?
+
+For a row r, a result key k and a study S, each seed s gives the paired change against
+that study's own baseline, in the key's *score* (smaller is better: the value for "lower"
+keys, its negative for "higher", its size for signed keys ranked toward 0)::
+
+    d_S(s) = score(r_s) − score(baseline_s),     Δ_S = mean_s d_S(s)
+
+with the paired half-width t₀.₉₇₅(n−1)·sd(d)/√n (a negative Δ helps). The two studies
+train different models from different pretrainings, so nothing pairs across them: the
+contrast Δ_B − Δ_A gets Welch's half-width from the two sets of per-seed differences.
+A row *supports* "helps more in B" when Δ_B < 0 is resolved (beyond its half-width and,
+for distances, twice B's noise floor) and Δ_B − Δ_A < 0 is resolved.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from specreg.experiments.results import StudyResults
+from specreg.experiments.stats import t975
+
+
+@dataclass
+class Delta:
+    """A mean change and its 95 % half-width (None: fewer than two seeds)."""
+
+    mean: float
+    half_width: float | None
+    n: int
+
+    def resolved(self, at_least: float = 0.0) -> bool:
+        return self.half_width is not None and math.isfinite(self.mean) and \
+            abs(self.mean) > max(self.half_width, at_least)
+
+
+@dataclass
+class ContrastCell:
+    """One row × key: Δ in study A, Δ in study B, and Δ_B − Δ_A."""
+
+    row: str
+    key: str
+    a: Delta
+    b: Delta
+    contrast: Delta
+    supports: bool
+
+
+def _score(key: str, value: float) -> float:
+    from specreg.metrics.registry import find_key
+
+    spec = find_key(key)
+    return spec.score(value) if spec is not None and spec.ranked else value
+
+
+def paired_change(res: StudyResults, row: str, key: str) -> tuple[Delta, list[float]]:
+    """Δ of ``row`` against its baseline in ``res`` for ``key`` (module docstring), and the
+    per-seed differences it came from."""
+    r = res.rows[row]
+    base = r.variant.get("baseline") or res.study.get("baseline")
+    if base is None or base not in res.rows or key not in r.stats or key not in res.rows[base].stats:
+        return Delta(math.nan, None, 0), []
+    a, b = r.stats[key].by_seed, res.rows[base].stats[key].by_seed
+    d = [_score(key, a[s]) - _score(key, b[s]) for s in sorted(set(a) & set(b))
+         if math.isfinite(a[s]) and math.isfinite(b[s])]
+    if len(d) < 2:
+        return Delta(statistics.fmean(d) if d else math.nan, None, len(d)), d
+    return Delta(statistics.fmean(d), t975(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)), len(d)), d
+
+
+def welch(a: list[float], b: list[float]) -> Delta:
+    """mean(b) − mean(a) with Welch's 95 % half-width."""
+    if len(a) < 2 or len(b) < 2:
+        return Delta(math.nan, None, 0)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = statistics.fmean(b) - statistics.fmean(a)
+    if va + vb == 0:
+        return Delta(diff, 0.0, len(a) + len(b))
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return Delta(diff, t975(df) * math.sqrt(va + vb), len(a) + len(b))
+
+
+def contrast(a: StudyResults, b: StudyResults, keys: list[str] | None = None) -> list[ContrastCell]:
+    """Every row the two studies share (their baseline excepted) × every key both tabulate."""
+    from specreg.metrics.registry import find_key
+
+    keys = keys or [k for k in b.columns if k in a.columns]
+    floor_b = (b.floor.get("metrics") or {})
+    cells = []
+    for row in [r for r in b.rows if r in a.rows]:
+        if not (b.rows[row].variant.get("baseline") or b.study.get("baseline")) or row == b.study.get("baseline"):
+            continue
+        for key in keys:
+            da, sa = paired_change(a, row, key)
+            db, sb = paired_change(b, row, key)
+            spec = find_key(key)
+            fb = floor_b.get(key)
+            at_least = 2 * abs(fb) if spec is not None and spec.distance and isinstance(fb, (int, float)) else 0.0
+            c = welch(sa, sb)
+            supports = db.resolved(at_least) and db.mean < 0 and c.resolved() and c.mean < 0
+            cells.append(ContrastCell(row, key, da, db, c, supports))
+    return cells
+
+
+def _fmt(d: Delta) -> str:
+    if not math.isfinite(d.mean):
+        return "—"
+    hw = "" if d.half_width is None else f" ± {d.half_width:.3g}"
+    return f"{d.mean:+.3g}{hw}"
+
+
+def render(cells: list[ContrastCell], label_a: str, label_b: str) -> str:
+    """A markdown table: one line per row × key."""
+    lines = [f"| row | key | Δ {label_a} | Δ {label_b} | Δ {label_b} − Δ {label_a} | supports |",
+             "|---|---|---|---|---|---|"]
+    for c in cells:
+        lines.append(f"| {c.row} | {c.key} | {_fmt(c.a)} | {_fmt(c.b)} | {_fmt(c.contrast)} | "
+                     f"{'yes' if c.supports else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(cells: list[ContrastCell]) -> list[dict[str, Any]]:
+    return [asdict(c) for c in cells]
+
+
+__all__ = ["ContrastCell", "Delta", "contrast", "paired_change", "render", "to_json", "welch"]

@@ -1,0 +1,54 @@
+"""The difference of differences between two studies (specreg.experiments.contrast),
+against scipy's paired and Welch t intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from specreg.experiments.contrast import contrast, render
+from specreg.experiments.results import StudyResults
+
+
+def study(values: dict[str, dict[str, list[float]]], floor: dict[str, float]) -> StudyResults:
+    """A results object with rows {name: {key: per-seed values}}, 'base' the baseline."""
+    rows = {name: {"variant": {"name": name, "baseline": None if name == "base" else "base"},
+                   "stats": {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)), "n": len(v),
+                                 "by_seed": {str(s): x for s, x in enumerate(v)}} for k, v in keys.items()}}
+            for name, keys in values.items()}
+    return StudyResults.from_dict({"study": {"baseline": "base", "variants": []}, "columns": ["lsd", "lsd_high_bias"],
+                                   "rows": rows, "floor": {"metrics": floor}})
+
+
+def test_deltas_match_scipy_paired_and_welch_intervals():
+    rng = np.random.default_rng(0)
+    b32, l32 = rng.normal(0.1, 0.01, 3), rng.normal(0.1, 0.01, 3)
+    b64, l64 = rng.normal(0.2, 0.01, 4), rng.normal(0.15, 0.01, 4)
+    bias = {"base": [0.05, 0.06, 0.04], "loss": [-0.02, -0.01, -0.03]}
+    a = study({"base": {"lsd": list(b32), "lsd_high_bias": bias["base"]},
+               "loss": {"lsd": list(l32), "lsd_high_bias": bias["loss"]}}, {"lsd": 0.001})
+    b = study({"base": {"lsd": list(b64), "lsd_high_bias": bias["base"]},
+               "loss": {"lsd": list(l64), "lsd_high_bias": bias["loss"]}}, {"lsd": 0.001})
+    cells = {c.key: c for c in contrast(a, b)}
+    lsd = cells["lsd"]
+    for got, x, y in ((lsd.a, l32, b32), (lsd.b, l64, b64)):
+        ci = stats.ttest_rel(x, y).confidence_interval()
+        assert got.mean == pytest.approx(np.mean(x - y))
+        assert got.half_width == pytest.approx((ci.high - ci.low) / 2)
+    w = stats.ttest_ind(l64 - b64, l32 - b32, equal_var=False).confidence_interval()
+    assert lsd.contrast.mean == pytest.approx(np.mean(l64 - b64) - np.mean(l32 - b32))
+    assert lsd.contrast.half_width == pytest.approx((w.high - w.low) / 2)
+    assert lsd.supports  # helps at 64 (−0.05) and more than at 32 (≈ 0)
+    # a signed key is scored by its size: |bias| 0.05 → 0.02 is a gain of 0.03, equal in both
+    bias_cell = cells["lsd_high_bias"]
+    assert bias_cell.b.mean == pytest.approx(-0.03) and bias_cell.contrast.mean == pytest.approx(0.0)
+    assert not bias_cell.supports
+    assert "| loss | lsd |" in render(list(cells.values()), "32×32", "64×64")
+
+
+def test_a_change_inside_twice_the_floor_supports_nothing():
+    a = study({"base": {"lsd": [0.1, 0.1, 0.1]}, "loss": {"lsd": [0.1, 0.1, 0.1]}}, {"lsd": 0.01})
+    b = study({"base": {"lsd": [0.2, 0.21, 0.2]}, "loss": {"lsd": [0.19, 0.2, 0.19]}}, {"lsd": 0.01})
+    (cell,) = contrast(a, b, ["lsd"])
+    assert cell.b.mean == pytest.approx(-0.01) and cell.b.resolved() and not cell.supports
