@@ -76,7 +76,7 @@ class NetworkTrainer:
         t = torch.sigmoid(args.sigmoid_scale * torch.randn(latents.shape[0], device=latents.device))
         t = (t * args.discrete_flow_shift) / (1 + (args.discrete_flow_shift - 1) * t)
         timesteps = t * 1000.0 + 1
-        t = t.view(-1, 1, 1, 1)
+        t = t.view(-1, *([1] * (latents.ndim - 1)))  # images (B, C, H, W) and video (B, C, F, H, W)
         return (1 - t) * latents + t * noise, timesteps
 
     def call_dit(self, args: argparse.Namespace, accelerator: Any, transformer: Any, latents: torch.Tensor,
