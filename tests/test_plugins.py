@@ -223,6 +223,13 @@ def test_check_flow_convention_accepts_only_the_right_target(target):
         if setting == target:
             assert check.max_error < 1e-5 and check.target_error == 0.0
     torch.testing.assert_close(check.t, torch.tensor([0.02, 0.5, 0.97]), rtol=0, atol=1e-6)
+    # bfloat16 tensors, latents of small scale (as a VAE's can be): rounding stays within rtol
+    small = 0.1 * x0
+    t_b = torch.tensor([0.02, 0.5, 0.97]).view(-1, 1, 1, 1)
+    small_target = {"noise_minus_x0": eps - small, "x0_minus_noise": small - eps, "x0": small}[target]
+    low = [v.bfloat16() for v in (small_target, (1 - t_b) * small + t_b * eps, small, eps)]
+    for setting in ("noise_minus_x0", "x0_minus_noise", "x0"):
+        assert check_flow_convention(*low, target=setting).ok == (setting == target), setting
 
 
 def test_check_flow_convention_refuses_a_scaled_noise_and_reads_layouts():

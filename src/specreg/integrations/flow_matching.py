@@ -135,7 +135,7 @@ class FlowConventionCheck:
             unlike ``max_error`` it does not shrink with t.
         noising_error: max |x_t − (1 − t)·x0 − t·ε| with t from :func:`flow_time`: not
             0 where the trainer scales or clips its noise.
-        scale: max |x0|, the yardstick of the three errors.
+        scale: the larger of max |x0| and max |ε|, the yardstick of the three errors.
         t: the flow time of each sample (B,).
         ok: every error ≤ rtol·scale: x̂0 = x0, so every spectral loss of a perfect model
             is zero up to the same rounding.
@@ -160,14 +160,15 @@ def check_flow_convention(trainer_target: torch.Tensor, x_t: torch.Tensor, x0: t
     be x0, so that every spectral term of a perfect model is zero. Where it is not,
     ``target=`` or ``layout=`` is wrong for this trainer, or its noising is not
     x_t = (1 − t)·x0 + t·ε (a scaled or clipped noise, as HiDream-O1's), which no setting
-    serves. ``rtol`` (relative to max |x0|) covers bfloat16 rounding.
+    serves. ``rtol`` (relative to the larger of max |x0| and max |ε|) covers bfloat16
+    rounding.
 
     Args:
         trainer_target: the trainer's target tensor, in the layout ``layout``.
         x_t, x0, noise: the noisy input, clean latents and noise, in the same layout and
             shape as ``trainer_target``.
         target, layout: the setting under test (see :func:`flow_matching_term`).
-        rtol: the accepted error relative to max |x0|.
+        rtol: the accepted error relative to the larger of max |x0| and max |ε|.
 
     Returns:
         A :class:`FlowConventionCheck`; assert ``.ok`` in a test of your trainer.
@@ -194,7 +195,7 @@ def check_flow_convention(trainer_target: torch.Tensor, x_t: torch.Tensor, x0: t
     max_error = float((flow_x0_hat(trainer_target, x_t, t, target) - x0).abs().max())
     target_error = float((trainer_target - expected).abs().max())
     noising_error = float((x_t - (1 - t_b) * x0 - t_b * noise).abs().max())
-    scale = float(x0.abs().max())
+    scale = max(float(x0.abs().max()), float(noise.abs().max()))
     ok = max(max_error, target_error, noising_error) <= rtol * scale
     return FlowConventionCheck(max_error=max_error, target_error=target_error, noising_error=noising_error,
                                scale=scale, t=t, ok=ok)
