@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,13 @@ class Precond(nn.Module):
         return denoised, logvar
 
 
-def lam_arg(text: str) -> float | str:
-    """λ on the command line: a number, or a policy name ("edm", "snr")."""
+def lam_arg(text: str) -> float | str | dict:
+    """λ on the command line: a number, a policy name ("edm", "snr", "auto") or JSON
+    such as '{"auto": {"ratio": 0.2}}'."""
     try:
         return float(text)
     except ValueError:
-        return text
+        return json.loads(text) if text.lstrip().startswith("{") else text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,7 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--loss", default="haar", help="spectral loss name for specreg.build_loss (e.g. haar, "
                    "fourier_amp, fourier_ap_weighted)")
-    p.add_argument("--lam", type=lam_arg, default=0.1, help='λ: a number, "edm" or "snr"')
+    p.add_argument("--lam", type=lam_arg, default=0.1, help='λ: a number, "edm", "snr", "auto" or '
+                   'JSON such as \'{"auto": {"ratio": 0.2}}\'')
     p.add_argument("--sigma-max", type=float, default=None, help="apply the term only where σ ≤ this")
     # EDM2's ImageNet presets use P_mean −0.4 (512², latents) and −0.8 (64², pixels).
     p.add_argument("--P-mean", type=float, default=-0.8)
@@ -126,9 +129,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(args.seed))
 
-    # What train_edm2.py puts in its config; plain values, so EDM2 can log them as JSON.
+    # What train_edm2.py puts in its config: plain values, which it prints and saves as JSON
+    # before training (so the loss is built here from the JSON round trip, as a resumed run is).
     loss_kwargs = dict(class_name="specreg.integrations.edm2.SpectralEDM2Loss", P_mean=args.P_mean,
                        P_std=args.P_std, loss=args.loss, lam=args.lam, sigma_max=args.sigma_max)
+    loss_kwargs = json.loads(json.dumps(loss_kwargs, indent=2))
     loss_fn = construct_class_by_name(**loss_kwargs)
     net = Precond(unet_preset("cpu32s")).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.9, 0.99))

@@ -70,13 +70,18 @@ class NetworkTrainer:
     """The part of musubi-tuner's ``NetworkTrainer`` that a training step goes through."""
 
     def get_noisy_model_input_and_timesteps(self, args: argparse.Namespace, noise: torch.Tensor,
-                                            latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # musubi's --timestep_sampling shift: a shifted sigmoid of a normal draw, then
-        # network timesteps 1000·t + 1.
-        t = torch.sigmoid(args.sigmoid_scale * torch.randn(latents.shape[0], device=latents.device))
-        t = (t * args.discrete_flow_shift) / (1 + (args.discrete_flow_shift - 1) * t)
+                                            latents: torch.Tensor, timesteps: list[float] | None,
+                                            noise_scheduler: Any, device: torch.device,
+                                            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # musubi's --timestep_sampling shift: a shifted sigmoid of a normal draw (or the
+        # batch's bucketed t), then network timesteps 1000·t + 1.
+        if timesteps is not None:
+            t = torch.as_tensor(timesteps, device=device, dtype=torch.float32)
+        else:
+            t = torch.sigmoid(args.sigmoid_scale * torch.randn(latents.shape[0], device=device))
+            t = (t * args.discrete_flow_shift) / (1 + (args.discrete_flow_shift - 1) * t)
         timesteps = t * 1000.0 + 1
-        t = t.view(-1, 1, 1, 1)
+        t = t.view(-1, *([1] * (latents.ndim - 1)))  # images (B, C, H, W) and video (B, C, F, H, W)
         return (1 - t) * latents + t * noise, timesteps
 
     def call_dit(self, args: argparse.Namespace, accelerator: Any, transformer: Any, latents: torch.Tensor,
@@ -84,12 +89,15 @@ class NetworkTrainer:
                  timesteps: torch.Tensor, network_dtype: torch.dtype, **kwargs: Any) -> DiTOutput:
         raise NotImplementedError("subclass must implement `call_dit`")
 
-    def process_batch(self, args: argparse.Namespace, accelerator: Any, transformer: Any, batch: dict[str, Any],
-                      latents: torch.Tensor, noise: torch.Tensor, global_step: int) -> tuple[torch.Tensor, dict]:
-        noisy_model_input, timesteps = self.get_noisy_model_input_and_timesteps(args, noise, latents)
+    def process_batch(self, args: argparse.Namespace, accelerator: Any, transformer: Any, network: Any,
+                      batch: dict[str, Any], latents: torch.Tensor, noise: torch.Tensor, noise_scheduler: Any,
+                      dit_dtype: torch.dtype, network_dtype: torch.dtype, vae: Any,
+                      global_step: int) -> tuple[torch.Tensor, dict]:
+        noisy_model_input, timesteps = self.get_noisy_model_input_and_timesteps(
+            args, noise, latents, batch.get("timesteps"), noise_scheduler, latents.device, dit_dtype)
         output = self.call_dit(args, accelerator, transformer, latents, batch, noise, noisy_model_input, timesteps,
-                               torch.float32)
-        return self.compute_loss(args, output, timesteps, None, torch.float32, torch.float32, global_step)
+                               network_dtype)
+        return self.compute_loss(args, output, timesteps, noise_scheduler, dit_dtype, network_dtype, global_step)
 
     def compute_loss(self, args: argparse.Namespace, output: DiTOutput, timesteps: torch.Tensor,
                      noise_scheduler: Any, dit_dtype: torch.dtype, network_dtype: torch.dtype,
@@ -184,7 +192,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     for step, (images, _) in zip(range(args.steps), batches(loader)):
         latents = encode(images.to(device))
         noise = torch.randn_like(latents)
-        loss, metrics = trainer.process_batch(args, None, dit, {}, latents, noise, step)
+        loss, metrics = trainer.process_batch(args, None, dit, None, {}, latents, noise, None, torch.float32,
+                                              torch.float32, None, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -26,6 +26,8 @@ Data: Fashion-MNIST padded to 32×32 in [−1, 1] (the Debian package
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,11 +47,44 @@ def append_dims(x: torch.Tensor, target_dims: int) -> torch.Tensor:
 
 
 try:  # the real class, where k-diffusion imports (it needs a torchvision matching torch)
-    from k_diffusion.layers import Denoiser
+    from k_diffusion.layers import Denoiser, dct, freq_weight_nd
 
     HAVE_K_DIFFUSION = True
 except (ImportError, RuntimeError, OSError):
     HAVE_K_DIFFUSION = False
+
+    def dct(x: torch.Tensor) -> torch.Tensor:
+        """Orthonormal DCT-II over the last 2 (B, C, H, W) or 3 (B, C, F, H, W) dims.
+
+        X[k] = s_k·Σ_n x[n]·cos(π(2n + 1)k/(2N)), s_0 = √(1/N), s_k = √(2/N): the orthonormal
+        transform, as k-diffusion's (torch has no DCT; a matrix product per axis is exact
+        and small at these sizes).
+        """
+        if x.ndim not in (4, 5):
+            raise ValueError(f"dct needs (B, C, H, W) or (B, C, F, H, W) input; got shape {tuple(x.shape)}")
+        for dim in range(2, x.ndim):
+            n = x.shape[dim]
+            k = torch.arange(n, dtype=torch.float64)[:, None]
+            basis = torch.cos(math.pi * (2 * torch.arange(n, dtype=torch.float64) + 1) * k / (2 * n))
+            basis = (basis * math.sqrt(2 / n)).index_fill(0, torch.tensor([0]), 1 / math.sqrt(n))
+            x = torch.movedim(torch.movedim(x, dim, -1) @ basis.T.to(x), -1, dim)
+        return x
+
+    def freq_weight_nd(shape: tuple[int, ...], scales: float = 0, dtype: torch.dtype | None = None,
+                       device: torch.device | None = None) -> torch.Tensor:
+        """k-diffusion's DCT frequency weights: w = min over axes of −log2(r), r = (k + 1)/(2N).
+
+        r runs over N evenly spaced values from 1/(2N) to 1/2, so the lowest frequency of an
+        axis weighs log2(2N) and the highest 1; with ``scales`` ≥ 1 each axis's weight is
+        clipped at ``scales`` (``loss_scales`` of a k-diffusion config).
+        """
+        weights = []
+        for axis, n in enumerate(shape):
+            w = -torch.log2(torch.linspace(0.5 / n, 0.5, n, dtype=dtype, device=device))
+            if scales >= 1:
+                w = w.clamp_max(scales)
+            weights.append(w.view([-1 if i == axis else 1 for i in range(len(shape))]))
+        return functools.reduce(torch.minimum, weights)
 
     class Denoiser(nn.Module):
         """Stand-in for ``k_diffusion.layers.Denoiser``: same signature, same numbers.
@@ -58,25 +93,33 @@ except (ImportError, RuntimeError, OSError):
         c_skip = σ_d²/(σ² + σ_d²), c_out = σ·σ_d/sqrt(σ² + σ_d²), c_in = 1/sqrt(σ² + σ_d²).
         ``loss`` = weighting(σ)·mean((F − (x0 − c_skip·x)/c_out)²) per sample, which is
         λ_EDM(σ)·mean((D − x0)²) since 1/c_out² = λ_EDM(σ) (EDM's loss, Karras et al. Eq. 8).
+        With ``scales`` ≠ 1 the squared error is taken on the DCT of F − target, weighted
+        per frequency by :func:`freq_weight_nd` (k-diffusion's ``loss_scales``).
         """
 
         def __init__(self, inner_model: Callable[..., torch.Tensor], sigma_data: float = 1.0,
-                     weighting: str | Callable[[torch.Tensor], torch.Tensor] = "karras") -> None:
+                     weighting: str | Callable[[torch.Tensor], torch.Tensor] = "karras", scales: float = 1) -> None:
             super().__init__()
             self.inner_model = inner_model
             self.sigma_data = sigma_data
+            self.scales = scales
             if callable(weighting):
                 self.weighting = weighting
             elif weighting == "karras":
                 self.weighting = torch.ones_like
             elif weighting == "soft-min-snr":
                 self.weighting = self._weighting_soft_min_snr
+            elif weighting == "snr":
+                self.weighting = self._weighting_snr
             else:
                 raise ValueError(f"weighting={weighting!r} is not accepted; expected 'karras', "
-                                 "'soft-min-snr' or a callable")
+                                 "'soft-min-snr', 'snr' or a callable")
 
         def _weighting_soft_min_snr(self, sigma: torch.Tensor) -> torch.Tensor:
             return (sigma * self.sigma_data) ** 2 / (sigma**2 + self.sigma_data**2) ** 2
+
+        def _weighting_snr(self, sigma: torch.Tensor) -> torch.Tensor:
+            return self.sigma_data**2 / (sigma**2 + self.sigma_data**2)
 
         def get_scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             c_skip = self.sigma_data**2 / (sigma**2 + self.sigma_data**2)
@@ -90,7 +133,11 @@ except (ImportError, RuntimeError, OSError):
             noised_input = input + noise * append_dims(sigma, input.ndim)
             model_output = self.inner_model(noised_input * c_in, sigma, **kwargs)
             target = (input - c_skip * noised_input) / c_out
-            return (model_output - target).pow(2).flatten(1).mean(1) * c_weight
+            if self.scales == 1:
+                return (model_output - target).pow(2).flatten(1).mean(1) * c_weight
+            sq_error = dct(model_output - target) ** 2
+            f_weight = freq_weight_nd(sq_error.shape[2:], self.scales, dtype=sq_error.dtype, device=sq_error.device)
+            return (sq_error * f_weight).flatten(1).mean(1) * c_weight
 
         def forward(self, input: torch.Tensor, sigma: torch.Tensor, **kwargs) -> torch.Tensor:
             c_skip, c_out, c_in = [append_dims(x, input.ndim) for x in self.get_scalings(sigma)]
@@ -102,12 +149,15 @@ class SpectralDenoiser(Denoiser):
 
     ``loss`` repeats the parent's lines instead of calling ``super().loss`` because the
     parent does not return the network output, and x̂0 needs it: running the network a
-    second time would double the cost of a step.
+    second time would double the cost of a step. It takes the parent's options
+    (``sigma_data``, ``weighting``, ``scales``) and honours ``scales`` as the parent does,
+    also when set after construction.
     """
 
     def __init__(self, inner_model: Callable[..., torch.Tensor], regularizer: specreg.SpectralRegularizer,
-                 sigma_data: float = 1.0, weighting: str = "karras") -> None:
-        super().__init__(inner_model, sigma_data=sigma_data, weighting=weighting)
+                 sigma_data: float = 1.0, weighting: str | Callable[[torch.Tensor], torch.Tensor] = "karras",
+                 scales: float = 1) -> None:
+        super().__init__(inner_model, sigma_data=sigma_data, weighting=weighting, scales=scales)
         self.regularizer = regularizer
 
     def loss(self, input: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -116,7 +166,12 @@ class SpectralDenoiser(Denoiser):
         noised_input = input + noise * append_dims(sigma, input.ndim)
         model_output = self.inner_model(noised_input * c_in, sigma, **kwargs)
         target = (input - c_skip * noised_input) / c_out
-        loss = (model_output - target).pow(2).flatten(1).mean(1) * c_weight
+        if self.scales == 1:
+            loss = (model_output - target).pow(2).flatten(1).mean(1) * c_weight
+        else:  # k-diffusion's loss_scales: a frequency-weighted error on the DCT
+            sq_error = dct(model_output - target) ** 2
+            f_weight = freq_weight_nd(sq_error.shape[2:], self.scales, dtype=sq_error.dtype, device=sq_error.device)
+            loss = (sq_error * f_weight).flatten(1).mean(1) * c_weight
         x0_hat = specreg.x0_from_pred(model_output * c_out + noised_input * c_skip, noised_input, prediction="edm")  # specreg line 1
         return loss + self.regularizer(x0_hat, input, sigma=sigma).value  # specreg line 2
 
@@ -160,6 +215,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # x̂0 = D(x; σ) is a bounded blend of x and the network output at every σ: no gate by default.
     p.add_argument("--sigma-max", type=float, default=None, help="apply the term only where σ ≤ this")
     p.add_argument("--sigma-data", type=float, default=0.5, help="σ_data of the preconditioning")
+    p.add_argument("--loss-scales", type=float, default=1, help="k-diffusion's loss_scales: 1 = plain MSE, "
+                   "otherwise a DCT frequency-weighted error with the weights clipped at this value")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--samples", type=int, default=64, help="images in the sample grid")
     p.add_argument("--sample-steps", type=int, default=18, help="Heun steps (Karras σ grid)")
@@ -192,7 +249,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     print("Denoiser: " + ("k_diffusion.layers.Denoiser" if HAVE_K_DIFFUSION else "local stand-in (k_diffusion "
                           "does not import here)"))
     reg = specreg.SpectralRegularizer(args.loss, lam=args.lam, sigma_max=args.sigma_max, sigma_data=args.sigma_data)
-    model = SpectralDenoiser(InnerModel(unet_preset("cpu32s")), reg, sigma_data=args.sigma_data).to(device)
+    model = SpectralDenoiser(InnerModel(unet_preset("cpu32s")), reg, sigma_data=args.sigma_data,
+                             scales=args.loss_scales).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
 
     history = []

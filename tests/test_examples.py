@@ -30,6 +30,7 @@ from specreg.data import FASHION_MNIST_ROOT
 from specreg.models import unet_preset
 
 ROOT = Path(__file__).resolve().parents[1]
+F32 = (torch.float32, torch.float32)  # dit_dtype, network_dtype of musubi-tuner's process_batch
 EXAMPLES = ("diffusers_ddpm", "diffusers_flow_matching", "kdiffusion_denoiser", "edm_style_loss")
 
 needs_fashion = pytest.mark.skipif(
@@ -410,9 +411,9 @@ def test_musubi_hook_adds_the_spectral_term_to_the_trainers_loss():
     spectral.spectral_regularizer = reg
 
     torch.manual_seed(1)
-    base, base_metrics = plain.process_batch(args, None, dit, {}, latents, noise, 0)
+    base, base_metrics = plain.process_batch(args, None, dit, None, {}, latents, noise, None, *F32, None, 0)
     torch.manual_seed(1)
-    total, metrics = spectral.process_batch(args, None, dit, {}, latents, noise, 0)
+    total, metrics = spectral.process_batch(args, None, dit, None, {}, latents, noise, None, *F32, None, 0)
     assert base_metrics == {}
 
     # Replay the stand-in's draw of t and form x̂0 = x_t − t·v̂ here.
@@ -431,4 +432,4 @@ def test_musubi_hook_adds_the_spectral_term_to_the_trainers_loss():
     assert 0 < float(lam.mean()) < 0.5  # both sides of the gate were drawn
 
     with pytest.raises(ValueError, match="spectral_regularizer=None"):
-        ex.SpectralToyDiTTrainer().process_batch(args, None, dit, {}, latents, noise, 0)
+        ex.SpectralToyDiTTrainer().process_batch(args, None, dit, None, {}, latents, noise, None, *F32, None, 0)

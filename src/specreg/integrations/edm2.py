@@ -16,6 +16,10 @@ plugs in without touching EDM2's code; in ``train_edm2.py``::
     c.loss_kwargs = dnnlib.EasyDict(class_name="specreg.integrations.edm2.SpectralEDM2Loss",
                                     P_mean=opts.P_mean, P_std=opts.P_std, loss="haar", lam=0.1)
 
+``train_edm2.py`` prints and saves its whole config with ``json.dumps``/``json.dump``
+before training, so every option is plain data: λ is a number, a policy name or
+``{"auto": {"ratio": 0.1}}`` for an :class:`~specreg.AutoLambda` (:func:`lam_from_data`).
+
 NVlabs/edm2 is not a pip package (clone it, then ``pip install specreg`` in its
 environment). This class follows its documented convention: the network is called
 ``net(x, sigma, labels, return_logvar=True)`` with σ of shape (B, 1, 1, 1) and returns
@@ -25,12 +29,38 @@ signature, and the tests check it against the loss above, term by term.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from specreg.regularizer import AutoLambda, RegularizerOutput, SpectralRegularizer, lambda_edm
+from specreg.regularizer import LAM_POLICIES, AutoLambda, RegularizerOutput, SpectralRegularizer, lambda_edm
+
+
+def lam_from_data(lam: Any) -> float | str | AutoLambda:
+    """λ from plain data, the form that survives EDM2's JSON dump of ``loss_kwargs``.
+
+    * a number ≥ 0: a constant λ;
+    * ``"edm"`` (λ_EDM(σ)), ``"snr"`` (1/σ²) or ``"flow"``: a policy of
+      :class:`~specreg.SpectralRegularizer`;
+    * ``"auto"`` or ``{"auto": {"ratio": 0.1, "beta": 0.99}}``: an :class:`~specreg.AutoLambda`
+      with those keyword arguments (all optional);
+    * an :class:`~specreg.AutoLambda` object is passed through (it works where nothing
+      serialises the options, but EDM2's ``json.dump`` rejects it).
+    """
+    if isinstance(lam, AutoLambda):
+        return lam
+    if isinstance(lam, (int, float)) and not isinstance(lam, bool):
+        return float(lam)
+    if lam == "auto":
+        return AutoLambda()
+    if isinstance(lam, str) and lam in LAM_POLICIES:
+        return lam
+    if isinstance(lam, Mapping) and list(lam) == ["auto"] and isinstance(lam["auto"], (Mapping, type(None))):
+        return AutoLambda(**dict(lam["auto"] or {}))
+    raise ValueError(f"lam={lam!r} is not accepted; expected a number, one of {['auto', *LAM_POLICIES]} "
+                     "or {'auto': {'ratio': ..., 'beta': ...}}")
 
 
 class SpectralEDM2Loss:
@@ -53,8 +83,10 @@ class SpectralEDM2Loss:
         sigma_data: σ_data of λ_EDM, also used by ``lam="edm"``.
         loss: a loss name for :func:`specreg.build_loss` (``"haar"``, ``"fourier_amp"``, …)
             or a loss module with per-sample output.
-        lam: a number, ``"edm"``, ``"snr"`` or an :class:`~specreg.AutoLambda` (which is
-            fed the per-sample λ_EDM-weighted error, before the uncertainty).
+        lam: plain data (:func:`lam_from_data`): a number, ``"edm"``, ``"snr"``, or
+            ``{"auto": {"ratio": 0.1}}`` for an :class:`~specreg.AutoLambda` (fed the
+            per-sample λ_EDM-weighted error, before the uncertainty). An ``AutoLambda``
+            object works too, but not in ``loss_kwargs``: EDM2 dumps them to JSON.
         regularizer: a ready :class:`~specreg.SpectralRegularizer`; then ``loss``, ``lam``
             and ``regularizer_kwargs`` must be left out.
         **regularizer_kwargs: passed to :class:`~specreg.SpectralRegularizer`: the gate
@@ -80,7 +112,7 @@ class SpectralEDM2Loss:
     """
 
     def __init__(self, P_mean: float = -0.4, P_std: float = 1.0, sigma_data: float = 0.5, *,
-                 loss: str | nn.Module | None = None, lam: float | str | AutoLambda | None = None,
+                 loss: str | nn.Module | None = None, lam: float | str | Mapping | AutoLambda | None = None,
                  regularizer: SpectralRegularizer | None = None, **regularizer_kwargs: Any) -> None:
         self.P_mean = float(P_mean)
         self.P_std = float(P_std)
@@ -98,7 +130,8 @@ class SpectralEDM2Loss:
                                  "parameters, so learned band weights would never train")
             regularizer_kwargs.setdefault("sigma_data", self.sigma_data)
             self.regularizer = SpectralRegularizer("haar" if loss is None else loss,
-                                                   lam=0.1 if lam is None else lam, **regularizer_kwargs)
+                                                   lam=0.1 if lam is None else lam_from_data(lam),
+                                                   **regularizer_kwargs)
         self.last: RegularizerOutput | None = None
 
     def __call__(self, net: Any, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
