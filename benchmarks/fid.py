@@ -70,7 +70,7 @@ def main() -> None:
     print("\n| features | s / image | / baseline |\n|---|---|---|")
     for name, ts in times.items():
         m = statistics.median(ts)
-        print(f"| {name} | {m:.4f} | {m / base:.0f}× |")
+        print(f"| {name} | {m:.4f} | {m / base:.3g}× |")
 
 
 if __name__ == "__main__":

