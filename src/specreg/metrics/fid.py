@@ -86,7 +86,7 @@ def find_weights(weights_path: str | os.PathLike | None = None) -> Path:
         if not path.is_file():
             name = "weights_path" if weights_path is not None else f"${WEIGHTS_ENV}"
             raise FileNotFoundError(f"{name}={str(given)!r} is not a file; expected an FID Inception-v3 TorchScript "
-                                    f"(or {INSTALL_HINT.split(', or')[0]})")
+                                    "file")
         return path
     path = wheel_weights()
     if path is None:
