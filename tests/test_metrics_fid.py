@@ -10,6 +10,7 @@ thread, so its features are computed once per module (a few dozen images).
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import types
 import warnings
@@ -294,3 +295,29 @@ def test_cli_eval_prints_fid_with_its_floor_and_names_the_weights(tiny: Path, tm
     assert "  fid " in printed and "  fid_floor " in printed
     assert f"(fid: FID (user Inception TorchScript tiny.pt, sha1 {fid.file_sha1(tiny)}))" in printed
     assert "| fid_floor |" in (out / "metrics.md").read_text(encoding="utf-8")
+
+
+def test_a_study_reports_fid_and_its_floor_row(tiny: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from specreg.experiments.compare import run_compare
+
+    study = {
+        "name": "tiny_fid", "base": "demo", "seeds": [0], "baseline": "baseline",
+        "overrides": ["data.n=64", "model.model_channels=8", "model.channel_mult=[1, 2]", "train.batch_size=8",
+                      "train.warmup_steps=0", "train.checkpoint_every=50", "train.tensorboard=false",
+                      "train.progress_bar=false", "sample.steps=2"],
+        "variants": [{"name": "baseline", "label": "EDM loss only"}],
+        "evaluation": {"reference": "textures", "n_samples": 16, "n_reference": 32, "metrics": ["lsd", "fid"]},
+        "profiles": {"tiny": {"overrides": ["train.steps=2"]}},
+    }
+    path = tmp_path / "tiny_fid.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    run_compare(path, tmp_path / "out", "tiny")
+    floor = json.loads((tmp_path / "out" / "real" / "floor.json").read_text(encoding="utf-8"))
+    assert floor["metrics"]["fid"] > 0 and "fid_floor" in floor["metrics"]  # floor set (16) vs reference (32)
+    report = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    header = next(line for line in report.splitlines() if line.startswith("| variant"))
+    assert "fid" in header and "fid_floor" not in header
+    assert f"FID (user Inception TorchScript tiny.pt, sha1 {fid.file_sha1(tiny)})" in report
+    assert len(list(fid.cache_root().glob("*.npz"))) == 1  # the floor and the run: one reference pass
