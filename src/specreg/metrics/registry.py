@@ -100,6 +100,18 @@ def _lsd(name: str, band: str | None, where: str, default_for: tuple[str, ...] =
         make=lambda ctx: LSD(ctx, name, band), default_for=default_for)
 
 
+def _fid(ctx: Context) -> Any:
+    from specreg.metrics.fid import FIDStream  # loads torch: only when fid is computed
+
+    return FIDStream(ctx)
+
+
+def _fid_problem(ctx: Context) -> str | None:
+    from specreg.metrics.fid import fid_problem
+
+    return fid_problem(ctx)
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in (
     _lsd("lsd", None, "all radial bins", KINDS),
     _lsd("lsd_low", "low", "f < 1/6 cycles/sample", ("image",)),
@@ -112,6 +124,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            (Key("domain_kid", "lower", "{kid}", True),
             Key("domain_kid_std", "", "standard deviation of the KID over its random subsets")), KIDStream,
            default_for=KINDS, problem=domain_problem("domain_kid")),
+    Metric("fid", ("image",),
+           (Key("fid", "lower", "{fid}; Fréchet distance of 2048-d pool features, 8-bit images resized to 299×299 "
+                "(TF1 bilinear, as torch-fidelity)", True),
+            Key("fid_floor", "", "FID between the reference's even and odd items (two disjoint halves, m/2 vs m/2): "
+                "the real-vs-real noise floor at those counts")), _fid, problem=_fid_problem),
     Metric("ndb", KINDS,
            (Key("ndb", "lower", "NDB/k: fraction of k-means bins (fitted on the reference {ndb_on}) whose share "
                 "differs (p < 0.05)", True),

@@ -74,8 +74,9 @@ class Context:
         return {"name": type(s).__name__, "dim": s.dim, "task": meta.get("task"),
                 "accuracy": meta.get("accuracy", {}).get("test"), "label": s.description}
 
-    def label_fields(self) -> dict[str, str]:
-        """Values of the ``{fd}``, ``{kid}`` and ``{ndb_on}`` fields of the keys' labels."""
+    def label_fields(self) -> dict[str, Any]:
+        """Values of the ``{fd}``, ``{kid}``, ``{ndb_on}`` and ``{fid}`` fields of the keys' labels
+        (``{fid}`` names the FID weights and their sha1, hashed only when a label uses it)."""
         from specreg.metrics.domain import DOMAIN_FD_LABEL, DOMAIN_KID_LABEL
 
         if self.feature_extractor is not None:
@@ -84,7 +85,20 @@ class Context:
         else:
             features = f"; features: {embedding_name(self.embedding)}"
             fd, kid = DOMAIN_FD_LABEL + features, DOMAIN_KID_LABEL + features
-        return {"fd": fd, "kid": kid, "ndb_on": "log-mel spectrograms" if self.kind == "audio" else "pixels"}
+        return {"fd": fd, "kid": kid, "ndb_on": "log-mel spectrograms" if self.kind == "audio" else "pixels",
+                "fid": _OnFormat("specreg.metrics.fid", "fid_label")}
+
+
+class _OnFormat:
+    """A label field computed when a label is formatted with it (``module.function()``)."""
+
+    def __init__(self, module: str, function: str) -> None:
+        self.module, self.function = module, function
+
+    def __format__(self, spec: str) -> str:
+        import importlib
+
+        return format(getattr(importlib.import_module(self.module), self.function)(), spec)
 
 
 def embedding_name(info: Mapping[str, Any] | None) -> str:
