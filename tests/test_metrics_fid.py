@@ -153,58 +153,84 @@ def test_fid_of_a_set_with_itself_is_zero_and_real_halves_far_below_textures(fea
     assert mean_term["halves"] < 0.25 * mean_term["textures"], mean_term
 
 
-def _torchmetrics_inception(weights: dict[str, torch.Tensor], tmp: Path) -> nn.Module:
-    """torchmetrics' NoTrainInceptionV3 (torch-fidelity's FID Inception, TF1 bilinear resize)
-    carrying the TorchScript's parameters.
-
-    torch-fidelity's package __init__ imports torchvision, which does not load beside the
-    CPU torch; its modules themselves do not need it, so the package is entered through a
-    bare module object. The TorchScript's 94 convolutions (TF names ``conv``, ``mixed.tower.conv``,
-    …) appear in the order of torch-fidelity's BasicConv2d layers; each is mapped by that
-    order with its shape checked: weight → conv.weight; TF's batch norm has no scale, so
-    bn.weight = 1, bn.bias = beta, running mean/var = mean/var (eps 0.001 in both). The
-    classifier head, absent from the TorchScript, is zero (only the pool features are compared).
-    """
+def _torch_fidelity_home() -> Path | None:
+    """Where torch-fidelity's modules are: ``scripts/setup.sh`` unpacks the wheel beside the
+    venv (``<venv>/reference/torch-fidelity``, not importable by default), because an
+    installed torch-fidelity makes ``import torchmetrics`` import it, and its package
+    __init__ imports torchvision, which does not load beside the CPU torch."""
+    side = Path(sys.prefix) / "reference" / "torch-fidelity" / "torch_fidelity"
+    if side.is_dir():
+        return side
     spec = importlib.util.find_spec("torch_fidelity")
-    if spec is None or spec.submodule_search_locations is None:
-        pytest.skip("torch-fidelity is not installed (pip install --no-deps torch-fidelity)")
-    if "torch_fidelity" not in sys.modules:
-        pkg = types.ModuleType("torch_fidelity")
-        pkg.__path__ = list(spec.submodule_search_locations)
-        sys.modules["torch_fidelity"] = pkg
-    from torch_fidelity import feature_extractor_inceptionv3 as tf_inception
-    from torchmetrics.image.fid import NoTrainInceptionV3
+    return None if spec is None or not spec.submodule_search_locations else Path(spec.submodule_search_locations[0])
 
-    sources = [k[:-len(".weight")] for k in weights if k.endswith(".weight")]
-    empty = tmp / "empty.pt"
-    torch.save({}, empty)
-    with pytest.MonkeyPatch.context() as mp:  # the target's layer names, in order, from a model left unloaded
-        mp.setattr(nn.Module, "load_state_dict", lambda self, *a, **k: None)
-        target = tf_inception.FeatureExtractorInceptionV3("x", ["2048"], feature_extractor_weights_path=str(empty))
-    shapes = target.state_dict()
-    targets = [k[:-len(".conv.weight")] for k in shapes if k.endswith(".conv.weight")]
-    assert len(sources) == len(targets) == 94
-    mapped = {}
-    for src, dst in zip(sources, targets, strict=True):
-        assert weights[f"{src}.weight"].shape == shapes[f"{dst}.conv.weight"].shape, (src, dst)
-        beta = weights[f"{src}.beta"]
-        mapped.update({f"{dst}.conv.weight": weights[f"{src}.weight"], f"{dst}.bn.weight": torch.ones_like(beta),
-                       f"{dst}.bn.bias": beta, f"{dst}.bn.running_mean": weights[f"{src}.mean"],
-                       f"{dst}.bn.running_var": weights[f"{src}.var"],
-                       f"{dst}.bn.num_batches_tracked": torch.tensor(0)})
-    mapped.update({k: torch.zeros(shapes[k].shape) for k in ("fc.weight", "fc.bias")})
-    assert set(mapped) == set(shapes)
-    path = tmp / "mapped.pt"
-    torch.save(mapped, path)
-    return NoTrainInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path),
-                              antialias=False)
+
+def _torch_fidelity_inception(weights: dict[str, torch.Tensor], tmp: Path) -> nn.Module:
+    """torch-fidelity's FID Inception (``FeatureExtractorInceptionV3``: TF1 bilinear resize,
+    uint8 input, pool features '2048') carrying the TorchScript's parameters.
+
+    The package is entered through a bare module object (its modules do not need
+    torchvision; its __init__ does), removed from ``sys.modules`` afterwards so that later
+    imports of torchmetrics see no torch-fidelity. The TorchScript's 94 convolutions (TF
+    names ``conv``, ``mixed.tower.conv``, …) appear in the order of torch-fidelity's
+    BasicConv2d layers; each is mapped by that order with its shape checked: weight →
+    conv.weight; TF's batch norm has no scale, so bn.weight = 1, bn.bias = beta, running
+    mean/var = mean/var (eps 0.001 in both). The classifier head, absent from the
+    TorchScript, is zero (only the pool features are compared).
+    """
+    home = _torch_fidelity_home()
+    if home is None:
+        pytest.skip("torch-fidelity is not unpacked (bash scripts/setup.sh does it for the test extra)")
+    saved = {k: v for k, v in sys.modules.items() if k == "torch_fidelity" or k.startswith("torch_fidelity.")}
+    pkg = types.ModuleType("torch_fidelity")
+    pkg.__path__ = [str(home)]
+    sys.modules["torch_fidelity"] = pkg
+    try:
+        from torch_fidelity import feature_extractor_inceptionv3 as tf_inception
+
+        sources = [k[:-len(".weight")] for k in weights if k.endswith(".weight")]
+        empty = tmp / "empty.pt"
+        torch.save({}, empty)
+        with pytest.MonkeyPatch.context() as mp:  # the target's layer names, in order, from a model left unloaded
+            mp.setattr(nn.Module, "load_state_dict", lambda self, *a, **k: None)
+            target = tf_inception.FeatureExtractorInceptionV3("x", ["2048"], feature_extractor_weights_path=str(empty))
+        shapes = target.state_dict()
+        targets = [k[:-len(".conv.weight")] for k in shapes if k.endswith(".conv.weight")]
+        assert len(sources) == len(targets) == 94
+        mapped = {}
+        for src, dst in zip(sources, targets, strict=True):
+            assert weights[f"{src}.weight"].shape == shapes[f"{dst}.conv.weight"].shape, (src, dst)
+            beta = weights[f"{src}.beta"]
+            mapped.update({f"{dst}.conv.weight": weights[f"{src}.weight"], f"{dst}.bn.weight": torch.ones_like(beta),
+                           f"{dst}.bn.bias": beta, f"{dst}.bn.running_mean": weights[f"{src}.mean"],
+                           f"{dst}.bn.running_var": weights[f"{src}.var"],
+                           f"{dst}.bn.num_batches_tracked": torch.tensor(0)})
+        mapped.update({k: torch.zeros(shapes[k].shape) for k in ("fc.weight", "fc.bias")})
+        assert set(mapped) == set(shapes)
+        path = tmp / "mapped.pt"
+        torch.save(mapped, path)
+        net = tf_inception.FeatureExtractorInceptionV3("x", ["2048"], feature_extractor_weights_path=str(path))
+    finally:
+        for k in [k for k in sys.modules if k == "torch_fidelity" or k.startswith("torch_fidelity.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+    class Pool(nn.Module):  # (B, 3, H, W) uint8 → (B, 2048)
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)[0].reshape(x.shape[0], -1)
+
+    return Pool().eval()
 
 
 @needs_weights
 @needs_fashion
 def test_forward_pass_equals_torch_fidelity_architecture(net: fid.FIDInception, images: dict[str, torch.Tensor],
                                                           features: dict[str, np.ndarray], tmp_path: Path) -> None:
-    reference = _torchmetrics_inception(net.net.state_dict(), tmp_path)
+    reference = _torch_fidelity_inception(net.net.state_dict(), tmp_path)
     rgb = torch.rand(1, 3, 45, 37, generator=torch.Generator().manual_seed(0)) * 2 - 1  # RGB, odd sizes
     x = [images["fashion"][:1], images["textures"][:1], rgb]
     with torch.no_grad():
