@@ -144,20 +144,23 @@ def test_demo_quick_writes_a_consistent_report(tmp_path):
         assert (out / png).stat().st_size > 0
     res = StudyResults.load(out / "results.json")
     n = res.study["evaluation"]["n_samples"]
-    reference = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=2048, seed=1, split="train")])
-    floor_set = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=n, seed=2, split="train")])
+    reference = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=2048, seed=1, split="eval")])
+    floor_set = np.stack([x.numpy() for x, _ in TextureCrops(size=32, n=n, seed=2, split="eval")])
     q = _numpy_radial_power(reference)
     p = _numpy_radial_power(floor_set)
     assert res.floor_value("lsd") == pytest.approx(_numpy_lsd(p, q), rel=1e-6)
-    assert res.floor_value("lsd_upper") == pytest.approx(_numpy_lsd(p, q, lo=0.25), rel=1e-6)
+    assert res.floor_value("lsd_high") == pytest.approx(_numpy_lsd(p, q, lo=1 / 3), rel=1e-6)
     p = _numpy_radial_power(np.load(out / "runs" / "baseline" / "seed0" / "eval" / "samples.npy"))
     base = res.rows["baseline"].stats
     assert base["lsd"].mean == pytest.approx(_numpy_lsd(p, q), rel=1e-6)
     assert base["lsd_high"].mean == pytest.approx(_numpy_lsd(p, q, lo=1 / 3), rel=1e-6)
     # three steps from scratch are nowhere near the data, and the reading quotes the numbers
     assert base["lsd"].mean > 5 * res.floor_value("lsd")
-    assert f"baseline {base['lsd_upper'].mean:.3f}" in text
-    assert f"floor {res.floor_value('lsd_upper'):.3f}" in text
+    # one band vocabulary: the reading is about lsd_high (f ≥ 1/3) and quotes its signed bias
+    assert f"baseline {base['lsd_high'].mean:.3f} (bias {base['lsd_high_bias'].mean:+.3f})" in text
+    assert "lsd_high (f ≥ 1/3 cycles/pixel)" in text
+    assert f"floor {res.floor_value('lsd_high'):.3f}" in text
+    assert "lsd_upper" not in text and "1/4" not in text
 
 
 # --------------------------------------------------------------------------- hardening (issue 17)

@@ -114,9 +114,12 @@ def test_png_folder_against_numpy_scipy_references(tmp_path: Path) -> None:
         fa = fe(torch.from_numpy(x).float()).double().numpy()
         fb = fe(torch.from_numpy(r).float()).double().numpy()
     assert values["domain_fd"] == pytest.approx(_scipy_fd(fa, fb), rel=1e-4)
-    # the default KID subset is all 160 items on each side: every subset gives the full MMD²
-    assert values["domain_kid"] == pytest.approx(_numpy_mmd2(fa, fb), rel=1e-6, abs=1e-9)
-    assert values["domain_kid_std"] == pytest.approx(0.0, abs=1e-9)
+    # the default KID subsets hold half of each set (80 of 160): unbiased estimates of the
+    # full sets' MMD², so their mean lies near it, within the spread of one subset, and the
+    # spread is that of real draws (subsets of the whole sets would all be equal: spread 0)
+    full = _numpy_mmd2(fa, fb)
+    assert abs(values["domain_kid"] - full) < values["domain_kid_std"]
+    assert values["domain_kid_std"] > 0.01 * abs(full)
 
     assert res["n_samples"] == 160 and res["n_reference"] == 160
     saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -364,10 +367,12 @@ def test_lsd_within_its_noise_floor_warns_and_a_real_difference_does_not() -> No
     same_a = torch.from_numpy(_unit(_images(24, seed=4))).float()
     same_b = torch.from_numpy(_unit(_images(24, seed=5))).float()
     res = evaluate(same_a, same_b, metrics=["lsd", "lsd_high"], progress=False)
-    assert any(w.startswith("lsd = ") and "noise floor" in w for w in res["warnings"])
+    assert "lsd" in res["within_floor"]
+    assert any("lsd = " in w and "noise floor" in w for w in res["warnings"])
     blurred = torch.from_numpy(_unit(_images(24, seed=4, smooth=3.0))).float()
     res = evaluate(blurred, same_b, metrics=["lsd_high"], progress=False)
-    assert not any("noise floor" in w for w in res["warnings"])
+    assert "lsd_high" not in res["within_floor"]
+    assert not any("lsd_high =" in w for w in res["warnings"])
 
 
 def test_near_silent_reference_clips_are_named_for_mrstft() -> None:

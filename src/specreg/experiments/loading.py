@@ -105,11 +105,43 @@ def read_clips(files: Sequence[Path]) -> tuple[list[np.ndarray], int]:
     return clips, next(iter(rates))
 
 
-def load_audio_folder(folder: Path, *, crop: bool = False) -> tuple[torch.Tensor, int]:
+def shortest_clip(folder: Path) -> int | None:
+    """The length in samples of the shortest audio file under ``folder`` (None: no audio files)."""
+    import soundfile as sf
+
+    lengths = []
+    for p in audio_files(folder):
+        try:
+            lengths.append(int(sf.info(str(p)).frames))
+        except (RuntimeError, OSError) as err:
+            raise ValueError(f"cannot read audio file {str(p)!r}: {err}") from None
+    return min(lengths) if lengths else None
+
+
+def crop_clips(clips: Sequence[np.ndarray], length: int, seed: int) -> torch.Tensor:
+    """One ``length``-sample segment of every clip, at an offset drawn uniformly from the
+    clip's valid range; clip i's offset depends on (``seed``, i) only, so the samples and
+    the reference are cut by one rule, whichever of them is which. Returns (N, 1, length)."""
+    import numpy as np
+    import torch
+
+    out = []
+    for i, c in enumerate(clips):
+        if c.size < length:
+            raise ValueError(f"clip {i} has {c.size} samples, fewer than the crop length {length}")
+        start = int(np.random.default_rng([seed, i]).integers(0, c.size - length + 1))
+        out.append(c[start:start + length])
+    return torch.from_numpy(np.stack(out)).float()[:, None]
+
+
+def load_audio_folder(folder: Path, *, crop: bool = False, length: int | None = None,
+                      seed: int = 0) -> tuple[torch.Tensor, int]:
     """Every audio file under ``folder`` (sorted) as float32 (N, 1, T) and its sample rate.
 
-    Clips of different lengths are refused unless ``crop``: then every clip is cut to the
-    shortest one's length (from its start), as real recordings usually differ in length."""
+    Clips of different lengths are refused unless ``crop``: then every clip is cut to one
+    segment of T samples at a seeded offset (:func:`crop_clips`), T = the shortest clip, or
+    ``length`` when shorter (``specreg eval --crop`` passes the reference's shortest, so both
+    sets are cut to one length by one rule)."""
     import numpy as np
     import torch
 
@@ -121,12 +153,12 @@ def load_audio_folder(folder: Path, *, crop: bool = False) -> tuple[torch.Tensor
     if 0 in lengths:
         empty = [p.name for p, c in zip(files, clips) if c.size == 0]
         raise ValueError(f"audio files in {str(folder)!r} are empty: {empty[:5]}")
+    if crop:
+        return crop_clips(clips, min(min(lengths), length or min(lengths)), seed), rate
     if len(lengths) > 1:
-        if not crop:
-            raise ValueError(f"audio files in {str(folder)!r} have different lengths ({min(lengths)} … {max(lengths)} "
-                             "samples); pass crop=True (--crop) to cut every clip to the shortest, or give clips of "
-                             "one length")
-        clips = [c[:min(lengths)] for c in clips]
+        raise ValueError(f"audio files in {str(folder)!r} have different lengths ({min(lengths)} … {max(lengths)} "
+                         "samples); pass crop=True (--crop) to cut one segment of the shortest length from every "
+                         "clip, or give clips of one length")
     return torch.from_numpy(np.stack(clips))[:, None].float(), rate
 
 
@@ -213,15 +245,18 @@ def split_grid(grid: torch.Tensor, size: int, n: int | None = None) -> torch.Ten
     return torch.stack(tiles)
 
 
-def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool = False) -> dict[str, Any]:
+def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool = False,
+                 crop_length: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Load generated samples from any of the formats in the module docstring.
 
     Returns ``{"x": tensor, "kind": "image"|"audio", "sample_rate": int|None, "source": str,
     "config": dict, "record": dict}`` (``config`` is the run's config.yaml when one was
     found, else {}; ``record`` is the :data:`RUN_RECORD` of a run that ``specreg compare``
     measured, else {}). ``sample_rate`` gives the rate of audio tensors that do not record
-    one; it must agree with the rate of WAV files or safetensors metadata. ``crop``: audio
-    files of different lengths are cut to the shortest (else refused).
+    one; it must agree with the rate of WAV files or safetensors metadata. ``crop``: every
+    audio file is cut to one segment of the shortest length (or ``crop_length`` when
+    shorter) at an offset seeded by ``seed`` (:func:`load_audio_folder`; else files of
+    different lengths are refused).
     """
     import torch
 
@@ -253,7 +288,7 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool
             if rate is None and wavs:
                 rate = read_clips(wavs[:1])[1]
         elif step_dir is not None and audio_files(step_dir):  # a run's samples/: the newest step's WAVs
-            x, rate = load_audio_folder(step_dir, crop=crop)
+            x, rate = load_audio_folder(step_dir, crop=crop, length=crop_length, seed=seed)
             source = str(step_dir)
         elif grid is not None:  # a run's samples/: the newest step's PNG grid
             data = config.get("data", {})
@@ -264,7 +299,7 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool
             x = split_grid(g, int(data["size"]), config.get("sample", {}).get("n"))
             source = f"{grid} (grid cut into {x.shape[0]} images)"
         elif audio_files(folder):
-            x, rate = load_audio_folder(folder, crop=crop)
+            x, rate = load_audio_folder(folder, crop=crop, length=crop_length, seed=seed)
         else:
             from specreg.data.images import IMAGE_EXTENSIONS
 
@@ -337,6 +372,6 @@ def subset(r: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
 
 
 
-__all__ = ["EVAL_DIR", "RUN_RECORD", "SAMPLE_FILES", "TENSOR_SUFFIXES", "audio_files", "load_audio_folder",
-           "load_image_file", "load_image_folder", "load_samples", "load_tensor_file", "read_clips", "run_record",
-           "segments", "split_grid", "subset"]
+__all__ = ["EVAL_DIR", "RUN_RECORD", "SAMPLE_FILES", "TENSOR_SUFFIXES", "audio_files", "crop_clips",
+           "load_audio_folder", "load_image_file", "load_image_folder", "load_samples", "load_tensor_file",
+           "read_clips", "run_record", "segments", "shortest_clip", "split_grid", "subset"]

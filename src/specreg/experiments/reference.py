@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from specreg.experiments.loading import audio_files, load_tensor_file, read_clips, segments, subset
+from specreg.experiments.loading import audio_files, crop_clips, load_tensor_file, read_clips, segments, subset
 
 if TYPE_CHECKING:
     import torch
@@ -81,14 +81,16 @@ def _stack(ds: Any, count: int | None = None) -> Any:
 
 def real_sets(name: str, data: Any, *, n_samples: int, n_reference: int | None, seed: int = 1,
               split: str | None = None, segment_length: int | None = None, num_classes: int = 0,
-              paired: bool = True, floor: bool = True) -> RealSets:
+              paired: bool = True, floor: bool = True, crop_seed: int | None = None) -> RealSets:
     """Build the reference (and floor) set of built-in reference ``name`` for data like ``data``.
 
     ``data`` is the run's data section (a :class:`specreg.train.config.DataConfig` or
     mapping; ``specreg eval`` passes one made from the samples' shape). ``n_reference``
     None: every item of a fixed set (Fashion-MNIST, speech segments), or
     :data:`DEFAULT_COUNT` generated ones. ``num_classes`` > 0 gives class labels 0…K−1 in
-    turn as conditioning of class-conditional samples. See the module docstring.
+    turn as conditioning of class-conditional samples. ``crop_seed`` (unpaired speech):
+    one segment per prompt at seeded offsets, as ``specreg eval --crop`` cuts the samples,
+    instead of every segment. See the module docstring.
     """
     import torch
 
@@ -148,11 +150,11 @@ def real_sets(name: str, data: Any, *, n_samples: int, n_reference: int | None, 
         what = f"Fashion-MNIST {split} images at {data.size}×{data.size} ({fit})"
         return RealSets(images, fl, f"{m} {what} (random subset, seed {s})", f"{n} other {what}", cond)
     return _speech(data, n=n, m=n_reference, s=s, split=split or "eval", segment_length=segment_length,
-                   paired=paired, floor=floor)
+                   paired=paired, floor=floor, crop_seed=crop_seed)
 
 
 def _speech(d: Any, *, n: int, m: int | None, s: int, split: str, segment_length: int | None, paired: bool,
-            floor: bool) -> RealSets:
+            floor: bool, crop_seed: int | None = None) -> RealSets:
     import torch
 
     from specreg.data.audio import AsteriskSpeech, LogMel, MelConditioned
@@ -169,9 +171,15 @@ def _speech(d: Any, *, n: int, m: int | None, s: int, split: str, segment_length
         floor_what = f"{n} {seg} of training prompts"
     if not paired:
         ds = AsteriskSpeech(split=split, sample_rate=d.sample_rate, segment_length=None, **kw)
-        r = subset(segments(ds.clips, length), m, s)
+        if crop_seed is None:
+            r, how = subset(segments(ds.clips, length), m, s), "segments"
+        else:  # one segment per prompt, as the samples were cut
+            long = [c for c in ds.clips if c.size >= length]
+            if not long:
+                raise ValueError(f"every {split} prompt is shorter than the samples' crop length ({length} samples)")
+            r, how = subset(crop_clips(long, length, crop_seed), m, s), "segments (one per prompt, seeded offset)"
         return RealSets(r, f, f"held-out Asterisk prompts ({len(ds)} {split} prompts) at {d.sample_rate} Hz, "
-                              f"{r.shape[0]} segments of {length} samples", floor_what)
+                              f"{r.shape[0]} {how} of {length} samples", floor_what)
     # paired: the reference must go with the conditioning of the samples
     if length % d.hop_length:
         raise ValueError(f"evaluation.segment_length={length} is not a multiple of data.hop_length={d.hop_length}")
@@ -222,24 +230,27 @@ def resolve_reference(name: str | Path) -> str | Path:
 
 def load_reference(reference: str | Path, like: torch.Tensor, kind: str, *, sample_rate: int | None = None,
                    n_reference: int | None = None, seed: int = 1, paired: bool = False, split: str | None = None,
-                   config: dict[str, Any] | None = None) -> tuple[torch.Tensor, str]:
+                   config: dict[str, Any] | None = None, crop_seed: int | None = None) -> tuple[torch.Tensor, str]:
     """The reference set shaped like the samples ``like``.
 
     Returns ``(reference (M, …) float32, description)``. A built-in set comes from
     :func:`specreg.experiments.reference.real_sets` with seed ``seed`` (the same items a
     study with ``reference_seed: seed`` scores against); a folder or tensor file is read
-    here and ``n_reference`` caps it (a subset seeded by ``seed``).
+    here and ``n_reference`` caps it (a subset seeded by ``seed``). ``crop_seed``: audio
+    clips are cut as ``specreg eval --crop`` cuts the samples, one segment of the samples'
+    length per clip at offsets seeded by ``crop_seed``
+    (:func:`specreg.experiments.loading.crop_clips`), not into every segment.
     """
     try:
         return _load_reference(reference, like, kind, sample_rate=sample_rate, n_reference=n_reference, seed=seed,
-                               paired=paired, split=split, config=config)
+                               paired=paired, split=split, config=config, crop_seed=crop_seed)
     except FileNotFoundError as err:  # a data set that is not installed: the message says how to get it
         raise ValueError(str(err)) from None
 
 
 def _load_reference(reference: str | Path, like: torch.Tensor, kind: str, *, sample_rate: int | None,
                     n_reference: int | None, seed: int, paired: bool, split: str | None,
-                    config: dict[str, Any] | None) -> tuple[torch.Tensor, str]:
+                    config: dict[str, Any] | None, crop_seed: int | None) -> tuple[torch.Tensor, str]:
     import torch
 
     from specreg.metrics.audio import _rate
@@ -258,9 +269,12 @@ def _load_reference(reference: str | Path, like: torch.Tensor, kind: str, *, sam
                              "clips, or drop mrstft/pesq")
         data = data_like(ref, tuple(like.shape[1:]), sample_rate=sample_rate, config=config)
         sets = real_sets(ref, data, n_samples=like.shape[0], n_reference=n_reference, seed=seed, split=split,
-                         paired=paired, floor=False,
+                         paired=paired, floor=False, crop_seed=crop_seed if ref == "speech" else None,
                          segment_length=int(like.shape[-1]) if ref == "speech" else None)
         return sets.reference, sets.description
+    if split is not None:
+        raise ValueError(f"split={split!r} is not accepted for reference {str(ref)!r}: splits belong to the built-in "
+                         f"sets ({', '.join(REFERENCE_SETS)}); expected None for a folder or tensor file")
     if kind == "image":
         c, h, w = like.shape[1:]
         if ref.is_file():
@@ -302,6 +316,10 @@ def _load_reference(reference: str | Path, like: torch.Tensor, kind: str, *, sam
                              f"{like.shape[0]} samples" + (f", too short: {short[:5]}" if short else ""))
         r = torch.from_numpy(np.stack([c[:length] for c in clips])).float()[:, None]
         return r, f"audio folder {ref}, {len(clips)} clips paired with the samples in sorted order"
+    if crop_seed is not None:  # the samples' rule: one segment per clip at a seeded offset
+        r = subset(crop_clips(clips, length, crop_seed), n_reference, seed)
+        return r, (f"audio folder {ref}, {r.shape[0]} segments of {length} samples, one per file at a seeded "
+                   f"offset (--crop)")
     r = subset(segments(clips, length), n_reference, seed)
     return r, f"audio folder {ref}, {r.shape[0]} segments of {length} samples from {len(clips)} files"
 

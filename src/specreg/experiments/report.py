@@ -206,7 +206,7 @@ def plots(res: StudyResults, out: Path) -> list[str]:
     ``spectra_ratio.png``; returns the markdown that shows them."""
     import numpy as np
 
-    from specreg.metrics.plots import plot_spectra, plot_spectrum_ratio
+    from specreg.metrics.plots import floor_per_bin, plot_spectra, plot_spectrum_ratio
 
     spectra = {n: (np.asarray(r.spectrum["freqs"]), np.asarray(r.spectrum["power"]))
                for n, r in res.rows.items() if r.spectrum}
@@ -215,10 +215,11 @@ def plots(res: StudyResults, out: Path) -> list[str]:
         return ["(no finished run yet)"]
     scale, xlabel = (res.sample_rate, "frequency (Hz)") if res.kind == "audio" else (1, "frequency (cycles / pixel)")
     f_ref, p_ref = np.asarray(ref["freqs"]) * scale, np.asarray(ref["power"])
+    floor = floor_per_bin(ref["freqs"], res.floor.get("metrics") or {})  # the real-vs-real LSD, per band
     plot_spectra({k: (f * scale, p) for k, (f, p) in spectra.items()}, reference=(f_ref, p_ref),
-                 path=out / "spectra.png", reference_label="real reference", xlabel=xlabel)
+                 path=out / "spectra.png", reference_label="real reference", xlabel=xlabel, floor=floor)
     plot_spectrum_ratio({k: (f * scale, p) for k, (f, p) in spectra.items()}, (f_ref, p_ref),
-                        out / "spectra_ratio.png", xlabel=xlabel)
+                        out / "spectra_ratio.png", xlabel=xlabel, floor=floor)
     return ["![spectra](spectra.png) ![ratio](spectra_ratio.png)"]
 
 

@@ -103,7 +103,7 @@ def kid(features_a: Any, features_b: Any, subsets: int = 100, subset_size: int =
     """Kernel inception distance: ``(mean, std)`` of the unbiased MMD² over random subsets.
 
     Each of ``subsets`` draws takes ``subset_size`` rows of each set without replacement
-    (seeded by ``seed``) and computes
+    (seeded by ``seed`` and the set's size, so swapping the sets gives the same value) and computes
     MMD² = mean_{i≠j} k(a_i, a_j) + mean_{i≠j} k(b_i, b_j) − 2 mean_{i,j} k(a_i, b_j)
     with k(x, y) = (xᵀy / D + coef0)^degree. Unbiased: its expectation is 0 when both sets
     come from one distribution, so small negative values are normal.
@@ -122,10 +122,12 @@ def kid(features_a: Any, features_b: Any, subsets: int = 100, subset_size: int =
             f"subset_size={subset_size} is larger than the smaller feature set ({n_min} samples); "
             f"pass subset_size <= {n_min}"
         )
-    rng = np.random.default_rng(seed)
+    # each set's draws depend on its size and the seed only, not on which argument it is, so
+    # kid(a, b) == kid(b, a) (the unbiased MMD² is symmetric)
+    rng_a, rng_b = np.random.default_rng([seed, a.shape[0]]), np.random.default_rng([seed, b.shape[0]])
     values = np.array([
-        _mmd2_unbiased(a[rng.choice(a.shape[0], subset_size, replace=False)],
-                       b[rng.choice(b.shape[0], subset_size, replace=False)], degree, coef0)
+        _mmd2_unbiased(a[rng_a.choice(a.shape[0], subset_size, replace=False)],
+                       b[rng_b.choice(b.shape[0], subset_size, replace=False)], degree, coef0)
         for _ in range(subsets)
     ])
     return float(values.mean()), float(values.std())

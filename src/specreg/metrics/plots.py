@@ -15,11 +15,43 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def floor_per_bin(freqs: Any, floors: Mapping[str, float | None]) -> np.ndarray:
+    """The log-spectral noise floor (decades) at each frequency (cycles per sample): the
+    floor of the band of :data:`specreg.metrics.bands.BANDS` that holds it (``lsd_low``,
+    ``lsd_mid``, ``lsd_high``) where that was measured, else the whole-range ``lsd`` floor;
+    NaN where neither was. A step curve: each value is a band's RMS real-vs-real log ratio."""
+    from specreg.metrics.bands import BANDS
+
+    f = _np(freqs)
+    whole = floors.get("lsd")
+    out = np.full(f.shape, np.nan if whole is None else float(whole))
+    for band, (lo, hi) in BANDS.items():
+        value = floors.get(f"lsd_{band}")
+        if value is not None:
+            out[(f >= lo) & ((f < hi) | ((f <= hi) & (hi >= 0.5)))] = float(value)
+    return out
+
+
+def _floor_band(ax: Any, freqs: Any, centre: Any, floor: Any, *, log: bool) -> None:
+    """Shade centre·10^(±floor) (``log``) or centre ± floor around a curve, where the floor is known."""
+    f, c, fl = _np(freqs), _np(centre), _np(floor)
+    keep = (f > 0) & np.isfinite(fl) & ((c > 0) if log else True)
+    if not keep.any():
+        return
+    lo, hi = (c * 10.0 ** -fl, c * 10.0 ** fl) if log else (c - fl, c + fl)
+    ax.fill_between(f[keep], lo[keep], hi[keep], color="grey", alpha=0.3, linewidth=0,
+                    label="± noise floor (real vs real)")
+
+
 def plot_spectra(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, Any] | None = None,
                  path: str | os.PathLike | None = None, *, title: str = "Radially averaged power spectrum",
                  reference_label: str = "reference", xlabel: str = "frequency (cycles / sample)",
-                 ylabel: str = "power") -> Any:
+                 ylabel: str = "power", floor: Any = None) -> Any:
     """Log-log plot of radial power spectra, one line per model, the reference dashed black.
+
+    ``floor``: the log-spectral noise floor in decades at each of the reference's
+    frequencies (:func:`floor_per_bin`); the band reference·10^(±floor) is shaded grey, so a
+    curve inside it is as close to the reference as another real set would be.
 
     ``spectra`` maps a name to ``(freqs, power)`` as returned by
     :func:`specreg.metrics.spectrum.radial_power_spectrum`; the DC bin (f = 0) cannot be
@@ -49,6 +81,8 @@ def plot_spectra(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, A
         keep = (f > 0) & (p > 0)
         ax.loglog(f[keep], p[keep], label=str(name), color="black" if is_ref else None,
                   linestyle="--" if is_ref else line_style(i), linewidth=1.5)
+    if reference is not None and floor is not None:
+        _floor_band(ax, reference[0], reference[1], floor, log=True)
     tidy_log_axis(ax.xaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -123,10 +157,11 @@ def plot_band_weights(record: Mapping[str, Any], path: str | os.PathLike | None 
 def plot_spectrum_ratio(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, Any],
                         path: str | os.PathLike | None = None, *, xlabel: str = "frequency (cycles / sample)",
                         band: tuple[float, float] | None = None,
-                        title: str = "Spectrum error against the real reference") -> Any:
+                        title: str = "Spectrum error against the real reference", floor: Any = None) -> Any:
     """log10(P / P_real) against frequency, one line per spectrum (0 is a perfect spectrum),
     on a log frequency axis; ``band`` (in the units of the frequencies) is shaded. Names
-    starting with "real" are drawn dotted."""
+    starting with "real" are drawn dotted. ``floor``: the noise floor in decades per
+    frequency (:func:`floor_per_bin`), shaded as 0 ± floor."""
     f = _np(reference[0])
     p_ref = _np(reference[1])
     keep = f > 0
@@ -136,6 +171,8 @@ def plot_spectrum_ratio(spectra: Mapping[str, tuple[Any, Any]], reference: tuple
         ratio = np.log10(np.maximum(_np(power), tiny)) - np.log10(np.maximum(p_ref, tiny))
         ax.plot(f[keep], ratio[keep], label=str(name), linestyle=":" if str(name).startswith("real") else line_style(i))
     ax.axhline(0.0, color="black", linewidth=1)
+    if floor is not None:
+        _floor_band(ax, f, np.zeros_like(f), floor, log=False)
     if band is not None:
         ax.axvspan(*band, color="grey", alpha=0.15, label="band")
     ax.set_xscale("log")

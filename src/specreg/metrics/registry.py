@@ -12,8 +12,9 @@ paired metrics also take ``update_paired(x, r)``.
 
 ``specreg eval`` (:func:`specreg.experiments.evaluate.evaluate`) and the study report
 loop over :data:`METRICS`; nothing else keeps a list of metric names. Adding a metric is
-one entry in :data:`METRICS` plus its implementation — e.g. the ``lsd_upper`` entry below
-is the whole of what the high band at a second edge (the pilot's f ≥ 1/4) took.
+one entry in :data:`METRICS` plus its implementation. Result keys of metrics that are gone
+stay readable in :data:`LEGACY_KEYS` (direction and label), so old results.json files
+re-render.
 """
 
 from __future__ import annotations
@@ -91,8 +92,12 @@ class Metric:
         return self.keys[0].name
 
 
-def _lsd(name: str, band: str | None, where: str, default_for: tuple[str, ...] = ()) -> Metric:
-    """A log-spectral distance over one band of :data:`specreg.metrics.spectrum.BANDS`."""
+def _lsd(name: str, band: str | None, default_for: tuple[str, ...] = ()) -> Metric:
+    """A log-spectral distance over one band of :data:`specreg.metrics.spectrum.BANDS`
+    (labelled with the band's edges)."""
+    from specreg.metrics.bands import band_text
+
+    where = band_text(band)
     return Metric(
         name, KINDS,
         (Key(name, "lower", f"log-spectral distance, RMS of log10(P_gen/P_ref) over {where} (decades)", True),
@@ -113,11 +118,10 @@ def _fid_problem(ctx: Context) -> str | None:
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    _lsd("lsd", None, "all radial bins", KINDS),
-    _lsd("lsd_low", "low", "f < 1/6 cycles/sample", ("image",)),
-    _lsd("lsd_mid", "mid", "1/6 <= f < 1/3 cycles/sample", ("image",)),
-    _lsd("lsd_high", "high", "f >= 1/3 cycles/sample", KINDS),
-    _lsd("lsd_upper", "upper", "f >= 1/4 cycles/sample (the upper half of the bins)"),
+    _lsd("lsd", None, KINDS),
+    _lsd("lsd_low", "low", ("image",)),
+    _lsd("lsd_mid", "mid", ("image",)),
+    _lsd("lsd_high", "high", KINDS),
     Metric("domain_fd", KINDS, (Key("domain_fd", "lower", "{fd}", True),), FD, default_for=KINDS,
            problem=domain_problem("domain_fd")),
     Metric("domain_kid", KINDS,
@@ -152,6 +156,15 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 
+# keys of metrics that are gone, so that results.json files that hold them still re-render
+LEGACY_KEYS: dict[str, Key] = {k.name: k for k in (
+    Key("lsd_upper", "lower", "log-spectral distance over f >= 1/4 cycles/sample (decades; legacy band, now "
+        "lsd_high: f >= 1/3)", True),
+    Key("lsd_upper_bias", "zero", "mean of log10(P_gen/P_ref) over f >= 1/4 cycles/sample (decades; legacy band, "
+        "now lsd_high_bias: f >= 1/3)"),
+)}
+
+
 def metric_names(kind: str) -> tuple[str, ...]:
     """Metrics that apply to ``kind`` (``"image"`` or ``"audio"``), in registry order."""
     return tuple(n for n, m in METRICS.items() if kind in m.kinds)
@@ -167,7 +180,7 @@ def find_key(key: str) -> Key | None:
         for k in m.keys:
             if k.name == key:
                 return k
-    return None
+    return LEGACY_KEYS.get(key)
 
 
 def metric_of(key: str) -> Metric | None:
@@ -214,6 +227,7 @@ __all__ = [
     "ARROWS",
     "DIRECTIONS",
     "KINDS",
+    "LEGACY_KEYS",
     "METRICS",
     "Batch",
     "Context",

@@ -18,11 +18,14 @@ Conventions (shared with :mod:`specreg.transforms.fourier`):
 
 Bands. ``band`` selects K by radial frequency f (cycles per sample, 0 ≤ f ≤ 0.5):
 ``None`` = all bins (DC included); ``"low"``, ``"mid"``, ``"high"`` = thirds of the
-frequency range, f ∈ [0, 1/6), [1/6, 1/3), [1/3, 0.5]. The edges are the
+frequency range, f ∈ [0, 1/6), [1/6, 1/3), [1/3, 0.5]. Other edges are the
 ``bands`` argument (a mapping name → (f_lo, f_hi), both in cycles per sample; f_lo
-inclusive, f_hi inclusive only at 0.5). ``"upper"`` = [1/4, 1/2], the upper half of the
-bins, is the band the pilot study of the paper's notes called "high". These are the only
-band definitions in the project; the metrics ``lsd_low`` … ``lsd_upper`` use them.
+inclusive, f_hi inclusive only at 0.5). :data:`BANDS` is the one band vocabulary of the
+project: the metrics ``lsd_low``, ``lsd_mid``, ``lsd_high`` (each with its signed
+``_bias``) use it, and their labels are built from its edges (:func:`band_text`); both
+live in :mod:`specreg.metrics.bands`, which imports nothing heavy. (The
+pilot study of the paper's notes called f ≥ 1/4 "high"; that band, once the metric
+``lsd_upper``, is gone: ``high`` is f ≥ 1/3 everywhere.)
 """
 
 from __future__ import annotations
@@ -33,14 +36,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from specreg._checks import check_choice, check_ndim, check_positive, check_signal
+from specreg.metrics.bands import BANDS
 from specreg.transforms.fourier import radial_average, radial_bins, rfftn, safe_amplitude, spatial_dims
-
-BANDS: dict[str, tuple[float, float]] = {
-    "low": (0.0, 1.0 / 6.0),
-    "mid": (1.0 / 6.0, 1.0 / 3.0),
-    "high": (1.0 / 3.0, 0.5),
-    "upper": (0.25, 0.5),
-}
 
 
 def _as_tensor(x: object, name: str) -> torch.Tensor:

@@ -31,7 +31,7 @@ class Context:
     device: Any = "cpu"
     feature_extractor: Any = None  # user features for domain_fd/domain_kid
     kid_subsets: int = 100
-    kid_subset_size: int | None = None  # default min(1000, n, m)
+    kid_subset_size: int | None = None  # default min(1000, n // 2, m // 2)
     ndb_bins: int | None = None  # default max(2, min(50, m // 10))
     peaks: list[tuple[float, ...]] | None = None  # known spectral lines (peak_energy)
     peak_tolerance: float | None = None  # cycles/sample; default two bins
@@ -46,7 +46,9 @@ class Context:
 
     @property
     def kid_size(self) -> int:
-        return self.kid_subset_size if self.kid_subset_size is not None else min(1000, self.n, self.m)
+        # subsets smaller than both sets, so that their spread says how much the value moves
+        # with the items drawn; subsets as large as a set would all be that set (spread 0)
+        return self.kid_subset_size if self.kid_subset_size is not None else min(1000, self.n // 2, self.m // 2)
 
     @property
     def ndb_k(self) -> Any:
@@ -118,13 +120,18 @@ class Batch:
         self.x, self.real, self.ctx = x, real, ctx
 
     @cached_property
-    def radial_power_sum(self) -> torch.Tensor:
-        """Σ over items of the radial power spectrum, (C, n_bins), float64."""
+    def radial_power(self) -> torch.Tensor:
+        """Each item's radial power spectrum, (B, C, n_bins), float64."""
         from specreg.metrics.spectrum import _flatten_channels, power_spectrum
         from specreg.transforms.fourier import radial_average
 
         x = _flatten_channels(self.x, self.ctx.ndim)
-        return radial_average(power_spectrum(x, self.ctx.ndim), tuple(x.shape[-self.ctx.ndim:])).sum(0).cpu()
+        return radial_average(power_spectrum(x, self.ctx.ndim), tuple(x.shape[-self.ctx.ndim:])).cpu()
+
+    @cached_property
+    def radial_power_sum(self) -> torch.Tensor:
+        """Σ over items of the radial power spectrum, (C, n_bins), float64."""
+        return self.radial_power.sum(0)
 
     def _at_speech_rate(self) -> torch.Tensor:
         import torch
@@ -213,13 +220,14 @@ class KIDStream:
         from specreg.metrics.frechet import KID
 
         self.kid = KID(subsets=ctx.kid_subsets, subset_size=ctx.kid_size, seed=ctx.seed)
+        self.whole = ctx.kid_size >= min(ctx.n, ctx.m)  # every subset holds the whole smaller set
 
     def update(self, batch: Batch) -> None:
         self.kid.features[batch.real].append(batch.features)
 
     def compute(self) -> dict[str, float]:
         mean, std = self.kid.compute()
-        return {"domain_kid": mean, "domain_kid_std": std}
+        return {"domain_kid": mean, "domain_kid_std": float("nan") if self.whole else std}
 
 
 def domain_problem(name: str) -> Callable[[Context], str | None]:
@@ -236,7 +244,8 @@ def domain_problem(name: str) -> Callable[[Context], str | None]:
                             "stable estimate) or drop domain_fd")
         if name == "domain_kid" and not 2 <= ctx.kid_size <= min(ctx.n, ctx.m):
             return (f"domain_kid needs subsets of 2 … {min(ctx.n, ctx.m)} items on each side (samples {ctx.n}, "
-                    f"reference {ctx.m}); got kid_subset_size={ctx.kid_size}")
+                    f"reference {ctx.m}; by default half the smaller set, so at least 4 items each); got "
+                    f"kid_subset_size={ctx.kid_size}")
         return None
 
     return problem
