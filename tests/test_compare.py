@@ -559,7 +559,7 @@ def test_studies_shipped_in_the_package_resolve(path, tmp_path):
 def test_a_study_extends_another_keeping_its_rows(tmp_path):
     """``extends``: the parent's keys, the child's top-level keys replacing them whole, profiles
     merged by name; the resolution study's 32×32 twin shares the 64×64 rows and pretrains
-    exactly §3's baseline (the same run identity)."""
+    exactly §3's baseline (the same pretraining folder)."""
     parent = write_study(tmp_path / "parent.yaml", {**tiny_study(), "overrides": ["data.size=16"],
                                                     "profiles": {"tiny": tiny_study()["profiles"]["tiny"],
                                                                  "other": {"seeds": [3]}}})
@@ -576,7 +576,8 @@ def test_a_study_extends_another_keeping_its_rows(tmp_path):
         load_study(write_study(tmp_path / "bad.yaml", {"extends": 3}), "tiny")
     twin = plan_runs(load_study(STUDIES / "resolution_textures_32.yaml", "small"), tmp_path / "t")
     sec3 = plan_runs(load_study(STUDIES / "images_textures_finetune.yaml", "small"), tmp_path / "s")
-    assert twin[0].protocol == sec3[0].protocol == "pretrain" and twin[0].key == sec3[0].key
+    assert twin[0].protocol == sec3[0].protocol == "pretrain"
+    assert twin[0].run_dir.parent.name == sec3[0].run_dir.parent.name
     big = plan_runs(load_study(STUDIES / "resolution_textures_64.yaml", "small"), tmp_path / "b")
     assert big[0].config["data"]["size"] == 64 and twin[0].config["data"]["size"] == 32
     assert [s.variant for s in big[1:]] == [s.variant for s in twin[1:]]
