@@ -243,6 +243,8 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     kinds = list(results)
+    names = list(dict.fromkeys(n for by_name in results.values() for n in by_name))
+    colors = dict(zip(names, plt.get_cmap("tab20").colors[::2] + plt.get_cmap("tab20").colors[1::2]))
     fig, axes = plt.subplots(2, len(kinds), figsize=(5 * len(kinds), 8), squeeze=False)
     xlabel = {"image": "pixels per sample N", "audio": "samples N (16 kHz)", "batch": "batch (3×64×64)"}
     for j, kind in enumerate(kinds):
@@ -251,8 +253,9 @@ def plot(results: dict, path: Path) -> None:
             ax = axes[i][j]
             for name, points in results[kind].items():
                 ns = [p["n"] for p in points]
-                ax.loglog(ns, [max(p[key] * scale, 1e-6) for p in points], "o-" if name.startswith("step") else
-                          ".-", label=name, lw=2 if name.startswith("step") else 1)
+                step = name.startswith("step")
+                ax.loglog(ns, [max(p[key] * scale, 1e-6) for p in points], marker="o" if step else ".", label=name,
+                          lw=2 if step else 1, color=colors[name], ls="--" if name == STEP_BASE else "-")
             ns = sorted({p["n"] for pts in results[kind].values() for p in pts})
             ref = [p for p in results[kind].get("fourier_amp", next(iter(results[kind].values())))]
             if ref and len(ns) > 1:  # an N log N guide through the first point of fourier_amp
@@ -264,7 +267,8 @@ def plot(results: dict, path: Path) -> None:
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
         axes[0][j].set_title(f"{kind} sweep")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    legend = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
+    axes[0][-1].legend(legend.values(), legend.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
