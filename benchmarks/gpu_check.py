@@ -445,7 +445,8 @@ def main(args_list: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("SPECREG_CACHE", str(out / "cache"))  # latents encoded here, not under ~/.cache
+    # latents encoded for the latent study go to a scratch folder, not ~/.cache nor OUT_DIR
+    os.environ.setdefault("SPECREG_CACHE", tempfile.mkdtemp(prefix="specreg-gpu-check-"))
     t_start = time.time()
     budget = args.budget if args.budget is not None else (300 if s.dry else 420)
     deadline = t_start + budget  # no section starts later; no study starts after 70 % of it
