@@ -49,3 +49,14 @@ def test_the_gpu_check_needs_an_output_folder():
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "usage: bash benchmarks/gpu_check.sh OUT_DIR" in proc.stderr
+
+
+def test_without_a_cuda_device_the_check_says_so_and_stops(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path / "gpu")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no CUDA device visible" in proc.stderr and "--dry-run" in proc.stderr
