@@ -47,8 +47,11 @@ if [ "$gpu" = 1 ]; then
   exit 0
 fi
 
-# One short request, bounded as a whole (the socket timeout does not cover DNS look-ups).
-if timeout "$((WAIT + 1))" "$PY" -c 'import sys, urllib.request
+# One short request, bounded as a whole (the socket timeout does not cover DNS look-ups;
+# `timeout` is coreutils, absent on a bare macOS, where the socket timeout alone bounds it).
+bound=()
+if command -v timeout >/dev/null 2>&1; then bound=(timeout "$((WAIT + 1))"); fi
+if ${bound[@]+"${bound[@]}"} "$PY" -c 'import sys, urllib.request
 urllib.request.urlopen(sys.argv[1].rstrip("/") + "/", timeout=float(sys.argv[2])).close()' \
     "$CPU_INDEX" "$WAIT" >/dev/null 2>&1 \
   && pip_install --index-url "$CPU_INDEX" --retries 1 --timeout 30 "$PIN"; then
