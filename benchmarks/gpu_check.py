@@ -26,6 +26,9 @@ Writes ``gpu_check.json`` (after every section, so a killed run keeps what it me
 ``gpu_check.md``, ``losses.md`` and ``overhead.md`` to OUT_DIR. Needs no network: the data
 sets are local (scikit-image textures, the Debian Fashion-MNIST and speech packages), the
 VAE ships with the package, and peers that are not installed are skipped.
+
+One file of about 500 lines on purpose: it is the single script a short, rented GPU session
+runs, its five sections are independent, and the dry-run test exercises all of it.
 """
 
 from __future__ import annotations
