@@ -13,20 +13,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from specreg.experiments.results import PLATEAU_TAIL, StudyResults
-from specreg.experiments.stats import Stat
+from specreg.experiments.stats import FDR_Q, Stat
 from specreg.metrics.registry import ARROWS, find_key
 
 RESULTS_TEXT = (
     "Mean ± standard deviation over seeds (sample std, n − 1; \"—\" with one seed). ↓ lower is better, "
     "↑ higher is better, →0 closest to zero is best; the best mean per column is **bold**. † marks a mean "
-    "whose difference to its baseline's is resolved: larger than twice the real-vs-real noise floor (for "
-    "distances) and than the 95 % half-width of the difference over seeds. The difference is paired by seed "
-    "where both rows share at least two seeds (a seed fixes the data order, the noise and the sampling noise "
-    "of every variant): mean and Student-t half-width of the per-seed differences; otherwise the difference "
-    "of the means with Welch's half-width. With a single seed nothing is marked. Without †, this study does "
-    "not resolve the difference.")
-
-
+    "whose difference Δ to its baseline's passes two tests (cells listed under \"Tests\"): it survives "
+    "Benjamini–Hochberg false-discovery control at q = {q} over the family of {m} tested cells (every "
+    "variant × metric cell with a baseline and at least two seeds), and |Δ| exceeds the metric's practical "
+    "floor (distances: twice the real-vs-real noise floor; signed biases: the real-vs-real spread of the bias "
+    "at these sample counts). Each cell's p-value is two-sided: paired by seed where both rows share at least "
+    "two seeds (a seed fixes the data order, the noise and the sampling noise of every variant; Student t of "
+    "the per-seed differences), otherwise Welch's. With a single seed nothing is tested. Without †, this study "
+    "does not resolve the difference.")
 def fmt(v: float | None, digits: int = 4) -> str:
     """A number for a table: ``digits`` significant digits, scientific outside [1e-3, 1e5)."""
     if v is None or not math.isfinite(v):
@@ -54,9 +54,10 @@ def _paired(key: str) -> bool:
 
 def results_table(res: StudyResults) -> list[str]:
     """One row per variant, one column per key: mean ± std, the best in bold, † where the
-    difference to the row's baseline is resolved; then the noise floor and the seed spread."""
+    difference to the row's baseline is marked (stats); then the noise floor and the seed spread."""
     cols = res.columns
     n_seeds = len(res.seeds)
+    marks = {(c["variant"], c["key"]) for c in res.cells() if c["marked"]}
     lines = [row(["variant", "protocol", "seeds", *[k + ARROWS.get(_direction(k), "") for k in cols]]),
              "|" + "---|" * (3 + len(cols))]
     for name, r in res.rows.items():
@@ -68,8 +69,7 @@ def results_table(res: StudyResults) -> list[str]:
             text = f"{fmt(s.mean)} ± {fmt(s.std, 2)}"
             if res.is_best(name, key):
                 text = f"**{text}**"
-            vs = res.versus_baseline(name, key)
-            if vs is not None and vs[2]:
+            if (name, key) in marks:
                 text += " †"
             cells.append(text)
         lines.append(row(cells))
@@ -94,8 +94,32 @@ def lambda_grid_table(res: StudyResults) -> list[str]:
         a, b = e["stat"], e["best"]
         lines.append(row([e["auto"], e["key"], f"{fmt(a.mean)} ± {fmt(a.std, 2)}", f"{fmt(b.mean)} ({e['best_name']})",
                           fmt(e["median"]), f"{e['rank']} of {e['of']}",
-                          f"{fmt(e['diff'], 2)}{' †' if e['resolved'] else ''}"]))
+                          f"{fmt(e['diff'], 2)}{' †' if e['marked'] else ''}"]))
     return lines
+
+
+def tests_table(res: StudyResults) -> list[str]:
+    """Every tested cell: Δ = variant − baseline, its 95 % half-width, p, the BH-adjusted p,
+    the practical floor and the verdict (why a cell is not marked)."""
+    cells = [c for c in res.cells() if c["p"] is not None]
+    if not cells:
+        return []
+    lines = [row(["variant", "metric", "Δ vs baseline", "95 % half-width", "seeds", "p", "p (BH)",
+                  "practical floor", "marked"]), "|---" * 9 + "|"]
+    for c in cells:
+        why = "†" if c["marked"] else ("p (BH) > q" if c["p_adj"] > FDR_Q else "|Δ| ≤ floor")
+        lines.append(row([c["variant"], c["key"], fmt(c["diff"], 3), fmt(c["half_width"], 2),
+                          f"{c['n']} {'paired' if c['paired'] else 'unpaired'}", fmt(c["p"], 2), fmt(c["p_adj"], 2),
+                          f"{fmt(c['practical_floor'], 2)} ({c['floor_rule']})" if c["practical_floor"] else "none",
+                          why]))
+    return lines
+
+
+def mark_counts(res: StudyResults) -> dict[str, int]:
+    """How many cells were tested, have p < 0.05 alone, survive BH, and are marked."""
+    cells = [c for c in res.cells() if c["p"] is not None]
+    return {"tested": len(cells), "p<0.05": sum(c["p"] < 0.05 for c in cells),
+            "bh": sum(c["p_adj"] <= FDR_Q for c in cells), "marked": sum(c["marked"] for c in cells)}
 
 
 def curve_table(res: StudyResults) -> list[str]:
@@ -163,8 +187,11 @@ def setup_text(res: StudyResults) -> str:
             f"sampling seed {ev.get('sample_seed')} + run seed).")
     if res.pretrains:
         ft = st.get("finetune", {})
+        ps = ft.get("pretrain_seeds") or []
+        which = (f"one per seed: seed {', '.join(f'{s} from pretraining seed {p}' for s, p in zip(res.seeds, ps))}"
+                 if ps else f"seed {ft.get('pretrain_seed')}, one model for every seed")
         text += (f"\n\nFine-tuning protocol: each pretrained model below was trained for {res.pretrains[0]['steps']} "
-                 f"steps without a regularizer (seed {ft.get('pretrain_seed')}); the variants marked `finetune` were "
+                 f"steps without a regularizer ({which}); the variants marked `finetune` were "
                  f"fine-tuned from its final EMA weights for {ft.get('steps')} steps with a fresh optimizer "
                  f"(fine-tuning overrides: {', '.join(ft.get('overrides') or []) or 'none'}).\n")
         for p in res.pretrains:
@@ -229,6 +256,7 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
     legend = [f"- **{k}**: {res.labels.get(k, '')}" for k in res.columns]
     diverged = [f"- {name}/seed{d['seed']}: {d.get('error', '')}" for name, r in res.rows.items() for d in r.diverged]
     grid, curves, reach = lambda_grid_table(res), curve_table(res), reach_table(res)
+    tests, counts = tests_table(res), mark_counts(res)
     flat = plateau_table(res)
     times, total_train = timing_table(res)
     bands = [f"**{n}** (seed {r.samples_seed})\n\n![{n}]({r.band_weights})\n" for n, r in res.rows.items()
@@ -240,7 +268,7 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         f"Variants of the study left out by this profile: {', '.join(st['cut'])}." if st.get("cut") else "",
         setup_text(res),
         "## Results",
-        RESULTS_TEXT,
+        RESULTS_TEXT.format(q=FDR_Q, m=counts["tested"]),
         nl.join(results_table(res)),
         f"Reference: {res.floor.get('reference')}. Noise floor: {res.floor.get('floor_set')}, against the same "
         "reference.",
@@ -249,8 +277,16 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         *(["## Automatic λ against the λ grid",
            "Does the automatic λ remove the need to tune λ? Per metric: the auto variant's mean ± std, the best "
            "and the median of the grid's means, the auto variant's rank among the grid and itself (1 = best), "
-           "and auto − best (paired by seed where possible; † where resolved, as above).",
+           "and auto − best (paired by seed where possible; † by the rule above, with these cells as their own "
+           "Benjamini–Hochberg family).",
            nl.join(grid)] if grid else []),
+        *(["## Tests",
+           f"Each tested cell of the results table: of {counts['tested']}, {counts['p<0.05']} have p < 0.05 on "
+           f"their own (about {0.05 * counts['tested']:.1f} expected by chance if nothing differed), "
+           f"{counts['bh']} survive Benjamini–Hochberg at q = {FDR_Q}, and {counts['marked']} also exceed their "
+           "practical floor (†). \"practical floor\": the |Δ| a mark needs, and its source (\"|real vs real|\": "
+           "a study that did not record the spread of a bias uses the size of its one real-vs-real value).",
+           nl.join(tests)] if tests else []),
         *(["## Training curves",
            f"Runs measured every {ev.get('curve_every')} steps on "
            f"{min(ev.get('curve_samples', 0), ev.get('n_samples', 0))} "
@@ -298,6 +334,5 @@ def write_report(res: StudyResults, out: Path) -> Path:
     return path
 
 
-__all__ = ["curve_table", "fmt", "lambda_grid_table", "plateau_table", "reach_table", "render", "results_table",
-           "timing_table", "write_report"]
-
+__all__ = ["curve_table", "fmt", "lambda_grid_table", "mark_counts", "plateau_table", "reach_table", "render",
+           "results_table", "tests_table", "timing_table", "write_report"]

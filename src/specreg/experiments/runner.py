@@ -202,10 +202,44 @@ def save_samples(x: Any, folder: Path, kind: str, rate: int | None) -> None:
         save_image_grid(x[:64], folder / "samples.png")
 
 
+SPREAD_RESAMPLES = 50  # bootstrap draws of floor_spread: its relative error ≈ 1/√(2·50) = 10 %
+
+
+def floor_spread(real: Any, ev: Evaluation, *, kind: str, sample_rate: int | None,
+                 resamples: int = SPREAD_RESAMPLES) -> dict[str, float]:
+    """The real-vs-real standard deviation of every signed key (direction "zero": the
+    ``*_bias`` keys) of ``ev.metrics`` at the study's sample counts: the bootstrap std of
+    the key over ``resamples`` draws of ``n_samples`` floor items with replacement, each
+    measured against the same reference like a run (the reference is common to every
+    row of a study, so only the samples' draw varies). A signed key's practical floor
+    (:func:`specreg.experiments.stats.practical_floor`)."""
+    import statistics
+
+    import torch
+
+    from specreg.metrics.registry import METRICS
+
+    signed = [m for m in ev.metrics if not METRICS[m].paired and any(k.direction == "zero" for k in METRICS[m].keys)]
+    if not signed or real.floor is None or len(real.floor) < 2:
+        return {}
+    sub = replace(ev, metrics=signed)
+    g = torch.Generator().manual_seed(ev.metric_seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        idx = torch.randint(len(real.floor), (len(real.floor),), generator=g)
+        values = measure(real.floor[idx], real, sub, kind=kind, sample_rate=sample_rate)["metrics"]
+        for m in signed:
+            for k in METRICS[m].keys:
+                if k.direction == "zero" and k.name in values:
+                    draws.setdefault(k.name, []).append(float(values[k.name]))
+    return {k: statistics.stdev(v) for k, v in draws.items() if len(v) > 1}
+
+
 def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Real vs real with the same counts, cached in ``real/floor.json``: the floor set
-    (``n_samples`` real items disjoint from the reference) measured like a run, and the
-    reference's spectrum. With a training curve, also its first ``curve_samples`` items
+    (``n_samples`` real items disjoint from the reference) measured like a run, the
+    real-vs-real spread of its signed keys (:func:`floor_spread`) and the reference's
+    spectrum. With a training curve, also its first ``curve_samples`` items
     (``curve_metrics``). Paired metrics are left out (no floor from disjoint sets)."""
     import torch
 
@@ -214,16 +248,21 @@ def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, A
     key = stable_hash({"data": cfg["data"], "evaluation": asdict(ev)})
     path = out / FLOOR_FILE
     cached = read_json(path)
-    if cached and cached.get("key") == key:
+    if cached and cached.get("key") == key and "spread" in cached:
         return cached
     kind, rate = data_kind(cfg)
     real = ev.real_sets(cfg)
+    if cached and cached.get("key") == key:  # written before the spread was recorded: add it only
+        cached["spread"] = floor_spread(real, ev, kind=kind, sample_rate=rate)
+        write_json(path, cached)
+        return cached
     unpaired = replace(ev, metrics=[m for m in ev.metrics if not METRICS[m].paired])
     record = {"key": key, "reference": real.description, "floor_set": real.floor_description}
     if unpaired.metrics:
         record.update(measure(real.floor, real, unpaired, kind=kind, sample_rate=rate))
     else:
         record.update({"metrics": {}, "labels": {}, "skipped": {}})
+    record["spread"] = floor_spread(real, ev, kind=kind, sample_rate=rate)
     ref = measure(real.reference, real, replace(ev, metrics=["lsd"]), kind=kind, sample_rate=rate)["spectrum"]
     record["reference_spectrum"] = ref
     if cfg.get("autoencoder", {}).get("name") and unpaired.metrics:  # a latent model can do no better than this
@@ -250,5 +289,5 @@ def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, A
     return record
 
 
-__all__ = ["CURVE_FILE", "FLOOR_FILE", "TIMING_FILE", "execute", "measure_floor", "pretrained_net", "run_lock",
-           "sample", "save_samples"]
+__all__ = ["CURVE_FILE", "FLOOR_FILE", "SPREAD_RESAMPLES", "TIMING_FILE", "execute", "floor_spread",
+           "measure_floor", "pretrained_net", "run_lock", "sample", "save_samples"]
