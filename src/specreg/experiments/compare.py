@@ -123,11 +123,16 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
 
 
 def rerender(out_dir: str | Path) -> Path:
-    """Rewrite ``report.md`` (and its plots) of a study from its ``results.json`` alone."""
+    """Rewrite ``report.md`` (and its plots) of a study from its ``results.json`` alone, and
+    the tests that file keeps (``significance``: derived, so recomputed with the current
+    rule; nothing else of the file changes)."""
     from specreg.experiments.report import render
 
     out = Path(out_dir)
     res = StudyResults.load(out / RESULTS_FILE)
+    raw = read_json(out / RESULTS_FILE)
+    if raw.get("significance") != (sig := res.significance()):
+        write_json(out / RESULTS_FILE, {**raw, "significance": sig})
     if not res.timing:  # every study run has a timing row since 0.2
         import warnings
 
@@ -251,7 +256,22 @@ def format_plan(result: CompareResult) -> str:
     for s in result.runs:
         steps = s.config["train"]["steps"]
         lines.append(f"  {s.status:<7} {s.label:<40} {s.protocol:<9} {steps:>7} steps  {s.run_dir}")
+    lines.append(plan_cost(result.runs))
     return "\n".join(lines)
+
+
+def plan_cost(runs: list[RunSpec]) -> str:
+    """The cost of a plan in training steps: pretrainings and the other runs, in all and still to do."""
+    def total(specs: list[RunSpec]) -> int:
+        return sum(int(s.config["train"]["steps"]) for s in specs)
+
+    pre = [s for s in runs if s.protocol == "pretrain"]
+    rest = [s for s in runs if s.protocol != "pretrain"]
+    todo = [s for s in runs if s.status != "done"]
+    parts = [f"{len(pre)} pretraining(s), {total(pre)} steps"] if pre else []
+    parts.append(f"{len(rest)} runs, {total(rest)} steps")
+    return (f"cost: {' + '.join(parts)} = {total(runs)} training steps; still to do: {len(todo)} runs, "
+            f"{total(todo)} steps")
 
 
 __all__ = [
@@ -267,6 +287,7 @@ __all__ = [
     "compare_command",
     "execute",
     "format_plan",
+    "plan_cost",
     "load_study",
     "measure",
     "plan_runs",
