@@ -147,6 +147,28 @@ def test_report_has_table_command_and_versions(tiny_run):
     assert StudyResults.load(out / "results.json").to_dict() == res.to_dict()
 
 
+def test_timing_rows_carry_their_setting_and_say_when_they_compare(tiny_run, monkeypatch):
+    """Step times compare only within one setting (threads, runs at once): each run records
+    it, the table shows it per row, and the note says whether the rows compare."""
+    from specreg.experiments import demo
+    from specreg.experiments.report import timing_note, timing_table
+
+    _, _, result = tiny_run
+    res = result.results
+    assert all(t["threads"] >= 1 and t["parallel"] == 1 and t["device"] in ("cpu", "cuda") for t in res.timing)
+    lines, _ = timing_table(res)
+    assert "setting" in lines[0] and all(" at once" in line for line in lines[2:])
+    assert timing_note(res.timing).startswith("Every run trained in the same setting")
+    mixed = [{**res.timing[0], "threads": 2, "parallel": 1}, {**res.timing[1], "threads": 1, "parallel": 2}]
+    assert "compares only between rows of the same setting" in timing_note(mixed)
+    old = [{k: v for k, v in t.items() if k not in ("threads", "parallel", "device")} for t in res.timing]
+    assert "without a recorded setting" in timing_note(old)  # a results.json from before the setting was recorded
+    res.timing = mixed
+    monkeypatch.setattr(demo, "reading", lambda res: "")  # the demo's upper band is not in this study
+    text = demo.short_report(res, "specreg demo", 1.0, quick=True)
+    assert "2 threads, 1 at once" in text and "1 thread, 2 at once" in text and "docs/benchmarks.md" in text
+
+
 def test_metrics_match_numpy_on_saved_samples(tiny_run):
     """The stored LSD is that of the saved samples against the documented reference crops."""
     _, out, result = tiny_run
@@ -728,7 +750,7 @@ def test_an_orphaned_worker_takes_no_further_run(monkeypatch):
 
     started = []
 
-    def fake_execute(spec, ev, threads):
+    def fake_execute(spec, ev, threads, parallel=None):
         started.append(spec)
         if spec == "dies":  # the parent dies while this run trains: the trainer stops it
             monkeypatch.setattr(compare, "_parent_pid", os.getppid() + 1)

@@ -170,7 +170,7 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Itera
             print(f"[compare] {spec.label}: {spec.protocol}, {spec.status} → {spec.run_dir}", file=log, flush=True)
             own = spec.config["train"].get("threads")  # a study's own setting wins
             run = spec if not threads else replace(spec, config=_with_train(spec.config, threads=own or threads))
-            yield spec, execute(run, ev, threads=threads)
+            yield spec, execute(run, ev, threads=threads, parallel=1)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -184,7 +184,7 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Itera
     slots = ctx.Value("i", 0)  # each worker takes the next slot: its GPU on a machine with several
     with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=_worker_init,
                              initargs=(slots, torch.cuda.device_count())) as pool:
-        futures = {pool.submit(_execute_in_worker, q, ev): s for q, s in zip(quiet, specs)}
+        futures = {pool.submit(_execute_in_worker, q, ev, min(jobs, len(specs))): s for q, s in zip(quiet, specs)}
         for s in specs:
             print(f"[compare] {s.label}: {s.protocol}, {s.status} → {s.run_dir} (queued)", file=log, flush=True)
         for fut in as_completed(futures):
@@ -205,11 +205,11 @@ def _exit_if_orphaned() -> None:
         os._exit(143)
 
 
-def _execute_in_worker(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
+def _execute_in_worker(spec: RunSpec, ev: Evaluation, parallel: int = 1) -> dict[str, Any]:
     # one torch thread per process: --jobs N processes share the machine's cores
     _exit_if_orphaned()
     try:
-        return execute(spec, ev, threads=1)
+        return execute(spec, ev, threads=1, parallel=parallel)
     finally:
         _exit_if_orphaned()
 

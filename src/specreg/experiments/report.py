@@ -164,14 +164,35 @@ def reach_table(res: StudyResults) -> list[str]:
     return lines
 
 
+def setting(t: dict) -> str:
+    """The setting a run trained in, as a table cell: threads (or GPU) and runs at once."""
+    if t.get("threads") is None:
+        return "not recorded"
+    where = "GPU" if t.get("device") == "cuda" else f"{t['threads']} thread{'s' if t['threads'] != 1 else ''}"
+    return where + (f", {t['parallel']} at once" if t.get("parallel") else "")
+
+
+def timing_note(timing: Sequence[dict]) -> str:
+    """Whether the s / step of these rows may be compared, and where a loss's cost is measured."""
+    settings = {setting(t) for t in timing if t.get("train_s")}
+    if len(settings) == 1 and "not recorded" not in settings:
+        return f"Every run trained in the same setting ({settings.pop()}), so their s / step compare."
+    return ("s / step compares only between rows of the same setting (torch threads per run, runs trained at "
+            "once: runs that share the cores take longer per step than a run alone)"
+            + ("; runs without a recorded setting were trained before it was recorded" if "not recorded" in
+               settings else "")
+            + ". What each regularizer adds to a training step, measured in one setting: docs/benchmarks.md.")
+
+
 def timing_table(res: StudyResults) -> tuple[list[str], float]:
-    lines = [row(["run", "steps", "train s", "s / step", "sample s", "eval s", "status"]), "|---" * 7 + "|"]
+    lines = [row(["run", "steps", "train s", "s / step", "setting", "sample s", "eval s", "status"]),
+             "|---" * 8 + "|"]
     total = 0.0
     for t in res.timing:
         train_s, steps = t.get("train_s"), t.get("steps")
         total += train_s or 0.0
         per = fmt(train_s / steps, 3) if train_s and steps else "—"
-        lines.append(row([t["run"], str(steps if steps is not None else "—"), fmt(train_s), per,
+        lines.append(row([t["run"], str(steps if steps is not None else "—"), fmt(train_s), per, setting(t),
                           fmt(t.get("sample_s"), 3), fmt(t.get("eval_s"), 3), str(t.get("status", ""))]))
     return lines, total
 
@@ -315,6 +336,7 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         nl.join(sample_links(res, out)),
         "## Runs and wall time",
         nl.join(times),
+        timing_note(res.timing),
         wall_text(res, total_train),
         "## Reproduce",
         f"```\n{res.command}\n```",
@@ -335,4 +357,5 @@ def write_report(res: StudyResults, out: Path) -> Path:
 
 
 __all__ = ["curve_table", "fmt", "lambda_grid_table", "mark_counts", "plateau_table", "reach_table", "render",
-           "results_table", "tests_table", "timing_table", "write_report"]
+           "results_table", "setting", "tests_table", "timing_note", "timing_table",
+           "write_report"]

@@ -138,18 +138,31 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any]:
+def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0, parallel: int | None = None) -> dict[str, Any]:
     """Train one run, sample ``ev.n_samples`` with seed ``ev.sample_seed + seed``, measure,
     and write its record (``run.json``); a pretraining run is only measured along its
     curve, if it has one. Returns the record written. Holds a lock on the run directory
-    and runs with ``threads`` torch threads (0: as they are), restored afterwards."""
+    and runs with ``threads`` torch threads (0: as they are), restored afterwards.
+    ``parallel``: how many runs the caller trains at once (recorded with the timing, as
+    step times are comparable only between runs trained in the same setting)."""
     from specreg.train.trainer import torch_threads
 
     with run_lock(spec.run_dir), torch_threads(threads):
-        return _execute(spec, ev)
+        return _execute(spec, ev, parallel)
 
 
-def _execute(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
+def _setting(spec: RunSpec, parallel: int | None) -> dict[str, Any]:
+    """The setting a run trained in: device, torch threads (the trainer's rule) and runs at once."""
+    import torch
+
+    from specreg.train.trainer import cpu_threads
+
+    gpu = torch.cuda.is_available()
+    threads = int(spec.config["train"].get("threads") or cpu_threads() or torch.get_num_threads())
+    return {"device": "cuda" if gpu else "cpu", "threads": threads, "parallel": parallel}
+
+
+def _execute(spec: RunSpec, ev: Evaluation, parallel: int | None = None) -> dict[str, Any]:
     from specreg.train.trainer import TrainingDiverged
 
     t0 = time.time()
@@ -165,7 +178,7 @@ def _execute(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
             raise
         return _write_record(spec, {**base, "status": "diverged", "error": str(err)})
     # from the trainer's log, so a sitting that was killed still counts up to its last checkpoint
-    timing: dict[str, Any] = {"train_s": seconds, "steps": steps}
+    timing: dict[str, Any] = {"train_s": seconds, "steps": steps, **_setting(spec, parallel)}
     write_json(timing_path, timing)
     curve = read_json(spec.run_dir / CURVE_FILE) if spec.curve else None
     if spec.protocol == "pretrain":
