@@ -186,8 +186,18 @@ def test_metrics_match_numpy_on_saved_samples(tiny_run):
         assert res.rows[name].stats["lsd"].mean == pytest.approx(lsd, rel=1e-6)
         assert res.rows[name].stats["lsd_high_bias"].mean == pytest.approx(bias_high, rel=1e-6)
     # the noise floor: 8 other held-out crops against the same reference
-    floor_lsd, _ = numpy_lsd(crops(8, seed=2), reference)
+    floor_set = crops(8, seed=2)
+    floor_lsd, _ = numpy_lsd(floor_set, reference)
     assert res.floor_value("lsd") == pytest.approx(floor_lsd, rel=1e-6)
+    # the spread of a signed key: the bootstrap std over resamples of the floor set (the
+    # same draws: torch.randint with the metric seed), each against the same reference
+    from specreg.experiments.runner import SPREAD_RESAMPLES
+
+    g = torch.Generator().manual_seed(res.study["evaluation"]["metric_seed"])
+    draws = [numpy_lsd(floor_set[torch.randint(8, (8,), generator=g).numpy()], reference, lo=1 / 3)[1]
+             for _ in range(SPREAD_RESAMPLES)]
+    assert res.spread("lsd_high_bias") == pytest.approx(np.std(draws, ddof=1), rel=1e-5)
+    assert set(res.floor["spread"]) == {"lsd_bias", "lsd_high_bias"}
 
 
 def test_eval_of_a_compare_run_reproduces_its_metrics(tiny_run, tmp_path):

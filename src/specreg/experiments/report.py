@@ -304,8 +304,8 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         *(["## Tests",
            f"Each tested cell of the results table: of {counts['tested']}, {counts['p<0.05']} have p < 0.05 on "
            f"their own (about {0.05 * counts['tested']:.1f} expected by chance if nothing differed), "
-           f"{counts['bh']} survive Benjamini–Hochberg at q = {FDR_Q}, and {counts['marked']} also exceed their "
-           "practical floor (†). \"practical floor\": the |Δ| a mark needs, and its source (\"|real vs real|\": "
+           f"{counts['bh']} survive Benjamini–Hochberg at q = {FDR_Q}, and {counts['marked']} of those also exceed "
+           "their practical floor (†). \"practical floor\": the |Δ| a mark needs, and its source (\"|real vs real|\": "
            "a study that did not record the spread of a bias uses the size of its one real-vs-real value).",
            nl.join(tests)] if tests else []),
         *(["## Training curves",
