@@ -125,21 +125,28 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
 def rerender(out_dir: str | Path) -> Path:
     """Rewrite ``report.md`` (and its plots) of a study from its ``results.json`` alone, and
     the tests that file keeps (``significance``: derived, so recomputed with the current
-    rule; nothing else of the file changes)."""
-    from specreg.experiments.report import render
+    rule; nothing else of the file changes). A results.json from before labels and set-up
+    were kept updates only the marks of the existing report
+    (:func:`specreg.experiments.report.update_marks`)."""
+    from specreg.experiments.report import render, update_marks
 
     out = Path(out_dir)
     res = StudyResults.load(out / RESULTS_FILE)
     raw = read_json(out / RESULTS_FILE)
     if raw.get("significance") != (sig := res.significance()):
         write_json(out / RESULTS_FILE, {**raw, "significance": sig})
+    path = out / "report.md"
+    if not (res.labels and res.setup) and path.is_file():
+        # a results.json from before labels and set-up were kept: rendering it anew would drop
+        # what the report shows beyond it (legend, curves, samples), so only the marks change
+        path.write_text(update_marks(path.read_text(encoding="utf-8"), res), encoding="utf-8")
+        return path
     if not res.timing:  # every study run has a timing row since 0.2
         import warnings
 
         warnings.warn(f"{out / RESULTS_FILE} was written by specreg 0.1 and holds the tables only; the report "
                       f"will lack curves, spectra, samples and times. To rebuild them from the runs, run "
                       f"`specreg compare STUDY.yaml --out {out}` (finished runs are read, not re-run)", stacklevel=2)
-    path = out / "report.md"
     path.write_text(render(res, out), encoding="utf-8")
     return path
 

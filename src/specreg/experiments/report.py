@@ -3,7 +3,10 @@
 ``render(results, out)`` writes ``spectra.png`` and ``spectra_ratio.png`` (when the
 results hold spectra) and returns the markdown; :func:`write_report` saves both. Every
 number comes from the results object, so a report can be re-rendered from a
-``results.json`` (``specreg compare --report-only``).
+``results.json`` (``specreg compare --report-only``); :func:`update_marks` brings the
+marks of a report whose results.json predates labels, curves and set-up up to date.
+(Over 400 lines: one renderer per report section, kept together so a report's layout
+reads in one place.)
 """
 
 from __future__ import annotations
@@ -270,14 +273,99 @@ def plots(res: StudyResults, out: Path) -> list[str]:
     return ["![spectra](spectra.png) ![ratio](spectra_ratio.png)"]
 
 
+def lambda_section(res: StudyResults) -> list[str]:
+    """The "Automatic λ against the λ grid" section (header, text, table), or nothing."""
+    grid = lambda_grid_table(res)
+    if not grid:
+        return []
+    return ["## Automatic λ against the λ grid",
+            "Does the automatic λ remove the need to tune λ? Per metric: the auto variant's mean ± std, the best "
+            "and the median of the grid's means, the auto variant's rank among the grid and itself (1 = best), "
+            "and auto − best (paired by seed where possible; † by the rule above, with these cells as their own "
+            "Benjamini–Hochberg family).", "\n".join(grid)]
+
+
+def tests_section(res: StudyResults) -> list[str]:
+    """The "Tests" section (header, text, table), or nothing."""
+    tests, counts = tests_table(res), mark_counts(res)
+    if not tests:
+        return []
+    return ["## Tests",
+            f"Each tested cell of the results table: of {counts['tested']}, {counts['p<0.05']} have p < 0.05 on "
+            f"their own (about {0.05 * counts['tested']:.1f} expected by chance if nothing differed), "
+            f"{counts['bh']} survive Benjamini–Hochberg at q = {FDR_Q}, and {counts['marked']} of those also exceed "
+            "their practical floor (†). \"practical floor\": the |Δ| a mark needs, and its source (\"|real vs "
+            "real|\": a study that did not record the spread of a bias uses the size of its one real-vs-real value).",
+            "\n".join(tests)]
+
+
+def _sections(text: str) -> list[list[str]]:
+    """A markdown text as sections of lines, each (after the first) starting at a "## " line."""
+    out: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.startswith("## "):
+            out.append([])
+        out[-1].append(line)
+    return out
+
+
+def _replace_tables(lines: list[str], text: str | None, table: list[str]) -> list[str]:
+    """``lines`` with the first paragraph after the header replaced by ``text`` (when given)
+    and the first table replaced by ``table``."""
+    out, i = [lines[0]], 1
+    if text is not None:
+        while i < len(lines) and not lines[i].strip():
+            out.append(lines[i])
+            i += 1
+        while i < len(lines) and lines[i].strip() and not lines[i].startswith("|"):
+            i += 1
+        out.append(text)
+    rest = lines[i:]
+    start = next((k for k, line in enumerate(rest) if line.startswith("|")), None)
+    if start is None:
+        return out + rest
+    end = next((k for k in range(start, len(rest)) if not rest[k].startswith("|")), len(rest))
+    return out + rest[:start] + table + rest[end:]
+
+
+def update_marks(old: str, res: StudyResults) -> str:
+    """An earlier ``report.md`` with its marks brought up to the current rule: the results
+    and λ-grid tables and their rule text replaced, a "Tests" section added (or replaced),
+    and, where ``res`` has timings, the timing table and its note; every other section kept
+    as it was. For reports whose results.json predates what :func:`render` needs to draw
+    the rest (labels, curves, set-up)."""
+    counts = mark_counts(res)
+    sections = [s for s in _sections(old) if not (s and s[0] == "## Tests")]
+    out: list[list[str]] = []
+    after = "## Automatic λ against the λ grid" if any(s and s[0] == "## Automatic λ against the λ grid"
+                                                        for s in sections) else "## Results"
+    for sec in sections:
+        head = sec[0] if sec else ""
+        if head == "## Results":
+            sec = _replace_tables(sec, RESULTS_TEXT.format(q=FDR_Q, m=counts["tested"]), results_table(res))
+        elif head == "## Automatic λ against the λ grid":
+            new = lambda_section(res)
+            sec = _replace_tables(sec, new[1], new[2].split("\n")) if new else sec
+        elif head == "## Runs and wall time" and res.timing:
+            sec = _replace_tables(sec, None, timing_table(res)[0])
+            if not any(line.startswith(("Every run trained", "s / step compares")) for line in sec):
+                end = next(k for k in range(len(sec) - 1, -1, -1) if sec[k].startswith("|"))
+                sec = [*sec[:end + 1], "", timing_note(res.timing), *sec[end + 1:]]
+        out.append(sec)
+        if head == after and tests_section(res):
+            t = tests_section(res)
+            out.append([t[0], "", t[1], "", t[2], ""])
+    return "\n".join("\n".join(sec) for sec in out).rstrip() + "\n"
+
+
 def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
     """The markdown of ``report.md``; with ``draw`` also (re)writes the plots into ``out``."""
     st = res.study
     nl = "\n"
     legend = [f"- **{k}**: {res.labels.get(k, '')}" for k in res.columns]
     diverged = [f"- {name}/seed{d['seed']}: {d.get('error', '')}" for name, r in res.rows.items() for d in r.diverged]
-    grid, curves, reach = lambda_grid_table(res), curve_table(res), reach_table(res)
-    tests, counts = tests_table(res), mark_counts(res)
+    curves, reach = curve_table(res), reach_table(res)
+    counts = mark_counts(res)
     flat = plateau_table(res)
     times, total_train = timing_table(res)
     bands = [f"**{n}** (seed {r.samples_seed})\n\n![{n}]({r.band_weights})\n" for n, r in res.rows.items()
@@ -295,19 +383,8 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         "reference.",
         nl.join(legend),
         ("Diverged runs (left out of the means):" + nl + nl.join(diverged)) if diverged else "",
-        *(["## Automatic λ against the λ grid",
-           "Does the automatic λ remove the need to tune λ? Per metric: the auto variant's mean ± std, the best "
-           "and the median of the grid's means, the auto variant's rank among the grid and itself (1 = best), "
-           "and auto − best (paired by seed where possible; † by the rule above, with these cells as their own "
-           "Benjamini–Hochberg family).",
-           nl.join(grid)] if grid else []),
-        *(["## Tests",
-           f"Each tested cell of the results table: of {counts['tested']}, {counts['p<0.05']} have p < 0.05 on "
-           f"their own (about {0.05 * counts['tested']:.1f} expected by chance if nothing differed), "
-           f"{counts['bh']} survive Benjamini–Hochberg at q = {FDR_Q}, and {counts['marked']} of those also exceed "
-           "their practical floor (†). \"practical floor\": the |Δ| a mark needs, and its source (\"|real vs real|\": "
-           "a study that did not record the spread of a bias uses the size of its one real-vs-real value).",
-           nl.join(tests)] if tests else []),
+        *lambda_section(res),
+        *tests_section(res),
         *(["## Training curves",
            f"Runs measured every {ev.get('curve_every')} steps on "
            f"{min(ev.get('curve_samples', 0), ev.get('n_samples', 0))} "
@@ -356,6 +433,6 @@ def write_report(res: StudyResults, out: Path) -> Path:
     return path
 
 
-__all__ = ["curve_table", "fmt", "lambda_grid_table", "mark_counts", "plateau_table", "reach_table", "render",
-           "results_table", "setting", "tests_table", "timing_note", "timing_table",
-           "write_report"]
+__all__ = ["curve_table", "fmt", "lambda_grid_table", "lambda_section", "mark_counts", "plateau_table",
+           "reach_table", "render", "results_table", "setting", "tests_section", "tests_table", "timing_note",
+           "timing_table", "update_marks", "write_report"]
