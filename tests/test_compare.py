@@ -300,7 +300,8 @@ def test_a_run_alone_in_the_main_process_gets_the_jobs_cores(tmp_path, monkeypat
 
     seen: list[tuple[int, int]] = []
 
-    def fake_execute(spec, ev, threads=0):
+    def fake_execute(spec, ev, threads=0, parallel=None):
+        assert parallel == 1  # recorded with the timing: this run trains alone
         seen.append((threads, spec.config["train"]["threads"]))
         return fake_record(spec)
 
