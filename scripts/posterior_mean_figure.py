@@ -15,8 +15,15 @@ E_p[L(x̂, x0_k)] over x̂ (Adam, float64, from the posterior mean) and report, 
   log10(P_minimiser / P_mean) averaged over the band's rings.
 
 A diffusion model trained with L + MSE is pulled toward that minimiser at every noise
-level; a loss whose minimiser is the posterior mean adds no bias. Writes
-``posterior_mean.png`` and ``posterior_mean.json`` into ``--out``.
+level; a loss whose minimiser is the posterior mean adds no bias.
+
+The direction of an L1's pull depends on the data. The second part repeats the upper-band
+shift of the L1 losses at σ = 8 for data sets of K = 32 draws from priors of different
+sparsity, scaled to the textures' standard deviation: the textures, Gaussian white noise,
+a Gaussian 1/f field (power ∝ 1/|f|²), and piecewise-constant images (sums of three
+random rectangles: sparse detail). The sparsity of each is the excess kurtosis of its
+finest Haar detail coefficients (0 for a Gaussian). Writes ``posterior_mean.png`` and
+``posterior_mean.json`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -43,6 +50,74 @@ LOSSES = {
 }
 
 
+PRIOR_SIGMA = 8.0
+PRIORS = ("textures", "1/f Gaussian", "white Gaussian", "piecewise constant")
+L1_LOSSES = {
+    "fourier_amp (Eq. 14)": ("fourier_amp", {}),
+    "Haar L1 (3 levels)": ("haar", {"levels": 3}),
+    "db2 L1 (2 levels)": ("wavelet", {"wavelet": "db2", "levels": 2}),
+    "bior1.3 L1 (1 level)": ("bior1.3", {"levels": 1}),  # as deep as 16×16 allows
+}
+
+
+def prior_draws(name: str, textures: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """K draws of prior ``name`` shaped and scaled like ``textures`` (K, 1, S, S), float64."""
+    k, _, n, _ = textures.shape
+    if name == "textures":
+        return textures
+    if name == "white Gaussian":
+        x = torch.randn(textures.shape, generator=g, dtype=torch.float64)
+    elif name == "1/f Gaussian":
+        f = torch.fft.fftfreq(n, dtype=torch.float64)
+        r = (f[:, None] ** 2 + f[None, :] ** 2).sqrt()
+        amp = torch.where(r > 0, 1 / r.clamp(min=1e-12), torch.zeros_like(r))  # no DC: zero-mean field
+        noise = torch.randn(textures.shape, generator=g, dtype=torch.float64)
+        x = torch.fft.ifft2(torch.fft.fft2(noise) * amp).real
+    elif name == "piecewise constant":
+        x = torch.zeros(textures.shape, dtype=torch.float64)
+        for i in range(k):
+            for _ in range(3):
+                a, b = sorted(torch.randint(0, n + 1, (2,), generator=g).tolist())
+                c, d = sorted(torch.randint(0, n + 1, (2,), generator=g).tolist())
+                x[i, :, a:b + 1, c:d + 1] += torch.randn((), generator=g, dtype=torch.float64)
+    else:
+        raise ValueError(f"prior={name!r} is not accepted; expected one of {PRIORS}")
+    x = x - x.mean()
+    return x / x.std() * textures.std() + textures.mean()
+
+
+def detail_kurtosis(x: torch.Tensor) -> float:
+    """Excess kurtosis of the finest Haar detail coefficients of ``x`` (0 for a Gaussian)."""
+    import pywt
+    from scipy.stats import kurtosis
+
+    _, (h, v, d) = pywt.dwt2(x[:, 0].numpy(), "haar")
+    return float(kurtosis(np.concatenate([h.ravel(), v.ravel(), d.ravel()])))
+
+
+def prior_shifts(textures: torch.Tensor, trials: int) -> dict:
+    """Upper-band shift of each L1 minimiser at σ = PRIOR_SIGMA, per prior (module docstring)."""
+    g = torch.Generator().manual_seed(1)
+    out = {}
+    for prior in PRIORS:
+        x0s = prior_draws(prior, textures, g)
+        shifts: dict[str, list[float]] = {name: [] for name in L1_LOSSES}
+        sizes = []
+        for _ in range(trials):
+            j = int(torch.randint(len(x0s), (1,), generator=g))
+            x_t = x0s[j] + PRIOR_SIGMA * torch.randn(x0s[j].shape, generator=g, dtype=torch.float64)
+            p = torch.softmax(-((x_t - x0s) ** 2).flatten(1).sum(1) / (2 * PRIOR_SIGMA**2), 0)
+            sizes.append(float(1 / (p**2).sum()))
+            mean = (p[:, None, None, None] * x0s).sum(0, keepdim=True)
+            for name, (key, kw) in L1_LOSSES.items():
+                shifts[name].append(upper_band_shift(minimiser(build_loss(key, **kw), x0s, p, mean), mean))
+        out[prior] = {"kurtosis": detail_kurtosis(x0s), "effective_posterior_size": float(np.mean(sizes)),
+                      "shift": {n: (float(np.mean(v)), float(np.std(v, ddof=1))) for n, v in shifts.items()}}
+        print(f"{prior:20s} kurtosis {out[prior]['kurtosis']:6.2f}  " + "  ".join(
+            f"{n.split(' ')[0]} {m:+.3f} ± {e:.3f}" for n, (m, e) in out[prior]["shift"].items()), flush=True)
+    return out
+
+
 def minimiser(loss, x0s: torch.Tensor, p: torch.Tensor, start: torch.Tensor, steps: int = 1500) -> torch.Tensor:
     x = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=1e-2)
@@ -62,25 +137,40 @@ def upper_band_shift(x: torch.Tensor, mean: torch.Tensor) -> float:
     return float((torch.log10(px[keep]) - torch.log10(pm[keep])).mean())
 
 
+def texture_crops() -> torch.Tensor:
+    """The data set: K = 32 crops (16×16) of the textures' training rows, float64."""
+    data = TextureCrops(size=16, n=32, seed=0, split="train")
+    return torch.stack([data[i][0] for i in range(len(data))]).double()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("docs/figures"))
     ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--prior-trials", type=int, default=3, help="draws per prior in the second part")
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --out/posterior_mean.json")
+    ap.add_argument("--priors-only", action="store_true",
+                    help="compute only the second part and add it to --out/posterior_mean.json")
     args = ap.parse_args()
+    if args.priors_only:
+        torch.set_num_threads(1)
+        raw = json.loads((args.out / "posterior_mean.json").read_text())
+        raw["priors"] = {"sigma": PRIOR_SIGMA, "trials": args.prior_trials,
+                         "by_prior": prior_shifts(texture_crops(), args.prior_trials)}
+        (args.out / "posterior_mean.json").write_text(json.dumps(raw, indent=1) + "\n")
+        args.plot_only = True
     if args.plot_only:
         raw = json.loads((args.out / "posterior_mean.json").read_text())
-        plot({float(s): r for s, r in raw["by_sigma"].items()}, raw["trials"], args.out)
+        plot({float(s): r for s, r in raw["by_sigma"].items()}, raw["trials"], args.out, raw.get("priors"))
         return
     torch.set_num_threads(1)
-    data = TextureCrops(size=16, n=32, seed=0, split="train")
-    x0s = torch.stack([data[i][0] for i in range(len(data))]).double()
+    x0s = texture_crops()
     results = {}
     g = torch.Generator().manual_seed(0)
     for sigma in SIGMAS:
         rows: dict[str, dict[str, list[float]]] = {name: {"distance": [], "shift": []} for name in LOSSES}
         spreads = []
-        for trial in range(args.trials):
+        for _ in range(args.trials):
             j = int(torch.randint(len(x0s), (1,), generator=g))
             x_t = x0s[j] + sigma * torch.randn(x0s[j].shape, generator=g, dtype=torch.float64)
             p = torch.softmax(-((x_t - x0s) ** 2).flatten(1).sum(1) / (2 * sigma**2), 0)
@@ -94,10 +184,12 @@ def main() -> None:
         results[sigma] = {"effective_posterior_size": float(np.mean(spreads)),
                           "losses": {name: {k: (float(np.mean(v)), float(np.std(v, ddof=1))) for k, v in r.items()}
                                      for name, r in rows.items()}}
+    priors = {"sigma": PRIOR_SIGMA, "trials": args.prior_trials, "by_prior": prior_shifts(x0s, args.prior_trials)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "posterior_mean.json").write_text(json.dumps(
-        {"trials": args.trials, "by_sigma": {str(s): r for s, r in results.items()}}, indent=1) + "\n")
-    plot(results, args.trials, args.out)
+        {"trials": args.trials, "by_sigma": {str(s): r for s, r in results.items()}, "priors": priors},
+        indent=1) + "\n")
+    plot(results, args.trials, args.out, priors)
     for s in SIGMAS:
         for name in LOSSES:
             d, sh = results[s]["losses"][name]["distance"], results[s]["losses"][name]["shift"]
@@ -105,7 +197,7 @@ def main() -> None:
                   f"{sh[1]:.3f} decades")
 
 
-def plot(results: dict, trials: int, out: Path) -> None:
+def plot(results: dict, trials: int, out: Path, priors: dict | None = None) -> None:
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -113,12 +205,13 @@ def plot(results: dict, trials: int, out: Path) -> None:
     from specreg.metrics.plots import tidy_log_axis
 
     sigmas = sorted(results)
-    fig = Figure(figsize=(9.0, 3.8))
+    panels = 3 if priors else 2
+    fig = Figure(figsize=(4.5 * panels, 3.8))
     FigureCanvasAgg(fig)
     names = list(LOSSES)
     for i, (key, title) in enumerate((("distance", "minimiser − posterior mean (relative RMS)"),
                                       ("shift", "upper-band power vs the mean (decades)"))):
-        ax = fig.add_subplot(1, 2, i + 1)
+        ax = fig.add_subplot(1, panels, i + 1)
         for name in names:
             vals = [results[s]["losses"][name][key][0] for s in sigmas]
             errs = [results[s]["losses"][name][key][1] for s in sigmas]
@@ -135,8 +228,23 @@ def plot(results: dict, trials: int, out: Path) -> None:
         ax.grid(True, alpha=0.3)
         if i == 1:
             ax.legend(fontsize=6)
-    fig.suptitle(f"Exact posterior over 32 texture crops (mean ± std over {trials} draws per σ); "
-                 "solid: quadratic, dashed: L1", fontsize=9)
+    if priors:
+        ax = fig.add_subplot(1, panels, 3)
+        by = priors["by_prior"]
+        names_p, losses = list(by), list(next(iter(by.values()))["shift"])
+        width = 0.8 / len(losses)
+        for k, loss in enumerate(losses):
+            xs = [i + (k - (len(losses) - 1) / 2) * width for i in range(len(names_p))]
+            ax.bar(xs, [by[p]["shift"][loss][0] for p in names_p], width,
+                   yerr=[by[p]["shift"][loss][1] for p in names_p], capsize=2, label=loss)
+        ax.set_xticks(range(len(names_p)), [f"{p}\n(kurtosis {by[p]['kurtosis']:.1f})" for p in names_p],
+                      fontsize=7)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_title(f"L1 minimisers at σ = {priors['sigma']:g} by prior: upper-band power (decades)", fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"Exact posterior over 32 items (texture crops: mean ± std over {trials} draws per σ; right: "
+                 f"{priors['trials'] if priors else 0} draws per prior); solid: quadratic, dashed: L1", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "posterior_mean.png", dpi=120)
 

@@ -103,8 +103,11 @@ def crops(n: int, seed: int) -> np.ndarray:
 
 
 def table_rows(report: str) -> dict[str, list[str]]:
+    """The rows of the report's results table (the first table under "## Results")."""
     rows = {}
-    for line in report.splitlines():
+    section = report[report.index("## Results"):]
+    section = section[:section.index("\n## ", 3)] if "\n## " in section[3:] else section
+    for line in section.splitlines():
         if line.startswith("| ") and not line.startswith("| variant"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[cells[0].split(" — ")[0]] = cells
@@ -144,6 +147,28 @@ def test_report_has_table_command_and_versions(tiny_run):
     assert StudyResults.load(out / "results.json").to_dict() == res.to_dict()
 
 
+def test_timing_rows_carry_their_setting_and_say_when_they_compare(tiny_run, monkeypatch):
+    """Step times compare only within one setting (threads, runs at once): each run records
+    it, the table shows it per row, and the note says whether the rows compare."""
+    from specreg.experiments import demo
+    from specreg.experiments.report import timing_note, timing_table
+
+    _, _, result = tiny_run
+    res = result.results
+    assert all(t["threads"] >= 1 and t["parallel"] == 1 and t["device"] in ("cpu", "cuda") for t in res.timing)
+    lines, _ = timing_table(res)
+    assert "setting" in lines[0] and all(" at once" in line for line in lines[2:])
+    assert timing_note(res.timing).startswith("Every run trained in the same setting")
+    mixed = [{**res.timing[0], "threads": 2, "parallel": 1}, {**res.timing[1], "threads": 1, "parallel": 2}]
+    assert "compares only between rows of the same setting" in timing_note(mixed)
+    old = [{k: v for k, v in t.items() if k not in ("threads", "parallel", "device")} for t in res.timing]
+    assert "without a recorded setting" in timing_note(old)  # a results.json from before the setting was recorded
+    res.timing = mixed
+    monkeypatch.setattr(demo, "reading", lambda res: "")  # the demo's upper band is not in this study
+    text = demo.short_report(res, "specreg demo", 1.0, quick=True)
+    assert "2 threads, 1 at once" in text and "1 thread, 2 at once" in text and "docs/benchmarks.md" in text
+
+
 def test_metrics_match_numpy_on_saved_samples(tiny_run):
     """The stored LSD is that of the saved samples against the documented reference crops."""
     _, out, result = tiny_run
@@ -161,8 +186,18 @@ def test_metrics_match_numpy_on_saved_samples(tiny_run):
         assert res.rows[name].stats["lsd"].mean == pytest.approx(lsd, rel=1e-6)
         assert res.rows[name].stats["lsd_high_bias"].mean == pytest.approx(bias_high, rel=1e-6)
     # the noise floor: 8 other held-out crops against the same reference
-    floor_lsd, _ = numpy_lsd(crops(8, seed=2), reference)
+    floor_set = crops(8, seed=2)
+    floor_lsd, _ = numpy_lsd(floor_set, reference)
     assert res.floor_value("lsd") == pytest.approx(floor_lsd, rel=1e-6)
+    # the spread of a signed key: the bootstrap std over resamples of the floor set (the
+    # same draws: torch.randint with the metric seed), each against the same reference
+    from specreg.experiments.runner import SPREAD_RESAMPLES
+
+    g = torch.Generator().manual_seed(res.study["evaluation"]["metric_seed"])
+    draws = [numpy_lsd(floor_set[torch.randint(8, (8,), generator=g).numpy()], reference, lo=1 / 3)[1]
+             for _ in range(SPREAD_RESAMPLES)]
+    assert res.spread("lsd_high_bias") == pytest.approx(np.std(draws, ddof=1), rel=1e-5)
+    assert set(res.floor["spread"]) == {"lsd_bias", "lsd_high_bias"}
 
 
 def test_eval_of_a_compare_run_reproduces_its_metrics(tiny_run, tmp_path):
@@ -265,7 +300,8 @@ def test_a_run_alone_in_the_main_process_gets_the_jobs_cores(tmp_path, monkeypat
 
     seen: list[tuple[int, int]] = []
 
-    def fake_execute(spec, ev, threads=0):
+    def fake_execute(spec, ev, threads=0, parallel=None):
+        assert parallel == 1  # recorded with the timing: this run trains alone
         seen.append((threads, spec.config["train"]["threads"]))
         return fake_record(spec)
 
@@ -342,8 +378,8 @@ def test_table_mean_std_best_and_marker_against_numpy(tmp_path):
 
 
 def test_differences_pair_by_seed_as_scipy_t_tests_do():
-    """† ⇔ p < 0.05: paired by seed when two rows share ≥ 2 seeds (scipy's ttest_rel),
-    otherwise Welch (ttest_ind, equal_var=False); a distance also needs 2× the floor."""
+    """Δ, half-width and p: paired by seed when two rows share ≥ 2 seeds (scipy's
+    ttest_rel), otherwise Welch (ttest_ind, equal_var=False); one seed: no test."""
     from scipy import stats as sps
 
     from specreg.experiments.stats import difference
@@ -357,20 +393,22 @@ def test_differences_pair_by_seed_as_scipy_t_tests_do():
         seed_effect = rng.normal(0, 1, n)  # shared by both rows: what pairing removes
         a = seed_effect + rng.normal(0, 0.1, n) + rng.choice([0.0, 0.1, 0.3])
         b = seed_effect + rng.normal(0, 0.1, n)
-        diff, res = difference("lsd_high_bias", row(dict(enumerate(a))), row(dict(enumerate(b))), None)
-        assert diff == pytest.approx(np.mean(a - b))
-        assert (abs(diff) > res) == (sps.ttest_rel(a, b).pvalue < 0.05)
+        d = difference(row(dict(enumerate(a))), row(dict(enumerate(b))))
+        ref = sps.ttest_rel(a, b)
+        assert d.paired and d.diff == pytest.approx(np.mean(a - b)) and d.p == pytest.approx(ref.pvalue)
+        assert d.half_width == pytest.approx(ref.confidence_interval().high - np.mean(a - b))
         # no seed in common: Welch
-        diff, res = difference("lsd_high_bias", row(dict(enumerate(a))), row({10 + i: v for i, v in enumerate(b)}),
-                               None)
-        assert (abs(diff) > res) == (sps.ttest_ind(a, b, equal_var=False).pvalue < 0.05)
+        d = difference(row(dict(enumerate(a))), row({10 + i: v for i, v in enumerate(b)}))
+        ref = sps.ttest_ind(a, b, equal_var=False)
+        assert not d.paired and d.p == pytest.approx(ref.pvalue)
+        assert d.half_width == pytest.approx(ref.confidence_interval().high - (np.mean(a) - np.mean(b)))
     base = row({0: 0.30, 1: 0.40, 2: 0.50})
     shifted = row({0: 0.32, 1: 0.421, 2: 0.519})
-    diff, res = difference("lsd", shifted, base, 0.001)
-    assert diff == pytest.approx(0.02) and res < 0.02  # resolved only because it is paired
-    assert difference("lsd", shifted, base, 0.05)[1] == pytest.approx(0.1)  # the floor bounds it (a distance)
-    assert difference("lsd_high_bias", shifted, base, 0.05)[1] < 0.02  # a bias is no distance: no floor
-    assert difference("lsd", row({0: 0.9}), base, 0.001)[1] is None  # one seed: unknown noise
+    d = difference(shifted, base)
+    assert d.diff == pytest.approx(0.02) and d.half_width < 0.02 and d.p < 0.05  # resolved only because paired
+    same = difference(row({0: 0.75, 1: 1.25, 2: 1.75}), row({0: 0.5, 1: 1.0, 2: 1.5}))  # identical shifts
+    assert same.p == 0.0 and same.half_width == 0.0
+    assert difference(row({0: 0.9}), base).p is None  # one seed: unknown noise
 
 
 def test_auto_lambda_against_its_grid(tmp_path):
@@ -393,8 +431,8 @@ def test_auto_lambda_against_its_grid(tmp_path):
     assert e["best_name"] == "g2" and e["best"].mean == pytest.approx(0.205)
     assert e["median"] == pytest.approx(0.405) and (e["rank"], e["of"]) == (2, 4)
     assert e["diff"] == pytest.approx(0.05)
-    # paired over 2 seeds: d = (0.05, 0.05) has no spread, so the floor alone bounds it
-    assert e["resolved"] == (0.05 > 2 * res.floor_value("lsd"))
+    # paired over 2 seeds: d = (0.05, 0.05) has no spread (up to rounding), so the practical floor decides
+    assert e["p"] < 1e-9 and e["marked"] == (0.05 > 2 * res.floor_value("lsd"))
     assert grid["lsd_high_bias"]["best_name"] in ("g2", "g3")  # closest to zero wins for a bias
     assert "## Automatic λ against the λ grid" in rerender_text(res, tmp_path)
 
@@ -455,6 +493,38 @@ def test_finetune_starts_from_pretrained_ema_weights(tmp_path):
             torch.testing.assert_close(ft["model." + k[4:]], pre[k], atol=1e-9, rtol=0)
         assert json.loads((spec.run_dir / "finetune.json").read_text())["weights"] == "ema"
     assert "Fine-tuning protocol" in result.report.read_text()
+
+
+def test_pretrain_seeds_give_each_seed_its_own_pretrained_model(tmp_path, capsys):
+    """finetune.pretrain_seeds: seed i fine-tunes from the model pretrained with seed
+    pretrain_seeds[i]; the dry run states the cost (two pretrainings, not one)."""
+    study = tiny_study(protocol="finetune", seeds=[0, 1],
+                       finetune={"steps": 2, "pretrain_seeds": [5, 6], "overrides": []})
+
+    path = write_study(tmp_path / "s.yaml", study)
+    parser = argparse.ArgumentParser()
+    add_compare_parser(parser.add_subparsers())
+    args = parser.parse_args(["compare", str(path), "--out", str(tmp_path / "out"), "--profile", "tiny",
+                              "--dry-run"])
+    args.func(args)
+    plan = capsys.readouterr().out
+    # 2 pretrainings × 3 steps (the profile's train.steps) + 4 fine-tunings × 2 steps
+    assert "cost: 2 pretraining(s), 6 steps + 4 runs, 8 steps = 14 training steps" in plan
+    result = run_compare(study, tmp_path / "out", "tiny")
+    pre = {s.run_dir: s for s in result.runs if s.protocol == "pretrain"}
+    assert sorted(s.config["train"]["seed"] for s in pre.values()) == [5, 6]
+    for spec in (s for s in result.runs if s.protocol == "finetune"):
+        assert pre[spec.pretrain_dir].config["train"]["seed"] == {0: 5, 1: 6}[spec.seed]
+        started = json.loads((spec.run_dir / "finetune.json").read_text())
+        assert str(spec.pretrain_dir) in json.dumps(started)
+    text = result.report.read_text()
+    assert "seed 0 from pretraining seed 5, 1 from pretraining seed 6" in text
+    one = plan_runs(load_study(tiny_study(protocol="finetune", seeds=[0, 1], finetune={"steps": 2}), "tiny"),
+                    tmp_path / "one")
+    assert len({s.pretrain_dir for s in one if s.protocol == "finetune"}) == 1  # the default: one model
+    with pytest.raises(ValueError, match=r"finetune.pretrain_seeds=\[5\] is not accepted; expected 2 distinct"):
+        load_study(tiny_study(protocol="finetune", seeds=[0, 1], finetune={"steps": 2, "pretrain_seeds": [5]}),
+                   "tiny")
 
 
 def test_two_jobs_give_the_same_numbers_as_one(tiny_run, tmp_path):
@@ -718,7 +788,7 @@ def test_an_orphaned_worker_takes_no_further_run(monkeypatch):
 
     started = []
 
-    def fake_execute(spec, ev, threads):
+    def fake_execute(spec, ev, threads, parallel=None):
         started.append(spec)
         if spec == "dies":  # the parent dies while this run trains: the trainer stops it
             monkeypatch.setattr(compare, "_parent_pid", os.getppid() + 1)

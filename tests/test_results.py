@@ -29,8 +29,7 @@ def table(lines: list[str]) -> dict[str, list[str]]:
 @pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: p.name)
 def test_committed_reports_rerender_with_the_same_numbers(folder, tmp_path):
     """Every number of a committed results table (means, stds, floor, seed spread) comes back
-    from its results.json. (The † marks may differ: sections 1, 2, 4 and 5 of
-    docs/results/README.md were marked with an older rule.)"""
+    from its results.json (the † marks: next test)."""
     res = StudyResults.load(folder / "results.json")
     text = (folder / "report.md").read_text()
     section = text[text.index("## Results"):]
@@ -42,6 +41,44 @@ def test_committed_reports_rerender_with_the_same_numbers(folder, tmp_path):
         assert cells[3:] == old[name][3:], name
     text = render(res, tmp_path)  # the whole report renders from the old file
     assert "## Results" in text and res.command in text
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: p.name)
+def test_committed_reports_carry_the_current_marks_and_tests(folder):
+    """Every committed report was re-rendered with the current rule: its † marks are the
+    cells the rule marks, its results.json keeps those tests (p, BH-adjusted p, practical
+    floor) and the real-vs-real spread of its signed keys."""
+    res = StudyResults.load(folder / "results.json")
+    raw = json.loads((folder / "results.json").read_text())
+    assert raw["significance"] == json.loads(json.dumps(res.significance()))
+    signed = [k for k in res.columns if k.endswith("_bias")]
+    assert all(k in res.floor.get("spread", {}) for k in signed)
+    text = (folder / "report.md").read_text()
+    section = text[text.index("## Results"):]
+    section = section[:section.index("\n## ", 3)]
+    marked = set()
+    for line in section.splitlines():
+        if line.startswith("| ") and not line.startswith("| variant"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # "\|" is in a label
+            marked |= {(cells[0].split(" — ")[0], k) for k, c in zip(res.columns, cells[3:]) if c.endswith("†")}
+    assert marked == {(c["variant"], c["key"]) for c in res.cells() if c["marked"]}
+    assert "Benjamini–Hochberg" in text
+
+
+def test_update_marks_rewrites_the_tables_and_keeps_the_rest():
+    """An old report whose results.json lacks labels and curves: the marks follow the
+    current rule, a Tests section appears, every other section stays as it was."""
+    from specreg.experiments.report import update_marks
+
+    folder = RESULTS / "images_fashion"
+    res = StudyResults.load(folder / "results.json")
+    old = ("# t\n\n## Results\n\nold rule text\n\n| variant | protocol |\n|---|---|\n| stale † |\n\n"
+           "- **lsd**: a label kept\n\n## Training curves\n\ncurves kept\n\n## Reproduce\n\ncmd\n")
+    new = update_marks(old, res)
+    assert "old rule text" not in new and "Benjamini–Hochberg" in new and "stale" not in new
+    assert "a label kept" in new and "curves kept" in new and new.endswith("cmd\n")
+    assert new.index("## Results") < new.index("## Tests") < new.index("## Training curves")
+    assert update_marks(new, res) == new  # idempotent: a second pass changes nothing
 
 
 def test_results_round_trip_through_json(tmp_path):

@@ -123,18 +123,30 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
 
 
 def rerender(out_dir: str | Path) -> Path:
-    """Rewrite ``report.md`` (and its plots) of a study from its ``results.json`` alone."""
-    from specreg.experiments.report import render
+    """Rewrite ``report.md`` (and its plots) of a study from its ``results.json`` alone, and
+    the tests that file keeps (``significance``: derived, so recomputed with the current
+    rule; nothing else of the file changes). A results.json from before labels and set-up
+    were kept updates only the marks of the existing report
+    (:func:`specreg.experiments.report.update_marks`)."""
+    from specreg.experiments.report import render, update_marks
 
     out = Path(out_dir)
     res = StudyResults.load(out / RESULTS_FILE)
+    raw = read_json(out / RESULTS_FILE)
+    if raw.get("significance") != (sig := res.significance()):
+        write_json(out / RESULTS_FILE, {**raw, "significance": sig})
+    path = out / "report.md"
+    if not (res.labels and res.setup) and path.is_file():
+        # a results.json from before labels and set-up were kept: rendering it anew would drop
+        # what the report shows beyond it (legend, curves, samples), so only the marks change
+        path.write_text(update_marks(path.read_text(encoding="utf-8"), res), encoding="utf-8")
+        return path
     if not res.timing:  # every study run has a timing row since 0.2
         import warnings
 
         warnings.warn(f"{out / RESULTS_FILE} was written by specreg 0.1 and holds the tables only; the report "
                       f"will lack curves, spectra, samples and times. To rebuild them from the runs, run "
                       f"`specreg compare STUDY.yaml --out {out}` (finished runs are read, not re-run)", stacklevel=2)
-    path = out / "report.md"
     path.write_text(render(res, out), encoding="utf-8")
     return path
 
@@ -165,7 +177,7 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Itera
             print(f"[compare] {spec.label}: {spec.protocol}, {spec.status} → {spec.run_dir}", file=log, flush=True)
             own = spec.config["train"].get("threads")  # a study's own setting wins
             run = spec if not threads else replace(spec, config=_with_train(spec.config, threads=own or threads))
-            yield spec, execute(run, ev, threads=threads)
+            yield spec, execute(run, ev, threads=threads, parallel=1)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -179,7 +191,7 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Itera
     slots = ctx.Value("i", 0)  # each worker takes the next slot: its GPU on a machine with several
     with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=_worker_init,
                              initargs=(slots, torch.cuda.device_count())) as pool:
-        futures = {pool.submit(_execute_in_worker, q, ev): s for q, s in zip(quiet, specs)}
+        futures = {pool.submit(_execute_in_worker, q, ev, min(jobs, len(specs))): s for q, s in zip(quiet, specs)}
         for s in specs:
             print(f"[compare] {s.label}: {s.protocol}, {s.status} → {s.run_dir} (queued)", file=log, flush=True)
         for fut in as_completed(futures):
@@ -200,11 +212,11 @@ def _exit_if_orphaned() -> None:
         os._exit(143)
 
 
-def _execute_in_worker(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
+def _execute_in_worker(spec: RunSpec, ev: Evaluation, parallel: int = 1) -> dict[str, Any]:
     # one torch thread per process: --jobs N processes share the machine's cores
     _exit_if_orphaned()
     try:
-        return execute(spec, ev, threads=1)
+        return execute(spec, ev, threads=1, parallel=parallel)
     finally:
         _exit_if_orphaned()
 
@@ -251,7 +263,22 @@ def format_plan(result: CompareResult) -> str:
     for s in result.runs:
         steps = s.config["train"]["steps"]
         lines.append(f"  {s.status:<7} {s.label:<40} {s.protocol:<9} {steps:>7} steps  {s.run_dir}")
+    lines.append(plan_cost(result.runs))
     return "\n".join(lines)
+
+
+def plan_cost(runs: list[RunSpec]) -> str:
+    """The cost of a plan in training steps: pretrainings and the other runs, in all and still to do."""
+    def total(specs: list[RunSpec]) -> int:
+        return sum(int(s.config["train"]["steps"]) for s in specs)
+
+    pre = [s for s in runs if s.protocol == "pretrain"]
+    rest = [s for s in runs if s.protocol != "pretrain"]
+    todo = [s for s in runs if s.status != "done"]
+    parts = [f"{len(pre)} pretraining(s), {total(pre)} steps"] if pre else []
+    parts.append(f"{len(rest)} runs, {total(rest)} steps")
+    return (f"cost: {' + '.join(parts)} = {total(runs)} training steps; still to do: {len(todo)} runs, "
+            f"{total(todo)} steps")
 
 
 __all__ = [
@@ -267,6 +294,7 @@ __all__ = [
     "compare_command",
     "execute",
     "format_plan",
+    "plan_cost",
     "load_study",
     "measure",
     "plan_runs",

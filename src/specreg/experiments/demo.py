@@ -57,14 +57,16 @@ def reading(res: StudyResults, key: str = "lsd_high") -> str:
 
 
 def short_report(res: StudyResults, command: str, total_s: float, quick: bool) -> str:
-    from specreg.experiments.report import fmt, results_table
+    from specreg.experiments.report import fmt, results_table, setting, timing_note
 
     timing = {t["run"]: t for t in res.timing}
-    lines = ["| variant | train s | s / step | sample s |", "|---|---|---|---|"]
-    for name in res.rows:
-        t = timing.get(f"{name}/seed{res.seeds[0]}", {})
+    rows = [timing.get(f"{name}/seed{res.seeds[0]}", {}) for name in res.rows]
+    lines = ["| variant | train s | s / step | setting | sample s |", "|---|---|---|---|---|"]
+    for name, t in zip(res.rows, rows):
         per = t["train_s"] / t["steps"] if t.get("train_s") and t.get("steps") else None
-        lines.append(f"| {name} | {fmt(t.get('train_s'), 3)} | {fmt(per, 3)} | {fmt(t.get('sample_s'), 3)} |")
+        lines.append(f"| {name} | {fmt(t.get('train_s'), 3)} | {fmt(per, 3)} | {setting(t)} | "
+                     f"{fmt(t.get('sample_s'), 3)} |")
+    lines += ["", timing_note(rows) + " These rows time whole runs on a shared machine, not what a loss costs."]
     note = "\n> **Quick mode**: a smoke test; these numbers mean nothing.\n" if quick else ""
     grids = " ".join(f"![{n}]({r.samples}/samples.png)" for n, r in res.rows.items() if r.samples)
     legend = "\n".join(f"- **{k}**: {res.labels.get(k, '')}" for k in res.columns)

@@ -139,12 +139,13 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
             if v.protocol == "finetune":
                 pcfg = json.loads(json.dumps(cfg))
                 pcfg["regularizer"] = asdict(RegularizerConfig())
-                pcfg["train"]["seed"] = study.finetune.pretrain_seed
+                pseed = study.pretrain_seed_of(seed)
+                pcfg["train"]["seed"] = pseed
                 pkey = stable_hash(identity(pcfg))
                 if pkey not in pretrains:
-                    pdir = out / RUNS_DIR / PRETRAIN_DIR / pkey / f"seed{study.finetune.pretrain_seed}"
+                    pdir = out / RUNS_DIR / PRETRAIN_DIR / pkey / f"seed{pseed}"
                     done_key = stable_hash({"pretrain": pkey, "evaluation": measured}) if want_curve else pkey
-                    pretrains[pkey] = RunSpec(f"{PRETRAIN_DIR}/{pkey}", study.finetune.pretrain_seed, pdir, pcfg,
+                    pretrains[pkey] = RunSpec(f"{PRETRAIN_DIR}/{pkey}", pseed, pdir, pcfg,
                                               "pretrain", done_key, curve=want_curve)
                 pre = pretrains[pkey]
                 try:

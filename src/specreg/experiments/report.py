@@ -3,7 +3,10 @@
 ``render(results, out)`` writes ``spectra.png`` and ``spectra_ratio.png`` (when the
 results hold spectra) and returns the markdown; :func:`write_report` saves both. Every
 number comes from the results object, so a report can be re-rendered from a
-``results.json`` (``specreg compare --report-only``).
+``results.json`` (``specreg compare --report-only``); :func:`update_marks` brings the
+marks of a report whose results.json predates labels, curves and set-up up to date.
+(Over 400 lines: one renderer per report section, kept together so a report's layout
+reads in one place.)
 """
 
 from __future__ import annotations
@@ -13,20 +16,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from specreg.experiments.results import PLATEAU_TAIL, StudyResults
-from specreg.experiments.stats import Stat
+from specreg.experiments.stats import FDR_Q, Stat
 from specreg.metrics.registry import ARROWS, find_key
 
 RESULTS_TEXT = (
     "Mean ± standard deviation over seeds (sample std, n − 1; \"—\" with one seed). ↓ lower is better, "
     "↑ higher is better, →0 closest to zero is best; the best mean per column is **bold**. † marks a mean "
-    "whose difference to its baseline's is resolved: larger than twice the real-vs-real noise floor (for "
-    "distances) and than the 95 % half-width of the difference over seeds. The difference is paired by seed "
-    "where both rows share at least two seeds (a seed fixes the data order, the noise and the sampling noise "
-    "of every variant): mean and Student-t half-width of the per-seed differences; otherwise the difference "
-    "of the means with Welch's half-width. With a single seed nothing is marked. Without †, this study does "
-    "not resolve the difference.")
-
-
+    "whose difference Δ to its baseline's passes two tests (cells listed under \"Tests\"): it survives "
+    "Benjamini–Hochberg false-discovery control at q = {q} over the family of {m} tested cells (every "
+    "variant × metric cell with a baseline and at least two seeds), and |Δ| exceeds the metric's practical "
+    "floor (distances: twice the real-vs-real noise floor; signed biases: the real-vs-real spread of the bias "
+    "at these sample counts). Each cell's p-value is two-sided: paired by seed where both rows share at least "
+    "two seeds (a seed fixes the data order, the noise and the sampling noise of every variant; Student t of "
+    "the per-seed differences), otherwise Welch's. With a single seed nothing is tested. Without †, this study "
+    "does not resolve the difference.")
 def fmt(v: float | None, digits: int = 4) -> str:
     """A number for a table: ``digits`` significant digits, scientific outside [1e-3, 1e5)."""
     if v is None or not math.isfinite(v):
@@ -54,9 +57,10 @@ def _paired(key: str) -> bool:
 
 def results_table(res: StudyResults) -> list[str]:
     """One row per variant, one column per key: mean ± std, the best in bold, † where the
-    difference to the row's baseline is resolved; then the noise floor and the seed spread."""
+    difference to the row's baseline is marked (stats); then the noise floor and the seed spread."""
     cols = res.columns
     n_seeds = len(res.seeds)
+    marks = {(c["variant"], c["key"]) for c in res.cells() if c["marked"]}
     lines = [row(["variant", "protocol", "seeds", *[k + ARROWS.get(_direction(k), "") for k in cols]]),
              "|" + "---|" * (3 + len(cols))]
     for name, r in res.rows.items():
@@ -68,8 +72,7 @@ def results_table(res: StudyResults) -> list[str]:
             text = f"{fmt(s.mean)} ± {fmt(s.std, 2)}"
             if res.is_best(name, key):
                 text = f"**{text}**"
-            vs = res.versus_baseline(name, key)
-            if vs is not None and vs[2]:
+            if (name, key) in marks:
                 text += " †"
             cells.append(text)
         lines.append(row(cells))
@@ -94,8 +97,32 @@ def lambda_grid_table(res: StudyResults) -> list[str]:
         a, b = e["stat"], e["best"]
         lines.append(row([e["auto"], e["key"], f"{fmt(a.mean)} ± {fmt(a.std, 2)}", f"{fmt(b.mean)} ({e['best_name']})",
                           fmt(e["median"]), f"{e['rank']} of {e['of']}",
-                          f"{fmt(e['diff'], 2)}{' †' if e['resolved'] else ''}"]))
+                          f"{fmt(e['diff'], 2)}{' †' if e['marked'] else ''}"]))
     return lines
+
+
+def tests_table(res: StudyResults) -> list[str]:
+    """Every tested cell: Δ = variant − baseline, its 95 % half-width, p, the BH-adjusted p,
+    the practical floor and the verdict (why a cell is not marked)."""
+    cells = [c for c in res.cells() if c["p"] is not None]
+    if not cells:
+        return []
+    lines = [row(["variant", "metric", "Δ vs baseline", "95 % half-width", "seeds", "p", "p (BH)",
+                  "practical floor", "marked"]), "|---" * 9 + "|"]
+    for c in cells:
+        why = "†" if c["marked"] else ("p (BH) > q" if c["p_adj"] > FDR_Q else "|Δ| ≤ floor")
+        lines.append(row([c["variant"], c["key"], fmt(c["diff"], 3), fmt(c["half_width"], 2),
+                          f"{c['n']} {'paired' if c['paired'] else 'unpaired'}", fmt(c["p"], 2), fmt(c["p_adj"], 2),
+                          f"{fmt(c['practical_floor'], 2)} ({c['floor_rule']})" if c["practical_floor"] else "none",
+                          why]))
+    return lines
+
+
+def mark_counts(res: StudyResults) -> dict[str, int]:
+    """How many cells were tested, have p < 0.05 alone, survive BH, and are marked."""
+    cells = [c for c in res.cells() if c["p"] is not None]
+    return {"tested": len(cells), "p<0.05": sum(c["p"] < 0.05 for c in cells),
+            "bh": sum(c["p_adj"] <= FDR_Q for c in cells), "marked": sum(c["marked"] for c in cells)}
 
 
 def curve_table(res: StudyResults) -> list[str]:
@@ -140,14 +167,35 @@ def reach_table(res: StudyResults) -> list[str]:
     return lines
 
 
+def setting(t: dict) -> str:
+    """The setting a run trained in, as a table cell: threads (or GPU) and runs at once."""
+    if t.get("threads") is None:
+        return "not recorded"
+    where = "GPU" if t.get("device") == "cuda" else f"{t['threads']} thread{'s' if t['threads'] != 1 else ''}"
+    return where + (f", {t['parallel']} at once" if t.get("parallel") else "")
+
+
+def timing_note(timing: Sequence[dict]) -> str:
+    """Whether the s / step of these rows may be compared, and where a loss's cost is measured."""
+    settings = {setting(t) for t in timing if t.get("train_s")}
+    if len(settings) == 1 and "not recorded" not in settings:
+        return f"Every run trained in the same setting ({settings.pop()}), so their s / step compare."
+    return ("s / step compares only between rows of the same setting (torch threads per run, runs trained at "
+            "once: runs that share the cores take longer per step than a run alone)"
+            + ("; runs without a recorded setting were trained before it was recorded" if "not recorded" in
+               settings else "")
+            + ". What each regularizer adds to a training step, measured in one setting: docs/benchmarks.md.")
+
+
 def timing_table(res: StudyResults) -> tuple[list[str], float]:
-    lines = [row(["run", "steps", "train s", "s / step", "sample s", "eval s", "status"]), "|---" * 7 + "|"]
+    lines = [row(["run", "steps", "train s", "s / step", "setting", "sample s", "eval s", "status"]),
+             "|---" * 8 + "|"]
     total = 0.0
     for t in res.timing:
         train_s, steps = t.get("train_s"), t.get("steps")
         total += train_s or 0.0
         per = fmt(train_s / steps, 3) if train_s and steps else "—"
-        lines.append(row([t["run"], str(steps if steps is not None else "—"), fmt(train_s), per,
+        lines.append(row([t["run"], str(steps if steps is not None else "—"), fmt(train_s), per, setting(t),
                           fmt(t.get("sample_s"), 3), fmt(t.get("eval_s"), 3), str(t.get("status", ""))]))
     return lines, total
 
@@ -163,8 +211,11 @@ def setup_text(res: StudyResults) -> str:
             f"sampling seed {ev.get('sample_seed')} + run seed).")
     if res.pretrains:
         ft = st.get("finetune", {})
+        ps = ft.get("pretrain_seeds") or []
+        which = (f"one per seed: seed {', '.join(f'{s} from pretraining seed {p}' for s, p in zip(res.seeds, ps))}"
+                 if ps else f"seed {ft.get('pretrain_seed')}, one model for every seed")
         text += (f"\n\nFine-tuning protocol: each pretrained model below was trained for {res.pretrains[0]['steps']} "
-                 f"steps without a regularizer (seed {ft.get('pretrain_seed')}); the variants marked `finetune` were "
+                 f"steps without a regularizer ({which}); the variants marked `finetune` were "
                  f"fine-tuned from its final EMA weights for {ft.get('steps')} steps with a fresh optimizer "
                  f"(fine-tuning overrides: {', '.join(ft.get('overrides') or []) or 'none'}).\n")
         for p in res.pretrains:
@@ -223,13 +274,99 @@ def plots(res: StudyResults, out: Path) -> list[str]:
     return ["![spectra](spectra.png) ![ratio](spectra_ratio.png)"]
 
 
+def lambda_section(res: StudyResults) -> list[str]:
+    """The "Automatic λ against the λ grid" section (header, text, table), or nothing."""
+    grid = lambda_grid_table(res)
+    if not grid:
+        return []
+    return ["## Automatic λ against the λ grid",
+            "Does the automatic λ remove the need to tune λ? Per metric: the auto variant's mean ± std, the best "
+            "and the median of the grid's means, the auto variant's rank among the grid and itself (1 = best), "
+            "and auto − best (paired by seed where possible; † by the rule above, with these cells as their own "
+            "Benjamini–Hochberg family).", "\n".join(grid)]
+
+
+def tests_section(res: StudyResults) -> list[str]:
+    """The "Tests" section (header, text, table), or nothing."""
+    tests, counts = tests_table(res), mark_counts(res)
+    if not tests:
+        return []
+    return ["## Tests",
+            f"Each tested cell of the results table: of {counts['tested']}, {counts['p<0.05']} have p < 0.05 on "
+            f"their own (about {0.05 * counts['tested']:.1f} expected by chance if nothing differed), "
+            f"{counts['bh']} survive Benjamini–Hochberg at q = {FDR_Q}, and {counts['marked']} of those also exceed "
+            "their practical floor (†). \"practical floor\": the |Δ| a mark needs, and its source (\"|real vs "
+            "real|\": a study that did not record the spread of a bias uses the size of its one real-vs-real value).",
+            "\n".join(tests)]
+
+
+def _sections(text: str) -> list[list[str]]:
+    """A markdown text as sections of lines, each (after the first) starting at a "## " line."""
+    out: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.startswith("## "):
+            out.append([])
+        out[-1].append(line)
+    return out
+
+
+def _replace_tables(lines: list[str], text: str | None, table: list[str]) -> list[str]:
+    """``lines`` with the first paragraph after the header replaced by ``text`` (when given)
+    and the first table replaced by ``table``."""
+    out, i = [lines[0]], 1
+    if text is not None:
+        while i < len(lines) and not lines[i].strip():
+            out.append(lines[i])
+            i += 1
+        while i < len(lines) and lines[i].strip() and not lines[i].startswith("|"):
+            i += 1
+        out.append(text)
+    rest = lines[i:]
+    start = next((k for k, line in enumerate(rest) if line.startswith("|")), None)
+    if start is None:
+        return out + rest
+    end = next((k for k in range(start, len(rest)) if not rest[k].startswith("|")), len(rest))
+    return out + rest[:start] + table + rest[end:]
+
+
+def update_marks(old: str, res: StudyResults) -> str:
+    """An earlier ``report.md`` with its marks brought up to the current rule: the results
+    and λ-grid tables and their rule text replaced, a "Tests" section added (or replaced),
+    and, where ``res`` has timings, the timing table and its note; every other section kept
+    as it was. For reports whose results.json predates what :func:`render` needs to draw
+    the rest (labels, curves, set-up)."""
+    counts = mark_counts(res)
+    sections = [s for s in _sections(old) if not (s and s[0] == "## Tests")]
+    out: list[list[str]] = []
+    after = "## Automatic λ against the λ grid" if any(s and s[0] == "## Automatic λ against the λ grid"
+                                                        for s in sections) else "## Results"
+    for sec in sections:
+        head = sec[0] if sec else ""
+        if head == "## Results":
+            sec = _replace_tables(sec, RESULTS_TEXT.format(q=FDR_Q, m=counts["tested"]), results_table(res))
+        elif head == "## Automatic λ against the λ grid":
+            new = lambda_section(res)
+            sec = _replace_tables(sec, new[1], new[2].split("\n")) if new else sec
+        elif head == "## Runs and wall time" and res.timing:
+            sec = _replace_tables(sec, None, timing_table(res)[0])
+            if not any(line.startswith(("Every run trained", "s / step compares")) for line in sec):
+                end = next(k for k in range(len(sec) - 1, -1, -1) if sec[k].startswith("|"))
+                sec = [*sec[:end + 1], "", timing_note(res.timing), *sec[end + 1:]]
+        out.append(sec)
+        if head == after and tests_section(res):
+            t = tests_section(res)
+            out.append([t[0], "", t[1], "", t[2], ""])
+    return "\n".join("\n".join(sec) for sec in out).rstrip() + "\n"
+
+
 def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
     """The markdown of ``report.md``; with ``draw`` also (re)writes the plots into ``out``."""
     st = res.study
     nl = "\n"
     legend = [f"- **{k}**: {res.labels.get(k, '')}" for k in res.columns]
     diverged = [f"- {name}/seed{d['seed']}: {d.get('error', '')}" for name, r in res.rows.items() for d in r.diverged]
-    grid, curves, reach = lambda_grid_table(res), curve_table(res), reach_table(res)
+    curves, reach = curve_table(res), reach_table(res)
+    counts = mark_counts(res)
     flat = plateau_table(res)
     times, total_train = timing_table(res)
     bands = [f"**{n}** (seed {r.samples_seed})\n\n![{n}]({r.band_weights})\n" for n, r in res.rows.items()
@@ -241,17 +378,14 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         f"Variants of the study left out by this profile: {', '.join(st['cut'])}." if st.get("cut") else "",
         setup_text(res),
         "## Results",
-        RESULTS_TEXT,
+        RESULTS_TEXT.format(q=FDR_Q, m=counts["tested"]),
         nl.join(results_table(res)),
         f"Reference: {res.floor.get('reference')}. Noise floor: {res.floor.get('floor_set')}, against the same "
         "reference.",
         nl.join(legend),
         ("Diverged runs (left out of the means):" + nl + nl.join(diverged)) if diverged else "",
-        *(["## Automatic λ against the λ grid",
-           "Does the automatic λ remove the need to tune λ? Per metric: the auto variant's mean ± std, the best "
-           "and the median of the grid's means, the auto variant's rank among the grid and itself (1 = best), "
-           "and auto − best (paired by seed where possible; † where resolved, as above).",
-           nl.join(grid)] if grid else []),
+        *lambda_section(res),
+        *tests_section(res),
         *(["## Training curves",
            f"Runs measured every {ev.get('curve_every')} steps on "
            f"{min(ev.get('curve_samples', 0), ev.get('n_samples', 0))} "
@@ -280,6 +414,7 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         nl.join(sample_links(res, out)),
         "## Runs and wall time",
         nl.join(times),
+        timing_note(res.timing),
         wall_text(res, total_train),
         "## Reproduce",
         f"```\n{res.command}\n```",
@@ -299,6 +434,6 @@ def write_report(res: StudyResults, out: Path) -> Path:
     return path
 
 
-__all__ = ["curve_table", "fmt", "lambda_grid_table", "plateau_table", "reach_table", "render", "results_table",
-           "timing_table", "write_report"]
-
+__all__ = ["curve_table", "fmt", "lambda_grid_table", "lambda_section", "mark_counts", "plateau_table",
+           "reach_table", "render", "results_table", "setting", "tests_section", "tests_table", "timing_note",
+           "timing_table", "update_marks", "write_report"]

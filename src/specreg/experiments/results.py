@@ -3,13 +3,15 @@
 :class:`StudyResults` holds everything a report shows — per variant the mean ± std of
 every tabulated key over seeds (with the per-seed values), the noise floor, the training
 curves, the timings, the spectra, links to samples — and the comparisons derived from
-it: the best row per key, each row's difference to its baseline and whether it is
-resolved, the automatic-λ-against-its-grid comparison and, for runs measured along
-training, the steps each variant needs to reach its baseline's final value and whether
-each measured run had stopped improving at its end. The report
+it: the best row per key, each row's difference to its baseline with its test, its
+Benjamini–Hochberg-adjusted p-value and whether it is marked (:mod:`specreg.experiments.stats`;
+``results.json`` keeps them under ``significance``), the automatic-λ-against-its-grid
+comparison and, for runs measured along training, the steps each variant needs to reach
+its baseline's final value and whether each measured run had stopped improving at its end. The report
 (:mod:`specreg.experiments.report`) only renders this object, and tests read numbers
 from it, never from markdown. ``StudyResults.load`` also reads the ``results.json`` of
-earlier versions (they lack curves, timings and spectra).
+earlier versions (they lack curves, timings and spectra; a missing real-vs-real
+``spread`` falls back as :func:`specreg.experiments.stats.practical_floor` says).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specreg.experiments.stats import Stat, difference, resolved
+from specreg.experiments.stats import FDR_Q, Stat, bh_adjust, difference, marked, practical_floor
 from specreg.files import read_json, write_json
 
 RESULTS_FILE = "results.json"
@@ -63,6 +65,17 @@ class Row:
                    band_weights=raw.get("band_weights"))
 
 
+def _adjust(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add the BH-adjusted p-value (over the cells that have a test) and the mark to each cell."""
+    tested = [c for c in cells if c["p"] is not None]
+    for c, q in zip(tested, bh_adjust([c["p"] for c in tested])):
+        c["p_adj"] = q
+    for c in cells:
+        c.setdefault("p_adj", None)
+        c["marked"] = marked(c["p_adj"], c["diff"], c["practical_floor"])
+    return cells
+
+
 PLATEAU_TAIL = 0.2  # StudyResults.plateaus: the share of a run's steps whose gain decides "flat"
 
 
@@ -80,7 +93,8 @@ class StudyResults:
     kind: str = "image"
     sample_rate: int | None = None
     curves: list[dict[str, Any]] = field(default_factory=list)  # {run, variant, seed, points}
-    timing: list[dict[str, Any]] = field(default_factory=list)  # {run, steps, train_s, sample_s, eval_s, status}
+    # {run, steps, train_s, sample_s, eval_s, status, device, threads, parallel (runs trained at once)}
+    timing: list[dict[str, Any]] = field(default_factory=list)
     pretrains: list[dict[str, Any]] = field(default_factory=list)  # {dir, users, steps}
     setup: dict[str, Any] = field(default_factory=dict)
     invocations: list[dict[str, Any]] = field(default_factory=list)
@@ -94,6 +108,7 @@ class StudyResults:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rows"] = {k: r.to_dict() for k, r in self.rows.items()}
+        d["significance"] = self.significance()  # derived: written for readers, recomputed on load
         return d
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -150,21 +165,54 @@ class StudyResults:
         return best is not None and spec is not None and s is not None and math.isfinite(s.mean) \
             and spec.score(s.mean) == best
 
-    def versus(self, variant: str, other: str, key: str) -> tuple[float, float | None, bool]:
-        """(difference ``variant − other`` of ``key``, its resolution, resolved?) (see stats)."""
-        a, b = self.rows[variant].stats[key], self.rows[other].stats[key]
-        diff, res = difference(key, a, b, self.floor_value(key))
-        return diff, res, resolved(diff, res)
+    def spread(self, key: str) -> float | None:
+        """The real-vs-real standard deviation of ``key`` at the study's sample counts (the
+        floor record's ``spread``; None where the study did not measure it)."""
+        v = (self.floor.get("spread") or {}).get(key)
+        return None if v is None else float(v)
+
+    def practical_floor(self, key: str) -> tuple[float, str]:
+        """The smallest |Δ| of ``key`` that a mark needs, and its rule (see stats)."""
+        return practical_floor(key, self.floor_value(key), self.spread(key))
+
+    def _cell(self, variant: str, other: str, key: str) -> dict[str, Any]:
+        d = difference(self.rows[variant].stats[key], self.rows[other].stats[key])
+        floor, rule = self.practical_floor(key)
+        return {"variant": variant, "baseline": other, "key": key, "diff": d.diff, "half_width": d.half_width,
+                "p": d.p, "n": d.n, "paired": d.paired, "practical_floor": floor, "floor_rule": rule}
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Every variant × key cell of the results table that has a baseline and data: its
+        test (stats.difference), its BH-adjusted p-value over the family of tested cells
+        (``p_adj``; None without a test), its practical floor and whether it is marked."""
+        out = []
+        for name, row in self.rows.items():
+            base = row.variant.get("baseline")
+            if base is None or base not in self.rows:
+                continue
+            for key in self.columns:
+                a, b = row.stats.get(key), self.rows[base].stats.get(key)
+                if a is not None and b is not None and math.isfinite(a.mean) and math.isfinite(b.mean):
+                    out.append(self._cell(name, base, key))
+        return _adjust(out)
 
     def versus_baseline(self, variant: str, key: str) -> tuple[float, float | None, bool] | None:
-        """:meth:`versus` the row's baseline (None for a baseline or a row without data)."""
-        base = self.rows[variant].variant.get("baseline")
-        if base is None or base not in self.rows:
-            return None
-        a, b = self.rows[variant].stats.get(key), self.rows[base].stats.get(key)
-        if a is None or b is None or not (math.isfinite(a.mean) and math.isfinite(b.mean)):
-            return None
-        return self.versus(variant, base, key)
+        """(Δ = ``variant`` − its baseline of ``key``, its 95 % half-width, marked?) (None
+        for a baseline or a row without data)."""
+        for c in self.cells():
+            if c["variant"] == variant and c["key"] == key:
+                return c["diff"], c["half_width"], c["marked"]
+        return None
+
+    def significance(self) -> dict[str, Any]:
+        """What results.json keeps of the tests: the rule's thresholds, the families and
+        every cell with its p-value, adjusted p-value and practical floor."""
+        return {"q": FDR_Q, "method": "Benjamini-Hochberg (scipy.stats.false_discovery_control)",
+                "family": "every variant x metric cell of the results table with a baseline and >= 2 seeds",
+                "lambda_family": "every automatic-lambda - best-of-grid cell (a second family)",
+                "cells": self.cells(), "lambda_cells": [
+                    {k: e[k] for k in ("auto", "best_name", "key", "diff", "half_width", "p", "p_adj",
+                                       "practical_floor", "floor_rule", "marked")} for e in self.lambda_grids()]}
 
     def median_spread(self, key: str) -> float | None:
         spreads = [r.stats[key].std for r in self.rows.values() if key in r.stats]
@@ -174,7 +222,8 @@ class StudyResults:
     def lambda_grids(self) -> list[dict[str, Any]]:
         """Each automatic λ against its grid of constant λ, per ranked key: the auto row's
         stat, the best and the median of the grid's means, auto's rank among auto + grid
-        (1 = best), and auto − best (paired where possible) with its resolution."""
+        (1 = best), and auto − best (paired where possible) with its test; these cells are
+        their own BH family (``p_adj``, ``marked``)."""
         from specreg.metrics.registry import find_key
 
         out = []
@@ -189,12 +238,14 @@ class StudyResults:
                 if a is None or not math.isfinite(a.mean) or len(pts) < 2:
                     continue
                 best_name, best = min(pts, key=lambda p: spec.score(p[1].mean))
-                diff, res = difference(key, a, best, self.floor_value(key))
+                d = difference(a, best)
+                floor, rule = self.practical_floor(key)
                 out.append({"auto": auto, "key": key, "stat": a, "best": best, "best_name": best_name,
                             "median": statistics.median(p[1].mean for p in pts),
                             "rank": 1 + sum(spec.score(p[1].mean) < spec.score(a.mean) for p in pts),
-                            "of": len(pts) + 1, "diff": diff, "resolution": res, "resolved": resolved(diff, res)})
-        return out
+                            "of": len(pts) + 1, "diff": d.diff, "half_width": d.half_width, "p": d.p,
+                            "practical_floor": floor, "floor_rule": rule})
+        return _adjust(out)
 
     def steps_to_reach(self) -> list[dict[str, Any]]:
         """For variants measured along training on several seeds: per ranked key, the first
@@ -327,7 +378,8 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
         tim = rec.get("timing") or read_json(s.run_dir / TIMING_FILE) or {}
         timing.append({"run": s.label, "steps": tim.get("steps"), "train_s": tim.get("train_s"),
                        "sample_s": tim.get("sample_s"), "eval_s": tim.get("eval_s"),
-                       "status": rec.get("status", s.status)})
+                       "status": rec.get("status", s.status),
+                       **{k: tim.get(k) for k in ("device", "threads", "parallel")}})
     pretrains = [{"dir": str(p.run_dir.relative_to(out)), "steps": p.config["train"]["steps"],
                   "users": sorted({s.variant for s in runs if s.pretrain_dir == p.run_dir})}
                  for p in specs if p.protocol == "pretrain"]
@@ -336,8 +388,8 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
              "sampler": cfg["sample"]["sampler"], "sample_steps": cfg["sample"]["steps"]}
     return StudyResults(
         study=study_dict, columns=columns, rows=rows,
-        floor={k: floor.get(k) for k in ("metrics", "curve_metrics", "reference", "floor_set", "reference_spectrum",
-                                         "ceiling", "ceiling_set") if k in floor},
+        floor={k: floor.get(k) for k in ("metrics", "curve_metrics", "spread", "reference", "floor_set",
+                                         "reference_spectrum", "ceiling", "ceiling_set") if k in floor},
         labels=labels, kind=kind, sample_rate=rate, curves=curves, timing=timing, pretrains=pretrains, setup=setup,
         invocations=read_json(out / INVOCATIONS_FILE) or [], command=command, versions=versions(),
         device=device_text(), platform=platform.platform(), wall_s=wall_s)

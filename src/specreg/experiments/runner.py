@@ -138,18 +138,31 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0) -> dict[str, Any]:
+def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0, parallel: int | None = None) -> dict[str, Any]:
     """Train one run, sample ``ev.n_samples`` with seed ``ev.sample_seed + seed``, measure,
     and write its record (``run.json``); a pretraining run is only measured along its
     curve, if it has one. Returns the record written. Holds a lock on the run directory
-    and runs with ``threads`` torch threads (0: as they are), restored afterwards."""
+    and runs with ``threads`` torch threads (0: as they are), restored afterwards.
+    ``parallel``: how many runs the caller trains at once (recorded with the timing, as
+    step times are comparable only between runs trained in the same setting)."""
     from specreg.train.trainer import torch_threads
 
     with run_lock(spec.run_dir), torch_threads(threads):
-        return _execute(spec, ev)
+        return _execute(spec, ev, parallel)
 
 
-def _execute(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
+def _setting(spec: RunSpec, parallel: int | None) -> dict[str, Any]:
+    """The setting a run trained in: device, torch threads (the trainer's rule) and runs at once."""
+    import torch
+
+    from specreg.train.trainer import cpu_threads
+
+    gpu = torch.cuda.is_available()
+    threads = int(spec.config["train"].get("threads") or cpu_threads() or torch.get_num_threads())
+    return {"device": "cuda" if gpu else "cpu", "threads": threads, "parallel": parallel}
+
+
+def _execute(spec: RunSpec, ev: Evaluation, parallel: int | None = None) -> dict[str, Any]:
     from specreg.train.trainer import TrainingDiverged
 
     t0 = time.time()
@@ -165,7 +178,7 @@ def _execute(spec: RunSpec, ev: Evaluation) -> dict[str, Any]:
             raise
         return _write_record(spec, {**base, "status": "diverged", "error": str(err)})
     # from the trainer's log, so a sitting that was killed still counts up to its last checkpoint
-    timing: dict[str, Any] = {"train_s": seconds, "steps": steps}
+    timing: dict[str, Any] = {"train_s": seconds, "steps": steps, **_setting(spec, parallel)}
     write_json(timing_path, timing)
     curve = read_json(spec.run_dir / CURVE_FILE) if spec.curve else None
     if spec.protocol == "pretrain":
@@ -202,10 +215,44 @@ def save_samples(x: Any, folder: Path, kind: str, rate: int | None) -> None:
         save_image_grid(x[:64], folder / "samples.png")
 
 
+SPREAD_RESAMPLES = 50  # bootstrap draws of floor_spread: its relative error ≈ 1/√(2·50) = 10 %
+
+
+def floor_spread(real: Any, ev: Evaluation, *, kind: str, sample_rate: int | None,
+                 resamples: int = SPREAD_RESAMPLES) -> dict[str, float]:
+    """The real-vs-real standard deviation of every signed key (direction "zero": the
+    ``*_bias`` keys) of ``ev.metrics`` at the study's sample counts: the bootstrap std of
+    the key over ``resamples`` draws of ``n_samples`` floor items with replacement, each
+    measured against the same reference like a run (the reference is common to every
+    row of a study, so only the samples' draw varies). A signed key's practical floor
+    (:func:`specreg.experiments.stats.practical_floor`)."""
+    import statistics
+
+    import torch
+
+    from specreg.metrics.registry import METRICS
+
+    signed = [m for m in ev.metrics if not METRICS[m].paired and any(k.direction == "zero" for k in METRICS[m].keys)]
+    if not signed or real.floor is None or len(real.floor) < 2:
+        return {}
+    sub = replace(ev, metrics=signed)
+    g = torch.Generator().manual_seed(ev.metric_seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        idx = torch.randint(len(real.floor), (len(real.floor),), generator=g)
+        values = measure(real.floor[idx], real, sub, kind=kind, sample_rate=sample_rate)["metrics"]
+        for m in signed:
+            for k in METRICS[m].keys:
+                if k.direction == "zero" and k.name in values:
+                    draws.setdefault(k.name, []).append(float(values[k.name]))
+    return {k: statistics.stdev(v) for k, v in draws.items() if len(v) > 1}
+
+
 def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Real vs real with the same counts, cached in ``real/floor.json``: the floor set
-    (``n_samples`` real items disjoint from the reference) measured like a run, and the
-    reference's spectrum. With a training curve, also its first ``curve_samples`` items
+    (``n_samples`` real items disjoint from the reference) measured like a run, the
+    real-vs-real spread of its signed keys (:func:`floor_spread`) and the reference's
+    spectrum. With a training curve, also its first ``curve_samples`` items
     (``curve_metrics``). Paired metrics are left out (no floor from disjoint sets)."""
     import torch
 
@@ -214,16 +261,21 @@ def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, A
     key = stable_hash({"data": cfg["data"], "evaluation": asdict(ev)})
     path = out / FLOOR_FILE
     cached = read_json(path)
-    if cached and cached.get("key") == key:
+    if cached and cached.get("key") == key and "spread" in cached:
         return cached
     kind, rate = data_kind(cfg)
     real = ev.real_sets(cfg)
+    if cached and cached.get("key") == key:  # written before the spread was recorded: add it only
+        cached["spread"] = floor_spread(real, ev, kind=kind, sample_rate=rate)
+        write_json(path, cached)
+        return cached
     unpaired = replace(ev, metrics=[m for m in ev.metrics if not METRICS[m].paired])
     record = {"key": key, "reference": real.description, "floor_set": real.floor_description}
     if unpaired.metrics:
         record.update(measure(real.floor, real, unpaired, kind=kind, sample_rate=rate))
     else:
         record.update({"metrics": {}, "labels": {}, "skipped": {}})
+    record["spread"] = floor_spread(real, ev, kind=kind, sample_rate=rate)
     ref = measure(real.reference, real, replace(ev, metrics=["lsd"]), kind=kind, sample_rate=rate)["spectrum"]
     record["reference_spectrum"] = ref
     if cfg.get("autoencoder", {}).get("name") and unpaired.metrics:  # a latent model can do no better than this
@@ -250,5 +302,5 @@ def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, A
     return record
 
 
-__all__ = ["CURVE_FILE", "FLOOR_FILE", "TIMING_FILE", "execute", "measure_floor", "pretrained_net", "run_lock",
-           "sample", "save_samples"]
+__all__ = ["CURVE_FILE", "FLOOR_FILE", "SPREAD_RESAMPLES", "TIMING_FILE", "execute", "floor_spread",
+           "measure_floor", "pretrained_net", "run_lock", "sample", "save_samples"]

@@ -1,16 +1,29 @@
-"""Statistics of a study: mean ± std over seeds, and whether a difference is resolved.
+"""Statistics of a study: mean ± std over seeds, and which differences are marked.
 
-A difference between two rows is *resolved* (marked † in reports) when it exceeds both
-twice the metric's real-vs-real noise floor (for distances, :attr:`Key.distance`) and the
-95 % half-width of the difference over seeds:
+Each *cell* — a variant's difference to its baseline on one metric key — gets a
+two-sided test of "no difference":
 
 * paired by seed where both rows share at least two seeds (a seed fixes the data order,
   the diffusion noise and the sampling noise of every variant, so the per-seed
-  differences d_s = a_s − b_s carry far less noise than either mean): mean(d) and
-  t₀.₉₇₅(n−1)·sd(d)/√n;
-* otherwise unpaired: the difference of the means with Welch's half-width.
+  differences d_s = a_s − b_s carry far less noise than either mean): Δ = mean(d),
+  95 % half-width t₀.₉₇₅(n−1)·sd(d)/√n, p from t = Δ/(sd(d)/√n) with n − 1 degrees of
+  freedom (scipy's ``ttest_rel``);
+* otherwise unpaired: the difference of the means with Welch's half-width and p
+  (``ttest_ind(equal_var=False)``).
 
-A single seed resolves nothing (its seed noise is unknown).
+A single seed gives no test (its seed noise is unknown). A cell is *marked* (†) when
+both hold:
+
+1. it survives Benjamini–Hochberg false-discovery control at q = :data:`FDR_Q` over its
+   family (every tested cell of the study's results table; the automatic-λ comparisons
+   are a second family): its BH-adjusted p-value p_BH ≤ q, which keeps the expected share
+   of false marks among the marks at most q;
+2. |Δ| exceeds the key's *practical floor* (:func:`practical_floor`): for distances twice
+   the real-vs-real noise floor; for signed keys (direction "zero", the ``*_bias`` keys)
+   the real-vs-real spread of the key at the study's sample counts; none for the others.
+
+The BH step is scipy's ``false_discovery_control`` (a well-kept implementation of the
+step-up rule).
 """
 
 from __future__ import annotations
@@ -20,6 +33,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+FDR_Q = 0.05  # Benjamini–Hochberg level of every study family
 
 
 @dataclass
@@ -65,32 +80,84 @@ def t975(df: float) -> float:
     return float(t.ppf(0.975, df))
 
 
-def difference(key: str, a: Stat, b: Stat, floor: float | None) -> tuple[float, float | None]:
-    """``a − b`` for ``key`` and the smallest size of it that the study resolves (module
-    docstring); ``None``: not measurable (fewer than two seeds)."""
+@dataclass(frozen=True)
+class Difference:
+    """``a − b`` of one key over seeds (module docstring): ``half_width`` (95 %) and the
+    two-sided ``p`` are None with a single seed; ``paired``: over ``n`` common seeds."""
+
+    diff: float
+    half_width: float | None
+    p: float | None
+    n: int
+    paired: bool
+
+
+def _p_from_t(t: float, df: float) -> float:
+    from scipy.stats import t as student
+
+    return float(2 * student.sf(abs(t), df))
+
+
+def difference(a: Stat, b: Stat) -> Difference:
+    """The test of ``a − b`` (module docstring)."""
+    common = sorted(set(a.by_seed) & set(b.by_seed))
+    if len(common) >= 2:
+        d = [a.by_seed[s] - b.by_seed[s] for s in common]
+        n, mean, sd = len(d), statistics.fmean(d), statistics.stdev(d)
+        se = sd / math.sqrt(n)
+        # identical per-seed differences: no seed noise at all, so any shift is certain
+        p = (1.0 if mean == 0 else 0.0) if se == 0 else _p_from_t(mean / se, n - 1)
+        return Difference(mean, t975(n - 1) * se, p, n, True)
+    diff = a.mean - b.mean
+    if a.std is None or b.std is None:  # a single seed: its seed noise is unknown
+        return Difference(diff, None, None, min(a.n, b.n), False)
+    va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
+    if va + vb == 0:
+        return Difference(diff, 0.0, 1.0 if diff == 0 else 0.0, min(a.n, b.n), False)
+    df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+    se = math.sqrt(va + vb)
+    return Difference(diff, t975(df) * se, _p_from_t(diff / se, df), min(a.n, b.n), False)
+
+
+def bh_adjust(p: Sequence[float]) -> list[float]:
+    """Benjamini–Hochberg adjusted p-values of one family (scipy's
+    ``false_discovery_control``): a cell survives FDR control at q when its value ≤ q."""
+    if not p:
+        return []
+    from scipy.stats import false_discovery_control
+
+    return [float(v) for v in false_discovery_control(list(p), method="bh")]
+
+
+def practical_floor(key: str, floor: float | None, spread: float | None = None) -> tuple[float, str]:
+    """The smallest |Δ| of ``key`` that counts (module docstring) and where it comes from.
+
+    ``floor``: the key's real-vs-real value (the noise floor of a distance); ``spread``:
+    the real-vs-real standard deviation of the key at the study's sample counts (the floor
+    record's ``spread``). A signed key without a recorded spread falls back to |floor|,
+    one real-vs-real draw of it (for a zero-mean normal, E|X| ≈ 0.8 σ).
+    """
     from specreg.metrics.registry import find_key
 
     spec = find_key(key)
-    distance = spec is not None and spec.distance
-    common = sorted(set(a.by_seed) & set(b.by_seed))
-    parts = [2 * abs(floor)] if distance and floor is not None and math.isfinite(floor) else []
-    if len(common) >= 2:
-        d = [a.by_seed[s] - b.by_seed[s] for s in common]
-        parts.append(t975(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)))
-        return statistics.fmean(d), max(parts)
-    diff = a.mean - b.mean
-    if a.std is None or b.std is None:  # a single seed: its seed noise is unknown
-        return diff, None
-    va, vb = a.std ** 2 / a.n, b.std ** 2 / b.n
-    if va + vb > 0:
-        df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
-        parts.append(t975(df) * math.sqrt(va + vb))
-    return diff, max(parts, default=0.0)
+    if spec is None:
+        return 0.0, "none"
+    if spec.distance:
+        if floor is None or not math.isfinite(floor):
+            return 0.0, "none"
+        return 2 * abs(float(floor)), "2 × noise floor"
+    if spec.direction == "zero":
+        if spread is not None and math.isfinite(spread):
+            return float(spread), "real-vs-real spread"
+        if floor is not None and math.isfinite(floor):
+            return abs(float(floor)), "|real vs real|"
+    return 0.0, "none"
 
 
-def resolved(diff: float, res: float | None) -> bool:
-    """Whether a :func:`difference` result is resolved (†)."""
-    return res is not None and math.isfinite(diff) and abs(diff) > res
+def marked(p_adj: float | None, diff: float, floor: float, q: float = FDR_Q) -> bool:
+    """Whether a tested cell is marked (†): p_BH ≤ q and |Δ| > its practical floor."""
+    return p_adj is not None and math.isfinite(diff) and p_adj <= q and abs(diff) > floor
 
 
-__all__ = ["Stat", "difference", "mean_std", "resolved", "t975"]
+__all__ = ["FDR_Q", "Difference", "Stat", "bh_adjust", "difference", "marked", "mean_std", "practical_floor",
+           "t975"]

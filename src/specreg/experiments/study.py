@@ -21,7 +21,9 @@ A *study* file (YAML) says what to train, how often, and how to measure it::
       - {auto: haar_auto, grid: [haar_1e-4, haar_1e-5, haar_1e-6]}
     finetune:                           # only for protocol: finetune
       steps: 2000                       # fine-tuning steps after the pretrained model
-      pretrain_seed: 0
+      pretrain_seed: 0                  # train.seed of the one pretrained model every seed starts from
+      pretrain_seeds: []                # or one pretrained model per seed: seeds[i] starts from the
+                                        #   model pretrained with seed pretrain_seeds[i] (same length)
       overrides: [train.lr=2e-4, train.warmup_steps=0]
     evaluation:
       reference: textures               # a built-in reference set (specreg.experiments.reference)
@@ -127,10 +129,17 @@ class Evaluation:
 
 @dataclass
 class Finetune:
-    """protocol: finetune — the fine-tuning after the pretrained model."""
+    """protocol: finetune — the fine-tuning after the pretrained model.
+
+    With one pretrained model (``pretrain_seeds`` empty) a mark says that fine-tuning this
+    model differs, not that the recipe does; ``pretrain_seeds`` gives each seed its own
+    pretraining, so the seed spread includes the pretraining's."""
 
     steps: int = field(default=0, metadata=describe("fine-tuning steps", minimum=1))
     pretrain_seed: int = field(default=0, metadata=describe("train.seed of the pretrained model", minimum=0))
+    pretrain_seeds: list[int] = field(default_factory=list, metadata=describe(
+        "one pretrained model per seed: seeds[i] fine-tunes from the model pretrained with seed pretrain_seeds[i] "
+        "(empty: every seed from pretrain_seed)"))
     overrides: list[str] = field(default_factory=list, metadata=describe("overrides of the fine-tuning only"))
 
 
@@ -214,6 +223,11 @@ class Study:
     # (auto variant, its grid of constant-λ variants), kept where the profile has the
     # auto variant and at least two of the grid
     lambda_grids: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def pretrain_seed_of(self, seed: int) -> int:
+        """train.seed of the pretrained model that fine-tuning seed ``seed`` starts from."""
+        ps = self.finetune.pretrain_seeds
+        return ps[self.seeds.index(seed)] if ps else self.finetune.pretrain_seed
 
     def column_keys(self) -> tuple[str, ...]:
         """The result keys tabulated: ``evaluation.columns``, else each metric's primary key."""
@@ -337,6 +351,10 @@ def load_study(study: str | Path | Mapping[str, Any], profile: str = "small") ->
         raise _err(where, str(err)) from None
     if any(v.protocol == "finetune" for v in chosen) and finetune.steps < 1:
         raise _err(where, "a variant uses protocol finetune, so finetune.steps must be an integer >= 1")
+    ps = list(finetune.pretrain_seeds)
+    if ps and (len(ps) != len(seeds) or len(set(ps)) != len(ps) or min(ps) < 0):
+        raise _err(where, f"finetune.pretrain_seeds={ps} is not accepted; expected {len(seeds)} distinct integers "
+                          f">= 0, one per seed {list(seeds)} (or [] for one pretrained model, seed pretrain_seed)")
     grids = []
     for i, g in enumerate(f.lambda_grids):
         for n in (g.auto, *g.grid):
