@@ -3,6 +3,8 @@ against scipy's paired and Welch t intervals."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -52,3 +54,21 @@ def test_a_change_inside_twice_the_floor_supports_nothing():
     b = study({"base": {"lsd": [0.2, 0.21, 0.2]}, "loss": {"lsd": [0.19, 0.2, 0.19]}}, {"lsd": 0.01})
     (cell,) = contrast(a, b, ["lsd"])
     assert cell.b.mean == pytest.approx(-0.01) and cell.b.resolved() and not cell.supports
+
+
+def test_write_contrast_reads_two_result_folders(tmp_path):
+    from specreg.experiments.contrast import write_contrast
+
+    a = study({"base": {"lsd": [0.1, 0.11, 0.1]}, "loss": {"lsd": [0.1, 0.11, 0.1]}}, {"lsd": 0.001})
+    b = study({"base": {"lsd": [0.2, 0.21, 0.2]}, "loss": {"lsd": [0.1, 0.11, 0.1]}}, {"lsd": 0.001})
+    only = study({"base": {"lsd": [0.1, 0.1]}}, {"lsd": 0.001})
+    for name, res in (("a", a), ("b", b), ("c", only)):
+        res.study["name"] = f"study_{name}"
+        res.save(tmp_path / name / "results.json")
+    text = write_contrast(tmp_path / "a", tmp_path / "b").read_text(encoding="utf-8")
+    assert "# study_b against study_a" in text and "| loss | lsd | +0 ± 0 | -0.1 ± " in text
+    assert text.rstrip().endswith("| yes |")  # the keys neither study measured are left out
+    cells = json.loads((tmp_path / "b" / "contrast.json").read_text())["cells"]
+    assert [(c["row"], c["key"], c["supports"]) for c in cells] == [("loss", "lsd", True)]
+    with pytest.raises(ValueError, match="share no row"):
+        write_contrast(tmp_path / "c", tmp_path / "b")

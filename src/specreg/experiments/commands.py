@@ -150,6 +150,11 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--report-only", action="store_true",
                    help="only re-render report.md and its plots from DIR/results.json (nothing is trained or "
                         "measured)")
+    p.add_argument("--contrast", type=Path, default=None, metavar="OTHER_DIR",
+                   help="also write DIR/contrast.md and contrast.json: each row's change against its baseline in this "
+                        "study (B) and in the study whose output folder is OTHER_DIR (A), paired by seed within each, "
+                        "and Δ_B − Δ_A with Welch's half-width (e.g. --out results/resolution_textures_64 --contrast "
+                        "results/resolution_textures_32)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train N runs at once in separate processes with one torch thread each (one GPU each on a "
                         "machine with GPUs); a run alone (a pretraining) gets N threads (default 1)")
@@ -175,6 +180,7 @@ def run_compare_cli(args: argparse.Namespace) -> int:
         raise ValueError(f"--jobs={args.jobs} is not accepted; expected an integer >= 1")
     if args.report_only:
         print(f"wrote {rerender(args.out)}")
+        _contrast(args)
         return 0
     try:
         cluster = ClusterOptions(args.executor, args.slurm_partition, args.slurm_time, args.slurm_gpus,
@@ -187,7 +193,15 @@ def run_compare_cli(args: argparse.Namespace) -> int:
         print(format_plan(result))
         return 0
     print(f"wrote {result.report} ({result.seconds / 60:.1f} min)")
+    _contrast(args)
     return 0
+
+
+def _contrast(args: argparse.Namespace) -> None:
+    if args.contrast is not None:
+        from specreg.experiments.contrast import write_contrast
+
+        print(f"wrote {write_contrast(args.contrast, args.out)}")
 
 
 # ============================================================================ demo

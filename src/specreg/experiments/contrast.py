@@ -17,12 +17,20 @@ for distances, twice B's noise floor) and Δ_B − Δ_A < 0 is resolved.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from specreg.experiments.results import StudyResults
 from specreg.experiments.stats import t975
+
+READING = ("Δ: the row's change against its own study's fine-tuned baseline in the key's score (lower is "
+           "better: the value, its negative for higher-is-better keys, its size for signed biases), mean over "
+           "seeds ± the paired 95 % half-width; negative helps. Δ_B − Δ_A ± Welch's 95 % half-width (the studies "
+           "share no seed noise). supports: Δ_B < 0 resolved (beyond its half-width and, for distances, twice "
+           "B's noise floor) and Δ_B − Δ_A < 0 resolved. Each cell is one test; read them as a family.")
 
 
 @dataclass
@@ -95,6 +103,8 @@ def contrast(a: StudyResults, b: StudyResults, keys: list[str] | None = None) ->
         if not (b.rows[row].variant.get("baseline") or b.study.get("baseline")) or row == b.study.get("baseline"):
             continue
         for key in keys:
+            if not all(key in res.rows[row].stats for res in (a, b)):
+                continue
             da, sa = paired_change(a, row, key)
             db, sb = paired_change(b, row, key)
             spec = find_key(key)
@@ -127,4 +137,23 @@ def to_json(cells: list[ContrastCell]) -> list[dict[str, Any]]:
     return [asdict(c) for c in cells]
 
 
-__all__ = ["ContrastCell", "Delta", "contrast", "paired_change", "render", "to_json", "welch"]
+def write_contrast(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> Path:
+    """``contrast.md`` and ``contrast.json`` in ``dir_b``: every shared row of the study in
+    ``dir_a`` (A) against the study in ``dir_b`` (B), each read from its ``results.json``."""
+    from specreg.experiments.results import RESULTS_FILE
+    from specreg.files import write_json
+
+    a, b = (StudyResults.load(Path(d) / RESULTS_FILE) for d in (dir_a, dir_b))
+    name_a, name_b = (str(r.study.get("name") or Path(d).name) for r, d in ((a, dir_a), (b, dir_b)))
+    cells = contrast(a, b)
+    if not cells:
+        raise ValueError(f"--contrast {str(dir_a)!r}: the studies {name_a!r} and {name_b!r} share no row besides "
+                         "their baselines, or no tabulated key")
+    write_json(Path(dir_b) / "contrast.json", {"a": name_a, "b": name_b, "cells": to_json(cells)})
+    out = Path(dir_b) / "contrast.md"
+    out.write_text(f"# {name_b} against {name_a}: Δ_B − Δ_A per row\n\n{READING}\n\n"
+                   + render(cells, name_a, name_b), encoding="utf-8")
+    return out
+
+
+__all__ = ["ContrastCell", "Delta", "contrast", "paired_change", "render", "to_json", "welch", "write_contrast"]
