@@ -96,7 +96,12 @@ def identity(cfg: dict[str, Any]) -> dict[str, Any]:
     return _non_default(out, json.loads(json.dumps(Config().to_dict())))
 
 
+# Read after training, by the report's error maps only: not part of what a run measures.
+_REPORT_ONLY_EVALUATION_KEYS = ("probe_items", "probe_sigmas")
+
+
 def evaluation_identity(ev: dict[str, Any]) -> dict[str, Any]:
+    ev = {k: v for k, v in ev.items() if k not in _REPORT_ONLY_EVALUATION_KEYS}
     return _non_default(ev, asdict(Evaluation()))
 
 

@@ -61,24 +61,28 @@ def held_out_items(cfg: Any, n: int, seed: int = 0) -> tuple[torch.Tensor, dict[
 
 def probe_run(run_dir: str | Path, out: str | Path | None = None, *, n_items: int = 256, n_sigma: int = 32,
               bands: int = 8, batch_size: int = 128, seed: int = 0, device: str | None = None,
-              plot: bool = True, threads: int = 0) -> dict[str, Any]:
+              plot: bool = True, threads: int = 0, checkpoint: str | Path | None = None,
+              sigmas: Any = None) -> dict[str, Any]:
     """Probe a run (module doc); returns the probe.json mapping.
 
     ``threads``: torch CPU threads (0: one without a GPU, as training's ``train.threads``:
-    faster per core and immune to a busy machine).
+    faster per core and immune to a busy machine). ``checkpoint``: a checkpoint directory of
+    the run instead of its newest. ``sigmas``: an explicit σ grid (e.g. a baseline's, to
+    compare maps cell by cell) instead of ``n_sigma`` over the run's own training range.
     """
     before = torch.get_num_threads()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.set_num_threads(threads if threads > 0 else (1 if dev.type == "cpu" else before))
     try:
         return _probe_run(run_dir, out, n_items=n_items, n_sigma=n_sigma, bands=bands, batch_size=batch_size,
-                          seed=seed, dev=dev, plot=plot)
+                          seed=seed, dev=dev, plot=plot, checkpoint=checkpoint, sigmas=sigmas)
     finally:
         torch.set_num_threads(before)
 
 
 def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_sigma: int, bands: int,
-               batch_size: int, seed: int, dev: torch.device, plot: bool) -> dict[str, Any]:
+               batch_size: int, seed: int, dev: torch.device, plot: bool,
+               checkpoint: str | Path | None = None, sigmas: Any = None) -> dict[str, Any]:
     from specreg.metrics.probe import as_denoiser, probe_sigmas, spectral_error_map, training_weight_map
     from specreg.train.build import build_autoencoder, build_regularizer, load_trained, spatial_ndim
     from specreg.train.checkpoint import CHECKPOINT_DIR, latest_checkpoint
@@ -90,7 +94,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     out_dir = Path(out) if out is not None else run_dir / "probe"
-    cfg, model, formulation, step = load_trained(run_dir)
+    cfg, model, formulation, step = load_trained(run_dir, checkpoint=checkpoint)
     model.to(dev)
     if isinstance(formulation, torch.nn.Module):
         formulation.to(dev)
@@ -104,7 +108,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
             x0 = torch.cat([autoencoder.latents(x0[s:s + batch_size].to(dev)).cpu()
                             for s in range(0, x0.shape[0], batch_size)])
         decode = autoencoder.images
-    sigma = probe_sigmas(formulation, n_sigma)
+    sigma = probe_sigmas(formulation, n_sigma) if sigmas is None else np.asarray(sigmas, dtype=np.float64)
     denoiser = as_denoiser(formulation, model)
     with torch.no_grad():
         maps = spectral_error_map(denoiser, x0.to(dev), sigma, ndim=ndim, bands=bands, batch_size=batch_size,
@@ -119,6 +123,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
     first = maps["model"]
     record: dict[str, Any] = {
         "format": 1, "run": str(run_dir), "step": step, "items": items, "seed": seed,
+        "settings": {"n_items": n_items, "n_sigma": n_sigma, "bands": bands, "seed": seed},
         "diffusion": dataclasses.asdict(cfg.diffusion), "regularizer": dataclasses.asdict(cfg.regularizer),
         "axes": {"sigma": sigma.tolist(), "sigma_units": "VE noise level σ in the model space's data units "
                  "(x = x0 + σ·ε; flow t = σ/(1 + σ); DDPM σ = √((1 − ᾱ)/ᾱ))",
