@@ -7,7 +7,8 @@ optimizer (``finetune.overrides`` apply to the fine-tuning only; ``train.seed`` 
 fine-tuning is the run's seed). The pretrained model is the variant's own config with
 the regularizer removed, ``train.seed = finetune.pretrain_seed``, trained for the
 profile's ``train.steps``: variants that differ only in their regularizer share one
-pretrained model (as the paper fine-tunes one published checkpoint), variants that differ
+pretrained model (as the paper fine-tunes one published checkpoint; so do variants that
+differ in ``diffusion.timesteps_sampler``, reset for the pretraining too), variants that differ
 elsewhere (VP vs VE) get their own. Seeds therefore vary the fine-tuning only. Fairness:
 the baseline row of a fine-tuning study is the pretrained model fine-tuned for the same
 number of steps without a regularizer, so extra training is not credited to the loss.
@@ -144,6 +145,7 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
             if v.protocol == "finetune":
                 pcfg = json.loads(json.dumps(cfg))
                 pcfg["regularizer"] = asdict(RegularizerConfig())
+                pcfg["diffusion"]["timesteps_sampler"] = {}  # a schedule row fine-tunes the shared model
                 pcfg["train"]["seed"] = study.finetune.pretrain_seed
                 pkey = stable_hash(identity(pcfg))
                 if pkey not in pretrains:
