@@ -216,3 +216,16 @@ def test_adaptive_sampler_resumes_exactly_in_training(tmp_path):
         torch.testing.assert_close(b.timesteps[k], a.timesteps[k], rtol=0, atol=0)
     for k in a.model:
         torch.testing.assert_close(b.model[k], a.model[k], rtol=0, atol=0)
+
+
+def test_schedule_rows_share_one_pretrained_model(tmp_path):
+    """A fine-tuning study's σ-sampler rows fine-tune the baseline's pretrained model."""
+    from pathlib import Path
+
+    from specreg.experiments.plan import plan_runs
+    from specreg.experiments.study import load_study
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "studies" / "schedule_or_loss_fashion.yaml"
+    specs = plan_runs(load_study(path, "small"), tmp_path)
+    assert len([s for s in specs if s.protocol == "pretrain"]) == 1
+    assert len({s.pretrain_dir for s in specs if s.protocol == "finetune"}) == 1
