@@ -179,7 +179,13 @@ def excess_table(m: Any, weight: np.ndarray) -> list[dict[str, Any]]:
     return rows
 
 
-def summary_markdown(record: dict[str, Any]) -> str:
+def band_label(edges: list[float], b: int) -> str:
+    """A band's label in cycles per sample; the last band includes the corners beyond ½."""
+    return f"[{edges[b]:.3g}, {edges[b + 1]:.3g})" if b + 2 < len(edges) else f">= {edges[b]:.3g}"
+
+
+def summary_markdown(record: dict[str, Any], level: int = 2) -> str:
+    """probe.md: the σ ranges per band where e > w beyond the floor (headings at ``level``)."""
     edges = record["axes"]["band_edges"]
     lines = [f"# Spectral error map of {record['run']} (step {record['step']})", "",
              f"{record['items']}; {len(record['axes']['sigma'])} noise levels σ from "
@@ -187,11 +193,11 @@ def summary_markdown(record: dict[str, Any]) -> str:
              "error per band, w = the per-frequency Wiener filter's; a σ range counts when e/w − 1 exceeds "
              f"{EXCESS_FLOORS:g} floors (halves of the items) at {MIN_RUN} or more neighbouring σ.", ""]
     for space, rows in record["excess"].items():
-        lines += [f"## {space}", "", "| band (cycles/sample) | σ where e > w beyond the floor | max e/w there | "
+        lines += [f"{'#' * level} {space}", "",
+                  "| band (cycles/sample) | σ where e > w beyond the floor | max e/w there | "
                   "share of training weight there |", "|---|---|---|---|"]
         for r in rows:
-            b = r["band"]
-            label = f"[{edges[b]:.3g}, {edges[b + 1]:.3g})" if b + 1 < len(edges) - 1 else f">= {edges[b]:.3g}"
+            label = band_label(edges, r["band"])
             ranges = ", ".join(f"{lo:.3g}–{hi:.3g}" for lo, hi in r["sigma_ranges"]) or "none"
             mx = "—" if r["max_ratio"] is None else f"{r['max_ratio']:.3g}"
             share = "—" if not r["sigma_ranges"] else f"{100 * r['weight_share']:.2g} %"

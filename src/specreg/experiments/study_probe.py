@@ -99,7 +99,7 @@ def curve_summary(records: list[dict[str, Any]], space: str = "model") -> tuple[
 
 def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
     """Probe the study's runs and write ``probe/`` and the report's section (module doc)."""
-    from specreg.experiments.probe import summary_markdown
+    from specreg.experiments.probe import band_label, summary_markdown
     from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
 
     ev = study.evaluation
@@ -143,7 +143,7 @@ def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
     for name, record in records.items():
         base = baselines.get(name)
         if base is None:
-            lines += [f"## {name} (baseline)", "", *summary_markdown(record).splitlines()[2:], ""]
+            lines += [f"## {name} (baseline)", "", *summary_markdown(record, level=3).splitlines()[2:], ""]
     for name, record in records.items():
         base = baselines.get(name)
         if base is None or base not in records:
@@ -155,15 +155,14 @@ def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
         for b in range(d.shape[1]):
             lower = np.nan_to_num(-d[:, b] - DIFF_FLOORS * floor[:, b], nan=-1) > 0
             higher = np.nan_to_num(d[:, b] - DIFF_FLOORS * floor[:, b], nan=-1) > 0
-            lines.append(f"| [{edges[b]:.3g}, {edges[b + 1]:.3g}) | {_ranges(sigma, lower)} | "
-                         f"{_ranges(sigma, higher)} |")
+            lines.append(f"| {band_label(edges, b)} | {_ranges(sigma, lower)} | {_ranges(sigma, higher)} |")
         lines.append("")
     for label, steps_records in curves.items():
         steps, table = curve_summary(steps_records)
         edges = steps_records[0]["axes"]["band_edges"]
         lines += [f"## Along the training of {label}", "",
                   "Training-weight-weighted mean log10(e/w) per band (negative: better than the Wiener filter).", "",
-                  "| step | " + " | ".join(f"[{edges[b]:.3g}, {edges[b + 1]:.3g})" for b in range(table.shape[1]))
+                  "| step | " + " | ".join(band_label(edges, b) for b in range(table.shape[1]))
                   + " |", "|---" * (table.shape[1] + 1) + "|"]
         lines += [f"| {s} | " + " | ".join(f"{v:+.3f}" for v in row) + " |" for s, row in zip(steps, table)]
         lines.append("")
