@@ -168,3 +168,20 @@ def test_bad_arguments_give_one_line():
                           ({"sigmas": [0.1], "batch_size": 0}, "batch_size=0")):
         with pytest.raises(ValueError, match=words):
             spectral_error_map(_wiener(S), x0, **kwargs)
+
+
+def test_one_dimensional_signals_reach_w_too():
+    """Audio-shaped (N, 1, L): the same maps over the last dim only."""
+    g = torch.Generator().manual_seed(4)
+    L = 256
+    f = torch.fft.rfftfreq(L, dtype=torch.float64)
+    S = 0.3 / (1 + (f / 0.02) ** 2)
+    z = torch.randn(400, 1, L, generator=g, dtype=torch.float64)
+    x0 = torch.fft.irfft(S.sqrt() * torch.fft.rfft(z, norm="ortho"), n=L, norm="ortho")
+
+    def D(x, sigma):
+        gain = S / (S + sigma.to(torch.float64).reshape(-1, 1, 1) ** 2)
+        return torch.fft.irfft(gain * torch.fft.rfft(x.to(torch.float64), norm="ortho"), n=L, norm="ortho")
+
+    m = spectral_error_map(D, x0, SIGMAS, ndim=1, bands=4, batch_size=64)["model"]
+    np.testing.assert_allclose(m.e, m.w, rtol=0.06)
