@@ -135,6 +135,15 @@ def test_without_the_key_each_formulation_draws_exactly_as_before():
     edm.loss(lambda x, s: seen.setdefault("s", s) * 0 + x * 0, x0, generator=torch.Generator().manual_seed(3))
     ref = (torch.randn(4, generator=torch.Generator().manual_seed(3)) * 1.2 - 1.2).exp()
     assert torch.equal(seen["s"], ref)
+    # flow matching: t ~ U(0, 1) in float64; DDPM: t ~ U{0, …, T−1}; both drawn first
+    for kind, ref_t in (("flow", torch.rand(4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)),
+                        ("ddpm", torch.randint(0, 1000, (4,), generator=torch.Generator().manual_seed(3)))):
+        sampler = {"flow": "euler", "ddpm": "ddim"}[kind]
+        form = build_formulation(load_config("demo", [f"diffusion.kind={kind}", f"sample.sampler={sampler}"]).diffusion)
+        got = {}
+        form.loss(lambda x, t, got=got: got.setdefault("t", t) * 0 + x * 0, x0,
+                  generator=torch.Generator().manual_seed(3))
+        assert torch.equal(got["t"], ref_t.to(got["t"].dtype))
 
 
 def test_configured_sampler_reaches_each_formulation():
