@@ -12,7 +12,8 @@ run's regularizer (with its checkpointed state) and a latent run's decoder, and 
   training weight, the run's identity (step, config's diffusion and regularizer sections);
 * ``probe.png``: per space, e/w and the training weight as heat maps on (ln σ, band);
 * ``probe.md``: per band, the σ ranges where e exceeds w by more than twice its floor, and
-  the share of the objective's training weight that lands there.
+  the share of the objective's training weight T that lands there (and of the expected
+  loss Σ T·e, the network's own error included).
 """
 
 from __future__ import annotations
@@ -163,8 +164,11 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def excess_table(m: Any, weight: np.ndarray) -> list[dict[str, Any]]:
-    """Per band: σ ranges with e/w − 1 > EXCESS_FLOORS·floor, and the training weight's share there."""
+    """Per band: σ ranges with e/w − 1 > EXCESS_FLOORS·floor, the training weight's share there,
+    and the share of the expected loss Σ T·e there (where the objective's gradient is spent)."""
     total = float(np.nansum(weight))
+    loss = np.nan_to_num(weight * m.e)
+    loss_total = float(loss.sum())
     rows = []
     for b in range(m.e.shape[1]):
         over = np.nan_to_num(m.ratio[:, b] - 1 - EXCESS_FLOORS * m.ratio_floor[:, b], nan=-1.0) > 0
@@ -175,6 +179,7 @@ def excess_table(m: Any, weight: np.ndarray) -> list[dict[str, Any]]:
         ranges = [[float(m.sigma[i]), float(m.sigma[j])] for i, j in runs]
         share = float(np.nansum(weight[over, b]) / total) if total > 0 else float("nan")
         rows.append({"band": b, "sigma_ranges": ranges, "weight_share": share,
+                     "loss_share": float(loss[over, b].sum() / loss_total) if loss_total > 0 else float("nan"),
                      "max_ratio": float(np.nanmax(m.ratio[:, b])) if over.any() else None})
     return rows
 
@@ -195,13 +200,14 @@ def summary_markdown(record: dict[str, Any], level: int = 2) -> str:
     for space, rows in record["excess"].items():
         lines += [f"{'#' * level} {space}", "",
                   "| band (cycles/sample) | σ where e > w beyond the floor | max e/w there | "
-                  "share of training weight there |", "|---|---|---|---|"]
+                  "share of training weight there | share of the loss there |", "|---|---|---|---|---|"]
         for r in rows:
             label = band_label(edges, r["band"])
             ranges = ", ".join(f"{lo:.3g}–{hi:.3g}" for lo, hi in r["sigma_ranges"]) or "none"
             mx = "—" if r["max_ratio"] is None else f"{r['max_ratio']:.3g}"
             share = "—" if not r["sigma_ranges"] else f"{100 * r['weight_share']:.2g} %"
-            lines.append(f"| {label} | {ranges} | {mx} | {share} |")
+            loss = "—" if not r["sigma_ranges"] else f"{100 * r['loss_share']:.2g} %"
+            lines.append(f"| {label} | {ranges} | {mx} | {share} | {loss} |")
         lines.append("")
     notes = record["training_weight"].get("notes") or []
     if notes:
