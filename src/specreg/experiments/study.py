@@ -100,7 +100,8 @@ class Evaluation:
                                                           minimum=0))
     curve_samples: int = field(default=128, metadata=describe("samples per curve point", minimum=1))
     probe_items: int = field(default=256, metadata=describe(
-        "held-out items of the report's spectral error maps (specreg probe; 0: no maps)", minimum=0))
+        "held-out items of the report's spectral error maps, at most n_samples (specreg probe; 0: no maps)",
+        minimum=0))
     probe_sigmas: int = field(default=32, metadata=describe("noise levels of the error maps", minimum=2))
 
     def __post_init__(self) -> None:

@@ -3,10 +3,10 @@ against its baseline's, and the maps along a baseline's training curve.
 
 After ``specreg compare`` has measured its runs, :func:`probe_study` probes the first seed of
 every variant (``specreg probe``'s :func:`~specreg.experiments.probe.probe_run`, written to
-``<run>/probe/`` and reused while the run's step and the settings are unchanged) and every
-checkpoint kept along a curve (``evaluation.curve_every``: the baseline's first seed of a
-scratch study, the pretrained model of a fine-tuning study), then writes under the study's
-folder:
+``<run>/probe/`` without a figure of its own, and reused while the run's step and the
+settings are unchanged) and every checkpoint kept along a curve (``evaluation.curve_every``:
+the baseline's first seed of a scratch study, the pretrained model of a fine-tuning study),
+then writes under the study's folder:
 
 * ``probe/probe.md``: per baseline, its e/w summary; per variant, the σ ranges per band where
   its error e is lower (or higher) than its baseline's beyond the floors, i.e. where
@@ -17,8 +17,9 @@ folder:
 a variant is probed on its baseline's σ grid (a variant that moves the σ sampler still gets
 its own training weight on that grid), so the maps compare cell by cell;
 
-and appends a short section pointing at them to ``report.md``. ``evaluation.probe_items: 0``
-turns it off. One seed per variant: the maps are a diagnostic of where in (σ, f) the rows
+and appends a short section pointing at them to ``report.md``. It uses
+min(``evaluation.probe_items``, ``evaluation.n_samples``) held-out items;
+``evaluation.probe_items: 0`` turns it off. One seed per variant: the maps are a diagnostic of where in (σ, f) the rows
 differ, not a statistic over seeds.
 """
 
@@ -54,7 +55,7 @@ def _probe(run_dir: Path, *, n_items: int, n_sigma: int, checkpoint: Path | None
         if record.get("step") == step_of(Path(target).name) and settings.get("n_items") == n_items \
                 and (settings.get("n_sigma") == n_sigma or sigmas is not None) and same_grid:
             return record
-    return probe_run(run_dir, out, n_items=n_items, n_sigma=n_sigma, checkpoint=target, plot=checkpoint is None,
+    return probe_run(run_dir, out, n_items=n_items, n_sigma=n_sigma, checkpoint=target, plot=False,
                      sigmas=sigmas)
 
 
@@ -106,7 +107,8 @@ def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
     if ev.probe_items == 0:
         return None
     out = Path(out)
-    n, ns = ev.probe_items, ev.probe_sigmas
+    # no more items than the study samples: its tiny profiles stay tiny
+    n, ns = max(2, min(ev.probe_items, ev.n_samples)), ev.probe_sigmas
     first: dict[str, Any] = {}
     for spec in specs:
         if spec.protocol != "pretrain" and spec.variant not in first and spec.status != "diverged":
