@@ -370,7 +370,9 @@ class Adaptive(TimestepSampler):
     """Bins of equal base mass drawn ∝ the running RMS loss (module doc); state in buffers.
 
     Buffers ``m2`` (K,) the EMA of ℓ² per bin and ``seen`` (K,) the samples seen per bin
-    go into the run's checkpoints, so a resumed run draws as an uninterrupted one.
+    go into the run's checkpoints, so a resumed run draws as an uninterrupted one. With
+    several processes (DDP) each keeps the statistics of its own micro-batches and the
+    checkpoint holds process 0's: a resumed multi-process run is exact on process 0 only.
     """
 
     name = "adaptive"
