@@ -319,6 +319,7 @@ class Discrete(TimestepSampler):
 
     name = "discrete"
     has_icdf = False
+    sigmas: torch.Tensor
 
     def __init__(self, sigmas: torch.Tensor) -> None:
         super().__init__(1.0)

@@ -125,14 +125,14 @@ def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
     for spec in specs:
         if not spec.curve or (spec.protocol != "pretrain" and baselines.get(spec.variant) is not None):
             continue
-        steps = []
+        kept = []
         for ck in list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
             r = _probe(spec.run_dir, n_items=n, n_sigma=ns, checkpoint=ck,
                        out=spec.run_dir / PROBE_DIR / "curve" / ck.name)
             if r is not None:
-                steps.append(r)
-        if steps:
-            curves[spec.label] = steps
+                kept.append(r)
+        if kept:
+            curves[spec.label] = kept
     if not records:
         return None
     folder = out / PROBE_DIR
@@ -183,7 +183,7 @@ def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
 def _plot(records: dict[str, Any], baselines: dict[str, str | None], path: Path) -> None:
     from specreg.experiments.probe import _figure, heat
 
-    panels = [(n, r, None) for n, r in records.items() if baselines.get(n) is None]
+    panels: list[tuple[str, Any, str | None]] = [(n, r, None) for n, r in records.items() if baselines.get(n) is None]
     panels += [(n, r, baselines[n]) for n, r in records.items() if baselines.get(n) in records]
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
