@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from specreg.cli import main
 from specreg.train.config import config_from_dict
@@ -55,3 +56,18 @@ def test_bad_arguments_are_one_line(tmp_path, capsys, args, words):
     assert main(["probe", str(run), *args]) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 2  # the message and the traceback hint
+
+
+@pytest.mark.parametrize("kind, sampler", [("flow", "euler"), ("ddpm", "ddim")])
+def test_probe_of_flow_and_ddpm_runs(tmp_path, kind, sampler):
+    run = _run(tmp_path, kind, diffusion={"kind": kind}, sample={"sampler": sampler})
+    out = tmp_path / "probe"
+    assert main(["probe", str(run), "--out", str(out), "--n", "8", "--sigmas", "6", "--bands", "2"]) == 0
+    record = json.loads((out / "probe.json").read_text())
+    sigma = np.asarray(record["axes"]["sigma"])
+    assert np.all(np.diff(sigma) > 0) and np.all(np.isfinite(np.asarray(record["spaces"]["model"]["e"])))
+    if kind == "ddpm":  # the grid is made of the schedule's own noise levels
+        from specreg.diffusion import DDPM
+
+        table = DDPM("linear", timesteps=1000).sigma(torch.arange(1000)).numpy()
+        assert np.all(np.isin(sigma, table))
