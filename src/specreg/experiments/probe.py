@@ -86,7 +86,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
                checkpoint: str | Path | None = None, sigmas: Any = None) -> dict[str, Any]:
     from specreg.metrics.probe import as_denoiser, probe_sigmas, spectral_error_map, training_weight_map
     from specreg.train.build import build_autoencoder, build_regularizer, load_trained, spatial_ndim
-    from specreg.train.checkpoint import CHECKPOINT_DIR, latest_checkpoint
+    from specreg.train.checkpoint import CHECKPOINT_DIR, latest_checkpoint, load_checkpoint
 
     for name, value, lo in (("--n", n_items, 2), ("--sigmas", n_sigma, 2), ("--bands", bands, 1),
                             ("--batch-size", batch_size, 1)):
@@ -117,7 +117,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
     regularizer = build_regularizer(cfg.regularizer, ndim=ndim, sigma_data=cfg.diffusion.sigma_data,
                                     autoencoder=autoencoder)
     if regularizer is not None:
-        ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR)
+        ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR) if checkpoint is None else load_checkpoint(checkpoint)
         if ckpt is not None and ckpt.regularizer:
             regularizer.load_state_dict(ckpt.regularizer)
     weight = training_weight_map(formulation, sigma, x0, ndim=ndim, bands=bands, regularizer=regularizer)
