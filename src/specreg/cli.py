@@ -7,6 +7,7 @@
     specreg eval RUN_DIR_OR_SAMPLE_DIR [--reference NAME_OR_DIR] ...
     specreg compare CONFIG --out DIR [--profile NAME] [--jobs N]
     specreg demo [--out DIR]
+    specreg probe RUN_DIR [--out DIR]
 
 Each sub-command is one small ``add_<name>(subparsers)`` function that declares its
 options and sets ``func`` to the function that runs it; :data:`COMMANDS` lists them.
@@ -27,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # Modules that add their own sub-commands: each defines ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("specreg.experiments.commands",)
+COMMAND_MODULES: tuple[str, ...] = ("specreg.experiments.commands", "specreg.experiments.probe")
 
 
 def _builtin_names() -> str:

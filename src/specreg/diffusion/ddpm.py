@@ -37,6 +37,7 @@ from specreg.diffusion.base import (
     randn,
 )
 from specreg.diffusion.prediction import canonical_prediction, eps_from_pred, x0_from_pred
+from specreg.diffusion.timesteps import TimestepSampler, nearest_timestep, weigh
 from specreg.regularizer import sigma_from_alpha_bar
 
 SCHEDULES = ("linear", "scaled_linear", "cosine", "squaredcos_cap_v2")
@@ -189,6 +190,7 @@ class DDPM(nn.Module):
         timestep_spacing: str = "leading",
         steps_offset: int = 0,
         set_alpha_to_one: bool = True,
+        time_sampler: TimestepSampler | None = None,
     ) -> None:
         super().__init__()
         self.prediction = canonical_prediction(prediction)
@@ -222,6 +224,8 @@ class DDPM(nn.Module):
         self.timestep_spacing = check_choice("timestep_spacing", timestep_spacing, SPACINGS)
         self.steps_offset = check_int("steps_offset", steps_offset, minimum=0)
         self.set_alpha_to_one = bool(set_alpha_to_one)
+        # None: t ~ U{0, …, T−1}; else a registry entry, σ → the nearest timestep in ln σ
+        self.time_sampler = time_sampler
 
     # --- forward process -------------------------------------------------------------
 
@@ -267,7 +271,11 @@ class DDPM(nn.Module):
         """
         check_data("x0", x0)
         batch = x0.shape[0]
-        if t is None:
+        drawn = None
+        if t is None and self.time_sampler is not None:
+            drawn = self.time_sampler.sample(batch, generator, x0.device)
+            t = nearest_timestep(drawn, self.sigma(torch.arange(self.num_timesteps, device=x0.device)))
+        elif t is None:
             t = randint(self.num_timesteps, batch, generator, x0.device)
         else:
             t = torch.as_tensor(t, device=x0.device)
@@ -284,7 +292,8 @@ class DDPM(nn.Module):
         diffusion = mean_per_sample((output.to(dtype) - self.target(x0, noise, t).to(dtype)).square())
         x0_hat = self.predict_x0(output, x_t, t)
         sigma = self.sigma(t).to(dtype)
-        return combine(diffusion, x0_hat, x0, sigma, regularizer)
+        out = combine(diffusion, x0_hat, x0, sigma, regularizer)
+        return out if drawn is None else weigh(out, self.time_sampler, drawn)
 
     # --- sampling --------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from specreg.diffusion.base import (
 )
 from specreg.diffusion.prediction import x0_from_pred
 from specreg.diffusion.samplers import SAMPLERS, karras_sigmas, ve_sigmas, vp_sigmas
+from specreg.diffusion.timesteps import TimestepSampler, weigh
 
 PRECONDS = ("edm", "vp", "ve")
 DISCRETIZATIONS = ("edm", "vp", "ve")
@@ -82,7 +83,8 @@ class EDM:
     def __init__(self, precond: str = "edm", *, sigma_data: float = 0.5, P_mean: float = -1.2,
                  P_std: float = 1.2, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
                  beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, epsilon_t: float = 1e-5,
-                 ve_sigma_min: float = 0.02, ve_sigma_max: float = 100.0) -> None:
+                 ve_sigma_min: float = 0.02, ve_sigma_max: float = 100.0,
+                 time_sampler: TimestepSampler | None = None) -> None:
         self.precond = check_choice("precond", precond, PRECONDS)
         self.sigma_data = check_positive("sigma_data", sigma_data)
         self.P_mean = float(P_mean)
@@ -98,6 +100,7 @@ class EDM:
             raise ValueError(f"epsilon_t={epsilon_t!r} is not accepted; expected 0 < epsilon_t < 1")
         self.ve_sigma_min = check_positive("ve_sigma_min", ve_sigma_min)
         self.ve_sigma_max = check_positive("ve_sigma_max", ve_sigma_max)
+        self.time_sampler = time_sampler  # None: the draw below (module doc); else a registry entry
         for lo, hi in (("sigma_min", "sigma_max"), ("ve_sigma_min", "ve_sigma_max")):
             if not getattr(self, lo) < getattr(self, hi):
                 raise ValueError(f"{lo}={getattr(self, lo)} must be smaller than {hi}={getattr(self, hi)}")
@@ -154,6 +157,8 @@ class EDM:
     def sample_sigma(self, batch: int, generator: torch.Generator | None = None,
                      device: torch.device | str = "cpu") -> torch.Tensor:
         """Training noise levels σ (B,), float32, from this formulation's distribution."""
+        if self.time_sampler is not None:
+            return self.time_sampler.sample(batch, generator, device).to(torch.float32)
         if self.precond == "edm":
             n = randn((batch,), generator, device, torch.float32)
             return (n * self.P_std + self.P_mean).exp()
@@ -178,7 +183,11 @@ class EDM:
         """
         check_data("x0", x0)
         batch = x0.shape[0]
-        if sigma is None:
+        drawn = None
+        if sigma is None and self.time_sampler is not None:
+            drawn = self.time_sampler.sample(batch, generator, x0.device)
+            sigma = drawn.to(torch.float32)
+        elif sigma is None:
             sigma = self.sample_sigma(batch, generator, x0.device)
         else:
             sigma = torch.as_tensor(sigma, device=x0.device)
@@ -192,7 +201,8 @@ class EDM:
         x = x0.to(dtype) + per_sample(sigma, x0) * noise.to(dtype)
         x0_hat = x0_from_pred(denoiser(x, sigma, **model_kwargs), x, prediction="edm", validate=False)
         diffusion = self.weight(sigma) * mean_per_sample((x0_hat.to(dtype) - x0.to(dtype)).square())
-        return combine(diffusion, x0_hat, x0, sigma, regularizer)
+        out = combine(diffusion, x0_hat, x0, sigma, regularizer)
+        return out if drawn is None else weigh(out, self.time_sampler, drawn)
 
     # --- sampling ---------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from specreg.diffusion.base import (
     randn,
 )
 from specreg.diffusion.prediction import x0_from_pred
+from specreg.diffusion.timesteps import TimestepSampler, weigh
 from specreg.regularizer import sigma_from_flow_t
 
 TIME_SAMPLINGS = ("uniform", "logit_normal")
@@ -98,7 +99,8 @@ class FlowMatching:
     """
 
     def __init__(self, time_sampling: str = "uniform", logit_mean: float = 0.0, logit_std: float = 1.0,
-                 shift: float = 1.0) -> None:
+                 shift: float = 1.0, time_sampler: TimestepSampler | None = None) -> None:
+        self.time_sampler = time_sampler  # None: the draw of sample_t; else a registry entry (σ → t = σ/(1 + σ))
         self.time_sampling = check_choice("time_sampling", time_sampling, TIME_SAMPLINGS)
         self.logit_mean = float(logit_mean)
         self.logit_std = check_positive("logit_std", logit_std)
@@ -146,7 +148,11 @@ class FlowMatching:
         """
         check_data("x0", x0)
         batch = x0.shape[0]
-        if t is None:
+        drawn = None
+        if t is None and self.time_sampler is not None:
+            drawn = self.time_sampler.sample(batch, generator, x0.device)
+            t = drawn / (1 + drawn)
+        elif t is None:
             t = self.sample_t(batch, generator, x0.device)
         else:
             t = torch.as_tensor(t, device=x0.device)
@@ -162,7 +168,8 @@ class FlowMatching:
         v_hat = model(x_t, t_model, **model_kwargs)
         diffusion = mean_per_sample((v_hat.to(dtype) - self.target(x0, noise).to(dtype)).square())
         x0_hat = self.predict_x0(v_hat, x_t, t_model)
-        return combine(diffusion, x0_hat, x0, sigma, regularizer)
+        out = combine(diffusion, x0_hat, x0, sigma, regularizer)
+        return out if drawn is None else weigh(out, self.time_sampler, drawn)
 
     def timesteps(self, steps: int, device: torch.device | str | None = None) -> torch.Tensor:
         """The sampling grid (steps + 1,), float64: shift(linspace(1, 0, steps + 1))."""

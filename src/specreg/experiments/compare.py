@@ -118,6 +118,9 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     floor = measure_floor(st.evaluation, out, runs[0].config)
     result.results = collect(st, specs, floor, out, command=command, wall_s=time.time() - t0)
     result.report = write_report(result.results, out)
+    from specreg.experiments.study_probe import probe_study
+
+    probe_study(st, specs, out)  # the spectral error maps, appended to the report
     result.seconds = time.time() - t0
     return result
 
@@ -148,6 +151,10 @@ def rerender(out_dir: str | Path) -> Path:
                       f"will lack curves, spectra, samples and times. To rebuild them from the runs, run "
                       f"`specreg compare STUDY.yaml --out {out}` (finished runs are read, not re-run)", stacklevel=2)
     path.write_text(render(res, out), encoding="utf-8")
+    from specreg.experiments.study_probe import PROBE_DIR, _append_section
+
+    if (out / PROBE_DIR / "probe.md").is_file():  # the error maps of the last compare
+        _append_section(path, (out / PROBE_DIR / "curve.png").is_file())
     return path
 
 

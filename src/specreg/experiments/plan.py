@@ -7,7 +7,8 @@ optimizer (``finetune.overrides`` apply to the fine-tuning only; ``train.seed`` 
 fine-tuning is the run's seed). The pretrained model is the variant's own config with
 the regularizer removed, ``train.seed = finetune.pretrain_seed``, trained for the
 profile's ``train.steps``: variants that differ only in their regularizer share one
-pretrained model (as the paper fine-tunes one published checkpoint), variants that differ
+pretrained model (as the paper fine-tunes one published checkpoint; so do variants that
+differ in ``diffusion.timesteps_sampler``, reset for the pretraining too), variants that differ
 elsewhere (VP vs VE) get their own. Seeds therefore vary the fine-tuning only. Fairness:
 the baseline row of a fine-tuning study is the pretrained model fine-tuned for the same
 number of steps without a regularizer, so extra training is not credited to the loss.
@@ -96,7 +97,12 @@ def identity(cfg: dict[str, Any]) -> dict[str, Any]:
     return _non_default(out, json.loads(json.dumps(Config().to_dict())))
 
 
+# Read after training, by the report's error maps only: not part of what a run measures.
+_REPORT_ONLY_EVALUATION_KEYS = ("probe_items", "probe_sigmas")
+
+
 def evaluation_identity(ev: dict[str, Any]) -> dict[str, Any]:
+    ev = {k: v for k, v in ev.items() if k not in _REPORT_ONLY_EVALUATION_KEYS}
     return _non_default(ev, asdict(Evaluation()))
 
 
@@ -139,6 +145,7 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
             if v.protocol == "finetune":
                 pcfg = json.loads(json.dumps(cfg))
                 pcfg["regularizer"] = asdict(RegularizerConfig())
+                pcfg["diffusion"]["timesteps_sampler"] = {}  # a schedule row fine-tunes the shared model
                 pseed = study.pretrain_seed_of(seed)
                 pcfg["train"]["seed"] = pseed
                 pkey = stable_hash(identity(pcfg))

@@ -103,6 +103,10 @@ class Evaluation:
     curve_every: int = field(default=0, metadata=describe("> 0: measure along training every this many steps",
                                                           minimum=0))
     curve_samples: int = field(default=128, metadata=describe("samples per curve point", minimum=1))
+    probe_items: int = field(default=256, metadata=describe(
+        "held-out items of the report's spectral error maps, at most n_samples (specreg probe; 0: no maps)",
+        minimum=0))
+    probe_sigmas: int = field(default=32, metadata=describe("noise levels of the error maps", minimum=2))
 
     def __post_init__(self) -> None:
         from specreg.experiments.reference import canonical_reference

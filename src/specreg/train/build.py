@@ -203,12 +203,18 @@ def build_formulation(diffusion: DiffusionConfig) -> Any:
     """``EDM``, ``DDPM`` or ``FlowMatching`` with the configured options."""
     from specreg import diffusion as D
 
+    options = dict(diffusion.options)
+    if diffusion.timesteps_sampler:  # absent: the formulation's own draw, unchanged
+        from specreg.diffusion.timesteps import build_timestep_sampler
+
+        options["time_sampler"] = build_timestep_sampler(diffusion.timesteps_sampler,
+                                                         where="diffusion.timesteps_sampler")
     if diffusion.kind == "edm":
-        return D.EDM(precond=diffusion.precond, sigma_data=diffusion.sigma_data, **diffusion.options)
+        return D.EDM(precond=diffusion.precond, sigma_data=diffusion.sigma_data, **options)
     if diffusion.kind == "ddpm":
         return D.DDPM(schedule=diffusion.schedule, timesteps=diffusion.timesteps,
-                      prediction=diffusion.prediction, **diffusion.options)
-    return D.FlowMatching(**diffusion.options)
+                      prediction=diffusion.prediction, **options)
+    return D.FlowMatching(**options)
 
 
 def build_model(formulation: Any, net: nn.Module) -> nn.Module:

@@ -78,6 +78,7 @@ class Checkpoint:
     regularizer: dict[str, torch.Tensor] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    timesteps: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- file helpers
@@ -207,12 +208,14 @@ def save_checkpoint(
     data: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     keep: int = 2,
+    timesteps: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a checkpoint for ``step`` atomically under ``root``; keep the newest ``keep``.
 
     ``model``, ``ema`` are state dicts; ``optimizer`` is ``optimizer.state_dict()``;
     ``config`` the resolved config as a mapping; ``regularizer`` the regularizer's state
-    dict (buffers such as AutoLambda's EMAs); ``data`` the data-loader position.
+    dict (buffers such as AutoLambda's EMAs); ``data`` the data-loader position;
+    ``timesteps`` the noise-level sampler's state (the adaptive sampler's running losses).
     Returns the committed directory.
     """
     root = Path(root)
@@ -230,6 +233,7 @@ def save_checkpoint(
     rng_tensors, rng_meta = capture_rng()
     state_tensors = {f"rng.{k}": v for k, v in rng_tensors.items()}
     state_tensors.update({f"regularizer.{k}": v for k, v in (regularizer or {}).items()})
+    state_tensors.update({f"timesteps.{k}": v for k, v in (timesteps or {}).items()})
     save_file(_tensors_for_disk(state_tensors), str(tmp / "state.safetensors"))
     state = {
         "format": FORMAT_VERSION, "step": step, "config": dict(config), "optimizer": opt_meta,
@@ -320,10 +324,12 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     ema = {k[len("ema."):]: v for k, v in weights.items() if k.startswith("ema.")}
     rng = {k[len("rng."):]: v for k, v in state_tensors.items() if k.startswith("rng.")}
     reg = {k[len("regularizer."):]: v for k, v in state_tensors.items() if k.startswith("regularizer.")}
+    steps = {k[len("timesteps."):]: v for k, v in state_tensors.items() if k.startswith("timesteps.")}
     return Checkpoint(
         path=path, step=int(state["step"]), model=model, ema=ema,
         optimizer=optimizer_from_flat(opt_tensors, state["optimizer"]), config=state["config"],
         rng={"tensors": rng, "meta": state["rng"]}, regularizer=reg, data=state["data"], extra=state["extra"],
+        timesteps=steps,
     )
 
 

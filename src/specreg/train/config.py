@@ -105,6 +105,9 @@ class DiffusionConfig:
         "eps", "x0", "v", help="ddpm: what the network predicts"))
     options: dict[str, Any] = field(default_factory=dict, metadata=_help(
         "further constructor arguments of the formulation, e.g. {P_mean: -1.2, P_std: 1.2}"))
+    timesteps_sampler: dict[str, Any] = field(default_factory=dict, metadata=_help(
+        "training noise-level sampler, e.g. {name: logit_normal, mean: 0, std: 1, shift: 3} "
+        "(specreg.diffusion.timesteps; {}: the formulation's own draw)"))
 
 
 @dataclass
@@ -261,6 +264,10 @@ def _check_ranges(cfg: Config) -> None:
         if value is not None and not (math.isfinite(value) and value >= (0 if key == "sigma_max" else 1e-300)):
             raise ValueError(f"regularizer.{key}={value!r} is not accepted; expected a finite number "
                              f"{'>= 0' if key == 'sigma_max' else '> 0'} or null")
+    if cfg.diffusion.timesteps_sampler:
+        from specreg.diffusion.timesteps import build_timestep_sampler
+
+        build_timestep_sampler(cfg.diffusion.timesteps_sampler, where="diffusion.timesteps_sampler")
     samplers = SAMPLERS[cfg.diffusion.kind]
     if cfg.sample.sampler not in samplers:
         raise ValueError(f"sample.sampler={cfg.sample.sampler!r} is not accepted with "

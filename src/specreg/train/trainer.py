@@ -493,6 +493,8 @@ class Trainer:
             optimizer.load_state_dict(ckpt.optimizer)
             if regularizer is not None:
                 regularizer.load_state_dict(ckpt.regularizer)
+            if ckpt.timesteps and getattr(formulation, "time_sampler", None) is not None:
+                formulation.time_sampler.load_state_dict(ckpt.timesteps)  # the adaptive sampler's losses
             restore_rng(ckpt.rng["tensors"], ckpt.rng["meta"])
         acc.wait_for_everyone()  # every process has read its checkpoint before the unreadable ones move
         if acc.is_main_process:
@@ -616,6 +618,7 @@ class Trainer:
                 data={"samples_seen": seen, "epoch": seen // n_items, "index_in_epoch": seen % n_items,
                       "dataset_len": n_items},
                 keep=t.keep_checkpoints,
+                timesteps=_sampler_state(run.formulation),
             )
             if run.regularizer is not None and getattr(run.regularizer, "band_weights", None) is not None:
                 log_band_weights(self.out_dir, step, run.regularizer)
@@ -638,6 +641,12 @@ class Trainer:
 
 
 BAND_WEIGHTS_FILE = "band_weights.json"
+
+
+def _sampler_state(formulation: Any) -> dict[str, torch.Tensor] | None:
+    """The noise-level sampler's buffers (only the adaptive sampler has any), for the checkpoint."""
+    sampler = getattr(formulation, "time_sampler", None)
+    return None if sampler is None else {k: v.detach().cpu() for k, v in sampler.state_dict().items()}
 
 
 def _fit_regularizer(regularizer: nn.Module, dataset: Dataset, cfg: Config, n: int = 512) -> None:

@@ -1,0 +1,237 @@
+"""The spectral error map in every study report: the baselines' maps, each variant's map
+against its baseline's, and the maps along a baseline's training curve.
+
+After ``specreg compare`` has measured its runs, :func:`probe_study` probes the first seed of
+every variant (``specreg probe``'s :func:`~specreg.experiments.probe.probe_run`, written to
+``<run>/probe/`` without a figure of its own, and reused while the run's step and the
+settings are unchanged) and every checkpoint kept along a curve (``evaluation.curve_every``:
+the baseline's first seed of a scratch study, the pretrained model of a fine-tuning study),
+then writes under the study's folder:
+
+* ``probe/probe.md``: per baseline, its e/w summary; per variant, the σ ranges per band where
+  its error e is lower (or higher) than its baseline's beyond the floors, i.e. where
+  |log10(e_v/e_b)| > 2·(f_v/e_v + f_b/e_b)/ln 10, f the maps' floors; per curve, the
+  training-weight-weighted mean log10(e/w) of each band at each step;
+* ``probe/probe.png`` (baseline e/w, then log10 e_v/e_b per variant) and ``probe/curve.png``;
+
+a variant is probed on its baseline's σ grid (a variant that moves the σ sampler still gets
+its own training weight on that grid), so the maps compare cell by cell;
+
+and appends a short section pointing at them to ``report.md``. It uses
+min(``evaluation.probe_items``, ``evaluation.n_samples``) held-out items;
+``evaluation.probe_items: 0`` turns it off. One seed per variant: the maps are a diagnostic of where in (σ, f) the rows
+differ, not a statistic over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROBE_DIR = "probe"
+SECTION = "## Spectral error maps"
+DIFF_FLOORS = 2.0
+
+
+def _probe(run_dir: Path, *, n_items: int, n_sigma: int, checkpoint: Path | None = None,
+           out: Path | None = None, sigmas: list[float] | None = None) -> dict[str, Any] | None:
+    from specreg.experiments.probe import probe_run
+    from specreg.files import step_of
+    from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
+
+    ckpts = list_checkpoints(run_dir / CHECKPOINT_DIR)
+    if not ckpts:
+        return None
+    target = checkpoint if checkpoint is not None else ckpts[-1]
+    out = out if out is not None else run_dir / PROBE_DIR
+    cached = out / "probe.json"
+    if cached.is_file():
+        record = json.loads(cached.read_text())
+        settings = record.get("settings", {})
+        same_grid = sigmas is None or record.get("axes", {}).get("sigma") == list(sigmas)
+        if record.get("step") == step_of(Path(target).name) and settings.get("n_items") == n_items \
+                and (settings.get("n_sigma") == n_sigma or sigmas is not None) and same_grid:
+            return record
+    return probe_run(run_dir, out, n_items=n_items, n_sigma=n_sigma, checkpoint=target, plot=False,
+                     sigmas=sigmas)
+
+
+def _arr(record: dict[str, Any], key: str, space: str = "model") -> np.ndarray:
+    return np.asarray(record["spaces"][space][key], dtype=float)
+
+
+def difference(variant: dict[str, Any], baseline: dict[str, Any], space: str = "model"
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(log10 e_v/e_b, its floor) on the shared (σ, band) grid."""
+    if variant["axes"]["sigma"] != baseline["axes"]["sigma"] or \
+            variant["axes"]["band_edges"] != baseline["axes"]["band_edges"]:
+        raise ValueError("the variant's and the baseline's maps are on different grids (σ or bands); probe both "
+                         "with the same settings and formulation")
+    ev, eb = _arr(variant, "e", space), _arr(baseline, "e", space)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.log10(ev / eb)
+        floor = (_arr(variant, "e_floor", space) / ev + _arr(baseline, "e_floor", space) / eb) / np.log(10)
+    return d, floor
+
+
+def _ranges(sigma: list[float], mask: np.ndarray) -> str:
+    from specreg.experiments.probe import MIN_RUN, _runs
+
+    runs = [(i, j) for i, j in _runs(mask) if j - i + 1 >= MIN_RUN]
+    return ", ".join(f"{sigma[i]:.3g}–{sigma[j]:.3g}" for i, j in runs) or "none"
+
+
+def curve_summary(records: list[dict[str, Any]], space: str = "model") -> tuple[list[int], np.ndarray]:
+    """Steps and (n_steps, n_bands) training-weight-weighted mean log10(e/w) per band."""
+    steps, rows = [], []
+    for r in records:
+        ratio = _arr(r, "ratio", space)
+        weight = np.asarray(r["training_weight"]["total"], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lr = np.log10(ratio)
+            ok = np.isfinite(lr) & (weight > 0)
+            rows.append(np.where(ok, lr * weight, 0).sum(0) / np.where(ok, weight, 0).sum(0))
+        steps.append(int(r["step"]))
+    return steps, np.asarray(rows)
+
+
+def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
+    """Probe the study's runs and write ``probe/`` and the report's section (module doc)."""
+    from specreg.experiments.probe import band_label, summary_markdown
+    from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
+
+    ev = study.evaluation
+    if ev.probe_items == 0:
+        return None
+    out = Path(out)
+    # no more items than the study samples: its tiny profiles stay tiny
+    n, ns = max(2, min(ev.probe_items, ev.n_samples)), ev.probe_sigmas
+    first: dict[str, Any] = {}
+    for spec in specs:
+        if spec.protocol != "pretrain" and spec.variant not in first and spec.status != "diverged":
+            first[spec.variant] = spec
+    baselines = {v.name: v.baseline for v in study.variants}
+    records: dict[str, Any] = {}
+    # baselines first, on their own training range; each variant on its baseline's σ grid, cell by cell
+    for name in sorted(first, key=lambda k: baselines.get(k) is not None):
+        base = records.get(baselines.get(name) or "")
+        r = _probe(first[name].run_dir, n_items=n, n_sigma=ns, sigmas=None if base is None else base["axes"]["sigma"])
+        if r is not None:
+            records[name] = r
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for spec in specs:
+        if not spec.curve or (spec.protocol != "pretrain" and baselines.get(spec.variant) is not None):
+            continue
+        kept = []
+        for ck in list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
+            r = _probe(spec.run_dir, n_items=n, n_sigma=ns, checkpoint=ck,
+                       out=spec.run_dir / PROBE_DIR / "curve" / ck.name)
+            if r is not None:
+                kept.append(r)
+        if kept:
+            curves[spec.label] = kept
+    if not records:
+        return None
+    folder = out / PROBE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Spectral error maps of {study.name}", "",
+             f"First seed of each row; {n} held-out items, {ns} noise levels. e = the denoiser's relative error per "
+             "band, w = the per-frequency Wiener filter's (see `specreg probe --help`). A variant's row lists, per "
+             f"band, the σ ranges where its e is lower / higher than its baseline's by more than {DIFF_FLOORS:g} "
+             "floors (two halves of the items) at two or more neighbouring σ.", ""]
+    for name, record in records.items():
+        base = baselines.get(name)
+        if base is None:
+            lines += [f"## {name} (baseline)", "", *summary_markdown(record, level=3).splitlines()[2:], ""]
+    for name, record in records.items():
+        base = baselines.get(name)
+        if base is None or base not in records:
+            continue
+        d, floor = difference(record, records[base])
+        sigma, edges = record["axes"]["sigma"], record["axes"]["band_edges"]
+        lines += [f"## {name} against {base}", "", "| band | σ where e is lower | σ where e is higher |",
+                  "|---|---|---|"]
+        for b in range(d.shape[1]):
+            lower = np.nan_to_num(-d[:, b] - DIFF_FLOORS * floor[:, b], nan=-1) > 0
+            higher = np.nan_to_num(d[:, b] - DIFF_FLOORS * floor[:, b], nan=-1) > 0
+            lines.append(f"| {band_label(edges, b)} | {_ranges(sigma, lower)} | {_ranges(sigma, higher)} |")
+        lines.append("")
+    for label, steps_records in curves.items():
+        steps, table = curve_summary(steps_records)
+        edges = steps_records[0]["axes"]["band_edges"]
+        lines += [f"## Along the training of {label}", "",
+                  "Training-weight-weighted mean log10(e/w) per band (negative: better than the Wiener filter).", "",
+                  "| step | " + " | ".join(band_label(edges, b) for b in range(table.shape[1]))
+                  + " |", "|---" * (table.shape[1] + 1) + "|"]
+        lines += [f"| {s} | " + " | ".join(f"{v:+.3f}" for v in row) + " |" for s, row in zip(steps, table)]
+        lines.append("")
+    (folder / "probe.md").write_text("\n".join(lines))
+    (folder / "maps.json").write_text(json.dumps({"maps": {k: str(first[k].run_dir / PROBE_DIR / "probe.json")
+                                                           for k in records}, "baselines": baselines,
+                                                  "curves": {k: [r["step"] for r in v] for k, v in curves.items()}},
+                                                 indent=1))
+    _plot(records, baselines, folder / "probe.png")
+    if curves:
+        _plot_curves(curves, folder / "curve.png")
+    _append_section(out / "report.md", bool(curves))
+    return folder / "probe.md"
+
+
+def _plot(records: dict[str, Any], baselines: dict[str, str | None], path: Path) -> None:
+    from specreg.experiments.probe import _figure, heat
+
+    panels: list[tuple[str, Any, str | None]] = [(n, r, None) for n, r in records.items() if baselines.get(n) is None]
+    panels += [(n, r, baselines[n]) for n, r in records.items() if baselines.get(n) in records]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = _figure(cols, rows)
+    for i, (name, record, base) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        sigma, edges = record["axes"]["sigma"], record["axes"]["band_edges"]
+        if base is None:
+            heat(ax, sigma, edges, _arr(record, "ratio"), title=f"{name}: e/w", diverging=True, label="log10 e/w")
+        else:
+            d, floor = difference(record, records[base])
+            shown = np.where(np.abs(d) > DIFF_FLOORS * floor, 10**d, np.nan)  # within the floors: blank
+            heat(ax, sigma, edges, shown, title=f"{name}: e / e({base}) beyond the floor", diverging=True,
+                 label="log10 e/e_base")
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+
+
+def _plot_curves(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    from specreg.experiments.probe import _figure
+
+    fig = _figure(len(curves), 1)
+    for i, (label, records) in enumerate(curves.items()):
+        steps, table = curve_summary(records)
+        edges = records[0]["axes"]["band_edges"]
+        ax = fig.add_subplot(1, len(curves), i + 1)
+        for b in range(table.shape[1]):
+            ax.plot(steps, table[:, b], marker="o", label=f"[{edges[b]:.2g}, {edges[b + 1]:.2g})")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("step")
+        ax.set_ylabel("weighted mean log10 e/w")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+
+
+def _append_section(report: Path, curve: bool) -> None:
+    if not report.is_file():
+        return
+    text = report.read_text()
+    if SECTION in text:
+        text = text[: text.index(SECTION)].rstrip() + "\n"
+    extra = " and ![error maps along training](probe/curve.png)" if curve else ""
+    text += (f"\n{SECTION}\n\nWhere in (noise level, frequency) each row's denoiser is worse than a Wiener filter, "
+             f"and how each variant's error differs from its baseline's: [probe/probe.md](probe/probe.md), "
+             f"![error maps](probe/probe.png){extra}.\n")
+    report.write_text(text)
+
+
+__all__ = ["curve_summary", "difference", "probe_study"]

@@ -1,0 +1,73 @@
+"""``specreg probe RUN_DIR``: the files it writes, for a pixel and a latent run; one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from specreg.cli import main
+from specreg.train.config import config_from_dict
+from specreg.train.trainer import Trainer
+
+
+def _run(tmp_path, name: str, **extra):
+    raw = {"data": {"kind": "checkerboard", "size": 16, "n": 40},
+           "model": {"kind": "unet", "model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1},
+           "diffusion": {"kind": "edm"},
+           "train": {"steps": 2, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "threads": 1,
+                     "tensorboard": False, "progress_bar": False},
+           "sample": {"n": 4, "steps": 3}}
+    for section, values in extra.items():
+        raw.setdefault(section, {}).update(values)
+    Trainer(config_from_dict(raw), tmp_path / name).fit()
+    return tmp_path / name
+
+
+def test_probe_writes_a_self_describing_record_and_figures(tmp_path, capsys):
+    run = _run(tmp_path, "pix", regularizer={"loss": "fourier_l2", "lam": "edm", "options": {"weights": "power"}})
+    out = tmp_path / "probe"
+    assert main(["probe", str(run), "--out", str(out), "--n", "12", "--sigmas", "5", "--bands", "3"]) == 0
+    record = json.loads((out / "probe.json").read_text())
+    assert len(record["axes"]["sigma"]) == 5 and len(record["axes"]["band_edges"]) == 4
+    model = record["spaces"]["model"]
+    assert np.asarray(model["ratio"]).shape == (5, 3) and record["step"] == 2
+    weight = record["training_weight"]
+    assert np.all(np.asarray(weight["spectral"]) > 0)  # the run's regularizer is in the weight
+    assert (out / "probe.png").stat().st_size > 0
+    assert "| band (cycles/sample) |" in (out / "probe.md").read_text()
+    assert "wrote probe.json" in capsys.readouterr().out
+
+
+def test_probe_of_a_latent_run_has_a_decoded_map(tmp_path):
+    run = _run(tmp_path, "lat", autoencoder={"name": "fashion_vae"})
+    out = tmp_path / "probe"
+    assert main(["probe", str(run), "--out", str(out), "--n", "8", "--sigmas", "3", "--bands", "2"]) == 0
+    record = json.loads((out / "probe.json").read_text())
+    assert set(record["spaces"]) == {"model", "decoded"}
+    assert np.all(np.isfinite(np.asarray(record["spaces"]["decoded"]["w"])))
+
+
+@pytest.mark.parametrize("args, words", [(["--n", "1"], "--n=1"), (["--sigmas", "1"], "--sigmas=1")])
+def test_bad_arguments_are_one_line(tmp_path, capsys, args, words):
+    run = _run(tmp_path, "pix")
+    assert main(["probe", str(run), *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 2  # the message and the traceback hint
+
+
+@pytest.mark.parametrize("kind, sampler", [("flow", "euler"), ("ddpm", "ddim")])
+def test_probe_of_flow_and_ddpm_runs(tmp_path, kind, sampler):
+    run = _run(tmp_path, kind, diffusion={"kind": kind}, sample={"sampler": sampler})
+    out = tmp_path / "probe"
+    assert main(["probe", str(run), "--out", str(out), "--n", "8", "--sigmas", "6", "--bands", "2"]) == 0
+    record = json.loads((out / "probe.json").read_text())
+    sigma = np.asarray(record["axes"]["sigma"])
+    assert np.all(np.diff(sigma) > 0) and np.all(np.isfinite(np.asarray(record["spaces"]["model"]["e"])))
+    if kind == "ddpm":  # the grid is made of the schedule's own noise levels
+        from specreg.diffusion import DDPM
+
+        table = DDPM("linear", timesteps=1000).sigma(torch.arange(1000)).numpy()
+        assert np.all(np.isin(sigma, table))

@@ -1,0 +1,84 @@
+"""The error maps in a study report (specreg.experiments.study_probe): a tiny study end to end,
+the variant-against-baseline difference against the two probe.json files, the curve, and
+settings that do not rename runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from specreg.experiments.compare import plan_runs, rerender, run_compare
+from specreg.experiments.study import load_study
+from specreg.experiments.study_probe import SECTION, difference
+
+TINY = ["data.n=64", "model.model_channels=8", "model.channel_mult=[1, 2]", "train.batch_size=8",
+        "train.warmup_steps=0", "train.log_every=1", "train.checkpoint_every=50", "train.tensorboard=false",
+        "train.progress_bar=false", "sample.steps=3"]
+
+
+def _study(tmp_path, **evaluation):
+    study = {
+        "name": "tiny", "base": "demo", "overrides": TINY, "seeds": [0], "baseline": "baseline",
+        "variants": [{"name": "baseline"},
+                     {"name": "low", "overrides": ["diffusion.timesteps_sampler={name: lognormal, P_mean: -2.5}"]}],
+        "evaluation": {"reference": "textures", "n_samples": 8, "n_reference": 16, "metrics": ["lsd"],
+                       "columns": ["lsd"], "probe_items": 16, "probe_sigmas": 4, "curve_every": 2,
+                       "curve_samples": 4, **evaluation},
+        "profiles": {"tiny": {"overrides": ["train.steps=4"]}},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("study_probe")
+    path = _study(tmp)
+    run_compare(path, tmp / "out", "tiny")
+    torch.set_num_threads(old)
+    return path, tmp / "out"
+
+
+def test_report_links_the_maps_and_the_difference_matches_the_records(study_run):
+    _, out = study_run
+    report = (out / "report.md").read_text()
+    assert report.count(SECTION) == 1 and "probe/probe.md" in report
+    text = (out / "probe" / "probe.md").read_text()
+    assert "## baseline (baseline)" in text and "## low against baseline" in text
+    base = json.loads((out / "runs" / "baseline" / "seed0" / "probe" / "probe.json").read_text())
+    low = json.loads((out / "runs" / "low" / "seed0" / "probe" / "probe.json").read_text())
+    d, floor = difference(low, base)
+    e_low, e_base = np.asarray(low["spaces"]["model"]["e"]), np.asarray(base["spaces"]["model"]["e"])
+    np.testing.assert_allclose(d, np.log10(e_low) - np.log10(e_base), rtol=1e-9, atol=1e-14)
+    assert d.shape == (4, 8) and np.all(floor > 0)
+    assert (out / "probe" / "probe.png").stat().st_size > 0
+
+
+def test_the_baselines_curve_is_probed_at_each_kept_checkpoint(study_run):
+    _, out = study_run
+    text = (out / "probe" / "probe.md").read_text()
+    assert "## Along the training of baseline/seed0" in text
+    steps = [int(line.split("|")[1]) for line in text.splitlines() if line.startswith("| ") and
+             line.split("|")[1].strip().isdigit()]
+    assert steps == [2, 4]
+    assert (out / "probe" / "curve.png").stat().st_size > 0
+
+
+def test_rerender_keeps_one_section(study_run):
+    _, out = study_run
+    rerender(out)
+    rerender(out)
+    assert (out / "report.md").read_text().count(SECTION) == 1
+
+
+def test_probe_settings_do_not_rename_runs(tmp_path):
+    a = plan_runs(load_study(_study(tmp_path), "tiny"), tmp_path / "o")
+    b = plan_runs(load_study(_study(tmp_path, probe_items=0, probe_sigmas=8), "tiny"), tmp_path / "o")
+    assert [s.key for s in a] == [s.key for s in b]
