@@ -42,6 +42,34 @@ def newest_step(paths: Any) -> Path | None:
     return max(steps)[1] if steps else None
 
 
+def check_folder(path: str | os.PathLike, name: str = "--out") -> Path:
+    """Refuse, before anything is written, an output folder that cannot be one: the empty
+    string (it would mean the current directory), an existing file, or a path below a file.
+    Returns the path; ``ValueError`` naming ``name`` otherwise."""
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise ValueError(f"{name}={text!r} is not accepted; expected a folder path (use . for the current directory)")
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{name}='{p}' is a file; expected a folder (new or existing)")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{name}='{p}' lies below the file '{parent}'; expected a folder path")
+            break
+    return p
+
+
+def folder_arg(text: str) -> Path:
+    """An ``argparse`` type for an output folder option: :func:`check_folder` at parse time."""
+    import argparse
+
+    try:
+        return check_folder(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--out=")) from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON in ``path``, or None if it is missing or unreadable (e.g. cut short by a kill)."""
     try:
@@ -111,4 +139,5 @@ def save_audio(x: torch.Tensor, folder: str | Path, sample_rate: int, *, prefix:
     return paths
 
 
-__all__ = ["newest_step", "read_json", "save_audio", "save_image_grid", "step_name", "step_of", "write_json"]
+__all__ = ["check_folder", "folder_arg", "newest_step",
+           "read_json", "save_audio", "save_image_grid", "step_name", "step_of", "write_json"]

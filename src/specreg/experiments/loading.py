@@ -132,11 +132,27 @@ def load_audio_folder(folder: Path, *, crop: bool = False) -> tuple[torch.Tensor
 
 def load_tensor_file(path: Path) -> tuple[torch.Tensor, int | None]:
     """A tensor from ``.npy``, ``.pt``/``.pth`` or ``.safetensors`` and the sample rate it
-    records (safetensors metadata ``sample_rate``), if any."""
+    records (safetensors metadata ``sample_rate``), if any. A file that does not parse
+    (empty, cut short, another format) is a ``ValueError`` naming it."""
+    suffix = path.suffix.lower()
+    if suffix in TENSOR_SUFFIXES:
+        try:
+            return _read_tensor_file(path, suffix)
+        except Exception as err:  # numpy's, torch's, safetensors' parse errors
+            if isinstance(err, ValueError) and str(err).startswith(repr(str(path))):
+                raise  # our own message about what the file holds
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            if type(err).__name__ == "UnpicklingError":  # torch's advice about weights_only does not apply here
+                first = "not a file of tensors written by torch.save"
+            raise ValueError(f"{str(path)!r} is not a readable {suffix} tensor file ({type(err).__name__}: "
+                             f"{first})") from None
+    raise ValueError(f"{str(path)!r} is not a tensor file; accepted suffixes: {list(TENSOR_SUFFIXES)}")
+
+
+def _read_tensor_file(path: Path, suffix: str) -> tuple[torch.Tensor, int | None]:
     import numpy as np
     import torch
 
-    suffix = path.suffix.lower()
     rate = None
     if suffix == ".npy":
         t: Any = torch.from_numpy(np.load(path, allow_pickle=False))
@@ -162,8 +178,6 @@ def load_tensor_file(path: Path) -> tuple[torch.Tensor, int | None]:
             meta = f.metadata() or {}
         if "sample_rate" in meta:
             rate = int(meta["sample_rate"])
-    else:
-        raise ValueError(f"{str(path)!r} is not a tensor file; accepted suffixes: {list(TENSOR_SUFFIXES)}")
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{str(path)!r} does not hold a tensor (got {type(t).__name__})")
     return t, rate

@@ -38,6 +38,7 @@ from specreg.train.config import (
     SampleConfig,
     load_config,
 )
+from specreg.train.options import construct
 
 if TYPE_CHECKING:
     from specreg.models.vae import ConvVAE
@@ -188,27 +189,28 @@ def build_net(cfg: Config) -> nn.Module:
         from specreg.models.unet import UNet
 
         channels, size, _ = model_shape(cfg)
-        return UNet(in_channels=channels, model_channels=m.model_channels,
-                    channel_mult=list(m.channel_mult), num_res_blocks=m.num_res_blocks,
-                    attn_resolutions=list(m.attn_resolutions), dropout=m.dropout,
-                    num_classes=m.num_classes or None, resolution=size, **m.options)
+        return construct(UNet, m.options, "model.options", in_channels=channels, model_channels=m.model_channels,
+                         channel_mult=list(m.channel_mult), num_res_blocks=m.num_res_blocks,
+                         attn_resolutions=list(m.attn_resolutions), dropout=m.dropout,
+                         num_classes=m.num_classes or None, resolution=size)
     from specreg.models.diffwave import DiffWave
 
-    return DiffWave(residual_layers=m.residual_layers, residual_channels=m.residual_channels,
-                    dilation_cycle=m.dilation_cycle, n_mels=cfg.data.n_mels,
-                    hop_length=cfg.data.hop_length, **m.options)
+    return construct(DiffWave, m.options, "model.options", residual_layers=m.residual_layers,
+                     residual_channels=m.residual_channels, dilation_cycle=m.dilation_cycle,
+                     n_mels=cfg.data.n_mels, hop_length=cfg.data.hop_length)
 
 
 def build_formulation(diffusion: DiffusionConfig) -> Any:
     """``EDM``, ``DDPM`` or ``FlowMatching`` with the configured options."""
     from specreg import diffusion as D
 
+    key = "diffusion.options"
     if diffusion.kind == "edm":
-        return D.EDM(precond=diffusion.precond, sigma_data=diffusion.sigma_data, **diffusion.options)
+        return construct(D.EDM, diffusion.options, key, precond=diffusion.precond, sigma_data=diffusion.sigma_data)
     if diffusion.kind == "ddpm":
-        return D.DDPM(schedule=diffusion.schedule, timesteps=diffusion.timesteps,
-                      prediction=diffusion.prediction, **diffusion.options)
-    return D.FlowMatching(**diffusion.options)
+        return construct(D.DDPM, diffusion.options, key, schedule=diffusion.schedule,
+                         timesteps=diffusion.timesteps, prediction=diffusion.prediction)
+    return construct(D.FlowMatching, diffusion.options, key)
 
 
 def build_model(formulation: Any, net: nn.Module) -> nn.Module:
@@ -230,15 +232,15 @@ def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: floa
     from specreg.losses.registry import build_loss
     from specreg.regularizer import SpectralRegularizer
 
-    options = dict(reg.options)
-    if reg.loss != "mrstft":  # the STFT loss is 1-D by construction; the others take ndim
-        options.setdefault("ndim", ndim)
-    loss = build_loss(reg.loss, **options)
+    # the STFT loss is 1-D by construction; the others take ndim (unless the options set it)
+    fixed = {} if reg.loss == "mrstft" or "ndim" in reg.options else {"ndim": ndim}
+    name = reg.loss
+    loss = construct(lambda **kw: build_loss(name, **kw), reg.options, "regularizer.options", **fixed)
     lam: Any = reg.lam
     if lam == "auto":
         from specreg.regularizer import AutoLambda
 
-        lam = AutoLambda(**reg.auto)
+        lam = construct(AutoLambda, reg.auto, "regularizer.auto")
     return SpectralRegularizer(loss, lam=lam, sigma_max=reg.sigma_max, sigma_data=sigma_data,
                                snr_gamma=reg.snr_gamma, lam_scale=reg.lam_scale, fade_sigma=reg.fade_sigma,
                                fade_width=reg.fade_width, band_weights=reg.band_weights == "learned",
