@@ -194,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            parser.exit(2, f"specreg {args.command}: error: unrecognized arguments: {' '.join(extra)} "
+                           f"(see specreg {args.command} --help)\n")
         args.overrides = [*args.overrides, *extra]
     from specreg.stopping import stop_on_signals
 

@@ -348,6 +348,24 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, checkpoint: str | Pat
         weights = load_weights(checkpoint, ema=ema)
     formulation = build_formulation(cfg.diffusion)
     model = build_model(formulation, build_net(cfg))
-    model.load_state_dict(weights)
+    load_matching(model, weights, f"{run_dir / CONFIG_FILE} does not match the checkpoint {checkpoint}")
     step = step_of(Path(checkpoint).name)
     return cfg, model.eval(), formulation, step
+
+
+def load_matching(model: nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
+    """``model.load_state_dict(weights)``, or one ``ValueError`` starting with ``what`` that
+    counts the missing, unexpected and differently shaped tensors and names the first of
+    each (torch's own message lists every key, a hundred lines for a changed width)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(items)} {label} (first: {items[0]})" for label, items in
+                 (("missing tensors", missing), ("unexpected tensors", unexpected), ("shape mismatches", shapes))
+                 if items]
+        raise ValueError(f"{what}: {', '.join(parts)}; was the config edited after training? Sample with the "
+                         "config the run was trained with")
+    model.load_state_dict(weights)
