@@ -290,6 +290,8 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool
             x = load_image_folder(folder)
     if x.dtype == torch.uint8:
         x = x.float() / 127.5 - 1.0
+    elif not x.dtype.is_floating_point:
+        x = _integer_samples(x, source)
     if x.dim() == 4:
         kind = "image"
     elif x.dim() in (2, 3):
@@ -316,6 +318,24 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool
     # rate is known for audio (checked above) and unused for images
     return {"x": x.float(), "kind": kind, "sample_rate": None if kind == "image" or rate is None else int(rate),
             "source": source, "config": config, "record": record}
+
+
+def _integer_samples(x: torch.Tensor, source: str) -> torch.Tensor:
+    """Integer samples other than uint8, by what their values can be: 8-bit pixels (images
+    with values 0 … 255 in any integer type) → v/127.5 − 1; 16-bit PCM audio (int16) →
+    v/32768. Anything else is refused, not read as if already in [−1, 1]."""
+    import torch
+
+    # read in int64: torch has no min/max for uint16/32/64
+    lo, hi = (int(x.to(torch.int64).min()), int(x.to(torch.int64).max())) if x.numel() and x.dtype != torch.bool \
+        else (0, 1)
+    if x.dtype != torch.bool and x.dim() == 4 and 0 <= lo and hi <= 255:
+        return x.float() / 127.5 - 1.0
+    if x.dtype == torch.int16 and x.dim() in (2, 3):
+        return x.float() / 32768.0
+    raise ValueError(f"samples in {source} are {str(x.dtype).removeprefix('torch.')} with values {lo} … {hi} and "
+                     f"shape {tuple(x.shape)}; expected floats in [-1, 1], images of 8-bit pixels (0 … 255, any "
+                     "integer type) or 16-bit PCM audio (int16)")
 
 
 def load_image_file(path: Path, channels: int) -> torch.Tensor:
