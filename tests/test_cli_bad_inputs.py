@@ -36,6 +36,7 @@ def ws(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bad")
     (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     (root / "list.yaml").write_text("- data\n- model\n")
+    (root / "number.yaml").write_text("3\n")
     (root / "garbage.yaml").write_text("data: [unclosed\n")
     (root / "afile").write_text("not a folder\n")
     Trainer(config_from_dict(TINY), root / "run").fit()
@@ -47,6 +48,7 @@ def ws(tmp_path_factory) -> Path:
     (root / "text.npy").write_text("just text")
     (root / "rundir_file").write_text("x")
     (root / "emptydir").mkdir()
+    (root / "s_blocked" / "samples.npy").mkdir(parents=True)  # where sample writes a file: an OSError
     # a run whose checkpoints/ is a file: training must refuse before it trains
     (root / "blocked").mkdir()
     (root / "blocked" / "checkpoints").write_text("in the way")
@@ -90,6 +92,9 @@ CASES: dict[str, tuple[list[str], str]] = {
     "lam a bool": (_train("regularizer.loss=haar", "regularizer.lam=true"), "regularizer.lam=True"),
     # config files
     "config a list": (["train", "{ws}/list.yaml", "--out", "{ws}/new"], "a config must be a mapping"),
+    "config a list, with overrides": (["train", "{ws}/list.yaml", "--out", "{ws}/new", "train.steps=1"],
+                                      "its top level is a list"),
+    "config a number": (["train", "{ws}/number.yaml", "--out", "{ws}/new"], "its top level is a int"),
     "config not YAML": (["train", "{ws}/garbage.yaml", "--out", "{ws}/new"], "is not valid YAML"),
     "config missing": (["train", "{ws}/nope.yaml", "--out", "{ws}/new"], "not found"),
     "config an empty folder": (["train", "{ws}/emptydir", "--out", "{ws}/new"], "not found"),
@@ -127,6 +132,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "sample run dir empty": (["sample", "{ws}/emptydir", "--n", "2", "--out", "{ws}/s_out"], "not a run directory"),
     "sample after an edited config": (["sample", "{ws}/edited", "--n", "2", "--out", "{ws}/s_out"],
                                       "does not match"),
+    "sample output file a folder": (["sample", "{ws}/run", "--n", "2", "--out", "{ws}/s_blocked"], "samples.npy"),
     # eval's inputs
     "eval empty .npy": (_eval("{ws}/empty.npy"), "is not a readable .npy"),
     "eval text as .npy": (_eval("{ws}/text.npy"), "is not a readable .npy"),

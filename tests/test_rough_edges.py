@@ -182,3 +182,12 @@ def test_a_first_batch_with_zero_error_gives_bounded_band_weights():
     head.initialize(torch.tensor([[1.0, 0.0, 1e-3]]))
     expected = torch.tensor([0.0, math.log(1e-6), math.log(1e-3)])
     torch.testing.assert_close(head.linear.bias.detach(), expected)
+
+
+def test_a_long_message_is_cut_to_one_line():
+    from specreg.cli import _one_line
+
+    text = "start " + "\n".join(f"key.{i} differs" for i in range(200)) + " end"
+    line = _one_line(text)
+    assert len(line) <= 400 and "\n" not in line and line.startswith("start key.0") and line.endswith(" end")
+    assert _one_line("short\nmessage") == "short message"

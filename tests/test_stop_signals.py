@@ -167,3 +167,17 @@ def test_sigterm_to_compare_with_two_jobs_stops_both_runs_at_checkpoints_and_the
     for r, step in stopped.items():
         assert f"specreg: resuming from step {step} ({r / 'checkpoints' / f'step-{step:08d}'})" in err
         assert json.loads((r / "run.json").read_text())["status"] == "done"
+
+
+def test_sigterm_outside_training_is_one_line_and_exit_143(tmp_path):
+    """Loading, sampling, measuring: SIGTERM used to end the process without a word."""
+    code = ("import os, signal, sys, time\n"
+            "import specreg.cli as cli\n"
+            "def slow(args):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n"
+            "cli.run_sample = slow\n"
+            f"sys.exit(cli.main(['sample', {str(tmp_path)!r}, '--n', '2', '--out', {str(tmp_path / 's')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.strip() == "specreg sample: interrupted by SIGTERM"

@@ -16,7 +16,9 @@ from an untrusted source is safe to open.
 Integrity: every load checks the files it reads against ``manifest.json`` first, so a
 checkpoint changed after it was written (zeroed blocks, flipped bits, a NaN patched into
 the weights, a truncated copy) is refused with ``ValueError`` like one that does not
-parse, and :func:`find_latest` falls back to the one before. Checkpoints written before
+parse, and :func:`find_latest` falls back to the one before; so is a checkpoint whose
+stored step differs from its name (a copy renamed to another step), and a ``step-…``
+entry that is a file or a symbolic link is reported, not skipped silently. Checkpoints written before
 manifests existed (format 1) load unchecked. Every file gets the mode of a newly created
 file (0666 minus the umask), like every other output of a run.
 

@@ -322,9 +322,13 @@ def _read_yaml(name_or_path: str | Path) -> dict[str, Any]:
                              f"built-in configs: {builtin_configs()}")
         text = resource.read_text()
     try:
-        return yaml.safe_load(text) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"config {str(name_or_path)!r} is not valid YAML: {err}") from None
+        raise ValueError(f"config {str(name_or_path)!r} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(raw, dict):  # overrides could not be applied to it
+        raise ValueError(f"config {str(name_or_path)!r} is not accepted: its top level is a "
+                         f"{type(raw).__name__}; a config must be a mapping with sections {list(SECTIONS)}")
+    return raw
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
