@@ -197,7 +197,8 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Itera
             print(f"[compare] {spec.label}: {record.get('status')}", file=log, flush=True)
             yield spec, record
     if stop.name is not None or stopped:
-        raise Stopped(stop.name or getattr(stopped[0][1], "signal_name", "a stop signal"), _stopped_summary(stopped))
+        name = stop.name or str(getattr(stopped[0][1], "signal_name", "a stop signal"))
+        raise Stopped(name, _stopped_summary(stopped))
 
 
 class _StopForwarder:
@@ -221,7 +222,8 @@ class _StopForwarder:
 
 
 def _stopped_summary(stopped: list[tuple[RunSpec, KeyboardInterrupt]]) -> str:
-    trained = [f"{s.label} at step {err.step}" for s, err in stopped if getattr(err, "step", None) is not None]
+    steps = [(s, getattr(err, "step", None)) for s, err in stopped]
+    trained = [f"{s.label} at step {step}" for s, step in steps if step is not None]
     others = len(stopped) - len(trained)
     parts = [f"{len(trained)} run(s) stopped at their checkpoints ({', '.join(trained)})"] if trained else []
     if others:
