@@ -5,6 +5,7 @@ still there, unchanged. The cases run in-process (``main(argv)``), so the table 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -169,11 +170,14 @@ def test_a_bad_input_is_one_line_a_nonzero_exit_and_nothing_lost(name, ws, capsy
     argv = [a.replace("{ws}", str(ws)) for a in argv]
     before = _snapshot(ws)
     capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's usage errors
-        code = exit_.code
+    with warnings.catch_warnings(record=True) as caught:  # a warning is a line on stderr too
+        warnings.simplefilter("always")
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code
     out, err = capsys.readouterr()
+    assert not caught, [str(w.message) for w in caught]
     lines = [line for line in err.splitlines() if line.strip()]
     assert code not in (0, None), (name, out, err)
     assert "Traceback" not in err, err

@@ -22,6 +22,7 @@ References (built-in sets, folders, tensor files) are read by
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,7 +158,9 @@ def _read_tensor_file(path: Path, suffix: str) -> tuple[torch.Tensor, int | None
     if suffix == ".npy":
         t: Any = torch.from_numpy(np.load(path, allow_pickle=False))
     elif suffix in (".pt", ".pth"):
-        t = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the outcome is what matters
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(t, dict):
             if "samples" in t:
                 t = t["samples"]
