@@ -14,6 +14,10 @@ Sub-commands that live in other modules (``eval``, ``compare``, ``demo``) are fo
 :data:`COMMAND_MODULES`: such a module defines ``register(subparsers)`` the same way,
 so adding a command is a function there and one line here. Heavy imports (torch) happen
 inside the run functions, so ``--help`` stays fast.
+
+A user mistake (a ``ValueError``, an ``OSError`` on a path, a usage error) is one line on
+stderr and exit status 2; SIGINT or SIGTERM is one line and 130 or 143
+(``tests/test_cli_bad_inputs.py``, ``tests/test_stop_signals.py``).
 """
 
 from __future__ import annotations
