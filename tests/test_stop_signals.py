@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -183,3 +184,34 @@ def test_sigterm_outside_training_is_one_line_and_exit_143(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 143, proc.stderr
     assert proc.stderr.strip() == "specreg sample: interrupted by SIGTERM"
+
+
+def test_a_stopped_worker_starts_no_further_run(monkeypatch):
+    """A pool worker whose run was stopped (or that got SIGTERM while idle) refuses the runs
+    still queued for it: they are left to the rerun, not trained unseen."""
+    from specreg.experiments import compare
+    from specreg.stopping import Stopped
+
+    started = []
+    a, stopped, queued, b = (SimpleNamespace(label=name) for name in ("a", "stopped", "queued", "b"))
+
+    def fake_execute(spec, ev, threads):
+        started.append(spec.label)
+        if spec is stopped:
+            raise TrainingInterrupted("SIGTERM", 3, None)
+        return {"status": "done"}
+
+    monkeypatch.setattr(compare, "execute", fake_execute)
+    monkeypatch.setattr(compare, "_parent_pid", None)
+    monkeypatch.setattr(compare, "_worker_stop", None)
+    assert compare._execute_in_worker(a, None) == {"status": "done"}
+    with pytest.raises(TrainingInterrupted):
+        compare._execute_in_worker(stopped, None)
+    with pytest.raises(Stopped, match="SIGTERM; queued not started"):
+        compare._execute_in_worker(queued, None)
+    assert started == ["a", "stopped"]
+    monkeypatch.setattr(compare, "_worker_stop", None)
+    compare._worker_signal(signal.SIGTERM, None)  # idle: remembered, nothing raised
+    with pytest.raises(Stopped):
+        compare._execute_in_worker(b, None)
+    assert started == ["a", "stopped"]
