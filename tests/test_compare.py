@@ -798,6 +798,7 @@ def test_an_orphaned_worker_takes_no_further_run(monkeypatch):
     monkeypatch.setattr(compare, "execute", fake_execute)
     monkeypatch.setattr(compare.os, "_exit", fake_exit)
     monkeypatch.setattr(compare, "_parent_pid", os.getppid())
+    monkeypatch.setattr(compare, "_worker_stop", None)
     assert compare._execute_in_worker("a", None) == {"status": "done"}  # parent alive: runs
     with pytest.raises(Exited) as err:  # interrupted by the parent's death: exits, no re-raise
         compare._execute_in_worker("dies", None)

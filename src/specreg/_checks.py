@@ -26,6 +26,41 @@ def check_choice(name: str, value: T, accepted: Iterable[T]) -> T:
     return value
 
 
+SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes without overflow (and numpy's SeedSequence)
+
+
+def check_int(name: str, value: object, *, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer (not a bool) with ``lo <= value <= hi``; ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo) or (
+            hi is not None and value > hi):
+        want = ("an integer" + (f" >= {lo}" if lo is not None and hi is None else "")
+                + (f" from {lo} to {hi}" if lo is not None and hi is not None else ""))
+        raise ValueError(f"{name}={value!r} is not accepted; expected {want}")
+    return value
+
+
+def check_device(name: str, device: str | torch.device | None) -> torch.device:
+    """A torch device this build and machine can use (``cpu``; ``cuda``/``cuda:N`` where a GPU
+    is visible; ``mps`` on Apple silicon); None is cuda if available, else cpu."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    usable = ["cpu"]
+    if torch.cuda.is_available():
+        usable += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        usable.append("mps")
+    if dev is None or (dev.type != "cpu" and str(dev) not in usable):
+        why = "" if dev is None or dev.type != "cuda" or torch.cuda.is_available() else (
+            " (this torch build has no CUDA or no GPU is visible)")
+        raise ValueError(f"{name}={str(device)!r} is not accepted{why}; usable here: {usable}")
+    return dev
+
+
 def check_ndim(ndim: int) -> int:
     """Spatial dimensionality: 1 (audio), 2 (images) or 3 (volumes, video)."""
     if isinstance(ndim, bool) or not isinstance(ndim, int) or ndim not in (1, 2, 3):

@@ -15,6 +15,10 @@ Sub-commands that live in other modules (``eval``, ``compare``, ``demo``) are fo
 :data:`COMMAND_MODULES`: such a module defines ``register(subparsers)`` the same way,
 so adding a command is a function there and one line here. Heavy imports (torch) happen
 inside the run functions, so ``--help`` stays fast.
+
+A user mistake (a ``ValueError``, an ``OSError`` on a path, a usage error) is one line on
+stderr and exit status 2; SIGINT or SIGTERM is one line and 130 or 143
+(``tests/test_cli_bad_inputs.py``, ``tests/test_stop_signals.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
+
+from specreg.files import folder_arg
 
 # Modules that add their own sub-commands: each defines ``register(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = ("specreg.experiments.commands", "specreg.experiments.probe")
@@ -52,7 +59,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                "regularizer.lam=edm. Every key and its value: specreg train CONFIG --out DIR --print-config.",
     )
     p.add_argument("config", help=f"built-in config name ({_builtin_names()}) or a YAML file")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+    p.add_argument("--out", required=True, type=folder_arg, metavar="DIR",
                    help="run directory (config, logs, checkpoints, samples)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="override config values; values are typed as YAML (200, 1e-4, edm, null, [1, 2])")
@@ -89,7 +96,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", type=Path, help="a run directory written by `specreg train`")
     p.add_argument("--n", type=int, required=True, help="number of samples")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", type=folder_arg, required=True, metavar="DIR", help="output directory")
     p.add_argument("--sampler", default=None,
                    help="sampler (edm: heun, euler, dpmpp_2m; ddpm: ddpm, ddim; flow: euler, heun); "
                         "default: the run's sample.sampler")
@@ -102,8 +109,14 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise ValueError(f"--n={args.n} is not accepted; expected an integer >= 1")
+    from specreg._checks import SEED_RANGE, check_device, check_int
+
+    check_int("--n", args.n, lo=1)
+    check_int("--batch-size", args.batch_size, lo=1)
+    check_int("--seed", args.seed, lo=SEED_RANGE[0], hi=SEED_RANGE[1])
+    if args.steps is not None:
+        check_int("--steps", args.steps, lo=1)
+    device = check_device("--device", args.device)
     import numpy as np
     import torch
 
@@ -116,7 +129,6 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"sample.steps={args.steps}")
     cfg, model, formulation, step = load_trained(args.run_dir, ema=not args.raw, overrides=overrides)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
     if isinstance(formulation, torch.nn.Module):
         formulation.to(device)
@@ -139,8 +151,15 @@ def run_sample(args: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_train, add_sample]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other error of the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="specreg",
         description="Spectral regularization of diffusion models: train, sample, evaluate, compare.",
     )
@@ -180,15 +199,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            parser.exit(2, f"specreg {args.command}: error: unrecognized arguments: {' '.join(extra)} "
+                           f"(see specreg {args.command} --help)\n")
         args.overrides = [*args.overrides, *extra]
+    from specreg.stopping import stop_on_signals
+
     try:
-        return int(args.func(args) or 0)
+        with stop_on_signals():  # SIGTERM outside training: one line too, not a silent death
+            return int(args.func(args) or 0)
     except MissingExtraError as err:  # e.g. `specreg eval` without the audio extra
         print(f"specreg {args.command}: {err}", file=sys.stderr)
         return 1
-    except ValueError as err:  # a bad config, override or argument: say what to change
-        _report(args.command, f"error: {err}")
+    except ValueError as err:  # a bad config, override or argument: one line saying what to change
+        _report(args.command, f"error: {err}", hint=False)
         return 2
     except RuntimeError as err:  # diverged or out of memory: the message says what to try
         _report(args.command, str(err))
@@ -196,17 +219,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as err:  # a path the user gave: a file where a folder goes, no permission, a full disk
+        _report(args.command, f"error: {_os_error(err)}", hint=False)
+        return 2
     except KeyboardInterrupt as err:  # Ctrl-C (training: SIGTERM too, after saving): one line, no traceback
         if getattr(err, "is_main_process", True):
-            print(f"specreg {args.command}: interrupted" + (f" by {err}" if str(err) else ""), file=sys.stderr)
+            line = f"specreg {args.command}: interrupted" + (f" by {err}" if str(err) else "")
+            if args.command in ("train", "compare", "demo") and "resume" not in line:
+                line += "; every checkpoint written is kept: run the same command to resume"
+            print(line, file=sys.stderr)
         return 143 if getattr(err, "signal_name", "") == "SIGTERM" else 130
 
 
-def _report(command: str, message: str) -> None:
+def _report(command: str, message: str, *, hint: bool = True) -> None:
     if os.environ.get("SPECREG_TRACEBACK"):
         traceback.print_exc()
-    print(f"specreg {command}: {message}", file=sys.stderr)
-    print("(set SPECREG_TRACEBACK=1 to see where it came from)", file=sys.stderr)
+    print(f"specreg {command}: {_one_line(message)}", file=sys.stderr)
+    if hint:
+        print("(set SPECREG_TRACEBACK=1 to see where it came from)", file=sys.stderr)
+
+
+def _one_line(message: str, limit: int = 400) -> str:
+    """The message on one line, its middle cut at ``limit`` characters (a long error of a
+    library, such as torch's state-dict mismatch listing every key, stays readable)."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else f"{text[:limit - 60]} … {text[-50:]}"
+
+
+def _os_error(err: OSError) -> str:
+    """``NotADirectoryError(20, ..., 'out/x')`` → "'out/x': Not a directory"."""
+    where = " → ".join(repr(str(f)) for f in (err.filename, err.filename2) if f is not None)
+    return f"{where}: {err.strerror}" if where and err.strerror else str(err)
 
 
 if __name__ == "__main__":

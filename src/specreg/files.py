@@ -42,6 +42,34 @@ def newest_step(paths: Any) -> Path | None:
     return max(steps)[1] if steps else None
 
 
+def check_folder(path: str | os.PathLike, name: str = "--out") -> Path:
+    """Refuse, before anything is written, an output folder that cannot be one: the empty
+    string (it would mean the current directory), an existing file, or a path below a file.
+    Returns the path; ``ValueError`` naming ``name`` otherwise."""
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise ValueError(f"{name}={text!r} is not accepted; expected a folder path (use . for the current directory)")
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{name}='{p}' is a file; expected a folder (new or existing)")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{name}='{p}' lies below the file '{parent}'; expected a folder path")
+            break
+    return p
+
+
+def folder_arg(text: str) -> Path:
+    """An ``argparse`` type for an output folder option: :func:`check_folder` at parse time."""
+    import argparse
+
+    try:
+        return check_folder(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--out=")) from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON in ``path``, or None if it is missing or unreadable (e.g. cut short by a kill)."""
     try:
@@ -59,6 +87,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a new file's mode, as open() gives
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
         os.replace(tmp, path)
@@ -68,9 +97,45 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     return path
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented UTF-8 JSON atomically (:func:`write_atomic`)."""
-    return write_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+def _umask() -> int:
+    """The process's umask (read from /proc where it can be: setting it to read it back
+    would race other threads creating files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, finite: bool = False) -> Path:
+    """Write ``obj`` as indented UTF-8 JSON atomically (:func:`write_atomic`).
+
+    JSON has no infinity or NaN (Python writes ``Infinity``, which strict readers refuse).
+    ``finite=True`` writes each such number as ``null`` and, for a mapping, lists them
+    under ``"non_finite"`` (dotted path → ``"inf"``, ``"-inf"`` or ``"nan"``), so the
+    file is valid JSON that still says what was there."""
+    if finite:
+        found: dict[str, str] = {}
+        obj = _nulls_for_non_finite(obj, "", found)
+        if found and isinstance(obj, dict):
+            obj = {**obj, "non_finite": found}
+    return write_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False, allow_nan=not finite) + "\n")
+
+
+def _nulls_for_non_finite(obj: Any, where: str, found: dict[str, str]) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        found[where or "."] = str(obj)
+        return None
+    if isinstance(obj, dict):
+        return {k: _nulls_for_non_finite(v, f"{where}.{k}" if where else str(k), found) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nulls_for_non_finite(v, f"{where}[{i}]", found) for i, v in enumerate(obj)]
+    return obj
 
 
 def save_image_grid(x: torch.Tensor, path: str | Path, *, nrow: int | None = None, scale: int = 1) -> Path:
@@ -111,4 +176,5 @@ def save_audio(x: torch.Tensor, folder: str | Path, sample_rate: int, *, prefix:
     return paths
 
 
-__all__ = ["newest_step", "read_json", "save_audio", "save_image_grid", "step_name", "step_of", "write_json"]
+__all__ = ["check_folder", "folder_arg", "newest_step",
+           "read_json", "save_audio", "save_image_grid", "step_name", "step_of", "write_json"]

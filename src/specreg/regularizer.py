@@ -100,7 +100,8 @@ class AutoLambda(nn.Module):
     correctness) stays dominant. The EMAs (decay ``beta``, bias-corrected, float64) are
     updated from detached values in training mode only; λ is a detached scalar, so
     no gradient flows through it. Under DDP each process keeps its own EMAs; they agree
-    up to batch noise.
+    up to batch noise. λ is never negative: a diffusion loss below 0 (a custom objective)
+    gives λ = 0, and ``diffusion_loss`` must hold one value per sample.
     """
 
     ema_diffusion: torch.Tensor  # buffers
@@ -130,7 +131,9 @@ class AutoLambda(nn.Module):
         ema_s = torch.where(have, self.ema_spectral / corr, s)
         ema_d = torch.where(have, self.ema_diffusion / corr, d)
         lam = self.ratio * ema_d / torch.where(ema_s > 0, ema_s, torch.ones_like(ema_s))
-        return lam.to(spectral.dtype)
+        # a diffusion loss below 0 (a custom objective) would turn the spectral term into a
+        # reward: λ stays >= 0
+        return lam.clamp_min(0).to(spectral.dtype)
 
     def extra_repr(self) -> str:
         return f"ratio={self.ratio}, beta={self.beta}"
@@ -153,12 +156,15 @@ class BandWeights(nn.Module):
     weight at 1 (u = 0) as EDM2 does; with Adam that is slow when the band errors are far
     from 1: while every L_b e^{−u_b} lies on the same side of 1, every band gets the same
     ±lr step, so in a 600-step fine-tune at lr 2e-4 the bands never separated
-    (docs/results/README.md §6).
+    (docs/results/README.md §6). A band's start error is floored at ``INIT_FLOOR`` = 1e-6
+    times the largest band's (a band with no error would otherwise start at weight
+    1/tiny ≈ e^87), and a first batch with no error at all starts every u_b at 0.
     """
 
     freqs: torch.Tensor  # buffers
     phases: torch.Tensor
     initialized: torch.Tensor
+    INIT_FLOOR = 1e-6  # a band's start error relative to the largest band's, at least
 
     INITS = ("data", "zero")
 
@@ -197,8 +203,12 @@ class BandWeights(nn.Module):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(m)
             m /= torch.distributed.get_world_size()
-        tiny = torch.finfo(m.dtype).tiny
-        self.linear.bias.copy_(torch.log(torch.nan_to_num(m, nan=1.0, posinf=1.0).clamp_min(tiny)))
+        m = torch.nan_to_num(m, nan=1.0, posinf=1.0)
+        # a band with no error on the first batch (a zero batch, a band the data lacks) would
+        # start at weight 1/tiny ≈ e^87; the floor keeps every start weight within 1e6 of the
+        # largest band's, and a batch with no error at all starts every weight at 1 (u = 0)
+        floor = m.max() * self.INIT_FLOOR
+        self.linear.bias.copy_(torch.where(floor > 0, torch.log(torch.maximum(m, floor)), torch.zeros_like(m)))
         self.initialized.fill_(True)
         self._ready = True
 
@@ -260,7 +270,9 @@ class SpectralRegularizer(nn.Module):
     Args:
         loss: a spectral loss module (per-sample (B,) output), or a name for
             :func:`specreg.losses.build_loss` (then ``loss_kwargs`` go to it).
-        lam: a number ≥ 0, ``"edm"``, ``"snr"``, ``"flow"`` or an :class:`AutoLambda`.
+        lam: a number from 0 to ``LAM_MAX`` = 1e8 (with ``lam_scale``; a larger constant
+            is refused, as is a bool), ``"edm"``, ``"snr"``, ``"flow"`` or an
+            :class:`AutoLambda`. A policy's λ(σ) is capped at ``LAM_MAX``.
         sigma_max: gate — apply only where σ ≤ sigma_max (None: everywhere).
         alpha_bar_min: the same gate in VP terms, ᾱ ≥ alpha_bar_min
             (σ_max = sqrt((1 − ᾱ_min)/ᾱ_min)). Give at most one of the two.
@@ -314,6 +326,9 @@ class SpectralRegularizer(nn.Module):
             self.lam = lam
         elif isinstance(lam, str):
             self.lam = check_choice("lam", lam, LAM_POLICIES)
+        elif isinstance(lam, bool):  # True is 1 to Python, but surely not meant as λ = 1
+            raise ValueError(f"lam={lam!r} is not accepted; expected a number >= 0, {list(LAM_POLICIES)} or an "
+                             "AutoLambda")
         else:
             self.lam = check_positive("lam", lam, allow_zero=True)
         if sigma_max is not None and alpha_bar_min is not None:
@@ -327,6 +342,9 @@ class SpectralRegularizer(nn.Module):
         self.sigma_data = check_positive("sigma_data", sigma_data)
         self.snr_gamma = None if snr_gamma is None else check_positive("snr_gamma", snr_gamma)
         self.lam_scale = check_positive("lam_scale", lam_scale, allow_zero=True)
+        if isinstance(self.lam, float) and self.lam * self.lam_scale > LAM_MAX:  # it would be cut silently
+            raise ValueError(f"lam={lam!r} (× lam_scale={lam_scale!r}) is not accepted; expected a constant λ "
+                             f"<= {LAM_MAX:g}, the cap that keeps λ·L_S finite")
         self.fade_sigma = None if fade_sigma is None else check_positive("fade_sigma", fade_sigma)
         self.fade_width = check_positive("fade_width", fade_width)
         self.band_weights: BandWeights | None = None
@@ -365,6 +383,9 @@ class SpectralRegularizer(nn.Module):
         if isinstance(self.lam, AutoLambda):
             if diffusion_loss is None:
                 raise ValueError("lam=AutoLambda needs diffusion_loss=(B,) per-sample diffusion loss")
+            if diffusion_loss.numel() != batch:
+                raise ValueError(f"diffusion_loss has shape {tuple(diffusion_loss.shape)} for a batch of {batch}; "
+                                 "expected (B,): one diffusion loss per sample")
             lam = self.lam(spectral, diffusion_loss).expand(batch)
         elif isinstance(self.lam, str):
             assert sigma is not None  # for type checkers: needs_sigma raised above without it

@@ -75,6 +75,16 @@ def _check_size(name: str, value: int) -> int:
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+# PIL's modes of 16-bit gray images ("I" is how it opens a 16-bit PNG on some versions)
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def sixteen_to_eight_bits(pixels: np.ndarray) -> np.ndarray:
+    """16-bit gray pixels (0 … 65535) → uint8 by their bit depth: round(v · 255 / 65535)."""
+    wide = np.asarray(pixels, dtype=np.float64)
+    return np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+
+
 class ImageFolder(Dataset):
     """Every PNG/JPEG/… image under ``root`` (recursively), resized and cropped to a square.
 
@@ -144,6 +154,8 @@ class ImageFolder(Dataset):
         """Decode, convert and resize so that the shorter side is ``size``: uint8 (h, w, C)."""
         Image = self._image_module
         with Image.open(path) as im:
+            if im.mode in SIXTEEN_BIT_MODES:  # PIL's convert("L") would clip them at 255, not scale them
+                im = Image.fromarray(sixteen_to_eight_bits(np.asarray(im)))
             im = im.convert("L" if self.channels == 1 else "RGB")
             w, h = im.size
             scale = self.size / min(w, h)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from specreg.files import folder_arg
+
 
 def _metric_help() -> tuple[str, str]:
     from specreg.metrics.registry import KINDS, default_metrics, metric_names
@@ -57,7 +59,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--metrics", nargs="+", default=None, metavar="NAME",
                    help=f"metrics, space- or comma-separated. Accepted: {metric_list}. Default: {defaults} (a "
                         "compare run: its study's)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+    p.add_argument("--out", type=folder_arg, default=None, metavar="DIR",
                    help="output folder (default: RUN_DIR_OR_SAMPLE_DIR/eval, or <file stem>-eval next to a "
                         "tensor file)")
     p.add_argument("--sample-rate", type=int, default=None, metavar="HZ",
@@ -89,12 +91,18 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 def run_eval(args: argparse.Namespace) -> int:
     """Run ``specreg eval`` from parsed arguments; prints the table, returns 0."""
+    from specreg._checks import SEED_RANGE, check_device, check_int
     from specreg.experiments.evaluate import _fmt, evaluate_dirs, floor_cell
 
     for name in ("n_reference", "sample_rate", "batch_size"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ValueError(f"--{name.replace('_', '-')}={v} is not accepted; expected a positive integer")
+    for name in ("seed", "reference_seed"):
+        if getattr(args, name) is not None:
+            check_int(f"--{name.replace('_', '-')}", getattr(args, name), lo=SEED_RANGE[0], hi=SEED_RANGE[1])
+    if args.device is not None:
+        check_device("--device", args.device)
     result = evaluate_dirs(args.samples, args.reference, args.metrics, args.out, sample_rate=args.sample_rate,
                            n_reference=args.n_reference, batch_size=args.batch_size, seed=args.seed,
                            reference_seed=args.reference_seed, device=args.device, progress=not args.no_progress,
@@ -141,7 +149,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("study", metavar="CONFIG",
                    help="a study YAML file (e.g. configs/studies/images_textures.yaml) or a shipped study's name "
                         "(demo)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+    p.add_argument("--out", required=True, type=folder_arg, metavar="DIR",
                    help="output folder (runs/, report.md, results.json, plots)")
     p.add_argument("--profile", default="small", metavar="NAME",
                    help="profile of the study: small (about an hour on a 2-core CPU), full (one GPU), or tiny "
@@ -216,7 +224,7 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                     "with Heun, and write report.md with sample grids, radial power spectra and log-spectral "
                     "distances against the metric's noise floor.",
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR",
+    p.add_argument("--out", type=folder_arg, default=Path("runs/demo"), metavar="DIR",
                    help="output directory (default runs/demo); run again to reuse the finished trainings")
     p.add_argument("--jobs", type=int, default=2, metavar="N",
                    help="models trained at once, one torch thread each (default 2: both cores of a 2-core CPU)")

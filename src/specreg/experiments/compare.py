@@ -33,6 +33,7 @@ cores, a step was up to 50× slower.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -50,6 +51,7 @@ from specreg.experiments.results import INVOCATIONS_FILE, RESULTS_FILE, StudyRes
 from specreg.experiments.runner import execute, measure_floor
 from specreg.experiments.study import Evaluation, Study, Variant, load_study
 from specreg.files import read_json, write_json
+from specreg.stopping import Stopped, handle_signals
 
 DONE_FILE = "run.json"  # a run's record (specreg.experiments.loading.RUN_RECORD)
 
@@ -196,16 +198,56 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Itera
     ctx = multiprocessing.get_context("spawn")
     quiet = [replace(s, config=_with_train(s.config, progress_bar=False)) for s in specs]  # bars would overwrite
     slots = ctx.Value("i", 0)  # each worker takes the next slot: its GPU on a machine with several
+    stop = _StopForwarder()
+    stopped: list[tuple[RunSpec, KeyboardInterrupt]] = []
     with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(slots, torch.cuda.device_count())) as pool:
+                             initargs=(slots, torch.cuda.device_count())) as pool, handle_signals(stop):
         futures = {pool.submit(_execute_in_worker, q, ev, min(jobs, len(specs))): s for q, s in zip(quiet, specs)}
         for s in specs:
             print(f"[compare] {s.label}: {s.protocol}, {s.status} → {s.run_dir} (queued)", file=log, flush=True)
         for fut in as_completed(futures):
             spec = futures[fut]
-            record = fut.result()
+            try:
+                record = fut.result()
+            except KeyboardInterrupt as err:  # a worker stopped by a signal, at its checkpoint
+                stopped.append((spec, err))
+                print(f"[compare] {spec.label}: stopped ({err})", file=log, flush=True)
+                continue
             print(f"[compare] {spec.label}: {record.get('status')}", file=log, flush=True)
             yield spec, record
+    if stop.name is not None or stopped:
+        name = stop.name or str(getattr(stopped[0][1], "signal_name", "a stop signal"))
+        raise Stopped(name, _stopped_summary(stopped))
+
+
+class _StopForwarder:
+    """The parent's handler of SIGINT and SIGTERM while workers train: pass SIGTERM on to
+    every worker (which finishes its step, writes a checkpoint and stops; one that has not
+    started a run yet refuses it) and keep waiting for them. Workers ignore SIGINT, so a
+    Ctrl-C that reaches the whole process group counts once."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        import multiprocessing
+        import signal
+
+        self.name = self.name or signal.Signals(signum).name
+        for child in multiprocessing.active_children():  # the pool's workers (spawned processes)
+            if child.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+
+
+def _stopped_summary(stopped: list[tuple[RunSpec, KeyboardInterrupt]]) -> str:
+    steps = [(s, getattr(err, "step", None)) for s, err in stopped]
+    trained = [f"{s.label} at step {step}" for s, step in steps if step is not None]
+    others = len(stopped) - len(trained)
+    parts = [f"{len(trained)} run(s) stopped at their checkpoints ({', '.join(trained)})"] if trained else []
+    if others:
+        parts.append(f"{others} stopped before or after training (not started, sampling or measuring)")
+    return "; ".join([*parts, "run the same command to resume"])
 
 
 _parent_pid: int | None = None  # the process that started this worker (set by _worker_init)
@@ -219,12 +261,35 @@ def _exit_if_orphaned() -> None:
         os._exit(143)
 
 
+_worker_stop: str | None = None  # the stop signal a pool worker received (it starts no further run)
+_worker_busy = False  # a pool worker is executing a run (outside training, a signal stops it at once)
+
+
+def _worker_signal(signum: int, frame: Any) -> None:
+    """A pool worker's SIGTERM handler outside training: remember it (no further run starts)
+    and, during a run's loading, sampling or measuring, stop at once."""
+    import signal
+
+    global _worker_stop
+    _worker_stop = signal.Signals(signum).name
+    if _worker_busy:
+        raise Stopped(_worker_stop)
+
+
 def _execute_in_worker(spec: RunSpec, ev: Evaluation, parallel: int = 1) -> dict[str, Any]:
     # one torch thread per process: --jobs N processes share the machine's cores
+    global _worker_busy, _worker_stop
     _exit_if_orphaned()
+    if _worker_stop is not None:  # queued before the stop: leave it for the next invocation
+        raise Stopped(_worker_stop, f"{spec.label} not started")
+    _worker_busy = True
     try:
         return execute(spec, ev, threads=1, parallel=parallel)
+    except KeyboardInterrupt as err:  # stopped (in training, by the trainer's own handler): take no further run
+        _worker_stop = getattr(err, "signal_name", "SIGTERM")
+        raise
     finally:
+        _worker_busy = False
         _exit_if_orphaned()
 
 
@@ -232,8 +297,14 @@ def _worker_init(slots: Any = None, n_gpus: int = 0) -> None:
     """Give the worker its own GPU (slot k → GPU k mod ``n_gpus``, before torch sees CUDA),
     and make it die with the process that started it (Linux): a worker whose parent was
     killed would otherwise finish its run unseen and race the next invocation's workers."""
+    import signal
+
     global _parent_pid
     _parent_pid = os.getppid()
+    # the parent forwards SIGINT and SIGTERM as one SIGTERM (a Ctrl-C reaches every process
+    # of the group; counted twice, it would stop training without a checkpoint)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_signal)
     if slots is not None and n_gpus > 0:
         with slots.get_lock():
             slot = slots.value
@@ -241,7 +312,6 @@ def _worker_init(slots: Any = None, n_gpus: int = 0) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_of_slot(slot, n_gpus, os.environ.get("CUDA_VISIBLE_DEVICES")))
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):  # not Linux/glibc: the run lock still keeps runs apart

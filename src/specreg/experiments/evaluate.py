@@ -427,7 +427,7 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
     files.append(out / "spectrum.png")
     result["out_dir"] = str(out)
     result["files"] = [str(f) for f in files]
-    write_json(out / "metrics.json", result)
+    write_json(out / "metrics.json", result, finite=True)  # an infinite metric: null, named under non_finite
     write_markdown(result, out / "metrics.md")
     return result
 

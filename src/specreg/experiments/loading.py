@@ -22,6 +22,7 @@ References (built-in sets, folders, tensor files) are read by
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,16 +165,34 @@ def load_audio_folder(folder: Path, *, crop: bool = False, length: int | None = 
 
 def load_tensor_file(path: Path) -> tuple[torch.Tensor, int | None]:
     """A tensor from ``.npy``, ``.pt``/``.pth`` or ``.safetensors`` and the sample rate it
-    records (safetensors metadata ``sample_rate``), if any."""
+    records (safetensors metadata ``sample_rate``), if any. A file that does not parse
+    (empty, cut short, another format) is a ``ValueError`` naming it."""
+    suffix = path.suffix.lower()
+    if suffix in TENSOR_SUFFIXES:
+        try:
+            return _read_tensor_file(path, suffix)
+        except Exception as err:  # numpy's, torch's, safetensors' parse errors
+            if isinstance(err, ValueError) and str(err).startswith(repr(str(path))):
+                raise  # our own message about what the file holds
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            if type(err).__name__ == "UnpicklingError":  # torch's advice about weights_only does not apply here
+                first = "not a file of tensors written by torch.save"
+            raise ValueError(f"{str(path)!r} is not a readable {suffix} tensor file ({type(err).__name__}: "
+                             f"{first})") from None
+    raise ValueError(f"{str(path)!r} is not a tensor file; accepted suffixes: {list(TENSOR_SUFFIXES)}")
+
+
+def _read_tensor_file(path: Path, suffix: str) -> tuple[torch.Tensor, int | None]:
     import numpy as np
     import torch
 
-    suffix = path.suffix.lower()
     rate = None
     if suffix == ".npy":
         t: Any = torch.from_numpy(np.load(path, allow_pickle=False))
     elif suffix in (".pt", ".pth"):
-        t = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the outcome is what matters
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(t, dict):
             if "samples" in t:
                 t = t["samples"]
@@ -194,8 +213,6 @@ def load_tensor_file(path: Path) -> tuple[torch.Tensor, int | None]:
             meta = f.metadata() or {}
         if "sample_rate" in meta:
             rate = int(meta["sample_rate"])
-    else:
-        raise ValueError(f"{str(path)!r} is not a tensor file; accepted suffixes: {list(TENSOR_SUFFIXES)}")
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{str(path)!r} does not hold a tensor (got {type(t).__name__})")
     return t, rate
@@ -311,6 +328,8 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool
             x = load_image_folder(folder)
     if x.dtype == torch.uint8:
         x = x.float() / 127.5 - 1.0
+    elif not x.dtype.is_floating_point:
+        x = _integer_samples(x, source)
     if x.dim() == 4:
         kind = "image"
     elif x.dim() in (2, 3):
@@ -337,6 +356,24 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool
     # rate is known for audio (checked above) and unused for images
     return {"x": x.float(), "kind": kind, "sample_rate": None if kind == "image" or rate is None else int(rate),
             "source": source, "config": config, "record": record}
+
+
+def _integer_samples(x: torch.Tensor, source: str) -> torch.Tensor:
+    """Integer samples other than uint8, by what their values can be: 8-bit pixels (images
+    with values 0 … 255 in any integer type) → v/127.5 − 1; 16-bit PCM audio (int16) →
+    v/32768. Anything else is refused, not read as if already in [−1, 1]."""
+    import torch
+
+    # read in int64: torch has no min/max for uint16/32/64
+    lo, hi = (int(x.to(torch.int64).min()), int(x.to(torch.int64).max())) if x.numel() and x.dtype != torch.bool \
+        else (0, 1)
+    if x.dtype != torch.bool and x.dim() == 4 and 0 <= lo and hi <= 255:
+        return x.float() / 127.5 - 1.0
+    if x.dtype == torch.int16 and x.dim() in (2, 3):
+        return x.float() / 32768.0
+    raise ValueError(f"samples in {source} are {str(x.dtype).removeprefix('torch.')} with values {lo} … {hi} and "
+                     f"shape {tuple(x.shape)}; expected floats in [-1, 1], images of 8-bit pixels (0 … 255, any "
+                     "integer type) or 16-bit PCM audio (int16)")
 
 
 def load_image_file(path: Path, channels: int) -> torch.Tensor:

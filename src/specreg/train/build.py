@@ -38,6 +38,7 @@ from specreg.train.config import (
     SampleConfig,
     load_config,
 )
+from specreg.train.options import construct
 
 if TYPE_CHECKING:
     from specreg.models.vae import ConvVAE
@@ -188,33 +189,34 @@ def build_net(cfg: Config) -> nn.Module:
         from specreg.models.unet import UNet
 
         channels, size, _ = model_shape(cfg)
-        return UNet(in_channels=channels, model_channels=m.model_channels,
-                    channel_mult=list(m.channel_mult), num_res_blocks=m.num_res_blocks,
-                    attn_resolutions=list(m.attn_resolutions), dropout=m.dropout,
-                    num_classes=m.num_classes or None, resolution=size, **m.options)
+        return construct(UNet, m.options, "model.options", in_channels=channels, model_channels=m.model_channels,
+                         channel_mult=list(m.channel_mult), num_res_blocks=m.num_res_blocks,
+                         attn_resolutions=list(m.attn_resolutions), dropout=m.dropout,
+                         num_classes=m.num_classes or None, resolution=size)
     from specreg.models.diffwave import DiffWave
 
-    return DiffWave(residual_layers=m.residual_layers, residual_channels=m.residual_channels,
-                    dilation_cycle=m.dilation_cycle, n_mels=cfg.data.n_mels,
-                    hop_length=cfg.data.hop_length, **m.options)
+    return construct(DiffWave, m.options, "model.options", residual_layers=m.residual_layers,
+                     residual_channels=m.residual_channels, dilation_cycle=m.dilation_cycle,
+                     n_mels=cfg.data.n_mels, hop_length=cfg.data.hop_length)
 
 
 def build_formulation(diffusion: DiffusionConfig) -> Any:
     """``EDM``, ``DDPM`` or ``FlowMatching`` with the configured options."""
     from specreg import diffusion as D
 
-    options = dict(diffusion.options)
+    key = "diffusion.options"
+    fixed: dict[str, Any] = {}
     if diffusion.timesteps_sampler:  # absent: the formulation's own draw, unchanged
         from specreg.diffusion.timesteps import build_timestep_sampler
 
-        options["time_sampler"] = build_timestep_sampler(diffusion.timesteps_sampler,
-                                                         where="diffusion.timesteps_sampler")
+        fixed["time_sampler"] = build_timestep_sampler(diffusion.timesteps_sampler, where="diffusion.timesteps_sampler")
     if diffusion.kind == "edm":
-        return D.EDM(precond=diffusion.precond, sigma_data=diffusion.sigma_data, **options)
+        return construct(D.EDM, diffusion.options, key, precond=diffusion.precond, sigma_data=diffusion.sigma_data,
+                         **fixed)
     if diffusion.kind == "ddpm":
-        return D.DDPM(schedule=diffusion.schedule, timesteps=diffusion.timesteps,
-                      prediction=diffusion.prediction, **options)
-    return D.FlowMatching(**options)
+        return construct(D.DDPM, diffusion.options, key, schedule=diffusion.schedule,
+                         timesteps=diffusion.timesteps, prediction=diffusion.prediction, **fixed)
+    return construct(D.FlowMatching, diffusion.options, key, **fixed)
 
 
 def build_model(formulation: Any, net: nn.Module) -> nn.Module:
@@ -236,15 +238,15 @@ def build_regularizer(reg: RegularizerConfig, *, ndim: int = 2, sigma_data: floa
     from specreg.losses.registry import build_loss
     from specreg.regularizer import SpectralRegularizer
 
-    options = dict(reg.options)
-    if reg.loss != "mrstft":  # the STFT loss is 1-D by construction; the others take ndim
-        options.setdefault("ndim", ndim)
-    loss = build_loss(reg.loss, **options)
+    # the STFT loss is 1-D by construction; the others take ndim (unless the options set it)
+    fixed = {} if reg.loss == "mrstft" or "ndim" in reg.options else {"ndim": ndim}
+    name = reg.loss
+    loss = construct(lambda **kw: build_loss(name, **kw), reg.options, "regularizer.options", **fixed)
     lam: Any = reg.lam
     if lam == "auto":
         from specreg.regularizer import AutoLambda
 
-        lam = AutoLambda(**reg.auto)
+        lam = construct(AutoLambda, reg.auto, "regularizer.auto")
     return SpectralRegularizer(loss, lam=lam, sigma_max=reg.sigma_max, sigma_data=sigma_data,
                                snr_gamma=reg.snr_gamma, lam_scale=reg.lam_scale, fade_sigma=reg.fade_sigma,
                                fade_width=reg.fade_width, band_weights=reg.band_weights == "learned",
@@ -352,6 +354,24 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, checkpoint: str | Pat
         weights = load_weights(checkpoint, ema=ema)
     formulation = build_formulation(cfg.diffusion)
     model = build_model(formulation, build_net(cfg))
-    model.load_state_dict(weights)
+    load_matching(model, weights, f"{run_dir / CONFIG_FILE} does not match the checkpoint {checkpoint}")
     step = step_of(Path(checkpoint).name)
     return cfg, model.eval(), formulation, step
+
+
+def load_matching(model: nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
+    """``model.load_state_dict(weights)``, or one ``ValueError`` starting with ``what`` that
+    counts the missing, unexpected and differently shaped tensors and names the first of
+    each (torch's own message lists every key, a hundred lines for a changed width)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(items)} {label} (first: {items[0]})" for label, items in
+                 (("missing tensors", missing), ("unexpected tensors", unexpected), ("shape mismatches", shapes))
+                 if items]
+        raise ValueError(f"{what}: {', '.join(parts)}; was the config edited after training? Sample with the "
+                         "config the run was trained with")
+    model.load_state_dict(weights)

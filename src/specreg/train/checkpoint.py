@@ -16,7 +16,9 @@ from an untrusted source is safe to open.
 Integrity: every load checks the files it reads against ``manifest.json`` first, so a
 checkpoint changed after it was written (zeroed blocks, flipped bits, a NaN patched into
 the weights, a truncated copy) is refused with ``ValueError`` like one that does not
-parse, and :func:`find_latest` falls back to the one before. Checkpoints written before
+parse, and :func:`find_latest` falls back to the one before; so is a checkpoint whose
+stored step differs from its name (a copy renamed to another step), and a ``step-…``
+entry that is a file or a symbolic link is reported, not skipped silently. Checkpoints written before
 manifests existed (format 1) load unchecked. Every file gets the mode of a newly created
 file (0666 minus the umask), like every other output of a run.
 
@@ -47,6 +49,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from specreg.files import STEP_PREFIX, step_name, step_of
@@ -188,12 +191,29 @@ def checkpoint_name(step: int) -> str:
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
-    """Committed checkpoint directories under ``root``, oldest first (by step)."""
+    """Committed checkpoint directories under ``root``, oldest first (by step). A
+    ``step-…`` entry that is not a real directory (a file, a symbolic link) is not one:
+    :func:`find_latest` reports it (:func:`stray_entries`)."""
+    return [p for p in _step_entries(root) if _is_real_dir(p)]
+
+
+def stray_entries(root: str | Path) -> list[tuple[Path, str]]:
+    """``step-…`` entries under ``root`` that are not checkpoint folders, with the reason."""
+    return [(p, f"checkpoint {p} is not a folder but a {'symbolic link' if p.is_symlink() else 'file'}; "
+                "checkpoints are real folders, so it is not read")
+            for p in _step_entries(root) if not _is_real_dir(p)]
+
+
+def _step_entries(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [(step, p) for p in root.iterdir() if p.is_dir() and (step := step_of(p.name)) is not None]
+    found = [(step, p) for p in root.iterdir() if (step := step_of(p.name)) is not None]
     return [p for _, p in sorted(found)]
+
+
+def _is_real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def save_checkpoint(
@@ -263,17 +283,24 @@ def _discard(path: Path) -> None:
     """Rename aside first (atomic), then delete: a half-deleted dir never looks valid."""
     trash = path.parent / f".del-{path.name}-{uuid.uuid4().hex[:8]}"
     os.replace(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
+    _remove(trash)
+
+
+def _remove(path: Path) -> None:
+    if _is_real_dir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:  # a file or a symbolic link (never followed): rmtree refuses both
+        path.unlink(missing_ok=True)
 
 
 def prune_checkpoints(root: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints and any stale temporary directories."""
+    """Delete all but the newest ``keep`` checkpoints and any stale temporary entries."""
     root = Path(root)
     for p in list_checkpoints(root)[:-keep] if keep > 0 else []:
         _discard(p)
     for p in root.iterdir():
-        if p.is_dir() and p.name.startswith((".tmp-", ".del-")):
-            shutil.rmtree(p, ignore_errors=True)
+        if p.name.startswith((".tmp-", ".del-")):
+            _remove(p)
 
 
 def verify(path: str | Path, names: tuple[str, ...] = PAYLOAD) -> None:
@@ -295,7 +322,7 @@ def verify(path: str | Path, names: tuple[str, ...] = PAYLOAD) -> None:
         recorded = json.loads((path / MANIFEST).read_text())["files"]
         expected = {n: (int(recorded[n]["bytes"]), str(recorded[n]["sha256"])) for n in names}
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"checkpoint {path} is unreadable: its {MANIFEST} is damaged ({err!r})") from None
+        raise ValueError(f"checkpoint {path} is unreadable: its {MANIFEST} is damaged ({_brief(err)})") from None
     for name, (size, digest) in expected.items():
         found = (path / name).stat().st_size
         if found != size:
@@ -304,6 +331,22 @@ def verify(path: str | Path, names: tuple[str, ...] = PAYLOAD) -> None:
         if _sha256(path / name) != digest:
             raise ValueError(f"checkpoint {path} is unreadable: {name} does not match the SHA-256 taken when it "
                              "was written (changed on disk since)")
+
+
+def _brief(err: Exception) -> str:
+    """An error in a few words (a UnicodeDecodeError's repr quotes the whole file)."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 at byte {err.start}"
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:100]}"
+
+
+def _check_named_step(path: Path, stored: int | str | None) -> None:
+    """A checkpoint renamed or copied to another step's name would resume under the wrong
+    step (and get the real one pruned): the step stored inside it must match its name."""
+    named = step_of(path.name)
+    if stored is not None and named is not None and int(stored) != named:
+        raise ValueError(f"checkpoint {path} is unreadable: it holds step {int(stored)} under the name of step "
+                         f"{named} (renamed or copied?)")
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -317,6 +360,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         state_tensors = load_file(str(path / "state.safetensors"))
     except Exception as err:  # any parse error means the directory cannot be trusted
         raise ValueError(f"checkpoint {path} is unreadable: {err}") from None
+    _check_named_step(path, state.get("step"))
     if state.get("format") not in (1, FORMAT_VERSION):
         raise ValueError(f"checkpoint {path} has format {state.get('format')!r}; this version reads "
                          f"1 … {FORMAT_VERSION}")
@@ -340,8 +384,11 @@ def load_weights(path: str | Path, *, ema: bool = True) -> dict[str, torch.Tenso
     verify(path, ("model.safetensors",))
     try:
         weights = load_file(str(path / "model.safetensors"))
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            stored = (f.metadata() or {}).get("step")
     except Exception as err:  # any parse error means the file cannot be trusted
         raise ValueError(f"checkpoint {path} is unreadable: {err}") from None
+    _check_named_step(path, stored)
     prefix = "ema." if ema else "model."
     return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
 
@@ -349,7 +396,7 @@ def load_weights(path: str | Path, *, ema: bool = True) -> dict[str, torch.Tenso
 def find_latest(root: str | Path) -> tuple[Checkpoint | None, list[tuple[Path, str]]]:
     """The newest checkpoint under ``root`` that loads (None if none does), and the newer
     ones skipped on the way as ``(path, reason)``."""
-    skipped: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str]] = stray_entries(root)
     for path in reversed(list_checkpoints(root)):
         try:
             return load_checkpoint(path), skipped
@@ -362,7 +409,7 @@ def latest_weights(root: str | Path, *, ema: bool = True
                    ) -> tuple[Path, dict[str, torch.Tensor], list[tuple[Path, str]]]:
     """The weights of the newest checkpoint under ``root`` that loads: ``(path, weights,
     skipped)``, skipped as in :func:`find_latest`; ``ValueError`` if none loads."""
-    skipped: list[tuple[Path, str]] = []
+    skipped: list[tuple[Path, str]] = stray_entries(root)
     for path in reversed(list_checkpoints(root)):
         try:
             return path, load_weights(path, ema=ema), skipped

@@ -243,6 +243,10 @@ def _check_ranges(cfg: Config) -> None:
     for key, value in non_negative.items():
         if not (value >= 0 and math.isfinite(value)):
             raise ValueError(f"{key}={value!r} is not accepted; expected a finite number >= 0")
+    seeds = {"data.seed": cfg.data.seed, "train.seed": cfg.train.seed, "sample.seed": cfg.sample.seed}
+    for key, value in seeds.items():
+        if not 0 <= value < 2**64:  # torch.Generator.manual_seed overflows beyond 64 bits
+            raise ValueError(f"{key}={value!r} is not accepted; expected an integer from 0 to 2**64 - 1")
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ValueError(f"train.ema_decay={cfg.train.ema_decay!r} is not accepted; expected 0 <= decay < 1")
     if not 0.0 <= cfg.model.dropout < 1.0:
@@ -325,9 +329,13 @@ def _read_yaml(name_or_path: str | Path) -> dict[str, Any]:
                              f"built-in configs: {builtin_configs()}")
         text = resource.read_text()
     try:
-        return yaml.safe_load(text) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"config {str(name_or_path)!r} is not valid YAML: {err}") from None
+        raise ValueError(f"config {str(name_or_path)!r} is not valid YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(raw, dict):  # overrides could not be applied to it
+        raise ValueError(f"config {str(name_or_path)!r} is not accepted: its top level is a "
+                         f"{type(raw).__name__}; a config must be a mapping with sections {list(SECTIONS)}")
+    return raw
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

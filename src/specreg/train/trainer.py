@@ -36,9 +36,7 @@ import json
 import math
 import os
 import random
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,7 +49,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from specreg.files import save_audio, save_image_grid, step_name, write_atomic
+from specreg.files import check_folder, save_audio, save_image_grid, step_name, write_atomic
 from specreg.train.build import (
     batch_inputs,
     build_autoencoder,
@@ -75,6 +73,7 @@ from specreg.train.checkpoint import (
     set_aside,
 )
 from specreg.train.config import Config
+from specreg.train.stop import StopNow, TrainingInterrupted, ignore_stop_signals, stop_at_step_end, stoppable
 
 if TYPE_CHECKING:
     from specreg.models.vae import ConvVAE
@@ -121,60 +120,6 @@ def _say_where_training_starts(root: Path, ckpt: Checkpoint | None, skipped: lis
     elif skipped:
         print(f"specreg: none of the {len(skipped)} checkpoint(s) in {root} is readable (see above): training "
               "starts from scratch at step 0", file=sys.stderr)
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT (Ctrl-C) or SIGTERM arrived during :meth:`Trainer.fit`: the step under way was
-    finished and a checkpoint of it written, so the same command resumes from there.
-
-    A ``KeyboardInterrupt``, so code that stops on Ctrl-C still does; ``step``,
-    ``checkpoint`` and ``signal_name`` say where the run stopped.
-    """
-
-    def __init__(self, signal_name: str, step: int, checkpoint: Path | None, is_main_process: bool = True) -> None:
-        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
-        self.is_main_process = is_main_process
-        saved = f"saved checkpoint {checkpoint}" if checkpoint is not None else "no step finished, nothing saved"
-        super().__init__(f"{signal_name} at step {step}; {saved}; run the same command to resume")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # crosses process pools (compare's workers) intact
-        return type(self), (self.signal_name, self.step, self.checkpoint, self.is_main_process)
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _stop_at_step_end(trainer: Trainer) -> Iterator[None]:
-    """While training, SIGINT and SIGTERM set ``trainer._signal`` instead of stopping at once:
-    the loop finishes its step, writes a checkpoint and raises :class:`TrainingInterrupted`.
-    A second signal stops at once (KeyboardInterrupt, nothing saved). Only the main thread
-    can own signal handlers; elsewhere signals keep their usual effect."""
-    trainer._signal = None
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if trainer._signal is not None:  # the second one: stop now
-            for s, h in previous.items():
-                signal.signal(s, h if h is not None else signal.SIG_DFL)
-            raise KeyboardInterrupt
-        trainer._signal = signal.Signals(signum).name
-
-    previous = {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """Data-loader workers leave SIGINT/SIGTERM to the main process, which stops cleanly
-    (a worker killed by Ctrl-C would make the next batch fail instead)."""
-    for s in _STOP_SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
 
 
 @dataclass
@@ -340,7 +285,8 @@ class Trainer:
     (tests use tiny stand-ins; ``regularizer=None`` trains the baseline).
     """
 
-    _signal: str | None  # the stop signal's name, set while training (_stop_at_step_end)
+    _signal: str | None  # the stop signal's name, set while training (train.stop.stop_at_step_end)
+    _stop_now: bool = False  # inside train.stop.stoppable: a signal stops at once
 
     def __init__(self, cfg: Config, out_dir: str | Path, *, dataset: Dataset | None = None,
                  net: nn.Module | None = None, regularizer: Any = _FROM_CONFIG) -> None:
@@ -426,7 +372,7 @@ class Trainer:
         result = TrainResult(out_dir=self.out_dir, step=run.start, resumed_from=run.start,
                              checkpoint=run.resumed_path, is_main_process=run.acc.is_main_process)
         try:
-            with _stop_at_step_end(self):
+            with stop_at_step_end(self):
                 self._loop(run, result, t0)
         except TrainingDiverged as err:
             last = latest_checkpoint(self.out_dir / CHECKPOINT_DIR)
@@ -460,6 +406,8 @@ class Trainer:
                 f"train.batch_size={t.batch_size} is not divisible by processes × train.grad_accum = "
                 f"{world} × {t.grad_accum}; choose a multiple of {world * t.grad_accum}"
             )
+        for folder in (self.out_dir, self.out_dir / CHECKPOINT_DIR, self.out_dir / SAMPLES_DIR):
+            check_folder(folder, "out_dir" if folder == self.out_dir else folder.name)  # before training
         ckpt, skipped = find_latest(self.out_dir / CHECKPOINT_DIR)
         if ckpt is not None:
             self._check_resume(ckpt)
@@ -512,7 +460,7 @@ class Trainer:
         sampler = StepBatches(n_items, global_batch=t.batch_size, micro_batch=micro_batch, world=world,
                               rank=rank, accum=t.grad_accum, seed=t.seed, start_step=start, steps=t.steps)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=t.num_workers,
-                            worker_init_fn=_ignore_stop_signals if t.num_workers else None)
+                            worker_init_fn=ignore_stop_signals if t.num_workers else None)
         return _Run(acc=acc, model=model, optimizer=optimizer, ema=ema, formulation=formulation,
                     regularizer=regularizer, dataset=dataset, batches=iter(loader), world=world, rank=rank,
                     micro_batch=micro_batch, start=start, resumed_path=ckpt.path if ckpt is not None else None,
@@ -552,17 +500,42 @@ class Trainer:
                         acc.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=step)
                 if step % t.checkpoint_every == 0 or step == t.steps or run.stop:
                     result.checkpoint = self._save(run, step)
-                if run.stop and step < t.steps:
+                # after the last step's checkpoint, a signal during that step or its write counts too
+                if run.stop or (step == t.steps and self._signalled(run)):
                     raise TrainingInterrupted(self._signal or "a stop signal (on another process)", step,
                                               result.checkpoint, acc.is_main_process)
                 if t.sample_every and (step % t.sample_every == 0 or step == t.steps):
-                    if acc.is_main_process:
-                        self.write_samples(run.formulation, run.ema.module, step, run.dataset, run.autoencoder)
-                    acc.wait_for_everyone()
+                    self._stoppable_samples(run, result, step)
+            if run.start == t.steps and t.sample_every and not self._samples_written(t.steps):
+                self._stoppable_samples(run, result, t.steps)  # a rerun after a stop during the final grid
         finally:
             bar.close()
             if log_file is not None:
                 log_file.close()
+
+    def _signalled(self, run: _Run) -> bool:
+        """Whether a stop signal reached any process (a collective call: every process calls it)."""
+        mine = float(self._signal is not None)
+        if run.world == 1:
+            return mine > 0
+        return float(run.acc.reduce(torch.tensor([mine], device=run.acc.device), reduction="sum")) > 0
+
+    def _stoppable_samples(self, run: _Run, result: TrainResult, step: int) -> None:
+        """Write the sample grid of ``step``; a stop signal ends it at once, after a checkpoint
+        of ``step`` is on disk (it is unless ``train.sample_every`` falls between checkpoints)."""
+        if run.acc.is_main_process:
+            try:
+                with stoppable(self):
+                    self.write_samples(run.formulation, run.ema.module, step, run.dataset, run.autoencoder)
+            except StopNow:
+                if result.checkpoint is None or result.checkpoint.name != step_name(step):
+                    result.checkpoint = self._save(run, step)
+                raise TrainingInterrupted(self._signal or "a stop signal", step, result.checkpoint) from None
+        run.acc.wait_for_everyone()
+
+    def _samples_written(self, step: int) -> bool:
+        folder = self.out_dir / SAMPLES_DIR
+        return (folder / f"{step_name(step)}.png").is_file() or (folder / step_name(step)).is_dir()
 
     def _step(self, run: _Run, step: int) -> dict[str, Any]:
         """One optimizer step (``train.grad_accum`` micro-batches); returns its log row."""
