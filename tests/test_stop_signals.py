@@ -195,7 +195,7 @@ def test_a_stopped_worker_starts_no_further_run(monkeypatch):
     started = []
     a, stopped, queued, b = (SimpleNamespace(label=name) for name in ("a", "stopped", "queued", "b"))
 
-    def fake_execute(spec, ev, threads):
+    def fake_execute(spec, ev, threads, parallel=1):
         started.append(spec.label)
         if spec is stopped:
             raise TrainingInterrupted("SIGTERM", 3, None)
