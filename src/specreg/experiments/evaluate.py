@@ -208,6 +208,8 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
     for acc in accumulators.values():
         values.update(acc.compute())
     floors = splits.compute() if splits is not None else {}
+    # a metric that estimates its own floor writes it as "<key>_floor" (fid)
+    floors.update({k[:-len("_floor")]: v for k, v in values.items() if k.endswith("_floor") and k[:-6] in values})
     within = [key for key, fl in floors.items() if key in values and abs(values[key]) < 2 * fl]
     domain = {"domain_fd", "domain_kid"} & set(names)
     result: dict[str, Any] = {

@@ -30,8 +30,8 @@ Statistics: float64 running sums (n, Σf, Σffᵀ) in
 :class:`specreg.metrics.frechet.FrechetDistance` (any batching, mergeable).
 :class:`FIDStream` is the registry's accumulator; it caches the reference's sums on disk
 (``$SPECREG_CACHE/fid``, default ``~/.cache/specreg/fid``) under a hash of the
-reference's 8-bit pixels and the weights' sha1, and reports the FID between the
-reference's two halves (even and odd items) as the real-vs-real floor.
+reference's 8-bit pixels and the weights' sha1, and reports a floor estimated from both
+sets' halves (even and odd items), symmetric in samples and reference.
 """
 
 from __future__ import annotations
@@ -200,8 +200,10 @@ def cache_root() -> Path:
 
 
 class FIDStream:
-    """The registry's ``fid`` accumulator: writes ``fid`` and, when each half of the
-    reference has more than 2048 items, ``fid_floor`` (FID between its even and odd items).
+    """The registry's ``fid`` accumulator: writes ``fid`` and ``fid_floor``, its noise floor
+    estimated from both sets alike (:mod:`specreg.metrics.floor`'s rule for a Fréchet
+    distance, with each set's even and odd items as its two halves): symmetric in samples
+    and reference, written when each set has at least 4 items.
 
     Samples stream through the network batch by batch. Reference items are kept as uint8
     and hashed; at :meth:`compute` their sums (whole set and both halves) are read from the
@@ -217,6 +219,8 @@ class FIDStream:
         self.net = _shared_net(str(find_weights(weights_path).resolve())).to(ctx.device)
         self.chunk, self.cache = chunk, cache
         self.fd = FrechetDistance(full_rank=False)  # below 2049 items: biased, judged against the floor
+        self.halves = [FrechetDistance(full_rank=False), FrechetDistance(full_rank=False)]  # samples: even, odd
+        self.seen = 0
         self.reference: list[torch.Tensor] = []
 
     def _features(self, x: torch.Tensor) -> np.ndarray:
@@ -229,6 +233,11 @@ class FIDStream:
         else:
             f = self._features(batch.x)
             self.fd._add(False, f.shape[0], f.sum(0), f.T @ f)
+            for half in (0, 1):  # the item's index in the whole set decides its half
+                g = f[(half - self.seen) % 2::2]
+                if g.shape[0]:
+                    self.halves[0]._add(bool(half), g.shape[0], g.sum(0), g.T @ g)
+            self.seen += f.shape[0]
 
     def key(self, r: torch.Tensor) -> str:
         h = hashlib.sha1(f"{self.net.sha1};{PREPROCESSING};{tuple(r.shape)}".encode())
@@ -256,7 +265,6 @@ class FIDStream:
         return sums
 
     def compute(self) -> dict[str, float]:
-        from specreg.metrics.frechet import frechet_distance_from_stats
 
         sums = self.reference_sums(torch.cat(self.reference))
         n = [int(sums["n0"]), int(sums["n1"])]
@@ -264,12 +272,19 @@ class FIDStream:
             if n[half]:
                 self.fd._add(True, n[half], sums[f"s{half}"], sums[f"ss{half}"])
         out = {"fid": self.fd.compute()}
-        if min(n) > DIM:  # each half's covariance has full rank
-            stats = []
-            for half in (0, 1):
-                mu = sums[f"s{half}"] / n[half]
-                stats += [mu, (sums[f"ss{half}"] - n[half] * np.outer(mu, mu)) / (n[half] - 1)]
-            out["fid_floor"] = frechet_distance_from_stats(*stats)
+        # the floor: each set's even/odd halves, d_S scaled to the two sets' sizes
+        # (specreg.metrics.floor): floor = Σ_S d_S / (|S| (1/a_S + 1/b_S))
+        ref_halves = self.halves[1]
+        for half in (0, 1):
+            if n[half]:
+                ref_halves._add(bool(half), n[half], sums[f"s{half}"], sums[f"ss{half}"])
+        parts = []
+        for halves in (self.halves[0], ref_halves):
+            a, b = halves.n[False], halves.n[True]
+            if min(a, b) < 2:
+                return out
+            parts.append(halves.compute() / ((a + b) * (1 / a + 1 / b)))
+        out["fid_floor"] = float(sum(parts))
         return out
 
 

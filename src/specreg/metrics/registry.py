@@ -131,8 +131,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("fid", ("image",),
            (Key("fid", "lower", "{fid}; Fréchet distance of 2048-d pool features, 8-bit images resized to 299×299 "
                 "(TF1 bilinear, as torch-fidelity)", True),
-            Key("fid_floor", "", "FID between the reference's even and odd items (two disjoint halves, m/2 vs m/2): "
-                "the real-vs-real noise floor at those counts")), _fid, problem=_fid_problem),
+            Key("fid_floor", "", "noise floor of fid: each set's even and odd items as two halves, their FIDs "
+                "scaled to the two sets' sizes and summed (symmetric in samples and reference)")),
+           _fid, problem=_fid_problem),
     Metric("ndb", KINDS,
            (Key("ndb", "lower", "NDB/k: fraction of k-means bins (fitted on the reference {ndb_on}) whose share "
                 "differs (p < 0.05)", True),
