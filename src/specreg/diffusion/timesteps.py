@@ -1,7 +1,7 @@
 """Training noise-level samplers: one registry for EDM (σ), DDPM (timesteps) and flow matching (t).
 
 Every sampler is a distribution of the equivalent VE noise level σ ∈ (0, ∞) — the axis the
-regularizer and :mod:`specreg.diffusion.probe` use — with its CDF and density as functions
+regularizer and :mod:`specreg.metrics.probe` use — with its CDF and density as functions
 (float64). A formulation turns σ into its own variable: EDM uses σ; flow matching
 t = σ/(1 + σ); DDPM the timestep whose σ_t = √((1 − ᾱ_t)/ᾱ_t) is nearest in ln σ (so DDPM
 trains on the discretised distribution).

