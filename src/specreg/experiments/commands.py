@@ -152,8 +152,9 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--out", required=True, type=folder_arg, metavar="DIR",
                    help="output folder (runs/, report.md, results.json, plots)")
     p.add_argument("--profile", default="small", metavar="NAME",
-                   help="profile of the study: small (about an hour on a 2-core CPU), full (one GPU), or tiny "
-                        "(a smoke test whose numbers mean nothing); default small")
+                   help="profile of the study: small (sized for a 2-core CPU: 20 min to 4.4 h of training summed "
+                        "over a study's runs in docs/results), full (one GPU), or tiny (a smoke test whose "
+                        "numbers mean nothing); default small")
     p.add_argument("--dry-run", action="store_true", help="list the runs (and whether each is done) without training")
     p.add_argument("--report-only", action="store_true",
                    help="only re-render report.md and its plots from DIR/results.json (nothing is trained or "
