@@ -248,7 +248,7 @@ def _warnings(values: dict[str, float], floors: dict[str, float], within: list[s
         out.append(f"domain_kid has no spread: its subsets of {ctx.kid_size} items are the whole of the smaller set "
                    f"({min(n, m)} items), so every subset gives the same value; pass a smaller kid_subset_size or "
                    "use more items")
-    elif kid is not None and kid < 0 and -kid > 2 * kid_std:
+    elif kid is not None and kid_std is not None and kid < 0 and -kid > 2 * kid_std:
         out.append(f"domain_kid = {kid:.3g} is negative beyond its spread (± {kid_std:.2g}): KID's unbiased estimate "
                    "falls below 0 when the two sets are closer than two independent draws of one distribution, "
                    "typically when they share items or their features barely vary (crops of one image); read it as "

@@ -88,10 +88,10 @@ def find_weights(weights_path: str | os.PathLike | None = None) -> Path:
             raise FileNotFoundError(f"{name}={str(given)!r} is not a file; expected an FID Inception-v3 TorchScript "
                                     "file")
         return path
-    path = wheel_weights()
-    if path is None:
+    found = wheel_weights()
+    if found is None:
         raise FileNotFoundError(f"fid needs the FID Inception-v3 weights: {INSTALL_HINT}")
-    return path
+    return found
 
 
 @lru_cache(maxsize=8)
@@ -260,7 +260,7 @@ class FIDStream:
             from specreg.files import write_atomic
 
             buf = io.BytesIO()
-            np.savez(buf, **sums, weights_sha1=np.array(self.net.sha1))
+            np.savez(buf, weights_sha1=np.array(self.net.sha1), **sums)  # type: ignore[arg-type]
             write_atomic(path, buf.getvalue())
         return sums
 

@@ -125,7 +125,7 @@ class SplitFloor:
             terms[key] = terms.get(key, 0.0) + (sum(g) / len(g)) / (size * (1 / a + 1 / b))
 
         for real, size in self.sizes.items():
-            if self.bands and self.power[real] is not None:
+            if self.bands and self.power[real] is not None and self.spatial is not None:
                 freqs = radial_bins(self.spatial)[2]
                 second = self.labels[real].sum(1).double()  # items in the second half, per split
                 counts = torch.stack([size - second, second], 1)  # (K, 2)
@@ -137,9 +137,11 @@ class SplitFloor:
                     add(f"{name}_bias", [b for _, b in pairs], size, True)
         if self.fd and all(self.features.values()):
             fds = {real: self._fd_halves(real, self.labels[real].shape[0]) for real in self.sizes}
-            if all(v is not None for v in fds.values()):
-                for real, size in self.sizes.items():
-                    add("domain_fd", fds[real], size, False)
+            for real, size in self.sizes.items():
+                values = fds[real]
+                if values is None or any(fds[other] is None for other in self.sizes):
+                    break
+                add("domain_fd", values, size, False)
         return {key: value if key == "domain_fd" else math.sqrt(value) for key, value in terms.items()}
 
 
