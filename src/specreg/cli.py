@@ -35,7 +35,7 @@ from typing import NoReturn
 from specreg.files import folder_arg
 
 # Modules that add their own sub-commands: each defines ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("specreg.experiments.commands", "specreg.experiments.probe")
+COMMAND_MODULES: tuple[str, ...] = ("specreg.experiments.commands",)
 
 
 def _builtin_names() -> str:

@@ -18,7 +18,6 @@ run's regularizer (with its checkpointed state) and a latent run's decoder, and 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -266,45 +265,3 @@ def plot_probe(record: dict[str, Any], path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(str(path), dpi=110)
     return Path(path)
-
-
-# --------------------------------------------------------------------------- command line
-
-def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "probe", help="spectral error map of a trained run: where in (σ, frequency) it is worse than a Wiener filter",
-        description=("Measure a trained run (EMA weights) on held-out items: per noise level σ and radial band, "
-                     "e = the denoiser's relative error, w = the per-frequency Wiener filter's, their noise floors "
-                     "(two halves of the items), and the weight the run's training objective puts there. Writes "
-                     "probe.json (self-describing), probe.png (heat maps of e/w and the training weight) and "
-                     "probe.md (per band: σ ranges where e > w beyond the floor, and the training weight there). "
-                     "Latent runs: on latents and on decoded images."),
-        epilog="Example: specreg probe runs/demo/baseline --out runs/demo/baseline/probe --n 256 --sigmas 32",
-    )
-    p.add_argument("run_dir", type=Path, help="a run directory written by `specreg train` (or a study's run)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default RUN_DIR/probe)")
-    p.add_argument("--n", type=int, default=256, help="held-out items (default 256)")
-    p.add_argument("--sigmas", type=int, default=32, help="noise levels, log-spaced over the training range "
-                   "(default 32)")
-    p.add_argument("--bands", type=int, default=8, help="radial frequency bands on [0, 0.5] (default 8)")
-    p.add_argument("--batch-size", type=int, default=128, help="items per forward pass (results do not depend "
-                   "on it; default 128)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the items' choice and of the noise (default 0)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: one on a CPU)")
-    p.set_defaults(func=run_probe_cli)
-    return p
-
-
-def run_probe_cli(args: argparse.Namespace) -> int:
-    record = probe_run(args.run_dir, args.out, n_items=args.n, n_sigma=args.sigmas, bands=args.bands,
-                       batch_size=args.batch_size, seed=args.seed, device=args.device, threads=args.threads)
-    out = args.out if args.out is not None else args.run_dir / "probe"
-    print(summary_markdown(record), end="")
-    print(f"wrote {', '.join(PROBE_FILES)} to {out} in {record['seconds']:.1f} s")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Hook of :mod:`specreg.cli` (``COMMAND_MODULES``): adds ``specreg probe``."""
-    add_probe_parser(subparsers)
