@@ -25,3 +25,17 @@ def _fresh_dynamo(request):
     if "compile" in request.node.name:
         torch._dynamo.reset()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers():
+    """Every test leaves SIGINT and SIGTERM as it found them: code that sets up a pool worker
+    or a stop handler in-process (compare's worker initialiser ignores SIGINT) would otherwise
+    leave the rest of the session, and every subprocess it starts, deaf to Ctrl-C."""
+    import signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in before.items():
+        if signal.getsignal(s) is not handler:
+            signal.signal(s, handler)
