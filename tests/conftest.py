@@ -27,6 +27,18 @@ def _fresh_dynamo(request):
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_delivered():
+    """A suite started in the background of a non-interactive shell (``cmd &``) inherits
+    SIGINT ignored, and so would every `specreg` process it starts: the stop-signal tests
+    need Ctrl-C to be delivered, so the session restores Python's own handler."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _signal_handlers():
     """Every test leaves SIGINT and SIGTERM as it found them: code that sets up a pool worker
