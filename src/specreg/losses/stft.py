@@ -86,7 +86,9 @@ def _spectral_convergence(S: torch.Tensor, S_hat: torch.Tensor) -> torch.Tensor:
     s = u.square().sum(dim=_DIMS)
     zero = s == 0
     root = torch.where(zero, torch.zeros_like(s), torch.sqrt(torch.where(zero, torch.ones_like(s), s)))
-    return scale_value(root / safe_frobenius(S, _DIMS), (scale,), 1)
+    # ‖S − Ŝ‖ rescaled with its gradient passed through, then divided by ‖S‖ (whose own
+    # gradient, −L_sc/‖S‖, needs the rescaled value)
+    return scale_value(root, (scale,), 1) / safe_frobenius(S, _DIMS)
 
 
 def _modulus(Y: torch.Tensor) -> torch.Tensor:
