@@ -10,9 +10,11 @@ mean |abs(rfft2(x̂0)) − abs(rfft2(x0))| per sample (no per-sample scaling, no
 snapping, torch's own |·| backward). Each loss and the baseline run forward + backward on
 (B, 3, 64, 64) float32 with x̂0 requiring a gradient; timings are medians over
 ``--repeats`` rounds taken round-robin (every candidate once per round, so a loaded
-machine's drifts hit all alike). With ``--compile`` each loss is also wrapped in
+machine's drifts hit all alike); the ratio is the median of the per-round ratios. With
+``--compile`` each loss is also wrapped in
 ``torch.compile`` (its compile time is excluded; graph breaks are counted with
-``torch._dynamo.explain``). Prints one markdown table: ms and the ratio to the baseline
+``torch._dynamo.explain``), and the loss of a whole EDM training step (UNet, regularizer)
+is timed eager and compiled. Prints one markdown table: ms and the ratio to the baseline
 measured in the same run (issue 31's targets: fourier_amp ≤ 1.15, psd ≤ 1.3,
 fourier_ap and fourier_ap_weighted ≤ 1.8).
 """
@@ -43,15 +45,20 @@ def _timed(fn: Callable[[], torch.Tensor]) -> float:
     return time.perf_counter() - t0
 
 
-def measure(cands: dict[str, Callable[[], torch.Tensor]], repeats: int) -> dict[str, float]:
+def measure(cands: dict[str, Callable[[], torch.Tensor]], repeats: int, base: str
+            ) -> tuple[dict[str, float], dict[str, float]]:
+    """(median ms, median of the per-round ratio to ``base``) per candidate; each round
+    times every candidate once, so a ratio compares timings taken seconds apart."""
     for fn in cands.values():
-        for _ in range(2):
+        for _ in range(2):  # warm-up (compiles, FFT plans, allocator)
             _timed(fn)
     times: dict[str, list[float]] = {k: [] for k in cands}
     for _ in range(repeats):
         for k, fn in cands.items():
             times[k].append(_timed(fn))
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    ratio = {k: statistics.median(a / b for a, b in zip(v, times[base])) for k, v in times.items()}
+    return ms, ratio
 
 
 def loss_candidates(x0_hat: torch.Tensor, x0: torch.Tensor, compiled: bool,
@@ -72,8 +79,10 @@ def loss_candidates(x0_hat: torch.Tensor, x0: torch.Tensor, compiled: bool,
 
 
 def step_candidates(breaks: dict[str, str]) -> dict[str, Callable[[], torch.Tensor]]:
-    """One EDM training step of the reference UNet (preset cpu32, 32×32 gray, batch 16) with
-    the fourier_amp regularizer: eager, and the loss computation compiled as a whole."""
+    """The loss of one EDM training step of the reference UNet (preset cpu32, 32×32 gray,
+    batch 16) with the fourier_amp regularizer, forward + backward: eager; compiled with the
+    noise drawn from an explicit ``torch.Generator`` (as the trainer draws it); compiled
+    with the global RNG."""
     from specreg.diffusion import EDM
     from specreg.models import unet_preset
     from specreg.regularizer import SpectralRegularizer
@@ -81,27 +90,32 @@ def step_candidates(breaks: dict[str, str]) -> dict[str, Callable[[], torch.Tens
     torch.manual_seed(0)
     form = EDM("edm")
     model = form.precondition(unet_preset("cpu32"))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     reg = SpectralRegularizer("fourier_amp", lam="edm")
     x0 = torch.randn(16, 1, 32, 32).clamp(-1, 1)
+    gen = torch.Generator().manual_seed(0)
 
-    def objective() -> torch.Tensor:
-        g = torch.Generator().manual_seed(0)
-        return form.loss(model, x0, regularizer=reg, generator=g).loss.mean()
+    def with_generator() -> torch.Tensor:
+        return form.loss(model, x0, regularizer=reg, generator=gen).loss.mean()
 
-    compiled = torch.compile(objective)
-    e = torch._dynamo.explain(objective)()
-    breaks["training step (EDM + fourier_amp)"] = (f"{e.graph_count} graph(s), {e.graph_break_count} break(s): "
-                                                  + "; ".join(sorted({str(b.reason)[:80] for b in e.break_reasons})))
+    def global_rng() -> torch.Tensor:
+        return form.loss(model, x0, regularizer=reg).loss.mean()
 
-    def step(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    for name, fn in (("step, explicit generator", with_generator), ("step, global RNG", global_rng)):
+        torch._dynamo.reset()
+        e = torch._dynamo.explain(fn)()
+        reasons = sorted({str(b.reason).strip().splitlines()[0][:90] for b in e.break_reasons if str(b.reason).strip()})
+        breaks[name] = f"{e.graph_count} graph(s), {e.graph_break_count} break(s)" + (
+            f": {'; '.join(reasons)}" if reasons else "")
+
+    def zeroed(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            value = fn()
-            return value
+            model.zero_grad(set_to_none=True)
+            return fn()
         return run
 
-    return {"step eager": step(objective), "step compiled": step(compiled)}
+    return {"step eager": zeroed(with_generator),
+            "step compiled, explicit generator": zeroed(torch.compile(with_generator)),
+            "step compiled, global RNG": zeroed(torch.compile(global_rng))}
 
 
 def main() -> None:
@@ -118,14 +132,13 @@ def main() -> None:
     for b in args.batches:
         x0 = torch.randn(b, 3, 64, 64, generator=g)
         x0_hat = (x0 + 0.1 * torch.randn(b, 3, 64, 64, generator=g)).requires_grad_(True)
-        t = measure(loss_candidates(x0_hat, x0, args.compile, breaks), args.repeats)
-        base = t["plain amplitude L1"]
-        rows += [(f"{b}×3×64×64", k, ms, f"{ms / base:.2f}") for k, ms in t.items()]
+        t, r = measure(loss_candidates(x0_hat, x0, args.compile, breaks), args.repeats, "plain amplitude L1")
+        rows += [(f"{b}×3×64×64", k, ms, f"{r[k]:.2f}") for k, ms in t.items()]
     if args.compile:
-        t = measure(step_candidates(breaks), max(3, args.repeats // 3))
-        rows += [("UNet cpu32, 16×1×32×32", k, ms, f"{ms / t['step eager']:.2f} × eager") for k, ms in t.items()]
-    print(f"torch {torch.__version__}, {args.threads} threads, forward+backward, median of {args.repeats} "
-          "interleaved rounds\n")
+        t, r = measure(step_candidates(breaks), max(3, args.repeats // 3), "step eager")
+        rows += [("UNet cpu32, 16×1×32×32", k, ms, f"{r[k]:.2f} × eager") for k, ms in t.items()]
+    print(f"torch {torch.__version__}, {args.threads} threads, forward+backward, medians of {args.repeats} "
+          "interleaved rounds (the ratio: median of the per-round ratios)\n")
     print("| input | loss | ms | × plain amplitude L1 |")
     print("|---|---|---:|---:|")
     for data, k, ms, ratio in rows:

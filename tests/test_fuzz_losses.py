@@ -3,8 +3,11 @@
 For every name of :func:`specreg.losses.registry.loss_names` (plus every PyWavelets
 discrete wavelet and boundary mode for the wavelet losses) the draws cover ndim 1–3,
 sides of 1, odd, prime and power-of-two lengths, float32 and float64 (bfloat16 under
-autocast for 2-D), per-argument scales 0 and 1e-30 … 1e30 (1e-300 in float64), random,
-constant, sparse and identical inputs. Each case must end in one of two ways:
+autocast for 2-D), per-argument scales 0, 1e-30 … 1e30 and the dtype's edges (its largest
+finite value, multiples of its smallest subnormal, 10^e near both; 1e-300 in float64),
+random, constant, sparse and identical inputs; ``test_every_loss_at_the_dtypes_edges``
+adds five fixed edge pairs per loss and dtype (float32, float64, bfloat16). Each case must
+end in one of two ways:
 
 * a ``ValueError`` whose message starts with the argument it is about (``x0 has …``,
   ``levels=…``, ``wavelet=…``, ``patch_factor=…``, ``(n_fft, hop, win_length)=…``); or
@@ -12,11 +15,15 @@ constant, sparse and identical inputs. Each case must end in one of two ways:
   gradient with respect to both arguments.
 
 The one non-finite result accepted is ±inf where the true number lies beyond the
-dtype's range, checked by recomputing in float64: the value of a quadratic loss (ffl,
-fourier_l2, wavelet_l2) at 1e20 in float32 (≈ 1e40), or a gradient that exceeds the range
-somewhere (e.g. of the phase losses with respect to an argument 1e60 times smaller than
-the other, ≈ 1e49; its other entries, sums of such terms, may then be ±inf as well).
-NaN is never accepted.
+dtype's range, checked by recomputing in float64 (for a loss homogeneous of degree k, at
+inputs scaled to ≈ 1 and scaled back in logarithms, so beyond float64 too): the value of a
+quadratic loss (ffl, fourier_l2, wavelet_l2) at 1e20 in float32 (≈ 1e40), or a gradient
+that exceeds the range somewhere (e.g. of the phase losses with respect to an argument
+1e60 times smaller than the other, ≈ 1e49; its other entries, sums of such terms, may
+then be ±inf as well). Where float64 cannot hold the case (a float64 pair spanning its
+largest value and its subnormals; mrstft, not homogeneous, beyond float64) ±inf is
+accepted unconfirmed. NaN is never accepted. A sample holding NaN or ±inf gets a NaN
+value (``test_a_non_finite_sample_gets_nan_and_the_others_their_value``).
 
 Draws are derandomized, so the suite runs the same cases every time
 (``SPECREG_FUZZ_EXAMPLES`` sets examples per loss, default 200; ``SPECREG_FUZZ_RANDOM=1``
@@ -401,3 +408,20 @@ def test_a_non_finite_sample_gets_nan_and_the_others_their_value(name: str, bad:
         keep = torch.tensor([0, 2])
         torch.testing.assert_close(value[keep].detach(), loss(x[0][keep], x[1][keep]))
         assert torch.isfinite(a.grad[keep]).all() and torch.isfinite(b.grad[keep]).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_loss_compiles_as_one_graph(name: str) -> None:
+    # README: "torch.compile-able" — dynamo captures each loss, forward and backward, in one
+    # graph (fullgraph=True raises at a graph break); the eager backend keeps it quick
+    # (Inductor, which runs complex FFT arithmetic as ATen calls, in test_losses_fourier.py)
+    shape, kw = ((2, 1, 2048), {}) if name == "mrstft" else ((2, 2, 16, 16), {"ndim": 2})
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(shape, generator=g)
+    a = torch.randn(shape, generator=g).requires_grad_(True)
+    loss = build_loss(name, **kw)
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, backend="eager", fullgraph=True)
+    value = compiled(a, x0)
+    value.sum().backward()
+    torch.testing.assert_close(value, loss(a, x0))
