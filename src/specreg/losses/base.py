@@ -19,6 +19,10 @@ class SpectralLoss(nn.Module):
     float64 (used by gradcheck). ``reduction`` is ``"none"`` (shape (B,)), ``"mean"`` or
     ``"sum"``. Nothing in ``forward`` reads tensor values on the host, so losses run under
     ``torch.compile`` without graph breaks or device syncs.
+
+    Finite input gives a value that is never NaN: finite, or +inf where the true value
+    exceeds the dtype. A sample holding NaN or ±inf (in either argument) gets a NaN value,
+    the other samples their own values, so a non-finite check downstream sees it.
     """
 
     def __init__(self, ndim: int = 2, reduction: str = "none") -> None:
