@@ -102,14 +102,16 @@ class FusedAmplitudeL1(torch.autograd.Function):
         return grad * per_sample_view(g / ctx.n, grad), None, None
 
 
-def _snapped_unit(f: torch.Tensor, tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(u, 1/|z|, keep) for z = ``snap_residue``(f) as real pairs: u = z/|z| (0 where z = 0),
-    ``keep`` 1 where a part of f is above the residue level (its gradient passes)."""
+def _snapped(f: torch.Tensor, tol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, small): z = ``snap_residue``(f) as real pairs, ``small`` where a part was snapped
+    (its gradient is 0 there)."""
     small = f.abs() <= tol.unsqueeze(-1)
-    keep = (~small).to(f.dtype)
-    z = torch.where(small, 0.0, f)  # +0, not f·0: −0 would put a negative real bin at −π
-    inv = _inverse_norm(torch.linalg.vector_norm(z, dim=-1))
-    return z * inv.unsqueeze(-1), inv, keep
+    return torch.where(small, 0.0, f), small  # +0, not f·0: −0 would put a negative real bin at −π
+
+
+def _tangent(z: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+    """i·z as real pairs, (−Im z, Re z), 0 in the parts that were snapped."""
+    return torch.where(small, 0.0, torch.stack([-z[..., 1], z[..., 0]], -1))
 
 
 class FusedAmplitudePhase(torch.autograd.Function):
@@ -129,39 +131,39 @@ class FusedAmplitudePhase(torch.autograd.Function):
         f0, a0, tol0 = _scaled_spectrum(x0, s0, ndim)
         r_hat = per_sample_view(s_hat / s, a_hat)
         A0 = a0 * per_sample_view(s0 / s, a0)
-        d = a_hat * r_hat - A0
-        u_hat, inv_hat, keep = _snapped_unit(f_hat, tol_hat)
-        u0, _, _ = _snapped_unit(f0, tol0)
+        d = torch.addcmul(-A0, a_hat, r_hat)
+        z_hat, small = _snapped(f_hat, tol_hat)
+        z0, _ = _snapped(f0, tol0)
         n = math.prod(x0.shape[1:])
         w = hermitian_weights(shape, dtype=a0.dtype, device=a0.device)
         need = ctx.needs_input_grad[0]
         if not weighted:
-            # φ = atan2(Im, Re) of the snapped spectrum, 0 where it is 0 (as safe_angle)
-            phi_hat = torch.atan2(u_hat[..., 1], torch.where(inv_hat > 0, u_hat[..., 0], torch.ones_like(inv_hat)))
-            phi0 = torch.atan2(u0[..., 1], torch.where(u0.abs().sum(-1) > 0, u0[..., 0], torch.ones_like(inv_hat)))
-            dphi = phi_hat - phi0
+            # φ = atan2(Im, Re) of the snapped spectrum: atan2 is blind to |z|, and gives
+            # atan2(+0, +0) = 0 where z = 0 (as safe_angle)
+            dphi = torch.atan2(z_hat[..., 1], z_hat[..., 0]) - torch.atan2(z0[..., 1], z0[..., 0])
             l_a = torch.matmul(d.abs(), w).flatten(1).sum(1) / n
             l_phi = torch.matmul(dphi.abs(), w).flatten(1).sum(1) / n
             value = l_a * (1.0 + beta * l_phi) * s
             if need:
                 # amplitude: sign·ŝ/s·F̂/|F̂|; phase: ∂φ̂/∂F̂ = i·z/|z|² on the snapped z
                 coef_a = per_sample_view((1.0 + beta * l_phi) / n, d) * torch.sign(d) * r_hat
-                coef_p = per_sample_view(beta * l_a / n, d) * torch.sign(dphi) * inv_hat
-                g_f = f_hat * _over(coef_a, a_hat).unsqueeze(-1)
-                tangent = torch.stack([-u_hat[..., 1], u_hat[..., 0]], -1) * keep
-                g_f = torch.view_as_complex(torch.addcmul(g_f, tangent, coef_p.unsqueeze(-1)))
+                coef_p = _over(per_sample_view(beta * l_a / n, d) * torch.sign(dphi), z_hat.square().sum(-1))
+                g_f = torch.addcmul(f_hat * _over(coef_a, a_hat).unsqueeze(-1), _tangent(z_hat, small),
+                                    coef_p.unsqueeze(-1))
         else:
-            du = u0 - u_hat
+            inv_hat = _inverse_norm(torch.linalg.vector_norm(z_hat, dim=-1))
+            u_hat = z_hat * inv_hat.unsqueeze(-1)
+            du = z0 * _inverse_norm(torch.linalg.vector_norm(z0, dim=-1)).unsqueeze(-1) - u_hat
             one_minus_cos = 0.5 * du.square().sum(-1)
             value = torch.matmul(d.abs() + beta * A0 * one_minus_cos, w).flatten(1).sum(1) * (s / n)
             if need:
                 # 1 − cos = |u0 − û|²/2: ∂/∂û = û − u0, through û = z/|z| its tangential part
-                t = (u_hat[..., 1] * du[..., 0] - u_hat[..., 0] * du[..., 1]) * (beta / n) * A0 * inv_hat
-                g_f = f_hat * _over(torch.sign(d) * (r_hat / n), a_hat).unsqueeze(-1)
-                tangent = torch.stack([-u_hat[..., 1], u_hat[..., 0]], -1) * keep
-                g_f = torch.view_as_complex(torch.addcmul(g_f, tangent, t.unsqueeze(-1)))
+                # i·û·Im(conj(û)·(û − u0))/|z| = i·z·t, t = Im(conj(û)·(û − u0))/|z|²
+                t = (u_hat[..., 1] * du[..., 0] - u_hat[..., 0] * du[..., 1]) * (beta / n) * A0 * inv_hat * inv_hat
+                g_f = torch.addcmul(f_hat * _over(torch.sign(d) * (r_hat / n), a_hat).unsqueeze(-1),
+                                    _tangent(z_hat, small), t.unsqueeze(-1))
         if need:
-            ctx.save_for_backward(g_f, s, s_hat)
+            ctx.save_for_backward(torch.view_as_complex(g_f), s, s_hat)
             ctx.shape, ctx.ndim = shape, ndim
         return value
 
