@@ -371,3 +371,48 @@ def test_phase_gradient_has_no_cancellation_residue():
         x_hat.grad = None
         FourierAmplitudePhaseLoss(ndim=1, form=form)(x_hat, x0).sum().backward()
         assert torch.isfinite(x_hat.grad).all(), form
+
+
+# --- issue 31: the fused functions (x0 without a gradient) against the autograd form ------
+
+FUSED = ["fourier_amp", "fourier_ap", "fourier_ap_weighted", "psd"]
+
+
+@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("ndim, shape", [(1, (2, 2, 33)), (2, (3, 2, 7, 9)), (3, (1, 2, 4, 5, 6)), (2, (2, 1, 1, 1))])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+def test_fused_matches_the_autograd_form(name, ndim, shape, dtype):
+    # per_sample_autograd is the same loss written with autograd operations (the form that
+    # passed the hardening of issue 17, used when x0 needs a gradient); values and
+    # gradients must agree to rounding, at ordinary, far-apart and tiny scales, on
+    # random and constant signals
+    loss = build_loss(name, ndim=ndim)
+    g = torch.Generator().manual_seed(31)
+    tol = {torch.float64: 1e-12, torch.float32: 2e-5}[dtype]
+    for sa, sb in [(1.0, 1.0), (1e10, 1e-10), (1e-30, 1e-30), (1.0, 0.0)]:
+        for constant in (False, True):
+            a = torch.randn(shape, generator=g, dtype=torch.float64) * sa
+            b = torch.randn(shape, generator=g, dtype=torch.float64) * sb
+            if constant:
+                a = a.mean(dim=tuple(range(2, a.dim())), keepdim=True).expand_as(a).contiguous()
+            a, b = a.to(dtype), b.to(dtype)
+            x1, x2 = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
+            v1 = loss(x1, b)  # fused
+            v2 = loss.per_sample_autograd(x2, b)
+            v1.sum().backward()
+            v2.sum().backward()
+            torch.testing.assert_close(v1.detach(), v2.detach(), rtol=tol, atol=0)
+            scale = float(x2.grad.abs().max())
+            torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=tol * max(scale, 1e-300))
+
+
+@pytest.mark.parametrize("name", FUSED)
+@pytest.mark.parametrize("ndim, shape, scale", [(1, (2, 1, 9), 1.0), (3, (1, 1, 3, 4, 5), 1.0),
+                                               (2, (2, 1, 5, 6), 1e-200), (2, (2, 1, 5, 6), 1e200)])
+def test_fused_gradcheck_float64(name, ndim, shape, scale):
+    g = torch.Generator().manual_seed(5)
+    x_hat = (torch.randn(shape, generator=g, dtype=torch.float64) * scale).requires_grad_(True)
+    x0 = torch.randn(shape, generator=g, dtype=torch.float64) * scale
+    loss = build_loss(name, ndim=ndim)
+    assert torch.autograd.gradcheck(lambda a: loss(a, x0) / scale ** {"psd": 0}.get(name, 1), (x_hat,),
+                                    eps=1e-6 * scale, atol=1e-5)

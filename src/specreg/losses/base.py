@@ -19,6 +19,10 @@ class SpectralLoss(nn.Module):
     float64 (used by gradcheck). ``reduction`` is ``"none"`` (shape (B,)), ``"mean"`` or
     ``"sum"``. Nothing in ``forward`` reads tensor values on the host, so losses run under
     ``torch.compile`` without graph breaks or device syncs.
+
+    Finite input gives a value that is never NaN: finite, or +inf where the true value
+    exceeds the dtype. A sample holding NaN or ±inf (in either argument) gets a NaN value,
+    the other samples their own values, so a non-finite check downstream sees it.
     """
 
     def __init__(self, ndim: int = 2, reduction: str = "none") -> None:
@@ -50,10 +54,13 @@ def pow2_scale(x: torch.Tensor) -> torch.Tensor:
     numbers near 1: nothing overflows at 1e30 or sinks into subnormal numbers at 1e-30.
     s stays within the dtype's normal range (2^-126 … 2^127 in float32).
     """
-    m = x.detach().abs().flatten(1).amax(1)
+    lo, hi = torch.aminmax(x.detach().flatten(1), dim=1)  # one pass, not abs then amax
+    m = torch.maximum(hi, -lo)
     finfo = torch.finfo(x.dtype)
-    e = torch.floor(torch.log2(torch.where(m > 0, m, torch.ones_like(m))))
-    return torch.exp2(e.clamp(math.log2(finfo.tiny), math.floor(math.log2(finfo.max))))
+    # frexp gives m = f·2^E with f in [0.5, 1) exactly; floor(log2(m)) rounded up to 1024
+    # for float64's largest value, and 2^1024 is inf
+    e = torch.frexp(torch.where(m > 0, m, torch.ones_like(m))).exponent - 1
+    return torch.exp2(e.clamp(math.frexp(finfo.tiny)[1] - 1, math.frexp(finfo.max)[1] - 1).to(x.dtype))
 
 
 def per_sample_view(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -96,8 +103,13 @@ class _Divide(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor):
+        # g·(s/s_x), s ≥ s_x, as two factors ≥ 1 of at most 2^127 each (s/s_x itself may
+        # exceed the range, and g/s_x first overflowed for s = s_x = 2^-126 and |g| > 4)
         s_x, s = ctx.saved_tensors
-        return g / per_sample_view(s_x, g) * per_sample_view(s, g), None, None
+        e = torch.frexp(s).exponent - torch.frexp(s_x).exponent  # log2(s/s_x), exact
+        half = torch.div(e, 2, rounding_mode="floor")
+        r1, r2 = torch.exp2(half.to(g.dtype)), torch.exp2((e - half).to(g.dtype))
+        return g * per_sample_view(r1, g) * per_sample_view(r2, g), None, None
 
 
 def scale_down(x: torch.Tensor, s: torch.Tensor, common: torch.Tensor | None = None) -> torch.Tensor:
@@ -120,3 +132,54 @@ def scale_up(v: torch.Tensor, s: torch.Tensor, k: int) -> torch.Tensor:
     s² overflows from s = 2^64 on, although the gradient s·∇L(x/s) is representable).
     """
     return _Rescale.apply(v, s, k, k - 1)
+
+
+class _ScaledDifference(torch.autograd.Function):
+    """u = (a − b)/(h·s) in the forward; g·s^(k−1)·h^(k−1) and its negative in the backward."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, k: int):
+        finfo = torch.finfo(a.dtype)
+        m = torch.maximum(a.abs().flatten(1).amax(1), b.abs().flatten(1).amax(1))
+        h = torch.where(m >= finfo.max / 2, torch.full_like(m, 2.0), torch.ones_like(m))
+        hv = per_sample_view(h, a)
+        d = a / hv - b / hv
+        s = pow2_scale(d)
+        ctx.save_for_backward(s, h)
+        ctx.k = k
+        ctx.mark_non_differentiable(s, h)
+        return d / per_sample_view(s, d), s, h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor, _gs: torch.Tensor, _gh: torch.Tensor):
+        s, h = ctx.saved_tensors
+        g = _times_power(_times_power(g, s, ctx.k - 1), h, ctx.k - 1)
+        return g, -g, None
+
+
+def scaled_difference(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """(u, (s, h)) with u = (a − b)/(h·s), for a loss L(a − b) homogeneous of degree k, to
+    be returned as :func:`scale_value`(L(u), (s, h), k).
+
+    The backward of u applies the gradient's whole factor (h·s)^(k−1) to each entry of
+    ∇L(u), after the transforms have summed it in scaled units: an entry beyond the
+    dtype's range is ±inf, an entry that is 0 stays 0 (a factor applied to the scalar
+    loss instead turned into inf·0 = NaN in the transforms' backward). a − b of two finite
+    numbers overflows when both lie beyond half the dtype's largest value with opposite
+    signs (2e38 − (−2e38) in float32): such a sample is halved first, h = 2 (exact but
+    for subnormal entries, 2^-150 against a sample near 2^127); every other sample has
+    h = 1 and its difference is exact. s is :func:`pow2_scale` of the (halved) difference,
+    so the transforms see numbers near 1 however large or small a − b is. Scales are
+    detached, shape (B,).
+    """
+    u, s, h = _ScaledDifference.apply(a, b, k)
+    return u, (s, h)
+
+
+def scale_value(v: torch.Tensor, scales: tuple[torch.Tensor, ...], k: int) -> torch.Tensor:
+    """v·Π s^k over ``scales`` (each (B,), applied in order), the gradient passing through
+    unchanged (:func:`scaled_difference` applies its factor)."""
+    for s in scales:
+        v = _Rescale.apply(v, s, k, 0)
+    return v

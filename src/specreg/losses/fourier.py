@@ -14,7 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from specreg._checks import check_choice, check_positive
-from specreg.losses.base import SpectralLoss, per_sample_view, pow2_scale, scale_down, scale_up
+from specreg.losses.base import (
+    SpectralLoss,
+    per_sample_view,
+    pow2_scale,
+    scale_down,
+    scale_up,
+    scale_value,
+    scaled_difference,
+)
+from specreg.losses.fourier_fused import FusedAmplitudeL1, FusedAmplitudePhase, FusedLogRadialPowerL1
 from specreg.transforms.fourier import (
     full_mean,
     radial_average,
@@ -34,7 +43,7 @@ def _spectrum(u: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor, t
     f = rfftn(u, ndim)
     a = safe_amplitude(f)
     tol = residue_tolerance(a, ndim)
-    return f, torch.where(a > tol, a, torch.zeros_like(a)), tol
+    return f, torch.where(a <= tol, torch.zeros_like(a), a), tol  # NaN stays NaN (a NaN input gives NaN)
 
 
 def _amplitudes(x0_hat: torch.Tensor, x0: torch.Tensor, ndim: int, phases: bool = False
@@ -70,6 +79,12 @@ class FourierAmplitudeLoss(SpectralLoss):
     """
 
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        if not x0.requires_grad:  # the training case: one fused function (fourier_fused)
+            return FusedAmplitudeL1.apply(x0_hat, x0, self.ndim)
+        return self.per_sample_autograd(x0_hat, x0)
+
+    def per_sample_autograd(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The same loss written with autograd operations (gradients for both arguments)."""
         a_hat, a0, _, _, s = _amplitudes(x0_hat, x0, self.ndim)
         return scale_up(full_mean((a0 - a_hat).abs(), x0.shape[-self.ndim:], self.ndim), s, 1)
 
@@ -107,6 +122,12 @@ class FourierAmplitudePhaseLoss(SpectralLoss):
         # amplitudes in units of s (both terms are homogeneous of degree 1); phases come
         # from spectra whose rounding residue is snapped to 0, so a bin that is real in
         # exact arithmetic has φ = 0 or +π, never −π by a residue of −1e-16
+        if not x0.requires_grad:  # the training case: one fused function (fourier_fused)
+            return FusedAmplitudePhase.apply(x0_hat, x0, self.ndim, self.phase_weight, self.form == "weighted")
+        return self.per_sample_autograd(x0_hat, x0)
+
+    def per_sample_autograd(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The same loss written with autograd operations (gradients for both arguments)."""
         a_hat, a0, f_hat, f0, s = _amplitudes(x0_hat, x0, self.ndim, phases=True)
         shape = x0.shape[-self.ndim:]
         if self.form == "paper":
@@ -157,6 +178,12 @@ class PowerSpectrumLoss(SpectralLoss):
         self.eps = check_positive("eps", eps)
 
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        if not x0.requires_grad:  # the training case: one fused function (fourier_fused)
+            return FusedLogRadialPowerL1.apply(x0_hat, x0, self.ndim, self.eps)
+        return self.per_sample_autograd(x0_hat, x0)
+
+    def per_sample_autograd(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The same loss written with autograd operations (gradients for both arguments)."""
         d = log_radial_power(x0_hat, self.ndim, self.eps) - log_radial_power(x0, self.ndim, self.eps)
         return d.abs().flatten(1).mean(1)
 
@@ -205,19 +232,18 @@ class FocalFrequencyLoss(SpectralLoss):
 
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         # F is linear, so ΔF = F[x0 − x̂0]: one transform, of the difference divided by its
-        # power of two s; the loss is quadratic, L = s²·L(d/s), and scale_up forms its
-        # gradient s·∇L(d/s) directly (s² overflows float32 from 1e19 on)
-        d = x0 - x0_hat
-        s = pow2_scale(d)
-        diff = rfftn(self._patches(scale_down(d, s)), self.ndim)
+        # power of two s (see scaled_difference); the loss is quadratic, L = s²·L(d/s), and
+        # its gradient s·∇L(d/s) is formed entry by entry (s² overflows float32 from 1e19 on)
+        d, s = scaled_difference(x0, x0_hat, 2)
+        diff = rfftn(self._patches(d), self.ndim)
         dist = diff.real**2 + diff.imag**2
         with torch.no_grad():
-            w = self._focal_weights(diff.abs(), s)
+            w = self._focal_weights(diff.abs(), torch.log(s[0]) + torch.log(s[1]))  # s·h may exceed the dtype
         shape = tuple(n // self.patch_factor for n in x0.shape[-self.ndim:])
-        return scale_up(self.loss_weight * full_mean(w * dist, shape, self.ndim), s, 2)
+        return scale_value(self.loss_weight * full_mean(w * dist, shape, self.ndim), s, 2)
 
-    def _focal_weights(self, mag: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """w = |ΔF|^α (or log(1 + |ΔF|^α)) normalised to max 1, from |ΔF|/s = ``mag``.
+    def _focal_weights(self, mag: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+        """w = |ΔF|^α (or log(1 + |ΔF|^α)) normalised to max 1, from |ΔF|/s = ``mag`` and ln s = ``log_s`` (B,).
 
         Computed in logarithms, ln w = α·(ln mag + ln s), which neither overflows nor
         underflows (|ΔF|^α itself does at large α or scale); ln ln(1 + w) is
@@ -225,7 +251,7 @@ class FocalFrequencyLoss(SpectralLoss):
         """
         if self.alpha == 0:  # |ΔF|^0 = 1 everywhere, 0^0 included
             return torch.ones_like(mag)
-        log_w = self.alpha * (torch.log(mag) + per_sample_view(torch.log(s), mag))  # −inf where ΔF = 0
+        log_w = self.alpha * (torch.log(mag) + per_sample_view(log_s, mag))  # −inf where ΔF = 0
         if self.log_matrix:
             log_w = torch.where(log_w < -15.0, log_w, torch.log(F.softplus(log_w)))
         dims = tuple(range(-self.ndim, 0))

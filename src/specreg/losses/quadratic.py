@@ -18,8 +18,11 @@ the loss), which :class:`specreg.regularizer.BandWeights` weighs with learned,
 noise-level-dependent weights.
 
 Numerics: the difference is divided by its largest magnitude (a detached per-sample
-power of two, exact) before the transform and the square is multiplied back at the end,
-so nothing overflows before the mean is taken at 1e19 and nothing underflows at 1e-20.
+power of two, exact; :func:`~specreg.losses.base.scaled_difference`, which also halves a
+sample whose difference itself would overflow) before the transform and the square is
+multiplied back at the end, so nothing overflows before the mean is taken and nothing
+underflows, up to the dtype's largest value and down to its subnormals; the value is
++inf only where the true one exceeds the dtype, and the gradient then stays finite or ±inf.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import pywt
 import torch
 
 from specreg._checks import check_choice, check_positive
-from specreg.losses.base import SpectralLoss, pow2_scale, scale_down, scale_up
+from specreg.losses.base import SpectralLoss, scale_value, scaled_difference
 from specreg.losses.wavelet import Gamma, WaveletLoss
 from specreg.transforms.fourier import full_mean, hermitian_weights, radial_bins, radial_frequency, rfftn
 from specreg.transforms.wavelet import WaveletLike, wavedec_unscaled
@@ -41,19 +44,6 @@ WEIGHTINGS = ("flat", "power", "whiten")
 # power (checkerboards between their lines) get a large but bounded weight (≤ 1e6 × the peak's)
 WHITEN_FLOOR = 1e-6
 NYQUIST = 0.5  # cycles per sample
-
-
-def _scaled(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(d / s, s) with s the per-sample power of two of :func:`~specreg.losses.base.pow2_scale`.
-
-    A power of two divides exactly, so for representable results the value equals the
-    unscaled one to rounding; the scale is detached. d/s passes its gradient through
-    unchanged: callers multiply a squared quantity back with
-    :func:`~specreg.losses.base.scale_up` (k = 2), which gives the gradient its factor s
-    at once (s² alone overflows float32 from s = 2^64 on, the gradient does not).
-    """
-    s = pow2_scale(d)
-    return scale_down(d, s), s
 
 
 def _check_weights_tensor(name: str, w: Any) -> torch.Tensor:
@@ -199,15 +189,16 @@ class FourierL2Loss(SpectralLoss):
 
     # ---- loss -------------------------------------------------------------------------
 
-    def _power(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-        d, scale = _scaled(x0_hat - x0)  # one transform: F is linear
+    def _power(self, x0_hat: torch.Tensor, x0: torch.Tensor
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[int, ...]]:
+        d, scale = scaled_difference(x0_hat, x0, 2)  # one transform: F is linear
         f = rfftn(d, self.ndim)
         return f.real**2 + f.imag**2, scale, tuple(x0.shape[-self.ndim:])
 
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         p, scale, shape = self._power(x0_hat, x0)
         w = self.weight_map(shape, dtype=p.dtype, device=p.device)
-        return scale_up(full_mean(w * p, shape, self.ndim), scale, 2)
+        return scale_value(full_mean(w * p, shape, self.ndim), scale, 2)
 
     def per_band(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The loss split into :attr:`n_bands` octave bands, (B, n_bands), coarse first;
@@ -223,7 +214,7 @@ class FourierL2Loss(SpectralLoss):
             herm = hermitian_weights(shape, dtype=p.dtype, device=p.device)
             per_bin = (w * p * herm).reshape(p.shape[0], -1, *p.shape[-self.ndim:]).sum(1)  # over channels
             n_full = math.prod(p.shape[1:-1]) * shape[-1]
-            return scale_up(torch.einsum("b...,k...->bk", per_bin, masks) / n_full, scale, 2)
+            return scale_value(torch.einsum("b...,k...->bk", per_bin, masks) / n_full, scale, 2)
 
     def extra_repr(self) -> str:
         extra = {"power": f", power={self.power}, floor={self.floor}", "flat": "", "bins": "",
@@ -281,7 +272,7 @@ class WaveletL2Loss(WaveletLoss):
     def _levels_sq(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         levels = self.resolve_levels(tuple(x0.shape[-self.ndim:]))
         gamma = self.band_weights(levels)
-        d, scale = _scaled(x0_hat - x0)
+        d, scale = scaled_difference(x0_hat, x0, 2)
         coeffs, factors = wavedec_unscaled(d, self.wavelet_key, levels, self.ndim, self.mode)
         n = x0[0].numel()
         groups = ([[((0, "approx"), coeffs[0])]] if self.include_approx else [])
@@ -294,7 +285,7 @@ class WaveletL2Loss(WaveletLoss):
                 if gamma[key] != 0.0:
                     total = total + (gamma[key] * factor**2) * band.pow(2).flatten(1).sum(1)
             out.append(total)
-        return scale_up(torch.stack(out, 1) / n, scale, 2)
+        return scale_value(torch.stack(out, 1) / n, scale, 2)
 
     def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         return self._levels_sq(x0_hat, x0).sum(1)

@@ -14,12 +14,11 @@ batch instead). L is dimensionless.
 
 Speed (the usual case, x0 without a gradient): both signals are first scaled per sample
 by a power of two g ≤ 1 that brings max |x| to at most 1 (the floor is scaled with them;
-exact, and L does not change), so |S|² cannot overflow and magnitudes are plain
-sqrt(re² + im²); the STFT windows only the ``win_length`` samples under the window
-(:func:`specreg.transforms.stft.windowed_frames_rfft`), and the terms of one resolution
-and their gradient with respect to the STFT of x̂0 are computed in one fused pass
+exact, and L does not change), so |S|² cannot overflow; the STFT windows only the
+``win_length`` samples under the window (:func:`specreg.transforms.stft.windowed_frames_rfft`),
+and the terms of one resolution and their gradient with respect to the STFT of x̂0 are computed in one fused pass
 (:class:`_ResolutionTerms`). When x0 needs a gradient too, the loss is written with
-plain autograd operations instead.
+plain autograd operations instead, on the same scaled signals.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from collections.abc import Sequence
 import torch
 
 from specreg._checks import check_int_sequence, check_positive
-from specreg.losses.base import SpectralLoss
+from specreg.losses.base import SpectralLoss, scale_down, scale_value
 from specreg.transforms.stft import (
     check_resolution,
     make_window,
@@ -54,10 +53,12 @@ def _pow2_gain(*xs: torch.Tensor, dims: tuple[int, ...], floor: float = 0.0, rea
     ``reach``·max|x|·g (a bound on |STFT|, ``reach`` the longest window) is 2^62.
     """
     m = torch.stack([x.detach().abs().amax(dim=dims, keepdim=True) for x in xs]).amax(0)
-    e = torch.ceil(torch.log2(torch.nan_to_num(m.float(), posinf=3.0e38).clamp_min(1.0)))
+    # in the signals' own dtype: float64 beyond 3e38 went through float32 and was not scaled
+    m = torch.nan_to_num(m, posinf=torch.finfo(m.dtype).max)
+    e = torch.ceil(torch.log2(m.clamp_min(1.0)))
     if floor > 0:
         e = torch.maximum(e.clamp_max(math.floor(63 + math.log2(floor))), e + (math.ceil(math.log2(reach)) - 62))
-    return torch.exp2(-e).to(xs[0].dtype)
+    return torch.exp2(-e)
 
 
 def safe_frobenius(d: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -68,17 +69,33 @@ def safe_frobenius(d: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     gradient there is 0 instead of 0/0.
     """
     scale = d.detach().abs().amax(dim=dims, keepdim=True)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)  # == 0, not > 0: NaN stays NaN
     s = (d / scale).square().sum(dim=dims)
-    nonzero = s > 0
-    root = torch.sqrt(torch.where(nonzero, s, torch.ones_like(s)))
-    return torch.where(nonzero, root, torch.zeros_like(root)) * scale.reshape(s.shape)
+    zero = s == 0
+    root = torch.sqrt(torch.where(zero, torch.ones_like(s), s))
+    return torch.where(zero, torch.zeros_like(root), root) * scale.reshape(s.shape)
+
+
+def _spectral_convergence(S: torch.Tensor, S_hat: torch.Tensor) -> torch.Tensor:
+    """‖S − Ŝ‖_F / ‖S‖_F per sample, with the gradient (S − Ŝ)/(‖S − Ŝ‖·‖S‖) formed without
+    the intermediate ‖S − Ŝ‖/‖S‖, which may overflow where the gradient does not (Ŝ near
+    the dtype's largest value against S at the floor: the value is then +inf, truly)."""
+    d = S - S_hat
+    scale = d.detach().abs().amax(dim=_DIMS).clamp_min(torch.finfo(d.dtype).tiny)  # (B,)
+    u = scale_down(d, scale)  # d/scale, its gradient passed through unchanged
+    s = u.square().sum(dim=_DIMS)
+    zero = s == 0
+    root = torch.where(zero, torch.zeros_like(s), torch.sqrt(torch.where(zero, torch.ones_like(s), s)))
+    # ‖S − Ŝ‖ rescaled with its gradient passed through, then divided by ‖S‖ (whose own
+    # gradient, −L_sc/‖S‖, needs the rescaled value)
+    return scale_value(root, (scale,), 1) / safe_frobenius(S, _DIMS)
 
 
 def _modulus(Y: torch.Tensor) -> torch.Tensor:
-    """|Y| as sqrt(re² + im²): 2.5× faster than the overflow-safe ``abs`` (hypot) on the CPU;
-    callers scale Y so that the squares stay in range."""
-    return (Y.real.square() + Y.imag.square()).sqrt_()
+    """|Y| with ``hypot``: sqrt(re² + im²) is 2.5× faster on the CPU, but where one signal
+    is far smaller than the other (x̂0 ~ 1 against x0 ~ 1e36, both scaled by the same gain)
+    the small one's squares are subnormal, and its gradient came out wrong by 95 %."""
+    return Y.abs()
 
 
 class _ResolutionTerms(torch.autograd.Function):
@@ -190,14 +207,18 @@ class MultiResolutionSTFTLoss(SpectralLoss):
             )
         if not x0.requires_grad:
             return self._fast_per_sample(x0_hat, x0)
-        floor = self.eps**0.5
+        # the same exact per-sample gain as the fast path: |STFT| of a 1e36 signal overflowed
+        gain = _pow2_gain(x0_hat, x0, dims=(1, 2), floor=self.eps**0.5,
+                          reach=max(win for _, _, win in self.resolutions))  # (B, 1, 1)
+        x0_hat, x0 = x0_hat * gain, x0 * gain
+        floor = (self.eps**0.5 * gain).unsqueeze(-1)  # (B, 1, 1, 1)
         total = x0.new_zeros(x0.shape[0])
         for i, (n_fft, hop, win) in enumerate(self.resolutions):
             window = getattr(self, f"window_{i}")
             S_hat = stft_magnitude(x0_hat, n_fft, hop, win, window, floor=floor)
             S = stft_magnitude(x0, n_fft, hop, win, window, floor=floor)
             if self.w_sc:
-                total = total + self.w_sc * safe_frobenius(S - S_hat, _DIMS) / safe_frobenius(S, _DIMS)
+                total = total + self.w_sc * _spectral_convergence(S, S_hat)
             if self.w_log_mag:
                 total = total + self.w_log_mag * (S.log() - S_hat.log()).abs().mean(dim=_DIMS)
         return total / len(self.resolutions)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from specreg._checks import check_choice
-from specreg.losses.base import SpectralLoss
+from specreg.losses.base import SpectralLoss, scale_value, scaled_difference
 from specreg.transforms.wavelet import MODES, WaveletLike, get_filters, max_level, wavedec_unscaled, wavelet_key
 
 #: Levels used when ``levels=None``: this many, or fewer when the signal is too short.
@@ -213,14 +213,17 @@ class WaveletLoss(SpectralLoss):
         levels = self.resolve_levels(tuple(x0.shape[-self.ndim :]))
         gamma = self.band_weights(levels)
         # Haar bands come unnormalised, their factor folded into γ (one pass fewer per level)
-        coeffs, factors = wavedec_unscaled(x0_hat - x0, self.wavelet_key, levels, self.ndim, self.mode)
+        # the difference in units of its per-sample power of two: Haar's unnormalised sums
+        # grow by 2^ndim a level and overflowed from 3e37 (float32) on
+        d, scale = scaled_difference(x0_hat, x0, 1)
+        coeffs, factors = wavedec_unscaled(d, self.wavelet_key, levels, self.ndim, self.mode)
         bands = [((0, "approx"), coeffs[0], factors[0])] if self.include_approx else []
         bands += [((i, k), b, factors[i]) for i, d in enumerate(coeffs[1:], start=1) for k, b in d.items()]
         total = x0.new_zeros(x0.shape[0])
         for key, band, factor in bands:
             if gamma[key] != 0.0:  # a zero weight costs nothing (and its band no backward)
                 total = total + (gamma[key] * factor) * band.abs().mean(dim=tuple(range(1, band.dim())))
-        return total
+        return scale_value(total, scale, 1)
 
     def extra_repr(self) -> str:
         return (

@@ -111,8 +111,9 @@ def snap_residue(f: torch.Tensor, ndim: int, tol: torch.Tensor | None = None) ->
     """
     tol = residue_tolerance(f.abs(), ndim) if tol is None else tol
     re, im = f.real, f.imag
-    return torch.complex(torch.where(re.abs() > tol, re, torch.zeros_like(re)),
-                         torch.where(im.abs() > tol, im, torch.zeros_like(im)))
+    # written so that NaN is kept (a comparison with NaN is false)
+    return torch.complex(torch.where(re.abs() <= tol, torch.zeros_like(re), re),
+                         torch.where(im.abs() <= tol, torch.zeros_like(im), im))
 
 
 class _UnitPhasor(torch.autograd.Function):

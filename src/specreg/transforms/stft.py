@@ -97,8 +97,9 @@ def stft(x: torch.Tensor, n_fft: int, hop: int, win_length: int,
 
 
 def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, win_length: int,
-                   window: str | torch.Tensor = "hann", floor: float = 0.0) -> torch.Tensor:
-    """|STFT| of ``x`` (B, C, T) → (B, C, n_fft//2 + 1, frames), clamped below at ``floor``.
+                   window: str | torch.Tensor = "hann", floor: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """|STFT| of ``x`` (B, C, T) → (B, C, n_fft//2 + 1, frames), clamped below at ``floor``
+    (a number, or a tensor > 0 that broadcasts against the result, e.g. one per sample).
 
     The magnitude is the complex abs (``hypot``), so it neither overflows for signals
     near 1e20 in float32 nor underflows for 1e-20, unlike sqrt(re² + im²).
@@ -106,11 +107,14 @@ def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, win_length: int,
     floor = sqrt(eps), up to rounding.
     """
     X = stft(x, n_fft, hop, win_length, window)
-    if floor <= 0:
-        return X.abs()
+    if not isinstance(floor, torch.Tensor):
+        if floor <= 0:
+            return X.abs()
+        floor = torch.tensor(floor, dtype=X.real.dtype, device=X.device)
     # bins below the floor end at the floor anyway; zeroing them first keeps the gradient
     # of |X|, X/|X|, from turning a subnormal X (a tiny signal) into NaN
-    return torch.where(X.abs() >= floor, X, torch.zeros_like(X)).abs().clamp_min(floor)
+    # (X.abs() < floor, not >=, so that NaN stays NaN: a NaN input gives a NaN loss)
+    return torch.maximum(torch.where(X.abs() < floor, torch.zeros_like(X), X).abs(), floor)
 
 
 class _RealFFT(torch.autograd.Function):
