@@ -12,19 +12,12 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from _tiny import tiny_config
 from PIL import Image
 
 from specreg.cli import build_parser, main
 
-TINY = {
-    "data": {"kind": "checkerboard", "size": 16, "n": 32},
-    "model": {"kind": "unet", "model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
-              "attn_resolutions": []},
-    "diffusion": {"kind": "edm"},
-    "train": {"steps": 3, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "threads": 1,
-              "tensorboard": False, "progress_bar": False},
-    "sample": {"n": 4, "steps": 3},
-}
+TINY = tiny_config(steps=3, checkpoint_every=2, sample_steps=3)
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

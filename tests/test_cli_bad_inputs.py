@@ -12,18 +12,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _tiny import tiny_config
 
 from specreg.cli import main
 
-TINY = {
-    "data": {"kind": "checkerboard", "size": 16, "n": 32},
-    "model": {"kind": "unet", "model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
-              "attn_resolutions": []},
-    "diffusion": {"kind": "edm"},
-    "train": {"steps": 2, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "threads": 1,
-              "tensorboard": False, "progress_bar": False},
-    "sample": {"n": 4, "steps": 2},
-}
+TINY = tiny_config(steps=2, checkpoint_every=2, sample_steps=2)
 NO_CUDA = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
 BIG = str(2**64)
 

@@ -13,21 +13,14 @@ import stat
 import numpy as np
 import pytest
 import torch
+from _tiny import tiny_config
 from PIL import Image
 
 from specreg.train.checkpoint import latest_weights, list_checkpoints, load_checkpoint, verify
 from specreg.train.config import config_from_dict
 from specreg.train.trainer import Trainer
 
-TINY = {
-    "data": {"kind": "checkerboard", "size": 16, "n": 32},
-    "model": {"kind": "unet", "model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
-              "attn_resolutions": []},
-    "diffusion": {"kind": "edm"},
-    "train": {"steps": 4, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "threads": 1,
-              "tensorboard": False, "progress_bar": False},
-    "sample": {"n": 4, "steps": 2},
-}
+TINY = tiny_config(steps=4, checkpoint_every=2, sample_steps=2)
 
 
 def _cfg(steps: int):
