@@ -38,9 +38,13 @@ def test_deltas_match_scipy_paired_and_welch_intervals():
         ci = stats.ttest_rel(x, y).confidence_interval()
         assert got.mean == pytest.approx(np.mean(x - y))
         assert got.half_width == pytest.approx((ci.high - ci.low) / 2)
+        assert got.p == pytest.approx(stats.ttest_rel(x, y).pvalue)
     w = stats.ttest_ind(l64 - b64, l32 - b32, equal_var=False).confidence_interval()
     assert lsd.contrast.mean == pytest.approx(np.mean(l64 - b64) - np.mean(l32 - b32))
     assert lsd.contrast.half_width == pytest.approx((w.high - w.low) / 2)
+    assert lsd.contrast.p == pytest.approx(stats.ttest_ind(l64 - b64, l32 - b32, equal_var=False).pvalue)
+    family = [c.b for c in cells.values()]  # the Δ_B of every cell: one family under BH
+    assert [d.p_adj for d in family] == pytest.approx(list(stats.false_discovery_control([d.p for d in family])))
     assert lsd.supports  # helps at 64 (−0.05) and more than at 32 (≈ 0)
     # a signed key is scored by its size: |bias| 0.05 → 0.02 is a gain of 0.03, equal in both
     bias_cell = cells["lsd_high_bias"]
@@ -53,7 +57,8 @@ def test_a_change_inside_twice_the_floor_supports_nothing():
     a = study({"base": {"lsd": [0.1, 0.1, 0.1]}, "loss": {"lsd": [0.1, 0.1, 0.1]}}, {"lsd": 0.01})
     b = study({"base": {"lsd": [0.2, 0.21, 0.2]}, "loss": {"lsd": [0.19, 0.2, 0.19]}}, {"lsd": 0.01})
     (cell,) = contrast(a, b, ["lsd"])
-    assert cell.b.mean == pytest.approx(-0.01) and cell.b.resolved() and not cell.supports
+    assert cell.b.mean == pytest.approx(-0.01) and cell.b.p_adj < 0.05 and cell.floor == pytest.approx(0.02)
+    assert not cell.supports  # significant, but inside twice the noise floor
 
 
 def test_write_contrast_reads_two_result_folders(tmp_path):

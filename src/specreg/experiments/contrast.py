@@ -7,11 +7,16 @@ keys, its negative for "higher", its size for signed keys ranked toward 0)::
 
     d_S(s) = score(r_s) − score(baseline_s),     Δ_S = mean_s d_S(s)
 
-with the paired half-width t₀.₉₇₅(n−1)·sd(d)/√n (a negative Δ helps). The two studies
-train different models from different pretrainings, so nothing pairs across them: the
-contrast Δ_B − Δ_A gets Welch's half-width from the two sets of per-seed differences.
-A row *supports* "helps more in B" when Δ_B < 0 is resolved (beyond its half-width and,
-for distances, twice B's noise floor) and Δ_B − Δ_A < 0 is resolved.
+with the paired half-width t₀.₉₇₅(n−1)·sd(d)/√n and the paired t test's two-sided p (a
+negative Δ helps). The two studies train different models from different pretrainings, so
+nothing pairs across them: the contrast Δ_B − Δ_A gets Welch's half-width and p from the
+two sets of per-seed differences.
+
+The rules of the study statistics in force (:mod:`specreg.experiments.stats`) decide: the
+Δ_B of all cells form one family and the contrasts another, each under Benjamini–Hochberg
+at q = 0.05, and a change counts only beyond study B's practical floor of the key (twice
+the noise floor for a distance, the real-vs-real spread for a signed bias). A row
+*supports* "helps more in B" when Δ_B < 0 and Δ_B − Δ_A < 0 both count.
 """
 
 from __future__ import annotations
@@ -24,38 +29,44 @@ from pathlib import Path
 from typing import Any
 
 from specreg.experiments.results import StudyResults
-from specreg.experiments.stats import t975
+from specreg.experiments.stats import FDR_Q, bh_adjust, p_from_t, t975
 
 READING = ("Δ: the row's change against its own study's fine-tuned baseline in the key's score (lower is "
            "better: the value, its negative for higher-is-better keys, its size for signed biases), mean over "
            "seeds ± the paired 95 % half-width; negative helps. Δ_B − Δ_A ± Welch's 95 % half-width (the studies "
-           "share no seed noise). supports: Δ_B < 0 resolved (beyond its half-width and, for distances, twice "
-           "B's noise floor) and Δ_B − Δ_A < 0 resolved. Each cell is one test; read them as a family.")
+           "share no seed noise). p_BH: Benjamini–Hochberg adjusted p, the Δ_B column and the contrast column "
+           "each one family (q = 0.05). floor: study B's practical floor of the key (twice the noise floor for a "
+           "distance, the real-vs-real spread for a signed bias). supports: Δ_B < 0 and Δ_B − Δ_A < 0, each "
+           "with p_BH ≤ 0.05 and |value| beyond the floor.")
 
 
 @dataclass
 class Delta:
-    """A mean change and its 95 % half-width (None: fewer than two seeds)."""
+    """A mean change, its 95 % half-width and two-sided p (None: fewer than two seeds), and
+    after :func:`contrast` its Benjamini–Hochberg adjusted p within its family."""
 
     mean: float
     half_width: float | None
     n: int
+    p: float | None = None
+    p_adj: float | None = None
 
-    def resolved(self, at_least: float = 0.0) -> bool:
-        return self.half_width is not None and math.isfinite(self.mean) and \
-            abs(self.mean) > max(self.half_width, at_least)
+    def counts(self, floor: float, q: float = FDR_Q) -> bool:
+        """Survives FDR control and exceeds ``floor`` (the rule of a study mark)."""
+        return self.p_adj is not None and math.isfinite(self.mean) and self.p_adj <= q and abs(self.mean) > floor
 
 
 @dataclass
 class ContrastCell:
-    """One row × key: Δ in study A, Δ in study B, and Δ_B − Δ_A."""
+    """One row × key: Δ in study A, Δ in study B, Δ_B − Δ_A, B's practical floor of the key."""
 
     row: str
     key: str
     a: Delta
     b: Delta
     contrast: Delta
-    supports: bool
+    floor: float
+    supports: bool = False
 
 
 def _score(key: str, value: float) -> float:
@@ -77,27 +88,33 @@ def paired_change(res: StudyResults, row: str, key: str) -> tuple[Delta, list[fl
          if math.isfinite(a[s]) and math.isfinite(b[s])]
     if len(d) < 2:
         return Delta(statistics.fmean(d) if d else math.nan, None, len(d)), d
-    return Delta(statistics.fmean(d), t975(len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d)), len(d)), d
+    mean, se = statistics.fmean(d), statistics.stdev(d) / math.sqrt(len(d))
+    p = (1.0 if mean == 0 else 0.0) if se == 0 else p_from_t(mean / se, len(d) - 1)
+    return Delta(mean, t975(len(d) - 1) * se, len(d), p), d
 
 
 def welch(a: list[float], b: list[float]) -> Delta:
-    """mean(b) − mean(a) with Welch's 95 % half-width."""
+    """mean(b) − mean(a) with Welch's 95 % half-width and two-sided p."""
     if len(a) < 2 or len(b) < 2:
         return Delta(math.nan, None, 0)
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     diff = statistics.fmean(b) - statistics.fmean(a)
     if va + vb == 0:
-        return Delta(diff, 0.0, len(a) + len(b))
+        return Delta(diff, 0.0, len(a) + len(b), 1.0 if diff == 0 else 0.0)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return Delta(diff, t975(df) * math.sqrt(va + vb), len(a) + len(b))
+    se = math.sqrt(va + vb)
+    return Delta(diff, t975(df) * se, len(a) + len(b), p_from_t(diff / se, df))
+
+
+def _adjust(deltas: list[Delta]) -> None:
+    tested = [d for d in deltas if d.p is not None]
+    for d, p in zip(tested, bh_adjust([d.p for d in tested if d.p is not None]), strict=True):
+        d.p_adj = p
 
 
 def contrast(a: StudyResults, b: StudyResults, keys: list[str] | None = None) -> list[ContrastCell]:
-    """Every row the two studies share (their baseline excepted) × every key both tabulate."""
-    from specreg.metrics.registry import find_key
-
+    """Every row the two studies share (their baseline excepted) × every key both measured."""
     keys = keys or [k for k in b.columns if k in a.columns]
-    floor_b = (b.floor.get("metrics") or {})
     cells = []
     for row in [r for r in b.rows if r in a.rows]:
         if not (b.rows[row].variant.get("baseline") or b.study.get("baseline")) or row == b.study.get("baseline"):
@@ -107,12 +124,11 @@ def contrast(a: StudyResults, b: StudyResults, keys: list[str] | None = None) ->
                 continue
             da, sa = paired_change(a, row, key)
             db, sb = paired_change(b, row, key)
-            spec = find_key(key)
-            fb = floor_b.get(key)
-            at_least = 2 * abs(fb) if spec is not None and spec.distance and isinstance(fb, (int, float)) else 0.0
-            c = welch(sa, sb)
-            supports = db.resolved(at_least) and db.mean < 0 and c.resolved() and c.mean < 0
-            cells.append(ContrastCell(row, key, da, db, c, supports))
+            cells.append(ContrastCell(row, key, da, db, welch(sa, sb), b.practical_floor(key)[0]))
+    for family in ([c.a for c in cells], [c.b for c in cells], [c.contrast for c in cells]):
+        _adjust(family)
+    for c in cells:
+        c.supports = c.b.counts(c.floor) and c.b.mean < 0 and c.contrast.counts(c.floor) and c.contrast.mean < 0
     return cells
 
 
@@ -123,13 +139,17 @@ def _fmt(d: Delta) -> str:
     return f"{d.mean:+.3g}{hw}"
 
 
+def _p(d: Delta) -> str:
+    return "—" if d.p_adj is None else f"{d.p_adj:.2g}"
+
+
 def render(cells: list[ContrastCell], label_a: str, label_b: str) -> str:
     """A markdown table: one line per row × key."""
-    lines = [f"| row | key | Δ {label_a} | Δ {label_b} | Δ {label_b} − Δ {label_a} | supports |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| row | key | Δ {label_a} | Δ {label_b} | p_BH | Δ {label_b} − Δ {label_a} | p_BH | floor | supports |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
-        lines.append(f"| {c.row} | {c.key} | {_fmt(c.a)} | {_fmt(c.b)} | {_fmt(c.contrast)} | "
-                     f"{'yes' if c.supports else 'no'} |")
+        lines.append(f"| {c.row} | {c.key} | {_fmt(c.a)} | {_fmt(c.b)} | {_p(c.b)} | {_fmt(c.contrast)} | "
+                     f"{_p(c.contrast)} | {c.floor:.3g} | {'yes' if c.supports else 'no'} |")
     return "\n".join(lines) + "\n"
 
 

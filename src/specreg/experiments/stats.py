@@ -92,7 +92,8 @@ class Difference:
     paired: bool
 
 
-def _p_from_t(t: float, df: float) -> float:
+def p_from_t(t: float, df: float) -> float:
+    """Two-sided p of Student's t statistic ``t`` with ``df`` degrees of freedom."""
     from scipy.stats import t as student
 
     return float(2 * student.sf(abs(t), df))
@@ -106,7 +107,7 @@ def difference(a: Stat, b: Stat) -> Difference:
         n, mean, sd = len(d), statistics.fmean(d), statistics.stdev(d)
         se = sd / math.sqrt(n)
         # identical per-seed differences: no seed noise at all, so any shift is certain
-        p = (1.0 if mean == 0 else 0.0) if se == 0 else _p_from_t(mean / se, n - 1)
+        p = (1.0 if mean == 0 else 0.0) if se == 0 else p_from_t(mean / se, n - 1)
         return Difference(mean, t975(n - 1) * se, p, n, True)
     diff = a.mean - b.mean
     if a.std is None or b.std is None:  # a single seed: its seed noise is unknown
@@ -116,7 +117,7 @@ def difference(a: Stat, b: Stat) -> Difference:
         return Difference(diff, 0.0, 1.0 if diff == 0 else 0.0, min(a.n, b.n), False)
     df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
     se = math.sqrt(va + vb)
-    return Difference(diff, t975(df) * se, _p_from_t(diff / se, df), min(a.n, b.n), False)
+    return Difference(diff, t975(df) * se, p_from_t(diff / se, df), min(a.n, b.n), False)
 
 
 def bh_adjust(p: Sequence[float]) -> list[float]:
@@ -159,5 +160,5 @@ def marked(p_adj: float | None, diff: float, floor: float, q: float = FDR_Q) -> 
     return p_adj is not None and math.isfinite(diff) and p_adj <= q and abs(diff) > floor
 
 
-__all__ = ["FDR_Q", "Difference", "Stat", "bh_adjust", "difference", "marked", "mean_std", "practical_floor",
-           "t975"]
+__all__ = ["FDR_Q", "Difference", "Stat", "bh_adjust", "difference", "marked", "mean_std", "p_from_t",
+           "practical_floor", "t975"]
