@@ -159,7 +159,8 @@ def test_timing_rows_carry_their_setting_and_say_when_they_compare(tiny_run, mon
     lines, _ = timing_table(res)
     assert "setting" in lines[0] and all(" at once" in line for line in lines[2:])
     assert timing_note(res.timing).startswith("Every run trained in the same setting")
-    mixed = [{**res.timing[0], "threads": 2, "parallel": 1}, {**res.timing[1], "threads": 1, "parallel": 2}]
+    mixed = [{**res.timing[0], "threads": 2, "parallel": 1, "interval": [0.0, 10.0]},
+             {**res.timing[1], "threads": 1, "parallel": 2, "interval": [0.0, 10.0]}]
     assert "compares only between rows of the same setting" in timing_note(mixed)
     old = [{k: v for k, v in t.items() if k not in ("threads", "parallel", "device")} for t in res.timing]
     assert "without a recorded setting" in timing_note(old)  # a results.json from before the setting was recorded
@@ -167,6 +168,25 @@ def test_timing_rows_carry_their_setting_and_say_when_they_compare(tiny_run, mon
     monkeypatch.setattr(demo, "reading", lambda res: "")  # the demo's upper band is not in this study
     text = demo.short_report(res, "specreg demo", 1.0, quick=True)
     assert "2 threads, 1 at once" in text and "1 thread, 2 at once" in text and "docs/benchmarks.md" in text
+
+
+def test_a_run_that_trained_alone_is_not_called_one_of_two_at_once():
+    """With --jobs 2 and three runs, the third trains alone after the first two shared the
+    cores: the recorded wall-clock intervals say so, and the rows do not compare."""
+    from specreg.experiments.report import setting, shared_share, timing_note
+
+    base = {"threads": 1, "parallel": 2, "device": "cpu", "train_s": 1.0, "steps": 1}
+    timing = [{**base, "interval": [0.0, 100.0]}, {**base, "interval": [5.0, 100.0]},
+              {**base, "interval": [100.0, 160.0]}, {**base, "interval": [50.0, 150.0]}]
+    assert shared_share(timing[0], timing[:3]) == pytest.approx(0.95)
+    assert shared_share(timing[2], timing[:3]) == 0.0
+    assert [setting(t, timing[:3]) for t in timing[:3]] == ["1 thread, 2 at once", "1 thread, 2 at once",
+                                                            "1 thread, alone"]
+    assert "compares only between rows of the same setting" in timing_note(timing[:3])
+    # overlaps are counted once: [50, 100] by two runs, [100, 150] by the third
+    assert shared_share(timing[3], timing) == pytest.approx(1.0)
+    assert setting({**base, "interval": [0.0, 10.0]}, [{**base, "interval": [5.0, 20.0]}]) == \
+        "1 thread, beside another run 50% of its time"
 
 
 def test_metrics_match_numpy_on_saved_samples(tiny_run):

@@ -64,9 +64,9 @@ def short_report(res: StudyResults, command: str, total_s: float, quick: bool) -
     lines = ["| variant | train s | s / step | setting | sample s |", "|---|---|---|---|---|"]
     for name, t in zip(res.rows, rows):
         per = t["train_s"] / t["steps"] if t.get("train_s") and t.get("steps") else None
-        lines.append(f"| {name} | {fmt(t.get('train_s'), 3)} | {fmt(per, 3)} | {setting(t)} | "
+        lines.append(f"| {name} | {fmt(t.get('train_s'), 3)} | {fmt(per, 3)} | {setting(t, res.timing)} | "
                      f"{fmt(t.get('sample_s'), 3)} |")
-    lines += ["", timing_note(rows) + " These rows time whole runs on a shared machine, not what a loss costs."]
+    lines += ["", timing_note(res.timing) + " These rows time whole runs on a shared machine, not what a loss costs."]
     note = "\n> **Quick mode**: a smoke test; these numbers mean nothing.\n" if quick else ""
     grids = " ".join(f"![{n}]({r.samples}/samples.png)" for n, r in res.rows.items() if r.samples)
     legend = "\n".join(f"- **{k}**: {res.labels.get(k, '')}" for k in res.columns)

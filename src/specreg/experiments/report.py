@@ -167,17 +167,41 @@ def reach_table(res: StudyResults) -> list[str]:
     return lines
 
 
-def setting(t: dict) -> str:
-    """The setting a run trained in, as a table cell: threads (or GPU) and runs at once."""
+def shared_share(t: dict, timing: Sequence[dict]) -> float | None:
+    """The share of ``t``'s training time during which another run of ``timing`` trained too
+    (from the recorded wall-clock intervals; None where ``t`` has none)."""
+    if not t.get("interval"):
+        return None
+    a, b = t["interval"]
+    others = sorted((max(a, u["interval"][0]), min(b, u["interval"][1])) for u in timing
+                    if u is not t and u.get("interval") and u["interval"][0] < b and u["interval"][1] > a)
+    covered, end = 0.0, a
+    for lo, hi in others:  # the union of the overlaps
+        lo = max(lo, end)
+        if hi > lo:
+            covered, end = covered + hi - lo, hi
+    return covered / (b - a) if b > a else None
+
+
+def setting(t: dict, timing: Sequence[dict] = ()) -> str:
+    """The setting a run trained in, as a table cell: threads (or GPU) and, where the runs'
+    wall-clock intervals were recorded, whether it shared the machine with another run
+    (more than 90 % of its time: "N at once"; under 10 %: "alone") — with ``--jobs N`` the
+    last runs of a queue train alone and take fewer seconds per step."""
     if t.get("threads") is None:
         return "not recorded"
     where = "GPU" if t.get("device") == "cuda" else f"{t['threads']} thread{'s' if t['threads'] != 1 else ''}"
-    return where + (f", {t['parallel']} at once" if t.get("parallel") else "")
+    share = shared_share(t, timing) if t.get("parallel") and t["parallel"] > 1 else None
+    if share is None:
+        return where + (f", {t['parallel']} at once" if t.get("parallel") else "")
+    if share >= 0.9:
+        return f"{where}, {t['parallel']} at once"
+    return f"{where}, alone" if share <= 0.1 else f"{where}, beside another run {share:.0%} of its time"
 
 
 def timing_note(timing: Sequence[dict]) -> str:
     """Whether the s / step of these rows may be compared, and where a loss's cost is measured."""
-    settings = {setting(t) for t in timing if t.get("train_s")}
+    settings = {setting(t, timing) for t in timing if t.get("train_s")}
     if len(settings) == 1 and "not recorded" not in settings:
         return f"Every run trained in the same setting ({settings.pop()}), so their s / step compare."
     return ("s / step compares only between rows of the same setting (torch threads per run, runs trained at "
@@ -195,7 +219,7 @@ def timing_table(res: StudyResults) -> tuple[list[str], float]:
         train_s, steps = t.get("train_s"), t.get("steps")
         total += train_s or 0.0
         per = fmt(train_s / steps, 3) if train_s and steps else "—"
-        lines.append(row([t["run"], str(steps if steps is not None else "—"), fmt(train_s), per, setting(t),
+        lines.append(row([t["run"], str(steps if steps is not None else "—"), fmt(train_s), per, setting(t, res.timing),
                           fmt(t.get("sample_s"), 3), fmt(t.get("eval_s"), 3), str(t.get("status", ""))]))
     return lines, total
 
@@ -435,5 +459,5 @@ def write_report(res: StudyResults, out: Path) -> Path:
 
 
 __all__ = ["curve_table", "fmt", "lambda_grid_table", "lambda_section", "mark_counts", "plateau_table",
-           "reach_table", "render", "results_table", "setting", "tests_section", "tests_table", "timing_note",
-           "timing_table", "update_marks", "write_report"]
+           "reach_table", "render", "results_table", "setting", "shared_share", "tests_section", "tests_table",
+           "timing_note", "timing_table", "update_marks", "write_report"]

@@ -93,7 +93,8 @@ class StudyResults:
     kind: str = "image"
     sample_rate: int | None = None
     curves: list[dict[str, Any]] = field(default_factory=list)  # {run, variant, seed, points}
-    # {run, steps, train_s, sample_s, eval_s, status, device, threads, parallel (runs trained at once)}
+    # {run, steps, train_s, sample_s, eval_s, status, device, threads, parallel (runs trained at once),
+    #  interval (wall-clock start and end of the run's last sitting)}
     timing: list[dict[str, Any]] = field(default_factory=list)
     pretrains: list[dict[str, Any]] = field(default_factory=list)  # {dir, users, steps}
     setup: dict[str, Any] = field(default_factory=dict)
@@ -379,7 +380,7 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
         timing.append({"run": s.label, "steps": tim.get("steps"), "train_s": tim.get("train_s"),
                        "sample_s": tim.get("sample_s"), "eval_s": tim.get("eval_s"),
                        "status": rec.get("status", s.status),
-                       **{k: tim.get(k) for k in ("device", "threads", "parallel")}})
+                       **{k: tim.get(k) for k in ("device", "threads", "parallel", "interval")}})
     pretrains = [{"dir": str(p.run_dir.relative_to(out)), "steps": p.config["train"]["steps"],
                   "users": sorted({s.variant for s in runs if s.pretrain_dir == p.run_dir})}
                  for p in specs if p.protocol == "pretrain"]

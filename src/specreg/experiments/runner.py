@@ -171,6 +171,7 @@ def _execute(spec: RunSpec, ev: Evaluation, parallel: int | None = None) -> dict
             "pretrained": None if spec.pretrain_dir is None else str(spec.pretrain_dir),
             "evaluation": asdict(ev)}
     real = ev.real_sets(spec.config)  # cheap (seconds); a pretraining run needs it only for its curve
+    started = time.time()
     try:
         seconds, steps = _train_with_curve(spec, ev, real) if spec.curve else _train(spec)
     except TrainingDiverged as err:
@@ -178,7 +179,8 @@ def _execute(spec: RunSpec, ev: Evaluation, parallel: int | None = None) -> dict
             raise
         return _write_record(spec, {**base, "status": "diverged", "error": str(err)})
     # from the trainer's log, so a sitting that was killed still counts up to its last checkpoint
-    timing: dict[str, Any] = {"train_s": seconds, "steps": steps, **_setting(spec, parallel)}
+    timing: dict[str, Any] = {"train_s": seconds, "steps": steps, **_setting(spec, parallel),
+                              "interval": [started, time.time()]}  # this sitting's wall clock: who ran beside it
     write_json(timing_path, timing)
     curve = read_json(spec.run_dir / CURVE_FILE) if spec.curve else None
     if spec.protocol == "pretrain":
