@@ -218,7 +218,7 @@ def test_unet_config_roundtrip_and_errors():
     twin = UNet.from_config(cfg)
     assert [(k, v.shape) for k, v in twin.state_dict().items()] == \
            [(k, v.shape) for k, v in net.state_dict().items()]
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"unknown key UNet\.width"):
         UNet.from_config({**cfg, "width": 3})
     with pytest.raises(ValueError, match="model_channels"):
         UNet(model_channels=0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, TypeVar, Union
 
 T = TypeVar("T")
@@ -115,6 +116,30 @@ def check_choice(key: str, value: Any, choices: tuple[Any, ...]) -> None:
         raise ValueError(f"{key}={value!r} is not accepted; expected one of {shown}")
 
 
+def check_known_keys(cls: type, raw: Mapping[str, Any], name: str) -> None:
+    """Raise ``ValueError`` naming the first key of ``raw`` that is not a field of the
+    dataclass ``cls`` (``unknown key {name}.{key}; accepted keys in {name}: [...]``)."""
+    accepted = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = [k for k in raw if k not in accepted]
+    if unknown:
+        raise ValueError(f"unknown key {name}.{unknown[0]}; accepted keys in {name}: {accepted}")
+
+
+def constructor_kwargs(cls: type, config: Any, name: str) -> dict[str, Any]:
+    """The keyword arguments held by ``config``: an instance of the dataclass ``cls`` (all
+    its fields) or a mapping whose keys are checked by :func:`check_known_keys`.
+
+    Values pass unchanged: for a class whose constructor checks its own arguments (the
+    networks' ``from_config``), where :func:`from_mapping` would check them a second time.
+    """
+    if isinstance(config, cls):
+        return {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)}
+    if not isinstance(config, Mapping):
+        raise ValueError(f"{name} config must be a mapping of keys to values or a {cls.__name__}, got {config!r}")
+    check_known_keys(cls, config, name)
+    return dict(config)
+
+
 def from_mapping(cls: type[T], raw: Any, name: str) -> T:
     """Build the dataclass ``cls`` from a mapping (missing keys take their defaults), checking
     every key; ``name`` is the dotted prefix used in messages."""
@@ -124,9 +149,7 @@ def from_mapping(cls: type[T], raw: Any, name: str) -> T:
         raise ValueError(f"{name} must be a mapping of keys to values, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = [k for k in raw if k not in fields]
-    if unknown:
-        raise ValueError(f"unknown key {name}.{unknown[0]}; accepted keys in {name}: {sorted(fields)}")
+    check_known_keys(cls, raw, name)
     missing = [k for k, f in fields.items() if k not in raw and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -146,4 +169,13 @@ def from_mapping(cls: type[T], raw: Any, name: str) -> T:
     return cls(**values)
 
 
-__all__ = ["check_choice", "choice", "coerce", "describe", "from_mapping", "type_name"]
+__all__ = [
+    "check_choice",
+    "check_known_keys",
+    "choice",
+    "coerce",
+    "constructor_kwargs",
+    "describe",
+    "from_mapping",
+    "type_name",
+]

@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specreg._checks import check_int_sequence
-from specreg.models.unet import noise_label_batch
+from specreg._checks import check_int, check_int_sequence
+from specreg.models.layers import noise_label_batch
+from specreg.schema import constructor_kwargs
 
 __all__ = [
     "DiffWave",
@@ -179,8 +180,7 @@ class DiffWave(nn.Module):
         for name, value in (("residual_layers", residual_layers), ("residual_channels", residual_channels),
                             ("dilation_cycle", dilation_cycle), ("hop_length", hop_length),
                             ("emb_channels", emb_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= 1")
+            check_int(name, value, lo=1)
         if n_mels is not None and (isinstance(n_mels, bool) or not isinstance(n_mels, int) or n_mels < 1):
             raise ValueError(f"n_mels={n_mels!r} is not accepted; expected None (unconditional) or an integer >= 1")
         strides = default_upsample_strides(hop_length) if upsample_strides is None else \
@@ -215,13 +215,7 @@ class DiffWave(nn.Module):
     @classmethod
     def from_config(cls, config: DiffWaveConfig | Mapping[str, Any]) -> DiffWave:
         """Build from a :class:`DiffWaveConfig` or a plain dict of constructor arguments."""
-        if isinstance(config, DiffWaveConfig):
-            config = asdict(config)
-        known = {f.name for f in fields(DiffWaveConfig)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"DiffWave config has unknown keys {unknown}; accepted keys are {sorted(known)}")
-        return cls(**dict(config))
+        return cls(**constructor_kwargs(DiffWaveConfig, config, "DiffWave"))
 
     def _check_input(self, x: torch.Tensor, cond: torch.Tensor | None) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[1] != 1:

@@ -39,15 +39,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specreg._checks import check_int_sequence, check_positive
+from specreg._checks import check_int, check_int_sequence, check_positive
+from specreg.models.layers import (
+    PositionalEmbedding,
+    SelfAttention,
+    UNetBlock,
+    class_embedding_input,
+    group_count,
+    group_norm,
+    noise_label_batch,
+    xavier,
+)
+from specreg.schema import constructor_kwargs
 
+# The building blocks live in specreg.models.layers; they stay importable from here.
 __all__ = [
     "UNET_PRESETS",
     "PositionalEmbedding",
@@ -60,199 +72,6 @@ __all__ = [
     "noise_label_batch",
     "unet_preset",
 ]
-
-
-# --------------------------------------------------------------------------------------
-# Shared helpers (also used by DiffWave)
-
-
-def noise_label_batch(noise_label: torch.Tensor | float, batch: int, *, device: torch.device,
-                      dtype: torch.dtype) -> torch.Tensor:
-    """The noise label as a (B,) tensor: a 0-dim (or one-element) label is broadcast.
-
-    Accepts (B,), (B, 1, …, 1) (e.g. σ already shaped for broadcasting) or a scalar.
-    Only shapes are inspected, never values.
-    """
-    c = torch.as_tensor(noise_label, device=device, dtype=dtype).reshape(-1)
-    if c.numel() == 1:
-        return c.expand(batch)
-    if c.numel() != batch:
-        shape = tuple(torch.as_tensor(noise_label).shape)
-        raise ValueError(
-            f"noise_label has shape {shape}; expected (B,) with B={batch}, a 0-dim tensor or a number"
-        )
-    return c
-
-
-def class_embedding_input(class_labels: torch.Tensor, num_classes: int, batch: int,
-                          dtype: torch.dtype) -> torch.Tensor:
-    """Class labels as a (B, num_classes) float matrix.
-
-    Integer labels (B,) become one-hot rows; a label outside 0 … num_classes−1 (the
-    datasets use −1 for "no label") becomes a zero row, i.e. the unconditional
-    embedding also used by label dropout. Float labels (B, num_classes) are used as they
-    are (one-hot or soft labels).
-    """
-    if class_labels.is_floating_point():
-        if class_labels.shape != (batch, num_classes):
-            raise ValueError(
-                f"class_labels has shape {tuple(class_labels.shape)}; float labels must be "
-                f"(B, num_classes) = ({batch}, {num_classes}), integer labels (B,)"
-            )
-        return class_labels.to(dtype)
-    if class_labels.shape != (batch,):
-        raise ValueError(
-            f"class_labels has shape {tuple(class_labels.shape)}; integer labels must be (B,) = ({batch},)"
-        )
-    classes = torch.arange(num_classes, device=class_labels.device)
-    return (class_labels.unsqueeze(1) == classes).to(dtype)
-
-
-def group_count(channels: int, max_groups: int = 32, min_channels_per_group: int = 4) -> int:
-    """GroupNorm groups: min(32, C//4) as in EDM, lowered to the nearest divisor of C.
-
-    EDM's rule alone fails for channel counts such as 130 (32 does not divide 130); the
-    divisor keeps any width usable and is identical to EDM whenever EDM's rule works.
-    """
-    target = max(1, min(max_groups, channels // min_channels_per_group))
-    for g in range(target, 0, -1):
-        if channels % g == 0:
-            return g
-    return 1  # pragma: no cover - g = 1 always divides
-
-
-def _norm(channels: int, eps: float) -> nn.GroupNorm:
-    return nn.GroupNorm(group_count(channels), channels, eps=eps)
-
-
-_Layer = TypeVar("_Layer", nn.Linear, nn.Conv2d)
-
-
-def _xavier(layer: _Layer, scale: float = 1.0) -> _Layer:
-    """Xavier-uniform weights times ``scale`` and zero bias (EDM's ``weight_init``)."""
-    nn.init.xavier_uniform_(layer.weight)
-    with torch.no_grad():
-        layer.weight.mul_(scale)
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
-    return layer
-
-
-_ZERO_SCALE = 1e-5  # EDM init_zero: residual branches start almost off but still learn
-_ATTN_SCALE = math.sqrt(0.2)  # EDM init_attn for the qkv projection
-
-
-# --------------------------------------------------------------------------------------
-# Building blocks
-
-
-class PositionalEmbedding(nn.Module):
-    """Sinusoidal embedding of a noise label c (B,) → (B, num_channels).
-
-    PE(c) = [sin(c·ω_0), …, sin(c·ω_{h−1}), cos(c·ω_0), …, cos(c·ω_{h−1})],
-    ω_j = (1/max_positions)^(j/(h−1)), h = num_channels/2: angular frequencies from 1
-    down to 1/max_positions rad per unit of c (EDM's ``endpoint=True`` variant, with
-    its sin/cos order).
-    """
-
-    def __init__(self, num_channels: int, max_positions: float = 10000.0) -> None:
-        super().__init__()
-        if num_channels < 4 or num_channels % 2:
-            raise ValueError(f"num_channels={num_channels!r} is not accepted; expected an even number >= 4")
-        self.num_channels = num_channels
-        self.max_positions = check_positive("max_positions", max_positions)
-
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        half = self.num_channels // 2
-        j = torch.arange(half, dtype=c.dtype, device=c.device) / (half - 1)
-        angle = torch.outer(c, (1.0 / self.max_positions) ** j)
-        return torch.cat([angle.sin(), angle.cos()], dim=1)
-
-    def extra_repr(self) -> str:
-        return f"num_channels={self.num_channels}, max_positions={self.max_positions:g}"
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over the H·W positions of a feature map.
-
-    out = x + proj(softmax(qᵀk/√d)·v) per head, with q, k, v = 1×1 conv(GroupNorm(x))
-    and d = C/num_heads; the caller applies the √½ skip scale.
-    """
-
-    def __init__(self, channels: int, num_heads: int = 1, eps: float = 1e-6) -> None:
-        super().__init__()
-        if num_heads < 1 or channels % num_heads:
-            raise ValueError(
-                f"num_heads={num_heads!r} is not accepted for {channels} channels; "
-                "expected a positive divisor of the channel count"
-            )
-        self.num_heads = num_heads
-        self.norm = _norm(channels, eps)
-        self.qkv = _xavier(nn.Conv2d(channels, 3 * channels, 1), _ATTN_SCALE)
-        self.proj = _xavier(nn.Conv2d(channels, channels, 1), _ZERO_SCALE)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        d = c // self.num_heads
-        qkv = self.qkv(self.norm(x)).reshape(b * self.num_heads, d, 3, h * w)
-        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # (B·heads, HW, d)
-        a = F.scaled_dot_product_attention(q, k, v)  # softmax(q kᵀ / √d) v
-        return x + self.proj(a.transpose(1, 2).reshape(b, c, h, w))
-
-
-class UNetBlock(nn.Module):
-    """Residual block with adaptive scale-shift noise conditioning (and optional attention).
-
-    h = conv0(SiLU(GN(x))) (after ×2 resampling if ``up``/``down``);
-    h = conv1(dropout(SiLU(GN(h)·(1 + scale) + shift))), (scale, shift) = affine(e);
-    y = √½ (h + skip(x)); with attention, y = √½ · attn(y).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, emb_channels: int, *, up: bool = False,
-                 down: bool = False, attention: bool = False, num_heads: int = 1, dropout: float = 0.0,
-                 eps: float = 1e-6, adaptive_scale: bool = True) -> None:
-        super().__init__()
-        if up and down:
-            raise ValueError("a UNetBlock resamples in one direction: up and down cannot both be True")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.up = up
-        self.down = down
-        self.dropout = float(dropout)
-        self.skip_scale = math.sqrt(0.5)
-        self.adaptive_scale = adaptive_scale
-        self.norm0 = _norm(in_channels, eps)
-        self.conv0 = _xavier(nn.Conv2d(in_channels, out_channels, 3, padding=1))
-        self.affine = _xavier(nn.Linear(emb_channels, (2 if adaptive_scale else 1) * out_channels))
-        self.norm1 = _norm(out_channels, eps)
-        self.conv1 = _xavier(nn.Conv2d(out_channels, out_channels, 3, padding=1), _ZERO_SCALE)
-        self.skip = None
-        if in_channels != out_channels or up or down:
-            self.skip = _xavier(nn.Conv2d(in_channels, out_channels, 1))
-        self.attn = SelfAttention(out_channels, num_heads, eps) if attention else None
-
-    def _resample(self, x: torch.Tensor) -> torch.Tensor:
-        # EDM's [1, 1] filter: a 2×2 box, i.e. average pooling down and nearest up.
-        if self.down:
-            return F.avg_pool2d(x, 2)
-        if self.up:
-            return F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return x
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv0(self._resample(F.silu(self.norm0(x))))
-        params = self.affine(emb).to(h.dtype)[:, :, None, None]
-        if self.adaptive_scale:
-            scale, shift = params.chunk(2, dim=1)
-            h = F.silu(torch.addcmul(shift, self.norm1(h), scale + 1))
-        else:  # EDM's DDPM++ setting: the embedding is only added
-            h = F.silu(self.norm1(h + params))
-        h = self.conv1(F.dropout(h, p=self.dropout, training=self.training))
-        orig = self._resample(x)
-        y = (h + (self.skip(orig) if self.skip is not None else orig)) * self.skip_scale
-        if self.attn is not None:
-            y = self.attn(y) * self.skip_scale
-        return y
 
 
 # --------------------------------------------------------------------------------------
@@ -347,28 +166,28 @@ class UNet(nn.Module):
                  mid_attention: bool = True, max_positions: float = 10000.0,
                  adaptive_scale: bool = True) -> None:
         super().__init__()
-        in_channels = _check_int("in_channels", in_channels, 1)
-        out_channels = in_channels if out_channels is None else _check_int("out_channels", out_channels, 1)
-        model_channels = _check_int("model_channels", model_channels, 4)
+        in_channels = check_int("in_channels", in_channels, lo=1)
+        out_channels = in_channels if out_channels is None else check_int("out_channels", out_channels, lo=1)
+        model_channels = check_int("model_channels", model_channels, lo=4)
         if model_channels % 2:
             raise ValueError(f"model_channels={model_channels!r} is not accepted; expected an even number")
         channel_mult = check_int_sequence("channel_mult", channel_mult)
-        num_res_blocks = _check_int("num_res_blocks", num_res_blocks, 1)
+        num_res_blocks = check_int("num_res_blocks", num_res_blocks, lo=1)
         attn_resolutions = tuple(attn_resolutions)
         if attn_resolutions:
             attn_resolutions = check_int_sequence("attn_resolutions", attn_resolutions)
         _check_probability("dropout", dropout)
         _check_probability("label_dropout", label_dropout)
         if num_classes is not None:
-            num_classes = _check_int("num_classes", num_classes, 1)
-        resolution = _check_int("resolution", resolution, 1)
-        cond_channels = _check_int("cond_channels", cond_channels, 0)
+            num_classes = check_int("num_classes", num_classes, lo=1)
+        resolution = check_int("resolution", resolution, lo=1)
+        cond_channels = check_int("cond_channels", cond_channels, lo=0)
         self.config = UNetConfig(
             in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
             channel_mult=channel_mult, num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions,
             dropout=float(dropout), num_classes=num_classes, resolution=resolution, num_heads=num_heads,
             label_dropout=float(label_dropout), cond_channels=cond_channels,
-            channel_mult_emb=_check_int("channel_mult_emb", channel_mult_emb, 1),
+            channel_mult_emb=check_int("channel_mult_emb", channel_mult_emb, lo=1),
             mid_attention=bool(mid_attention), max_positions=float(max_positions),
             adaptive_scale=bool(adaptive_scale),
         )
@@ -386,12 +205,12 @@ class UNet(nn.Module):
 
         # Mapping network: PE(c) (+ class embedding) → 2-layer SiLU MLP.
         self.map_noise = PositionalEmbedding(noise_channels, max_positions)
-        self.map_label = _xavier(nn.Linear(num_classes, noise_channels)) if num_classes else None
-        self.map_layer0 = _xavier(nn.Linear(noise_channels, emb_channels))
-        self.map_layer1 = _xavier(nn.Linear(emb_channels, emb_channels))
+        self.map_label = xavier(nn.Linear(num_classes, noise_channels)) if num_classes else None
+        self.map_layer0 = xavier(nn.Linear(noise_channels, emb_channels))
+        self.map_layer1 = xavier(nn.Linear(emb_channels, emb_channels))
 
         # Encoder: every module's output is kept for the decoder's skip connections.
-        self.conv_in = _xavier(nn.Conv2d(in_channels + cond_channels, model_channels, 3, padding=1))
+        self.conv_in = xavier(nn.Conv2d(in_channels + cond_channels, model_channels, 3, padding=1))
         self.enc = nn.ModuleList()
         skips = [model_channels]
         cout = model_channels
@@ -421,7 +240,7 @@ class UNet(nn.Module):
                 cin, cout = cout + skips.pop(), model_channels * mult
                 attn = idx == num_res_blocks and res in attn_resolutions
                 self._add_dec(UNetBlock(cin, cout, attention=attn, **block), True)
-        self.out_norm = _norm(cout, 1e-6)
+        self.out_norm = group_norm(cout, 1e-6)
         self.out_conv = nn.Conv2d(cout, out_channels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)  # initial output exactly zero
         if self.out_conv.bias is not None:  # it has one (Conv2d's default); this narrows the type
@@ -434,13 +253,7 @@ class UNet(nn.Module):
     @classmethod
     def from_config(cls, config: UNetConfig | Mapping[str, Any]) -> UNet:
         """Build from a :class:`UNetConfig` or a plain dict of constructor arguments."""
-        if isinstance(config, UNetConfig):
-            config = asdict(config)
-        known = {f.name for f in fields(UNetConfig)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"UNet config has unknown keys {unknown}; accepted keys are {sorted(known)}")
-        return cls(**dict(config))
+        return cls(**constructor_kwargs(UNetConfig, config, "UNet"))
 
     def embed(self, noise_label: torch.Tensor | float, class_labels: torch.Tensor | None, batch: int,
               device: torch.device) -> torch.Tensor:
@@ -503,12 +316,6 @@ def unet_preset(name: str, **overrides: Any) -> UNet:
     if name not in UNET_PRESETS:
         raise ValueError(f"name={name!r} is not accepted; expected one of {sorted(UNET_PRESETS)}")
     return UNet(**{**UNET_PRESETS[name], **overrides})
-
-
-def _check_int(name: str, value: int, min_value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < min_value:
-        raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {min_value}")
-    return value
 
 
 def _check_probability(name: str, value: float) -> float:
