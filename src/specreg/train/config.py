@@ -44,6 +44,10 @@ def _loss_names() -> tuple[str, ...]:
     return loss_names()
 
 
+#: The data kinds that are waveforms (DiffWave, audio metrics); every other kind is images.
+AUDIO_KINDS = ("speech", "audio_folder")
+
+
 @dataclass
 class DataConfig:
     """Which data set to train on and how to cut it."""
@@ -68,7 +72,7 @@ class DataConfig:
 
     @property
     def is_audio(self) -> bool:
-        return self.kind in ("speech", "audio_folder")
+        return self.kind in AUDIO_KINDS
 
 
 @dataclass
