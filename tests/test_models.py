@@ -353,3 +353,16 @@ def test_diffwave_fits_a_batch_and_config_roundtrip():
     twin = DiffWave.from_config(asdict(net.config))
     twin.load_state_dict(net.state_dict())
     torch.testing.assert_close(twin(x, 3.0, cond=mel), net(x, 3.0, cond=mel))
+
+
+def test_from_config_takes_the_config_object_or_a_mapping_and_names_an_unknown_key():
+    # UNet and DiffWave read their configs through one helper (schema.constructor_kwargs)
+    for net, cls, bad in ((tiny_unet(), UNet, "width"), (tiny_diffwave(n_mels=4, hop_length=8), DiffWave, "layers")):
+        for config in (net.config, asdict(net.config)):
+            twin = cls.from_config(config)
+            assert [(k, v.shape) for k, v in twin.state_dict().items()] == \
+                   [(k, v.shape) for k, v in net.state_dict().items()]
+        with pytest.raises(ValueError, match=rf"unknown key {cls.__name__}\.{bad}; accepted keys in {cls.__name__}: "):
+            cls.from_config({**asdict(net.config), bad: 1})
+        with pytest.raises(ValueError, match=f"{cls.__name__} config must be a mapping"):
+            cls.from_config([1, 2])
