@@ -96,7 +96,7 @@ def _pad_plan(n: int, filter_length: int, mode: str) -> tuple:
 _CONSTANTS: dict[tuple, torch.Tensor] = {}
 
 
-def constant(key: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+def constant(key: tuple, build: Callable[..., torch.Tensor]) -> torch.Tensor:
     """A tensor that depends only on Python values (``key``), built by ``build()``.
 
     Eager: cached. Under torch.compile: built inside the traced graph from Python
