@@ -22,11 +22,14 @@ Rules (read from the source with ``ast``, nothing is imported):
 
 What counts as an import: ``import a.b``, ``from a.b import c`` (an edge to ``a.b.c`` when
 that is a module, else to ``a.b``; a package is its ``__init__``) and relative imports,
-wherever they stand. **Lazy imports inside functions count** like top-level ones: they
-are how an upward dependency hides from Python's import-time cycle detection, not a way
-around the layering (``specreg --help`` stays fast by importing inside functions, which
-is fine as long as those imports point down). Imports under ``if TYPE_CHECKING:`` count
-too: a type annotation is knowledge of the other layer.
+wherever they stand. An edge goes to the module named, not to the packages above it whose
+``__init__`` also runs: a package that re-exports its own submodules is not a cycle.
+
+**Lazy imports inside functions count** like top-level ones: deferring an import hides
+an upward dependency or a cycle from Python at import time, not from the reader
+(``specreg --help`` stays fast by importing inside functions, which is fine as long as
+those imports point down). Imports under ``if TYPE_CHECKING:`` count too: a type
+annotation is knowledge of the other layer.
 
 Allow-lists (each entry is checked to be still needed, so a fixed entry must be removed):
 
@@ -121,38 +124,37 @@ def _resolve(name: str) -> str | None:
     return name or None
 
 
+def _targets(stmt: ast.Import | ast.ImportFrom, package: str) -> list[str]:
+    """The specreg modules one import statement names (``from a import b``: ``a.b`` when that
+    is a module, else ``a``; relative imports resolved against ``package``)."""
+    if isinstance(stmt, ast.Import):
+        names = [a.name for a in stmt.names]
+    else:
+        source = stmt.module or ""
+        if stmt.level:
+            parts = package.split(".")
+            source = ".".join(parts[: len(parts) - (stmt.level - 1)] + ([source] if source else []))
+        names = [f"{source}.{a.name}" if f"{source}.{a.name}" in MODULES else source for a in stmt.names]
+    return [t for t in (_resolve(n) for n in names if n.split(".")[0] == PACKAGE) if t is not None]
+
+
 def _walk(node: ast.AST, *, lazy: bool, type_checking: bool, module: str, package: str,
           rel: str) -> Iterator[Import]:
-    """Every specreg import below ``node``, with whether it stands in a function or under
-    ``if TYPE_CHECKING:`` (the body only; an ``else`` branch runs)."""
+    """Every specreg import below ``node``, with whether it stands in a function and whether
+    under ``if TYPE_CHECKING:`` (its body only: an ``else`` branch runs)."""
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-            for stmt in child.body:
-                yield from _walk_stmt(stmt, lazy, True, module, package, rel)
-            for stmt in child.orelse:
-                yield from _walk_stmt(stmt, lazy, type_checking, module, package, rel)
-            continue
-        yield from _walk_stmt(child, lazy, type_checking, module, package, rel)
-
-
-def _walk_stmt(child: ast.AST, lazy: bool, type_checking: bool, module: str, package: str,
-               rel: str) -> Iterator[Import]:
-    names: list[str] = []
-    if isinstance(child, ast.Import):
-        names = [a.name for a in child.names]
-    elif isinstance(child, ast.ImportFrom):
-        if child.level:
-            parts = package.split(".")
-            source = ".".join(parts[: len(parts) - (child.level - 1)] + ([child.module] if child.module else []))
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            for target in _targets(child, package):
+                if target != module:
+                    yield Import(module, target, rel, child.lineno, lazy, type_checking)
+        elif isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            for branch, tc in ((child.body, True), (child.orelse, type_checking)):
+                block = ast.Module(body=branch, type_ignores=[])
+                yield from _walk(block, lazy=lazy, type_checking=tc, module=module, package=package, rel=rel)
         else:
-            source = child.module or ""
-        names = [f"{source}.{a.name}" if f"{source}.{a.name}" in MODULES else source for a in child.names]
-    for name in names:
-        target = _resolve(name) if name.split(".")[0] == PACKAGE else None
-        if target is not None and target != module:
-            yield Import(module, target, rel, child.lineno, lazy, type_checking)  # type: ignore[attr-defined]
-    inner_lazy = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-    yield from _walk(child, lazy=inner_lazy, type_checking=type_checking, module=module, package=package, rel=rel)
+            inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            yield from _walk(child, lazy=inner, type_checking=type_checking, module=module, package=package,
+                             rel=rel)
 
 
 def _imports() -> list[Import]:
