@@ -137,7 +137,9 @@ def run_sample(args: argparse.Namespace) -> int:
     x = generate(cfg, formulation, model, args.n, generator=generator, model_kwargs=kw,
                  batch_size=args.batch_size).cpu()
     args.out.mkdir(parents=True, exist_ok=True)
-    np.save(args.out / "samples.npy", x.numpy().astype(np.float32))
+    from specreg.layout import SAMPLES_ARRAY
+
+    np.save(args.out / SAMPLES_ARRAY, x.numpy().astype(np.float32))
     if cfg.data.is_audio:
         save_audio(x, args.out, cfg.data.sample_rate)
     else:
