@@ -69,6 +69,7 @@ EVAL_SPECTRUM_PLOT = "spectrum.png"
 SAMPLE_FILES = ("samples.npy", "samples.pt", "samples.safetensors")  # a samples folder's tensor, by preference
 SAMPLES_ARRAY = SAMPLE_FILES[0]
 SAMPLES_GRID = "samples.png"
+SAMPLE_GRID = "grid.png"  # specreg sample --out DIR: samples.npy and a grid of the first 256 images
 PROBE_DIR = "probe"
 PROBE_RECORD = "probe.json"
 PROBE_PLOT = "probe.png"
@@ -210,7 +211,7 @@ __all__ = [
     "INVOCATIONS_FILE", "JOB_LOG_DIR", "LEGACY_RUN_RECORD", "LOCK_FILE", "METRICS_FILE", "PRETRAIN_DIR",
     "PROBE_CURVE_DIR", "PROBE_CURVE_PLOT", "PROBE_DIR", "PROBE_FILES", "PROBE_MAPS", "PROBE_PLOT", "PROBE_RECORD",
     "PROBE_SUMMARY", "REAL_CLIP_PREFIX", "REAL_DIR", "REPORT_FILE", "RESULTS_FILE", "RUNS_DIR", "RUN_RECORD",
-    "SAMPLES_ARRAY", "SAMPLES_DIR", "SAMPLES_GRID", "SAMPLE_FILES", "SPECTRA_PLOT", "SPECTRA_RATIO_PLOT",
+    "SAMPLES_ARRAY", "SAMPLES_DIR", "SAMPLE_GRID", "SAMPLES_GRID", "SAMPLE_FILES", "SPECTRA_PLOT", "SPECTRA_RATIO_PLOT",
     "STUDY_FILE", "TIMING_FILE", "RunRecord", "append_invocation", "pretrain_dir", "read_invocations",
     "read_run_record", "run_dir", "with_sidecars", "write_run_record", "write_study",
 ]
