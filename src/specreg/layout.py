@@ -69,7 +69,7 @@ EVAL_SPECTRUM_PLOT = "spectrum.png"
 SAMPLE_FILES = ("samples.npy", "samples.pt", "samples.safetensors")  # a samples folder's tensor, by preference
 SAMPLES_ARRAY = SAMPLE_FILES[0]
 SAMPLES_GRID = "samples.png"
-SAMPLE_GRID = "grid.png"  # specreg sample --out DIR: samples.npy and a grid of the first 256 images
+SAMPLE_OUT_GRID = "grid.png"  # specreg sample --out DIR: samples.npy and a grid of the first 256 images
 PROBE_DIR = "probe"
 PROBE_RECORD = "probe.json"
 PROBE_PLOT = "probe.png"
@@ -83,7 +83,8 @@ INVOCATIONS_FILE = "invocations.json"
 RUNS_DIR = "runs"
 PRETRAIN_DIR = "_pretrain"
 REAL_DIR = "real"
-FLOOR_FILE = Path(REAL_DIR) / "floor.json"
+FLOOR_RECORD = "floor.json"
+FLOOR_FILE = Path(REAL_DIR) / FLOOR_RECORD
 REAL_CLIP_PREFIX = "reference"  # real/reference-000.wav …
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
@@ -207,11 +208,11 @@ __all__ = [
     "BAND_WEIGHTS_FILE", "BAND_WEIGHTS_PLOT", "CHECKPOINT_DIR", "CHECKPOINT_MANIFEST", "CHECKPOINT_MODEL",
     "CHECKPOINT_OPTIMIZER", "CHECKPOINT_PAYLOAD", "CHECKPOINT_STATE", "CHECKPOINT_TENSORS", "CONFIG_FILE",
     "CONTRAST_RECORD", "CONTRAST_REPORT", "CURVE_FILE", "EVAL_DIR", "EVAL_RECORD", "EVAL_SPECTRUM_PLOT",
-    "EVAL_SUMMARY", "FINETUNE_FILE", "FLOOR_FILE", "FULL_REPORT",
-    "INVOCATIONS_FILE", "JOB_LOG_DIR", "LEGACY_RUN_RECORD", "LOCK_FILE", "METRICS_FILE", "PRETRAIN_DIR",
-    "PROBE_CURVE_DIR", "PROBE_CURVE_PLOT", "PROBE_DIR", "PROBE_FILES", "PROBE_MAPS", "PROBE_PLOT", "PROBE_RECORD",
-    "PROBE_SUMMARY", "REAL_CLIP_PREFIX", "REAL_DIR", "REPORT_FILE", "RESULTS_FILE", "RUNS_DIR", "RUN_RECORD",
-    "SAMPLES_ARRAY", "SAMPLES_DIR", "SAMPLE_GRID", "SAMPLES_GRID", "SAMPLE_FILES", "SPECTRA_PLOT", "SPECTRA_RATIO_PLOT",
-    "STUDY_FILE", "TIMING_FILE", "RunRecord", "append_invocation", "pretrain_dir", "read_invocations",
-    "read_run_record", "run_dir", "with_sidecars", "write_run_record", "write_study",
+    "EVAL_SUMMARY", "FINETUNE_FILE", "FLOOR_FILE", "FLOOR_RECORD", "FULL_REPORT", "INVOCATIONS_FILE", "JOB_LOG_DIR",
+    "LEGACY_RUN_RECORD", "LOCK_FILE", "METRICS_FILE", "PRETRAIN_DIR", "PROBE_CURVE_DIR", "PROBE_CURVE_PLOT",
+    "PROBE_DIR", "PROBE_FILES", "PROBE_MAPS", "PROBE_PLOT", "PROBE_RECORD", "PROBE_SUMMARY", "REAL_CLIP_PREFIX",
+    "REAL_DIR", "REPORT_FILE", "RESULTS_FILE", "RUNS_DIR", "RUN_RECORD", "SAMPLES_ARRAY", "SAMPLES_DIR",
+    "SAMPLE_OUT_GRID", "SAMPLES_GRID", "SAMPLE_FILES", "SPECTRA_PLOT", "SPECTRA_RATIO_PLOT", "STUDY_FILE",
+    "TIMING_FILE", "RunRecord", "append_invocation", "pretrain_dir", "read_invocations", "read_run_record",
+    "run_dir", "with_sidecars", "write_run_record", "write_study",
 ]
