@@ -24,6 +24,7 @@ from specreg.experiments.compare import DONE_FILE, RunSpec, load_study, plan_run
 from specreg.experiments.results import StudyResults, collect
 from specreg.experiments.runner import measure_floor
 from specreg.experiments.stats import Stat
+from specreg.layout import RunRecord
 from specreg.train.checkpoint import list_checkpoints
 
 STUDIES = Path(__file__).resolve().parents[1] / "configs" / "studies"
@@ -119,7 +120,7 @@ def number(cell: str) -> float:
 
 
 def results_of(study, specs, out) -> StudyResults:
-    """The typed results of a study whose run records are on disk (no training)."""
+    """The typed results of a study from its runs' records (``spec.recorded``; no training)."""
     floor = measure_floor(study.evaluation, out, [s for s in specs if s.protocol != "pretrain"][0].config)
     return collect(study, specs, floor, out, command="specreg compare x --out y", wall_s=1.0)
 
@@ -271,15 +272,17 @@ def test_records_of_earlier_versions_count_as_done(tiny_run, tmp_path):
     assert [s.status for s in plan_runs(load_study(study, "tiny"), copy)] == ["done", "done"]
 
 
-def fake_record(spec: RunSpec, values: dict | None = None) -> dict:
-    """Write and return a finished run's record without training (for tests of the order)."""
+def fake_record(spec: RunSpec, values: dict | None = None) -> RunRecord:
+    """Write a finished run's record without training and hand it to ``spec`` as the runner
+    does; return it."""
     record = {"key": spec.key, "status": "done", "seed": spec.seed, "variant": spec.variant,
               "metrics": values or {"lsd": 0.1, "lsd_high": 0.2, "lsd_high_bias": 0.0},
               "spectrum": {"freqs": list(np.arange(17) / 32), "power": [1.0] * 17},
               "timing": {"train_s": 1.0, "steps": 1}}
     spec.record_path.parent.mkdir(parents=True, exist_ok=True)
     spec.record_path.write_text(json.dumps(record))
-    return record
+    spec.recorded = RunRecord.from_dict(record)
+    return spec.recorded
 
 
 def test_runs_train_seed_by_seed(tmp_path, monkeypatch):
@@ -473,6 +476,7 @@ def test_steps_to_reach_the_baseline_from_curves(tmp_path):
         points = [{"step": 100 * (k + 1), "metrics": {"lsd": v}} for k, v in enumerate(curves[(spec.variant,
                                                                                               spec.seed)])]
         (spec.run_dir / "curve.json").write_text(json.dumps(points))
+    specs = plan_runs(study, tmp_path)  # read back: the records, with the curves beside them
     reach = {(e["variant"], e["key"]): e for e in results_of(study, specs, tmp_path).steps_to_reach()}
     fast = reach[("fast", "lsd")]
     # the targets are the baseline's last curve points (0.30, 0.40), measured like the curves

@@ -68,7 +68,7 @@ def test_committed_reports_carry_the_current_marks_and_tests(folder):
 def test_update_marks_rewrites_the_tables_and_keeps_the_rest():
     """An old report whose results.json lacks labels and curves: the marks follow the
     current rule, a Tests section appears, every other section stays as it was."""
-    from specreg.experiments.report import update_marks
+    from specreg.experiments.report_marks import update_marks
 
     folder = RESULTS / "images_fashion"
     res = StudyResults.load(folder / "results.json")

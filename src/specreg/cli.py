@@ -137,11 +137,13 @@ def run_sample(args: argparse.Namespace) -> int:
     x = generate(cfg, formulation, model, args.n, generator=generator, model_kwargs=kw,
                  batch_size=args.batch_size).cpu()
     args.out.mkdir(parents=True, exist_ok=True)
-    np.save(args.out / "samples.npy", x.numpy().astype(np.float32))
+    from specreg.layout import SAMPLE_OUT_GRID, SAMPLES_ARRAY
+
+    np.save(args.out / SAMPLES_ARRAY, x.numpy().astype(np.float32))
     if cfg.data.is_audio:
         save_audio(x, args.out, cfg.data.sample_rate)
     else:
-        save_image_grid(x[:256], args.out / "grid.png")
+        save_image_grid(x[:256], args.out / SAMPLE_OUT_GRID)
     print(f"wrote {args.n} samples of step {step} ({cfg.sample.sampler}, {cfg.sample.steps} steps) to {args.out}")
     return 0
 

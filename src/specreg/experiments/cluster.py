@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from specreg.layout import JOB_LOG_DIR as LOG_DIR, RunRecord
+
 EXECUTORS = ("process", "local", "slurm")
-LOG_DIR = "submitit"
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def executor(opts: ClusterOptions, out: Path) -> Any:
     return ex
 
 
-def run_job(spec: Any, ev: Any, threads: int) -> dict[str, Any]:
+def run_job(spec: Any, ev: Any, threads: int) -> RunRecord:
     """What one job runs: :func:`specreg.experiments.runner.execute` with ``threads`` threads."""
     from specreg.experiments.runner import execute
 
@@ -75,7 +76,8 @@ def run_job(spec: Any, ev: Any, threads: int) -> dict[str, Any]:
     return execute(spec, ev, threads=threads)
 
 
-def run_jobs(specs: list[Any], ev: Any, opts: ClusterOptions, out: Path, log: Any) -> Iterator[tuple[Any, dict]]:
+def run_jobs(specs: list[Any], ev: Any, opts: ClusterOptions, out: Path, log: Any
+             ) -> Iterator[tuple[Any, RunRecord]]:
     """Submit ``specs`` as one job array and yield (spec, record) as each finishes, in order."""
     if not specs:
         return
@@ -92,7 +94,7 @@ def run_jobs(specs: list[Any], ev: Any, opts: ClusterOptions, out: Path, log: An
         except Exception as err:  # submitit's failure carries the job's own traceback; point at its log
             raise RuntimeError(f"{spec.label}: job {job.job_id} failed ({type(err).__name__}); its log: "
                                f"{job.paths.stderr}") from err
-        print(f"[compare] {spec.label}: {record.get('status')} (job {job.job_id})", file=log, flush=True)
+        print(f"[compare] {spec.label}: {record.status} (job {job.job_id})", file=log, flush=True)
         yield spec, record
 
 

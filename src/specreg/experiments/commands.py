@@ -284,11 +284,12 @@ def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def run_probe_cli(args: argparse.Namespace) -> int:
     """Run ``specreg probe`` from parsed arguments (:func:`specreg.experiments.probe.probe_run`)."""
-    from specreg.experiments.probe import PROBE_FILES, probe_run, summary_markdown
+    from specreg.experiments.probe import probe_run, summary_markdown
+    from specreg.layout import PROBE_DIR, PROBE_FILES
 
     record = probe_run(args.run_dir, args.out, n_items=args.n, n_sigma=args.sigmas, bands=args.bands,
                        batch_size=args.batch_size, seed=args.seed, device=args.device, threads=args.threads)
-    out = args.out if args.out is not None else args.run_dir / "probe"
+    out = args.out if args.out is not None else args.run_dir / PROBE_DIR
     print(summary_markdown(record), end="")
     print(f"wrote {', '.join(PROBE_FILES)} to {out} in {record['seconds']:.1f} s")
     return 0

@@ -9,7 +9,7 @@ The pipeline, one module per step:
 * :mod:`~specreg.experiments.results`   the typed results (``results.json``) and comparisons
 * :mod:`~specreg.experiments.report`    ``report.md`` and plots, rendered from the results
 
-Outputs under ``out_dir``::
+Outputs under ``out_dir`` (names: :mod:`specreg.layout`)::
 
     study.json, invocations.json     the study as run; start, wall time and runs trained of every invocation
     runs/<variant>/seed<k>/          run directories (see specreg.experiments.runner)
@@ -47,13 +47,22 @@ from specreg.experiments.cluster import ClusterOptions, run_jobs
 from specreg.experiments.evaluate import measure
 from specreg.experiments.plan import RunSpec, plan_runs
 from specreg.experiments.reference import RealSets, real_sets
-from specreg.experiments.results import INVOCATIONS_FILE, RESULTS_FILE, StudyResults, collect
+from specreg.experiments.results import StudyResults, collect
 from specreg.experiments.runner import execute, measure_floor
 from specreg.experiments.study import Evaluation, Study, Variant, load_study
 from specreg.files import read_json, write_json
+from specreg.layout import (
+    PROBE_CURVE_PLOT,
+    PROBE_DIR,
+    PROBE_SUMMARY,
+    REPORT_FILE,
+    RESULTS_FILE,
+    RUN_RECORD as DONE_FILE,  # a run's record, under its older name here
+    RunRecord,
+    append_invocation,
+    write_study,
+)
 from specreg.stopping import Stopped, handle_signals
-
-DONE_FILE = "run.json"  # a run's record (specreg.experiments.loading.RUN_RECORD)
 
 
 @dataclass
@@ -105,7 +114,7 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     if dry_run:
         return result
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "study.json", {"study": st.to_dict(), "command": command})
+    write_study(out, st.to_dict(), command)
     pre = [s for s in specs if s.protocol == "pretrain" and s.status != "done"]
     # seed-major: a study stopped part-way has every variant at its first seeds
     todo = sorted((s for s in specs if s.protocol != "pretrain" and s.status != "done"),
@@ -114,11 +123,13 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
         runner = _run_all(phase, st.evaluation, jobs, log) if cluster is None or cluster.executor == "process" \
             else run_jobs(phase, st.evaluation, cluster, out, log)
         for spec, record in runner:
-            spec.status = "diverged" if record.get("status") == "diverged" else "trained"
-    log_invocation(out, command, t0, trained=len(pre) + len(todo))
+            spec.recorded = record
+            spec.status = "diverged" if record.status == "diverged" else "trained"
+    invocations = log_invocation(out, command, t0, trained=len(pre) + len(todo))
     runs = [s for s in specs if s.protocol != "pretrain"]
     floor = measure_floor(st.evaluation, out, runs[0].config)
-    result.results = collect(st, specs, floor, out, command=command, wall_s=time.time() - t0)
+    result.results = collect(st, specs, floor, out, command=command, wall_s=time.time() - t0,
+                             invocations=invocations)
     result.report = write_report(result.results, out)
     from specreg.experiments.study_probe import probe_study
 
@@ -132,15 +143,16 @@ def rerender(out_dir: str | Path) -> Path:
     the tests that file keeps (``significance``: derived, so recomputed with the current
     rule; nothing else of the file changes). A results.json from before labels and set-up
     were kept updates only the marks of the existing report
-    (:func:`specreg.experiments.report.update_marks`)."""
-    from specreg.experiments.report import render, update_marks
+    (:func:`specreg.experiments.report_marks.update_marks`)."""
+    from specreg.experiments.report import render
+    from specreg.experiments.report_marks import update_marks
 
     out = Path(out_dir)
     res = StudyResults.load(out / RESULTS_FILE)
     raw = read_json(out / RESULTS_FILE)
     if raw.get("significance") != (sig := res.significance()):
         write_json(out / RESULTS_FILE, {**raw, "significance": sig})
-    path = out / "report.md"
+    path = out / REPORT_FILE
     if not (res.labels and res.setup) and path.is_file():
         # a results.json from before labels and set-up were kept: rendering it anew would drop
         # what the report shows beyond it (legend, curves, samples), so only the marks change
@@ -153,27 +165,24 @@ def rerender(out_dir: str | Path) -> Path:
                       f"will lack curves, spectra, samples and times. To rebuild them from the runs, run "
                       f"`specreg compare STUDY.yaml --out {out}` (finished runs are read, not re-run)", stacklevel=2)
     path.write_text(render(res, out), encoding="utf-8")
-    from specreg.experiments.study_probe import PROBE_DIR, _append_section
+    from specreg.experiments.study_probe import _append_section
 
-    if (out / PROBE_DIR / "probe.md").is_file():  # the error maps of the last compare
-        _append_section(path, (out / PROBE_DIR / "curve.png").is_file())
+    if (out / PROBE_DIR / PROBE_SUMMARY).is_file():  # the error maps of the last compare
+        _append_section(path, (out / PROBE_DIR / PROBE_CURVE_PLOT).is_file())
     return path
 
 
-def log_invocation(out: Path, command: str, t0: float, *, trained: int) -> None:
+def log_invocation(out: Path, command: str, t0: float, *, trained: int) -> list[dict[str, Any]]:
     """Append this invocation (start, wall seconds, runs it trained) to ``invocations.json``:
-    a study run in several sittings reports the wall time of all of them."""
-    path = out / INVOCATIONS_FILE
-    entries = read_json(path) or []
-    entries.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
-                    "wall_s": round(time.time() - t0, 1), "trained": trained, "command": command})
-    write_json(path, entries)
+    a study run in several sittings reports the wall time of all of them. Returns every entry."""
+    return append_invocation(out, {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
+                                   "wall_s": round(time.time() - t0, 1), "trained": trained, "command": command})
 
 
 # ============================================================================ scheduling
 
 
-def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Iterator[tuple[RunSpec, dict[str, Any]]]:
+def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Iterator[tuple[RunSpec, RunRecord]]:
     if not specs:
         return
     if jobs == 1 or len(specs) == 1:
@@ -213,7 +222,7 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Itera
                 stopped.append((spec, err))
                 print(f"[compare] {spec.label}: stopped ({err})", file=log, flush=True)
                 continue
-            print(f"[compare] {spec.label}: {record.get('status')}", file=log, flush=True)
+            print(f"[compare] {spec.label}: {record.status}", file=log, flush=True)
             yield spec, record
     if stop.name is not None or stopped:
         name = stop.name or str(getattr(stopped[0][1], "signal_name", "a stop signal"))
@@ -276,7 +285,7 @@ def _worker_signal(signum: int, frame: Any) -> None:
         raise Stopped(_worker_stop)
 
 
-def _execute_in_worker(spec: RunSpec, ev: Evaluation, parallel: int = 1) -> dict[str, Any]:
+def _execute_in_worker(spec: RunSpec, ev: Evaluation, parallel: int = 1) -> RunRecord:
     # one torch thread per process: --jobs N processes share the machine's cores
     global _worker_busy, _worker_stop
     _exit_if_orphaned()

@@ -160,8 +160,8 @@ def to_json(cells: list[ContrastCell]) -> list[dict[str, Any]]:
 def write_contrast(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> Path:
     """``contrast.md`` and ``contrast.json`` in ``dir_b``: every shared row of the study in
     ``dir_a`` (A) against the study in ``dir_b`` (B), each read from its ``results.json``."""
-    from specreg.experiments.results import RESULTS_FILE
     from specreg.files import write_json
+    from specreg.layout import CONTRAST_RECORD, CONTRAST_REPORT, RESULTS_FILE
 
     a, b = (StudyResults.load(Path(d) / RESULTS_FILE) for d in (dir_a, dir_b))
     name_a, name_b = (str(r.study.get("name") or Path(d).name) for r, d in ((a, dir_a), (b, dir_b)))
@@ -169,8 +169,8 @@ def write_contrast(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> Path:
     if not cells:
         raise ValueError(f"--contrast {str(dir_a)!r}: the studies {name_a!r} and {name_b!r} share no row besides "
                          "their baselines, or no tabulated key")
-    write_json(Path(dir_b) / "contrast.json", {"a": name_a, "b": name_b, "cells": to_json(cells)})
-    out = Path(dir_b) / "contrast.md"
+    write_json(Path(dir_b) / CONTRAST_RECORD, {"a": name_a, "b": name_b, "cells": to_json(cells)})
+    out = Path(dir_b) / CONTRAST_REPORT
     out.write_text(f"# {name_b} against {name_a}: Δ_B − Δ_A per row\n\n{READING}\n\n"
                    + render(cells, name_a, name_b), encoding="utf-8")
     return out

@@ -8,7 +8,8 @@ data and seed, trained from scratch on 32×32 gray texture crops — the baselin
 distance against crops of the photographs' held-out rows (as every study and ``specreg
 eval --reference textures``), next to the metric's noise floor (other real crops).
 Outputs: the study's folder (``runs/``, ``results.json``, plots, ``study_report.md``) and a
-short ``report.md``. Running it again reuses finished runs.
+short ``report.md``: the template beside the study file (``demo.md``) filled by
+:func:`specreg.experiments.report.render_template`. Running it again reuses finished runs.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 
 from specreg.experiments.results import StudyResults
 from specreg.experiments.study import find_study
+from specreg.layout import FULL_REPORT, REPORT_FILE
 
 STUDY = "demo"
-FULL_REPORT = "study_report.md"
 
 
 def reading(res: StudyResults, key: str = "lsd_high") -> str:
@@ -57,67 +58,18 @@ def reading(res: StudyResults, key: str = "lsd_high") -> str:
 
 
 def short_report(res: StudyResults, command: str, total_s: float, quick: bool) -> str:
-    from specreg.experiments.report import fmt, results_table, setting, timing_note
+    """The demo's ``report.md``: its template (``demo.md`` beside the study file) filled with
+    the study report's tables (:func:`specreg.experiments.report.render_template`)."""
+    from importlib import resources
 
-    timing = {t["run"]: t for t in res.timing}
-    rows = [timing.get(f"{name}/seed{res.seeds[0]}", {}) for name in res.rows]
-    lines = ["| variant | train s | s / step | setting | sample s |", "|---|---|---|---|---|"]
-    for name, t in zip(res.rows, rows):
-        per = t["train_s"] / t["steps"] if t.get("train_s") and t.get("steps") else None
-        lines.append(f"| {name} | {fmt(t.get('train_s'), 3)} | {fmt(per, 3)} | {setting(t, res.timing)} | "
-                     f"{fmt(t.get('sample_s'), 3)} |")
-    lines += ["", timing_note(res.timing) + " These rows time whole runs on a shared machine, not what a loss costs."]
+    from specreg.experiments.report import render_template
+
+    beside = find_study(STUDY).with_suffix(".md")  # a local configs/studies/demo.yaml may bring its own
+    shipped = Path(str(resources.files("specreg") / "configs" / "studies" / f"{STUDY}.md"))
+    template = (beside if beside.is_file() else shipped).read_text(encoding="utf-8")
     note = "\n> **Quick mode**: a smoke test; these numbers mean nothing.\n" if quick else ""
-    grids = " ".join(f"![{n}]({r.samples}/samples.png)" for n, r in res.rows.items() if r.samples)
-    legend = "\n".join(f"- **{k}**: {res.labels.get(k, '')}" for k in res.columns)
-    ev = res.study["evaluation"]
-    return f"""# specreg demo: spectral regularization on texture crops
-{note}
-{res.study.get('description', '').strip()}
-{res.setup.get('steps', ['?'])[0]} Adam steps of batch {res.setup.get('batch_size')} per model; {ev['n_samples']}
-samples each ({res.setup.get('sampler')}, {res.setup.get('sample_steps')} steps) from the EMA weights. Wall time
-{total_s / 60:.1f} min ({res.device}).
-
-## Reading
-
-{reading(res)}
-
-## Log-spectral distance
-
-LSD = RMS over radial bins of log10(P_samples / P_real), in decades; the bias is the mean log
-ratio (positive: too much power). The reference is {res.floor.get('reference')}; the floor row
-is {res.floor.get('floor_set')} measured the same way, the metric's noise floor.
-
-{chr(10).join(results_table(res))}
-
-{legend}
-
-Times (wall seconds on this machine, training including set-up):
-
-{chr(10).join(lines)}
-
-## Samples
-
-Real held-out crops, then {', '.join(res.rows)}:
-
-![real](real/samples.png) {grids}
-
-## Spectra
-
-Radially averaged power spectra against the reference (dashed), and the error of each in
-decades (0 is perfect):
-
-![spectra](spectra.png) ![ratio](spectra_ratio.png)
-
-The study's full report, with every table: [{FULL_REPORT}]({FULL_REPORT}).
-
-## Reproduce
-
-`{command}`; the same study through the harness: `specreg compare {STUDY} --out DIR --profile
-{'quick' if quick else 'default'} --jobs 2`. One model alone:
-`specreg train demo --out DIR/haar regularizer.loss=wavelet "regularizer.options={{wavelet: haar, levels: 3}}"`,
-then `specreg sample DIR/haar --n {ev['n_samples']} --out DIR/haar-samples`.
-"""
+    return render_template(template, res, note=note, reading=reading(res), minutes=f"{total_s / 60:.1f}",
+                           command=command, study=STUDY, profile="quick" if quick else "default")
 
 
 def run_demo(out: str | Path = "runs/demo", *, jobs: int = 2, threads: int = 0, quick: bool = False,
@@ -142,7 +94,7 @@ def run_demo(out: str | Path = "runs/demo", *, jobs: int = 2, threads: int = 0, 
     result.report.replace(out / FULL_REPORT)
     command = " ".join(["specreg demo --out", str(out), *(["--quick"] if quick else []),
                         *([f"--jobs {jobs}"] if jobs != 2 else []), *extra])
-    path = out / "report.md"
+    path = out / REPORT_FILE
     path.write_text(short_report(result.results, command, time.time() - t0, quick), encoding="utf-8")
     return path
 

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from specreg.experiments import loading
 from specreg.files import write_json
+from specreg.layout import EVAL_DIR, EVAL_RECORD, EVAL_SPECTRUM_PLOT, EVAL_SUMMARY
 
 if TYPE_CHECKING:  # heavy imports happen inside the functions, so `specreg --help` stays fast
     import torch
@@ -409,13 +410,13 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
     spectra = result.pop("spectra")
     samples_path = Path(samples)
     out = Path(out_dir) if out_dir is not None else (
-        samples_path / "eval" if samples_path.is_dir() else samples_path.with_name(samples_path.stem + "-eval"))
+        samples_path / EVAL_DIR if samples_path.is_dir() else samples_path.with_name(samples_path.stem + "-eval"))
     out.mkdir(parents=True, exist_ok=True)
     from specreg import __version__
 
     result = {"samples": loaded["source"], "reference": ref_desc, **result,
               "specreg_version": __version__, "date": datetime.datetime.now().isoformat(timespec="seconds")}
-    files = [out / "metrics.json", out / "metrics.md"]
+    files = [out / EVAL_RECORD, out / EVAL_SUMMARY]
     from specreg.metrics.plots import floor_per_bin, plot_spectra
 
     freqs = spectra["freqs"]
@@ -424,13 +425,13 @@ def evaluate_dirs(samples: str | Path, reference: str | Path | None = None,
         freqs, xlabel = freqs * rate, "frequency (Hz)"
     floor = floor_per_bin(spectra["freqs"], result.get("floors") or {}) if result.get("floors") else None
     plot_spectra({"samples": (freqs, spectra["samples"])}, reference=(freqs, spectra["reference"]),
-                 path=out / "spectrum.png", xlabel=xlabel, title="Radially averaged power spectrum"
+                 path=out / EVAL_SPECTRUM_PLOT, xlabel=xlabel, title="Radially averaged power spectrum"
                  if kind == "image" else "Power spectrum", floor=floor)
-    files.append(out / "spectrum.png")
+    files.append(out / EVAL_SPECTRUM_PLOT)
     result["out_dir"] = str(out)
     result["files"] = [str(f) for f in files]
-    write_json(out / "metrics.json", result, finite=True)  # an infinite metric: null, named under non_finite
-    write_markdown(result, out / "metrics.md")
+    write_json(out / EVAL_RECORD, result, finite=True)  # an infinite metric: null, named under non_finite
+    write_markdown(result, out / EVAL_SUMMARY)
     return result
 
 

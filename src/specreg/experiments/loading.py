@@ -27,16 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from specreg.files import newest_step, read_json
+from specreg.files import newest_step
+from specreg.layout import CONFIG_FILE, EVAL_DIR, RUN_RECORD, SAMPLE_FILES, SAMPLES_ARRAY, SAMPLES_DIR, read_run_record
 
 if TYPE_CHECKING:  # heavy imports happen inside the functions, so `specreg --help` stays fast
     import numpy as np
     import torch
 
-SAMPLE_FILES = ("samples.npy", "samples.pt", "samples.safetensors")
 TENSOR_SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
-RUN_RECORD = "run.json"  # what specreg compare writes into a run directory when it has measured it
-EVAL_DIR = "eval"  # where specreg compare keeps a run's samples and specreg eval writes by default
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -219,17 +217,14 @@ def _read_tensor_file(path: Path, suffix: str) -> tuple[torch.Tensor, int | None
 
 
 def run_record(run_dir: Path) -> dict[str, Any]:
-    """The record ``specreg compare`` wrote into ``run_dir`` after measuring it ({} if none);
-    records written before it was named :data:`RUN_RECORD` were ``metrics.json``."""
-    for name in (RUN_RECORD, "metrics.json"):
-        rec = read_json(run_dir / name)
-        if isinstance(rec, dict) and "key" in rec and "variant" in rec:
-            return rec
-    return {}
+    """The record ``specreg compare`` wrote into ``run_dir`` after measuring it, as a mapping
+    ({} if none; :func:`specreg.layout.read_run_record` reads it)."""
+    rec = read_run_record(run_dir)
+    return {} if rec is None else rec.to_dict()
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         return {}
     import yaml
@@ -241,7 +236,7 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 def _find_config(path: Path) -> dict[str, Any]:
     """The run config of a run directory, its samples/ folder or a step folder in it."""
     for folder in (path, path.parent, path.parent.parent):
-        if (folder / "config.yaml").is_file():
+        if (folder / CONFIG_FILE).is_file():
             return _read_config(folder)
     return {}
 
@@ -284,8 +279,8 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool
     record: dict[str, Any] = {}
     rate: int | None = None
     source = str(path)
-    if path.is_dir() and (path / EVAL_DIR / "samples.npy").is_file() and run_record(path):
-        record = run_record(path)  # a run of specreg compare: the samples it measured
+    if path.is_dir() and (path / EVAL_DIR / SAMPLES_ARRAY).is_file() and (found := run_record(path)):
+        record = found  # a run of specreg compare: the samples it measured
         path = path / EVAL_DIR
     if path.is_file():
         x, rate = load_tensor_file(path)
@@ -293,8 +288,8 @@ def load_samples(path: str | Path, *, sample_rate: int | None = None, crop: bool
     else:
         folder = path
         config = _find_config(path)
-        if (path / "samples").is_dir() and not any((path / f).is_file() for f in SAMPLE_FILES):
-            folder = path / "samples"
+        if (path / SAMPLES_DIR).is_dir() and not any((path / f).is_file() for f in SAMPLE_FILES):
+            folder = path / SAMPLES_DIR
         tensor_file = next((folder / f for f in SAMPLE_FILES if (folder / f).is_file()), None)
         step_dir = newest_step(p for p in folder.iterdir() if p.is_dir())
         grid = newest_step(folder.glob("step-*.png"))

@@ -17,9 +17,10 @@ Identity. A run's *key* hashes what defines its result: its config without volat
 train settings (threads, progress bar, logging and checkpoint cadence) and without values
 equal to their defaults (so adding a config key never renames finished runs), its
 protocol, its pretrained model's config, and the evaluation settings (likewise without
-defaults). A run whose :data:`RUN_RECORD` holds the current key is done.
+defaults). A run whose record (``run.json``, :class:`~specreg.layout.RunRecord`) holds the
+current key is done; planning reads each record once and keeps it on the run's spec.
 
-Layout under the study's output folder::
+Layout under the study's output folder (:mod:`specreg.layout`)::
 
     runs/<variant>/seed<k>/          a run directory of the trainer, plus run.json (the record)
     runs/_pretrain/<key>/seed<k>/    pretrained models (protocol finetune)
@@ -33,11 +34,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from specreg.experiments.loading import RUN_RECORD, run_record
-from specreg.experiments.study import PRETRAIN_DIR, Evaluation, Study
+from specreg.experiments.study import Evaluation, Study
+from specreg.layout import (
+    CHECKPOINT_DIR,
+    PRETRAIN_DIR,
+    RUN_RECORD,
+    RUNS_DIR,
+    RunRecord,
+    pretrain_dir,
+    read_run_record,
+    run_dir as run_dir_of,
+)
 
-RUNS_DIR = "runs"
-LEGACY_RECORD = "metrics.json"  # the record's name before it was run.json
 # Train settings that do not change what is learned: excluded from a run's identity, so
 # e.g. --jobs 2 (no progress bar, one thread) finds the runs of an earlier --jobs 1.
 _VOLATILE_TRAIN_KEYS = ("progress_bar", "threads", "tensorboard", "num_workers", "log_every", "sample_every",
@@ -58,6 +66,8 @@ class RunSpec:
     pretrain_dir: Path | None = None
     curve: bool = False  # measure along training (evaluation.curve_every)
     status: str = "new"  # "done", "resume" (has a checkpoint), "new"; after running: "trained", "diverged"
+    # the run's record: as planning found it on disk, then as the runner returned it (None: not measured)
+    recorded: RunRecord | None = None
 
     @property
     def label(self) -> str:
@@ -66,10 +76,6 @@ class RunSpec:
     @property
     def record_path(self) -> Path:
         return self.run_dir / RUN_RECORD
-
-    def record(self) -> dict[str, Any]:
-        """The run's record ({} before it was measured)."""
-        return run_record(self.run_dir)
 
 
 def _non_default(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +156,7 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
                 pcfg["train"]["seed"] = pseed
                 pkey = stable_hash(identity(pcfg))
                 if pkey not in pretrains:
-                    pdir = out / RUNS_DIR / PRETRAIN_DIR / pkey / f"seed{pseed}"
+                    pdir = pretrain_dir(out, pkey, pseed)
                     done_key = stable_hash({"pretrain": pkey, "evaluation": measured}) if want_curve else pkey
                     pretrains[pkey] = RunSpec(f"{PRETRAIN_DIR}/{pkey}", pseed, pdir, pcfg,
                                               "pretrain", done_key, curve=want_curve)
@@ -166,7 +172,7 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
                 v.curve or (seed == study.seeds[0] and v.baseline is None))
             key = stable_hash({"config": identity(cfg), "evaluation": measured if curve else ev,
                                "protocol": v.protocol, "pretrain": None if pre is None else identity(pre.config)})
-            runs.append(RunSpec(v.name, seed, out / RUNS_DIR / v.name / f"seed{seed}", cfg, v.protocol, key,
+            runs.append(RunSpec(v.name, seed, run_dir_of(out, v.name, seed), cfg, v.protocol, key,
                                 pretrain_dir=None if pre is None else pre.run_dir, curve=curve))
     check_measurable(study, runs[0].config)
     if len(data_sections) > 1:
@@ -175,6 +181,7 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
                          "of a study must share one data set (one reference and one noise floor)")
     specs = [*pretrains.values(), *runs]
     for spec in specs:
+        spec.recorded = read_run_record(spec.run_dir)
         spec.status = status(spec)
     return specs
 
@@ -211,12 +218,12 @@ def check_measurable(study: Study, cfg: dict[str, Any]) -> None:
 
 def status(spec: RunSpec) -> str:
     """``done`` (its record has the current key), ``resume`` (a checkpoint) or ``new``."""
-    if spec.record().get("key") == spec.key:
+    if spec.recorded is not None and spec.recorded.key == spec.key:
         return "done"
-    from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
+    from specreg.train.checkpoint import list_checkpoints
 
     return "resume" if list_checkpoints(spec.run_dir / CHECKPOINT_DIR) else "new"
 
 
-__all__ = ["LEGACY_RECORD", "RUNS_DIR", "RunSpec", "check_measurable", "data_kind", "evaluation_identity",
+__all__ = ["RUNS_DIR", "RunSpec", "check_measurable", "data_kind", "evaluation_identity",
            "identity", "plan_runs", "stable_hash", "status"]

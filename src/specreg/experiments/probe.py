@@ -27,7 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
-PROBE_FILES = ("probe.json", "probe.png", "probe.md")
+from specreg.layout import (
+    CHECKPOINT_DIR,
+    PROBE_DIR,
+    PROBE_FILES as PROBE_FILES,  # what probe_run writes
+    PROBE_PLOT,
+    PROBE_RECORD,
+    PROBE_SUMMARY,
+)
+
 EXCESS_FLOORS = 2.0  # e/w − 1 must exceed this many floors to count as "e > w" …
 MIN_RUN = 2  # … at this many neighbouring σ at least (one cell in 40 passes 2 floors by chance)
 
@@ -85,7 +93,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
                checkpoint: str | Path | None = None, sigmas: Any = None) -> dict[str, Any]:
     from specreg.metrics.probe import as_denoiser, probe_sigmas, spectral_error_map, training_weight_map
     from specreg.train.build import build_autoencoder, build_regularizer, load_trained, spatial_ndim
-    from specreg.train.checkpoint import CHECKPOINT_DIR, latest_checkpoint, load_checkpoint
+    from specreg.train.checkpoint import latest_checkpoint, load_checkpoint
 
     for name, value, lo in (("--n", n_items, 2), ("--sigmas", n_sigma, 2), ("--bands", bands, 1),
                             ("--batch-size", batch_size, 1)):
@@ -93,7 +101,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
             raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {lo}")
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    out_dir = Path(out) if out is not None else run_dir / "probe"
+    out_dir = Path(out) if out is not None else run_dir / PROBE_DIR
     cfg, model, formulation, step = load_trained(run_dir, checkpoint=checkpoint)
     model.to(dev)
     if isinstance(formulation, torch.nn.Module):
@@ -141,10 +149,10 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     record["seconds"] = round(time.perf_counter() - t0, 2)
-    (out_dir / "probe.json").write_text(json.dumps(record, indent=1, default=float))
-    (out_dir / "probe.md").write_text(summary_markdown(record))
+    (out_dir / PROBE_RECORD).write_text(json.dumps(record, indent=1, default=float))
+    (out_dir / PROBE_SUMMARY).write_text(summary_markdown(record))
     if plot:
-        plot_probe(record, out_dir / "probe.png")
+        plot_probe(record, out_dir / PROBE_PLOT)
     return record
 
 

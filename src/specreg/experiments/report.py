@@ -3,10 +3,11 @@
 ``render(results, out)`` writes ``spectra.png`` and ``spectra_ratio.png`` (when the
 results hold spectra) and returns the markdown; :func:`write_report` saves both. Every
 number comes from the results object, so a report can be re-rendered from a
-``results.json`` (``specreg compare --report-only``); :func:`update_marks` brings the
+``results.json`` (``specreg compare --report-only``); :mod:`.report_marks` brings the
 marks of a report whose results.json predates labels, curves and set-up up to date.
-(Over 400 lines: one renderer per report section, kept together so a report's layout
-reads in one place.)
+:func:`render_template` fills a study's own short report (``specreg demo``: the template
+beside its study file) with the same tables. (Over 400 lines: one renderer per report
+section, kept together so a report's layout reads in one place.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,19 @@ from pathlib import Path
 
 from specreg.experiments.results import PLATEAU_TAIL, StudyResults
 from specreg.experiments.stats import FDR_Q, Stat
+from specreg.layout import (
+    FULL_REPORT,
+    REAL_CLIP_PREFIX,
+    REAL_DIR,
+    REPORT_FILE,
+    RESULTS_FILE,
+    SAMPLES_GRID,
+    SPECTRA_PLOT,
+    SPECTRA_RATIO_PLOT,
+)
 from specreg.metrics.registry import ARROWS, find_key
+
+SPECTRA = f"![spectra]({SPECTRA_PLOT}) ![ratio]({SPECTRA_RATIO_PLOT})"
 
 RESULTS_TEXT = (
     "Mean ± standard deviation over seeds (sample std, n − 1; \"—\" with one seed). ↓ lower is better, "
@@ -85,6 +98,11 @@ def results_table(res: StudyResults) -> list[str]:
                           *["n/a (paired)" if _paired(k) else fmt(res.floor["ceiling"].get(k)) for k in cols]]))
     lines.append(row(["seed spread: median std over variants", "", "", *[fmt(res.median_spread(k), 2) for k in cols]]))
     return lines
+
+
+def legend(res: StudyResults) -> list[str]:
+    """What each column of the results table measures."""
+    return [f"- **{k}**: {res.labels.get(k, '')}" for k in res.columns]
 
 
 def lambda_grid_table(res: StudyResults) -> list[str]:
@@ -260,10 +278,10 @@ def wall_text(res: StudyResults, total_train: float) -> str:
 def sample_links(res: StudyResults, out: Path) -> list[str]:
     lines = []
     if res.kind == "audio":
-        wavs = sorted((out / "real").glob("reference*.wav"))[:2]
-        lines.append("- real reference: " + ", ".join(f"[{w.name}](real/{w.name})" for w in wavs))
+        wavs = sorted((out / REAL_DIR).glob(f"{REAL_CLIP_PREFIX}*.wav"))[:2]
+        lines.append("- real reference: " + ", ".join(f"[{w.name}]({REAL_DIR}/{w.name})" for w in wavs))
     else:
-        lines.append("**real** (floor set)\n\n![real](real/samples.png)\n")
+        lines.append(f"**real** (floor set)\n\n![real]({REAL_DIR}/{SAMPLES_GRID})\n")
     for name, r in res.rows.items():
         if r.samples is None:
             continue
@@ -272,7 +290,7 @@ def sample_links(res: StudyResults, out: Path) -> list[str]:
             lines.append(f"- {name} (seed {r.samples_seed}): " + ", ".join(f"[{w.name}]({r.samples}/{w.name})"
                                                                           for w in wavs))
         else:
-            lines.append(f"**{name}** (seed {r.samples_seed})\n\n![{name}]({r.samples}/samples.png)\n")
+            lines.append(f"**{name}** (seed {r.samples_seed})\n\n![{name}]({r.samples}/{SAMPLES_GRID})\n")
     return lines
 
 
@@ -292,10 +310,10 @@ def plots(res: StudyResults, out: Path) -> list[str]:
     f_ref, p_ref = np.asarray(ref["freqs"]) * scale, np.asarray(ref["power"])
     floor = floor_per_bin(ref["freqs"], res.floor.get("metrics") or {})  # the real-vs-real LSD, per band
     plot_spectra({k: (f * scale, p) for k, (f, p) in spectra.items()}, reference=(f_ref, p_ref),
-                 path=out / "spectra.png", reference_label="real reference", xlabel=xlabel, floor=floor)
+                 path=out / SPECTRA_PLOT, reference_label="real reference", xlabel=xlabel, floor=floor)
     plot_spectrum_ratio({k: (f * scale, p) for k, (f, p) in spectra.items()}, (f_ref, p_ref),
-                        out / "spectra_ratio.png", xlabel=xlabel, floor=floor)
-    return ["![spectra](spectra.png) ![ratio](spectra_ratio.png)"]
+                        out / SPECTRA_RATIO_PLOT, xlabel=xlabel, floor=floor)
+    return [SPECTRA]
 
 
 def lambda_section(res: StudyResults) -> list[str]:
@@ -324,70 +342,10 @@ def tests_section(res: StudyResults) -> list[str]:
             "\n".join(tests)]
 
 
-def _sections(text: str) -> list[list[str]]:
-    """A markdown text as sections of lines, each (after the first) starting at a "## " line."""
-    out: list[list[str]] = [[]]
-    for line in text.splitlines():
-        if line.startswith("## "):
-            out.append([])
-        out[-1].append(line)
-    return out
-
-
-def _replace_tables(lines: list[str], text: str | None, table: list[str]) -> list[str]:
-    """``lines`` with the first paragraph after the header replaced by ``text`` (when given)
-    and the first table replaced by ``table``."""
-    out, i = [lines[0]], 1
-    if text is not None:
-        while i < len(lines) and not lines[i].strip():
-            out.append(lines[i])
-            i += 1
-        while i < len(lines) and lines[i].strip() and not lines[i].startswith("|"):
-            i += 1
-        out.append(text)
-    rest = lines[i:]
-    start = next((k for k, line in enumerate(rest) if line.startswith("|")), None)
-    if start is None:
-        return out + rest
-    end = next((k for k in range(start, len(rest)) if not rest[k].startswith("|")), len(rest))
-    return out + rest[:start] + table + rest[end:]
-
-
-def update_marks(old: str, res: StudyResults) -> str:
-    """An earlier ``report.md`` with its marks brought up to the current rule: the results
-    and λ-grid tables and their rule text replaced, a "Tests" section added (or replaced),
-    and, where ``res`` has timings, the timing table and its note; every other section kept
-    as it was. For reports whose results.json predates what :func:`render` needs to draw
-    the rest (labels, curves, set-up)."""
-    counts = mark_counts(res)
-    sections = [s for s in _sections(old) if not (s and s[0] == "## Tests")]
-    out: list[list[str]] = []
-    after = "## Automatic λ against the λ grid" if any(s and s[0] == "## Automatic λ against the λ grid"
-                                                        for s in sections) else "## Results"
-    for sec in sections:
-        head = sec[0] if sec else ""
-        if head == "## Results":
-            sec = _replace_tables(sec, RESULTS_TEXT.format(q=FDR_Q, m=counts["tested"]), results_table(res))
-        elif head == "## Automatic λ against the λ grid":
-            new = lambda_section(res)
-            sec = _replace_tables(sec, new[1], new[2].split("\n")) if new else sec
-        elif head == "## Runs and wall time" and res.timing:
-            sec = _replace_tables(sec, None, timing_table(res)[0])
-            if not any(line.startswith(("Every run trained", "s / step compares")) for line in sec):
-                end = next(k for k in range(len(sec) - 1, -1, -1) if sec[k].startswith("|"))
-                sec = [*sec[:end + 1], "", timing_note(res.timing), *sec[end + 1:]]
-        out.append(sec)
-        if head == after and tests_section(res):
-            t = tests_section(res)
-            out.append([t[0], "", t[1], "", t[2], ""])
-    return "\n".join("\n".join(sec) for sec in out).rstrip() + "\n"
-
-
 def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
     """The markdown of ``report.md``; with ``draw`` also (re)writes the plots into ``out``."""
     st = res.study
     nl = "\n"
-    legend = [f"- **{k}**: {res.labels.get(k, '')}" for k in res.columns]
     diverged = [f"- {name}/seed{d['seed']}: {d.get('error', '')}" for name, r in res.rows.items() for d in r.diverged]
     curves, reach = curve_table(res), reach_table(res)
     counts = mark_counts(res)
@@ -406,7 +364,7 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         nl.join(results_table(res)),
         f"Reference: {res.floor.get('reference')}. Noise floor: {res.floor.get('floor_set')}, against the same "
         "reference.",
-        nl.join(legend),
+        nl.join(legend(res)),
         ("Diverged runs (left out of the means):" + nl + nl.join(diverged)) if diverged else "",
         *lambda_section(res),
         *tests_section(res),
@@ -433,7 +391,7 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         "## Spectra",
         "Radially averaged power spectra, mean over seeds, against the real reference (dashed), and the error "
         "in decades, log10(P / P_real):",
-        nl.join(plots(res, out)) if draw else "![spectra](spectra.png) ![ratio](spectra_ratio.png)",
+        nl.join(plots(res, out)) if draw else SPECTRA,
         "## Samples",
         nl.join(sample_links(res, out)),
         "## Runs and wall time",
@@ -447,17 +405,35 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
     return nl.join(nl + s for s in sections if s).lstrip() + nl
 
 
+def render_template(template: str, res: StudyResults, **extra: str) -> str:
+    """A study's own short report: ``template`` (``str.format`` fields) filled with the
+    tables of :func:`render` (``results_table``, ``legend``, ``timing_table``,
+    ``timing_note``), the set-up (``description``, ``steps``, ``batch_size``, ``n_samples``,
+    ``sampler``, ``sample_steps``, ``device``, ``reference``, ``floor_set``), the images
+    (``variants``, ``real_samples``, ``sample_grids``, ``spectra``), ``full_report`` (the
+    study's report beside it) and ``extra``. The plots are those of :func:`write_report`."""
+    nl, s, ev = "\n", res.setup, res.study.get("evaluation", {})
+    return template.format(**{
+        "description": res.study.get("description", "").strip(), "steps": s.get("steps", ["?"])[0],
+        "batch_size": s.get("batch_size"), "n_samples": ev.get("n_samples"), "sampler": s.get("sampler"),
+        "sample_steps": s.get("sample_steps"), "device": res.device, "reference": res.floor.get("reference"),
+        "floor_set": res.floor.get("floor_set"), "results_table": nl.join(results_table(res)),
+        "legend": nl.join(legend(res)), "timing_table": nl.join(timing_table(res)[0]),
+        "timing_note": timing_note(res.timing), "variants": ", ".join(res.rows),
+        "real_samples": f"![real]({REAL_DIR}/{SAMPLES_GRID})", "spectra": SPECTRA, "full_report": FULL_REPORT,
+        "sample_grids": " ".join(f"![{n}]({r.samples}/{SAMPLES_GRID})" for n, r in res.rows.items() if r.samples),
+        **extra})
+
+
 def write_report(res: StudyResults, out: Path) -> Path:
     """Write ``results.json``, the plots and ``report.md`` into ``out``; return the report's path."""
-    from specreg.experiments.results import RESULTS_FILE
-
     out.mkdir(parents=True, exist_ok=True)
     res.save(out / RESULTS_FILE)
-    path = out / "report.md"
+    path = out / REPORT_FILE
     path.write_text(render(res, out), encoding="utf-8")
     return path
 
 
-__all__ = ["curve_table", "fmt", "lambda_grid_table", "lambda_section", "mark_counts", "plateau_table",
-           "reach_table", "render", "results_table", "setting", "shared_share", "tests_section", "tests_table",
-           "timing_note", "timing_table", "update_marks", "write_report"]
+__all__ = ["curve_table", "fmt", "lambda_grid_table", "lambda_section", "legend", "mark_counts", "plateau_table",
+           "reach_table", "render", "render_template", "results_table", "setting", "shared_share", "tests_section",
+           "tests_table", "timing_note", "timing_table", "write_report"]

@@ -27,9 +27,7 @@ from typing import Any
 
 from specreg.experiments.stats import FDR_Q, Stat, bh_adjust, difference, marked, practical_floor
 from specreg.files import read_json, write_json
-
-RESULTS_FILE = "results.json"
-INVOCATIONS_FILE = "invocations.json"
+from specreg.layout import BAND_WEIGHTS_PLOT, EVAL_DIR, INVOCATIONS_FILE, RESULTS_FILE
 
 
 @dataclass
@@ -336,14 +334,16 @@ def device_text() -> str:
 
 
 def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Path, *, command: str,
-            wall_s: float) -> StudyResults:
-    """The :class:`StudyResults` of ``study`` from its runs' records under ``out``."""
+            wall_s: float, invocations: Sequence[Mapping[str, Any]] = ()) -> StudyResults:
+    """The :class:`StudyResults` of ``study`` from its runs' records (``spec.recorded``: as
+    planning read them, or as the runner returned them; nothing is read back) and the
+    study's ``invocations`` (the entries of ``invocations.json``). Paths are given
+    relative to the study folder ``out``."""
     import json
 
     import numpy as np
 
     from specreg.experiments.plan import data_kind
-    from specreg.experiments.runner import CURVE_FILE, TIMING_FILE
 
     runs = [s for s in specs if s.protocol != "pretrain"]
     kind, rate = data_kind(runs[0].config)
@@ -353,33 +353,34 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
     labels = dict(floor.get("labels", {}))
     rows: dict[str, Row] = {}
     for v in study.variants:
-        records = [(s, r) for s in runs if s.variant == v.name and (r := s.record())]
-        ok = [(s, r) for s, r in records if r.get("status") == "done"]
-        stats = {key: Stat.of({int(r["seed"]): r["metrics"][key] for _, r in ok if key in r.get("metrics", {})})
+        records = [(s, r) for s in runs if s.variant == v.name and (r := s.recorded) is not None]
+        ok = [(s, r) for s, r in records if r.status == "done"]
+        stats = {key: Stat.of({int(r.seed): r.metrics[key] for _, r in ok if key in (r.metrics or {})})
                  for key in columns}
         for _, r in records:
-            labels.update(r.get("labels", {}))
-        row = Row(variant_dicts[v.name], stats, len(ok), sum(r.get("status") == "diverged" for _, r in records),
-                  [{"seed": r["seed"], "error": r.get("error", "")} for _, r in records
-                   if r.get("status") == "diverged"])
+            labels.update(r.labels or {})
+        diverged = [r for _, r in records if r.status == "diverged"]
+        row = Row(variant_dicts[v.name], stats, len(ok), len(diverged),
+                  [{"seed": r.seed, "error": r.error or ""} for r in diverged])
         if ok:
-            row.spectrum = {"freqs": ok[0][1]["spectrum"]["freqs"],
-                            "power": np.mean([r["spectrum"]["power"] for _, r in ok], axis=0).tolist()}
+            spectra = [r.spectrum for _, r in ok]
+            row.spectrum = {"freqs": spectra[0]["freqs"],  # type: ignore[index]
+                            "power": np.mean([p["power"] for p in spectra], axis=0).tolist()}  # type: ignore[index]
             first = ok[0][0]
             row.samples_seed = first.seed
-            row.samples = str((first.run_dir / "eval").relative_to(out))
-            if (first.run_dir / "band_weights.png").is_file():
-                row.band_weights = str((first.run_dir / "band_weights.png").relative_to(out))
+            row.samples = str((first.run_dir / EVAL_DIR).relative_to(out))
+            if (first.run_dir / BAND_WEIGHTS_PLOT).is_file():  # drawn by the trainer for a loss that learns them
+                row.band_weights = str((first.run_dir / BAND_WEIGHTS_PLOT).relative_to(out))
         rows[v.name] = row
-    curves = [{"run": s.label, "variant": s.variant, "seed": s.seed, "points": pts}
-              for s in specs if s.curve and (pts := read_json(s.run_dir / CURVE_FILE))]
+    curves = [{"run": s.label, "variant": s.variant, "seed": s.seed, "points": s.recorded.curve}
+              for s in specs if s.curve and s.recorded is not None and s.recorded.curve]
     timing = []
     for s in specs:
-        rec = s.record()
-        tim = rec.get("timing") or read_json(s.run_dir / TIMING_FILE) or {}
+        rec = s.recorded
+        tim = (rec.timing if rec is not None else None) or {}
         timing.append({"run": s.label, "steps": tim.get("steps"), "train_s": tim.get("train_s"),
                        "sample_s": tim.get("sample_s"), "eval_s": tim.get("eval_s"),
-                       "status": rec.get("status", s.status),
+                       "status": s.status if rec is None else rec.status,
                        **{k: tim.get(k) for k in ("device", "threads", "parallel", "interval")}})
     pretrains = [{"dir": str(p.run_dir.relative_to(out)), "steps": p.config["train"]["steps"],
                   "users": sorted({s.variant for s in runs if s.pretrain_dir == p.run_dir})}
@@ -392,7 +393,7 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
         floor={k: floor.get(k) for k in ("metrics", "curve_metrics", "spread", "reference", "floor_set",
                                          "reference_spectrum", "ceiling", "ceiling_set") if k in floor},
         labels=labels, kind=kind, sample_rate=rate, curves=curves, timing=timing, pretrains=pretrains, setup=setup,
-        invocations=read_json(out / INVOCATIONS_FILE) or [], command=command, versions=versions(),
+        invocations=[dict(e) for e in invocations], command=command, versions=versions(),
         device=device_text(), platform=platform.platform(), wall_s=wall_s)
 
 

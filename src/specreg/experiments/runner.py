@@ -1,16 +1,15 @@
 """Executing one run of a study: train (or resume, or fine-tune from a pretrained model),
 sample, measure, and write its record; and the real-vs-real noise floor.
 
-A run's outputs in its directory (besides the trainer's own)::
-
-    eval/samples.npy, eval/samples.png (or eval/*.wav)   the samples that were measured
-    run.json       the record: key, status, metrics, spectrum, timings, evaluation settings
-    timing.json    train seconds and steps, summed over sittings
-    curve.json     metrics along training (evaluation.curve_every)
-    finetune.json  the weights a fine-tuning started from
+A run's outputs in its directory (besides the trainer's own; names: :mod:`specreg.layout`):
+the samples that were measured (``eval/``), the record (``run.json``,
+:class:`~specreg.layout.RunRecord`: key, status, metrics, spectrum, timings, evaluation
+settings), the training seconds and steps summed over sittings, the metrics along training
+(evaluation.curve_every) and the weights a fine-tuning started from. :func:`execute`
+returns the record it wrote, so nothing reads it back.
 
 The study's floor: ``real/floor.json`` (the floor set measured against the reference
-like a run, cached by its settings) and ``real/samples.png`` (or WAV clips).
+like a run, cached by its settings) and a grid of real items (or WAV clips).
 """
 
 from __future__ import annotations
@@ -23,14 +22,25 @@ from pathlib import Path
 from typing import Any
 
 from specreg.experiments.evaluate import measure
-from specreg.experiments.loading import EVAL_DIR
 from specreg.experiments.plan import RunSpec, data_kind, stable_hash
 from specreg.experiments.study import Evaluation
 from specreg.files import read_json, save_audio, save_image_grid, step_of, write_json
-
-CURVE_FILE = "curve.json"
-TIMING_FILE = "timing.json"
-FLOOR_FILE = Path("real") / "floor.json"
+from specreg.layout import (
+    CHECKPOINT_DIR,
+    CURVE_FILE,
+    EVAL_DIR,
+    FINETUNE_FILE,
+    FLOOR_FILE,
+    LOCK_FILE,
+    REAL_CLIP_PREFIX,
+    REAL_DIR,
+    SAMPLES_ARRAY,
+    SAMPLES_GRID,
+    TIMING_FILE,
+    RunRecord,
+    with_sidecars,
+    write_run_record,
+)
 
 
 def _train(spec: RunSpec) -> tuple[float, int]:
@@ -41,7 +51,7 @@ def _train(spec: RunSpec) -> tuple[float, int]:
     cfg = config_from_dict(spec.config)
     net = None
     if spec.protocol == "finetune":
-        from specreg.train.checkpoint import CHECKPOINT_DIR, latest_weights
+        from specreg.train.checkpoint import latest_weights
 
         try:  # the newest readable checkpoint (a corrupt one is skipped)
             path, weights, _ = latest_weights(spec.pretrain_dir / CHECKPOINT_DIR)  # type: ignore[operator]
@@ -50,7 +60,7 @@ def _train(spec: RunSpec) -> tuple[float, int]:
         # the EMA weights, as a published checkpoint that the paper fine-tunes would hold;
         # when the run resumes, the trainer replaces them with its own checkpoint's
         net = pretrained_net(cfg, weights)
-        write_json(spec.run_dir / "finetune.json", {"pretrained": str(path), "weights": "ema"})
+        write_json(spec.run_dir / FINETUNE_FILE, {"pretrained": str(path), "weights": "ema"})
     result = Trainer(cfg, spec.run_dir, net=net).fit()
     return result.total_seconds, result.step
 
@@ -90,7 +100,7 @@ def _train_with_curve(spec: RunSpec, ev: Evaluation, real: Any) -> tuple[float, 
     """Train keeping a checkpoint every ``ev.curve_every`` steps, then measure
     ``ev.curve_samples`` samples of each (``curve.json``, reused when the run resumes).
     Only the checkpoint cadence changes, so the weights are those of the plain run."""
-    from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
+    from specreg.train.checkpoint import list_checkpoints
 
     total = spec.config["train"]["steps"]
     raw = {**spec.config, "train": {**spec.config["train"], "checkpoint_every": ev.curve_every,
@@ -120,7 +130,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     run (a second ``specreg compare`` on the same --out, or a worker left over from a killed
     one) would mix their checkpoints. The OS drops the lock when the holder dies."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as handle:
+    with open(run_dir / LOCK_FILE, "w") as handle:
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock
@@ -138,7 +148,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0, parallel: int | None = None) -> dict[str, Any]:
+def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0, parallel: int | None = None) -> RunRecord:
     """Train one run, sample ``ev.n_samples`` with seed ``ev.sample_seed + seed``, measure,
     and write its record (``run.json``); a pretraining run is only measured along its
     curve, if it has one. Returns the record written. Holds a lock on the run directory
@@ -162,7 +172,7 @@ def _setting(spec: RunSpec, parallel: int | None) -> dict[str, Any]:
     return {"device": "cuda" if gpu else "cpu", "threads": threads, "parallel": parallel}
 
 
-def _execute(spec: RunSpec, ev: Evaluation, parallel: int | None = None) -> dict[str, Any]:
+def _execute(spec: RunSpec, ev: Evaluation, parallel: int | None = None) -> RunRecord:
     from specreg.train.trainer import TrainingDiverged
 
     t0 = time.time()
@@ -177,44 +187,37 @@ def _execute(spec: RunSpec, ev: Evaluation, parallel: int | None = None) -> dict
     except TrainingDiverged as err:
         if spec.protocol == "pretrain":
             raise
-        return _write_record(spec, {**base, "status": "diverged", "error": str(err)})
+        record = write_run_record(spec.run_dir, RunRecord(**base, status="diverged", error=str(err)))
+        return with_sidecars(record, spec.run_dir, curve=spec.curve)  # as a later reader of it sees it
     # from the trainer's log, so a sitting that was killed still counts up to its last checkpoint
     timing: dict[str, Any] = {"train_s": seconds, "steps": steps, **_setting(spec, parallel),
                               "interval": [started, time.time()]}  # this sitting's wall clock: who ran beside it
     write_json(timing_path, timing)
     curve = read_json(spec.run_dir / CURVE_FILE) if spec.curve else None
     if spec.protocol == "pretrain":
-        return _write_record(spec, {**base, "status": "done", "timing": timing, "curve": curve})
+        return write_run_record(spec.run_dir, RunRecord(**base, status="done", timing=timing, curve=curve))
 
     x, step, sample_s = sample(spec, ev, real, ev.n_samples)
     kind, rate = data_kind(spec.config)
     save_samples(x, spec.run_dir / EVAL_DIR, kind, rate)
     t2 = time.time()
     measured = measure(x, real, ev, kind=kind, sample_rate=rate)
-    return _write_record(spec, {
+    return write_run_record(spec.run_dir, RunRecord.from_dict({
         **base, "status": "done", "step": step, **measured, "reference": real.description, "curve": curve,
         "timing": {**timing, "sample_s": sample_s, "eval_s": time.time() - t2, "wall_s_this_call": time.time() - t0},
-        "n_samples": ev.n_samples, "sample_seed": ev.sample_seed + spec.seed})
-
-
-def _write_record(spec: RunSpec, record: dict[str, Any]) -> dict[str, Any]:
-    write_json(spec.record_path, record)
-    legacy = spec.run_dir / "metrics.json"  # an older record of this run would shadow nothing, but confuse
-    if legacy.is_file() and (read_json(legacy) or {}).get("key"):
-        legacy.unlink()
-    return record
+        "n_samples": ev.n_samples, "sample_seed": ev.sample_seed + spec.seed}))
 
 
 def save_samples(x: Any, folder: Path, kind: str, rate: int | None) -> None:
-    """``samples.npy`` and a grid of the first 64 images (or the first 8 clips as WAV)."""
+    """The samples as an array and a grid of the first 64 images (or the first 8 clips as WAV)."""
     import numpy as np
 
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "samples.npy", x.numpy().astype(np.float32))
+    np.save(folder / SAMPLES_ARRAY, x.numpy().astype(np.float32))
     if kind == "audio":
         save_audio(x[:8], folder, int(rate))  # type: ignore[arg-type]
     else:
-        save_image_grid(x[:64], folder / "samples.png")
+        save_image_grid(x[:64], folder / SAMPLES_GRID)
 
 
 SPREAD_RESAMPLES = 50  # bootstrap draws of floor_spread: its relative error ≈ 1/√(2·50) = 10 %
@@ -251,7 +254,7 @@ def floor_spread(real: Any, ev: Evaluation, *, kind: str, sample_rate: int | Non
 
 
 def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Real vs real with the same counts, cached in ``real/floor.json``: the floor set
+    """Real vs real with the same counts, cached in the study's ``real/floor.json``: the floor set
     (``n_samples`` real items disjoint from the reference) measured like a run, the
     real-vs-real spread of its signed keys (:func:`floor_spread`) and the reference's
     spectrum. With a training curve, also its first ``curve_samples`` items
@@ -295,11 +298,11 @@ def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, A
         reference = real.reference[:n] if kind == "audio" else real.reference
         record["curve_metrics"] = measure(real.floor[:n], real, unpaired, kind=kind, sample_rate=rate,
                                           reference=reference)["metrics"]
-    (out / "real").mkdir(parents=True, exist_ok=True)
+    (out / REAL_DIR).mkdir(parents=True, exist_ok=True)
     if kind == "audio":
-        save_audio(torch.as_tensor(real.reference[:4]), out / "real", int(rate or 0), prefix="reference")
+        save_audio(torch.as_tensor(real.reference[:4]), out / REAL_DIR, int(rate or 0), prefix=REAL_CLIP_PREFIX)
     else:
-        save_image_grid(torch.as_tensor(real.floor[:64]), out / "real" / "samples.png")
+        save_image_grid(torch.as_tensor(real.floor[:64]), out / REAL_DIR / SAMPLES_GRID)
     write_json(path, record)
     return record
 

@@ -64,10 +64,10 @@ from typing import Any
 
 import yaml
 
+from specreg.layout import PRETRAIN_DIR
 from specreg.schema import choice, describe, from_mapping
 
 PROTOCOLS = ("scratch", "finetune")
-PRETRAIN_DIR = "_pretrain"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

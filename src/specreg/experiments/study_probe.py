@@ -31,7 +31,18 @@ from typing import Any
 
 import numpy as np
 
-PROBE_DIR = "probe"
+from specreg.layout import (
+    CHECKPOINT_DIR,
+    PROBE_CURVE_DIR,
+    PROBE_CURVE_PLOT,
+    PROBE_DIR,
+    PROBE_MAPS,
+    PROBE_PLOT,
+    PROBE_RECORD,
+    PROBE_SUMMARY,
+    REPORT_FILE,
+)
+
 SECTION = "## Spectral error maps"
 DIFF_FLOORS = 2.0
 
@@ -40,14 +51,14 @@ def _probe(run_dir: Path, *, n_items: int, n_sigma: int, checkpoint: Path | None
            out: Path | None = None, sigmas: list[float] | None = None) -> dict[str, Any] | None:
     from specreg.experiments.probe import probe_run
     from specreg.files import step_of
-    from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
+    from specreg.train.checkpoint import list_checkpoints
 
     ckpts = list_checkpoints(run_dir / CHECKPOINT_DIR)
     if not ckpts:
         return None
     target = checkpoint if checkpoint is not None else ckpts[-1]
     out = out if out is not None else run_dir / PROBE_DIR
-    cached = out / "probe.json"
+    cached = out / PROBE_RECORD
     if cached.is_file():
         record = json.loads(cached.read_text())
         settings = record.get("settings", {})
@@ -101,7 +112,7 @@ def curve_summary(records: list[dict[str, Any]], space: str = "model") -> tuple[
 def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
     """Probe the study's runs and write ``probe/`` and the report's section (module doc)."""
     from specreg.experiments.probe import band_label, summary_markdown
-    from specreg.train.checkpoint import CHECKPOINT_DIR, list_checkpoints
+    from specreg.train.checkpoint import list_checkpoints
 
     ev = study.evaluation
     if ev.probe_items == 0:
@@ -128,7 +139,7 @@ def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
         kept = []
         for ck in list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
             r = _probe(spec.run_dir, n_items=n, n_sigma=ns, checkpoint=ck,
-                       out=spec.run_dir / PROBE_DIR / "curve" / ck.name)
+                       out=spec.run_dir / PROBE_DIR / PROBE_CURVE_DIR / ck.name)
             if r is not None:
                 kept.append(r)
         if kept:
@@ -168,16 +179,16 @@ def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
                   + " |", "|---" * (table.shape[1] + 1) + "|"]
         lines += [f"| {s} | " + " | ".join(f"{v:+.3f}" for v in row) + " |" for s, row in zip(steps, table)]
         lines.append("")
-    (folder / "probe.md").write_text("\n".join(lines))
-    (folder / "maps.json").write_text(json.dumps({"maps": {k: str(first[k].run_dir / PROBE_DIR / "probe.json")
+    (folder / PROBE_SUMMARY).write_text("\n".join(lines))
+    (folder / PROBE_MAPS).write_text(json.dumps({"maps": {k: str(first[k].run_dir / PROBE_DIR / PROBE_RECORD)
                                                            for k in records}, "baselines": baselines,
                                                   "curves": {k: [r["step"] for r in v] for k, v in curves.items()}},
                                                  indent=1))
-    _plot(records, baselines, folder / "probe.png")
+    _plot(records, baselines, folder / PROBE_PLOT)
     if curves:
-        _plot_curves(curves, folder / "curve.png")
-    _append_section(out / "report.md", bool(curves))
-    return folder / "probe.md"
+        _plot_curves(curves, folder / PROBE_CURVE_PLOT)
+    _append_section(out / REPORT_FILE, bool(curves))
+    return folder / PROBE_SUMMARY
 
 
 def _plot(records: dict[str, Any], baselines: dict[str, str | None], path: Path) -> None:
@@ -227,10 +238,11 @@ def _append_section(report: Path, curve: bool) -> None:
     text = report.read_text()
     if SECTION in text:
         text = text[: text.index(SECTION)].rstrip() + "\n"
-    extra = " and ![error maps along training](probe/curve.png)" if curve else ""
+    summary, maps, along = (f"{PROBE_DIR}/{name}" for name in (PROBE_SUMMARY, PROBE_PLOT, PROBE_CURVE_PLOT))
+    extra = f" and ![error maps along training]({along})" if curve else ""
     text += (f"\n{SECTION}\n\nWhere in (noise level, frequency) each row's denoiser is worse than a Wiener filter, "
-             f"and how each variant's error differs from its baseline's: [probe/probe.md](probe/probe.md), "
-             f"![error maps](probe/probe.png){extra}.\n")
+             f"and how each variant's error differs from its baseline's: [{summary}]({summary}), "
+             f"![error maps]({maps}){extra}.\n")
     report.write_text(text)
 
 

@@ -53,11 +53,17 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from specreg.files import STEP_PREFIX, step_name, step_of
+from specreg.layout import (
+    CHECKPOINT_DIR as CHECKPOINT_DIR,  # where a run keeps them; imported from here too
+    CHECKPOINT_MANIFEST as MANIFEST,
+    CHECKPOINT_MODEL,
+    CHECKPOINT_OPTIMIZER,
+    CHECKPOINT_PAYLOAD as PAYLOAD,
+    CHECKPOINT_STATE,
+    CHECKPOINT_TENSORS,
+)
 
-CHECKPOINT_DIR = "checkpoints"
 PREFIX = STEP_PREFIX
-PAYLOAD = ("model.safetensors", "optimizer.safetensors", "state.safetensors", "state.json")
-MANIFEST = "manifest.json"
 FILES = (*PAYLOAD, MANIFEST)
 FORMAT_VERSION = 2  # 2: with manifest.json; 1 (no manifest) is still read
 CORRUPT_PREFIX = "corrupt-"  # a checkpoint set aside by set_aside() (not listed, never pruned)
@@ -246,21 +252,21 @@ def save_checkpoint(
 
     weights = {f"model.{k}": v for k, v in model.items()}
     weights.update({f"ema.{k}": v for k, v in ema.items()})
-    save_file(_tensors_for_disk(weights), str(tmp / "model.safetensors"), metadata={"step": str(step)})
+    save_file(_tensors_for_disk(weights), str(tmp / CHECKPOINT_MODEL), metadata={"step": str(step)})
     _pause("during", step)
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
-    save_file(_tensors_for_disk(opt_tensors), str(tmp / "optimizer.safetensors"))
+    save_file(_tensors_for_disk(opt_tensors), str(tmp / CHECKPOINT_OPTIMIZER))
     rng_tensors, rng_meta = capture_rng()
     state_tensors = {f"rng.{k}": v for k, v in rng_tensors.items()}
     state_tensors.update({f"regularizer.{k}": v for k, v in (regularizer or {}).items()})
     state_tensors.update({f"timesteps.{k}": v for k, v in (timesteps or {}).items()})
-    save_file(_tensors_for_disk(state_tensors), str(tmp / "state.safetensors"))
+    save_file(_tensors_for_disk(state_tensors), str(tmp / CHECKPOINT_TENSORS))
     state = {
         "format": FORMAT_VERSION, "step": step, "config": dict(config), "optimizer": opt_meta,
         "rng": rng_meta, "data": dict(data or {}), "extra": dict(extra or {}),
     }
-    (tmp / "state.json").write_text(json.dumps(state))
-    mode = stat.S_IMODE((tmp / "state.json").stat().st_mode)  # a new file's: 0666 minus the umask
+    (tmp / CHECKPOINT_STATE).write_text(json.dumps(state))
+    mode = stat.S_IMODE((tmp / CHECKPOINT_STATE).stat().st_mode)  # a new file's: 0666 minus the umask
     files = {}
     for name in PAYLOAD:
         os.chmod(tmp / name, mode)  # safetensors creates its files 0600
@@ -312,7 +318,7 @@ def verify(path: str | Path, names: tuple[str, ...] = PAYLOAD) -> None:
         raise ValueError(f"checkpoint {path} is incomplete: missing {missing}")
     if not (path / MANIFEST).is_file():
         try:
-            legacy = json.loads((path / "state.json").read_text()).get("format") == 1
+            legacy = json.loads((path / CHECKPOINT_STATE).read_text()).get("format") == 1
         except (OSError, ValueError, AttributeError):
             legacy = False
         if legacy:  # written before manifests existed: nothing to check against
@@ -354,10 +360,10 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     path = Path(path)
     verify(path)
     try:
-        state = json.loads((path / "state.json").read_text())
-        weights = load_file(str(path / "model.safetensors"), device=str(map_location))
-        opt_tensors = load_file(str(path / "optimizer.safetensors"), device=str(map_location))
-        state_tensors = load_file(str(path / "state.safetensors"))
+        state = json.loads((path / CHECKPOINT_STATE).read_text())
+        weights = load_file(str(path / CHECKPOINT_MODEL), device=str(map_location))
+        opt_tensors = load_file(str(path / CHECKPOINT_OPTIMIZER), device=str(map_location))
+        state_tensors = load_file(str(path / CHECKPOINT_TENSORS))
     except Exception as err:  # any parse error means the directory cannot be trusted
         raise ValueError(f"checkpoint {path} is unreadable: {err}") from None
     _check_named_step(path, state.get("step"))
@@ -381,10 +387,10 @@ def load_weights(path: str | Path, *, ema: bool = True) -> dict[str, torch.Tenso
     """Only the (EMA or raw) model weights of a checkpoint directory, for sampling; checked
     against the manifest, ``ValueError`` if incomplete or corrupt."""
     path = Path(path)
-    verify(path, ("model.safetensors",))
+    verify(path, (CHECKPOINT_MODEL,))
     try:
-        weights = load_file(str(path / "model.safetensors"))
-        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        weights = load_file(str(path / CHECKPOINT_MODEL))
+        with safe_open(str(path / CHECKPOINT_MODEL), framework="pt") as f:
             stored = (f.metadata() or {}).get("step")
     except Exception as err:  # any parse error means the file cannot be trusted
         raise ValueError(f"checkpoint {path} is unreadable: {err}") from None

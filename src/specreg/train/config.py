@@ -28,10 +28,8 @@ from typing import Any
 
 import yaml
 
+from specreg.layout import CONFIG_FILE
 from specreg.schema import choice, describe, from_mapping
-
-CONFIG_FILE = "config.yaml"
-
 
 _choice, _help = choice, describe  # field metadata (specreg.schema): accepted values and help
 

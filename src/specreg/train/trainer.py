@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from specreg.files import check_folder, save_audio, save_image_grid, step_name, write_atomic
+from specreg.layout import BAND_WEIGHTS_FILE, BAND_WEIGHTS_PLOT, METRICS_FILE, SAMPLES_DIR
 from specreg.train.build import (
     batch_inputs,
     build_autoencoder,
@@ -78,8 +79,6 @@ from specreg.train.stop import StopNow, TrainingInterrupted, ignore_stop_signals
 if TYPE_CHECKING:
     from specreg.models.vae import ConvVAE
 
-METRICS_FILE = "metrics.jsonl"
-SAMPLES_DIR = "samples"
 # Sections whose change makes an old checkpoint meaningless for the new run.
 _FIXED_SECTIONS = ("data", "model", "diffusion", "regularizer", "autoencoder")
 _FROM_CONFIG: Any = object()
@@ -613,7 +612,6 @@ class Trainer:
         return save_image_grid(x, folder / f"{step_name(step)}.png")
 
 
-BAND_WEIGHTS_FILE = "band_weights.json"
 
 
 def _sampler_state(formulation: Any) -> dict[str, torch.Tensor] | None:
@@ -654,7 +652,7 @@ def log_band_weights(out_dir: Path, step: int, regularizer: nn.Module, n_sigma: 
     record["steps"][str(step)] = w.T.tolist()  # [band][sigma]
     record["steps"] = {k: record["steps"][k] for k in sorted(record["steps"], key=int) if int(k) <= step}
     write_atomic(path, json.dumps(record) + "\n")
-    plot_band_weights(record, out_dir / "band_weights.png")
+    plot_band_weights(record, out_dir / BAND_WEIGHTS_PLOT)
     return path
 
 
