@@ -67,7 +67,7 @@ LAYERS: dict[str, int] = {
     "demo": 8,  # specreg/demo.py: a compatibility alias of experiments/demo.py
     "cli": 9,
 }
-BASE = frozenset({"_checks", "_optional", "files", "schema", "stopping"})
+BASE = frozenset({"_checks", "_optional", "files", "layout", "schema", "stopping"})
 
 # Modules being split by other engineers in the same round of issue 30 (trainer by concern,
 # image data, timestep samplers, report, evaluation engine). The lead removes this list when
