@@ -76,7 +76,6 @@ BEING_SPLIT = frozenset({
     "specreg/train/trainer.py",
     "specreg/data/images.py",
     "specreg/diffusion/timesteps.py",
-    "specreg/experiments/report.py",
     "specreg/experiments/evaluate.py",
 })
 
