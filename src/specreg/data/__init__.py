@@ -5,7 +5,8 @@ Images are float32 (C, H, W) in [−1, 1]; waveforms float32 (1, T) in [−1, 1]
 is downloaded unless a constructor is called with ``download=True``.
 
 Every data set a config or a study can name is one entry of the registry
-(:mod:`specreg.data.registry`, the shipped entries in :mod:`specreg.data.sets`): its kind,
+(:mod:`specreg.data.registry`; the entry types in :mod:`specreg.data.entry`, the shipped
+entries in :mod:`specreg.data.sets`): its kind,
 reference names, builder, train/held-out rows and special structure. Training and the
 reference sets of ``specreg eval`` / ``specreg compare`` are built by that one factory.
 
@@ -27,8 +28,9 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("ImageFolder", "SkDigits"), "images"),
     "ChecksumError": "pixels",
     "TextureCrops": "textures",
-    **dict.fromkeys(("DATASETS", "DataSet", "RealRequest", "RealSets", "Rows", "build_dataset", "data_set",
-                     "reference_set", "register", "unregister"), "registry"),
+    **dict.fromkeys(("DataSet", "RealRequest", "RealSets", "Rows"), "entry"),
+    **dict.fromkeys(("DATASETS", "build_dataset", "data_set", "reference_set", "register", "unregister"),
+                    "registry"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -50,6 +52,12 @@ if TYPE_CHECKING:
         checkerboard_lines as checkerboard_lines,
         checkerboard_peaks as checkerboard_peaks,
     )
+    from specreg.data.entry import (
+        DataSet as DataSet,
+        RealRequest as RealRequest,
+        RealSets as RealSets,
+        Rows as Rows,
+    )
     from specreg.data.fashion_mnist import (
         FASHION_MNIST_ROOT as FASHION_MNIST_ROOT,
         FashionMNIST as FashionMNIST,
@@ -60,10 +68,6 @@ if TYPE_CHECKING:
     from specreg.data.pixels import ChecksumError as ChecksumError
     from specreg.data.registry import (
         DATASETS as DATASETS,
-        DataSet as DataSet,
-        RealRequest as RealRequest,
-        RealSets as RealSets,
-        Rows as Rows,
         build_dataset as build_dataset,
         data_set as data_set,
         reference_set as reference_set,

@@ -1,5 +1,5 @@
-"""The shipped data sets, one :class:`~specreg.data.registry.DataSet` entry each (see
-:mod:`specreg.data.registry` for what an entry holds).
+"""The shipped data sets, one :class:`~specreg.data.entry.DataSet` entry each, listed in
+:data:`SHIPPED` (the registry, :mod:`specreg.data.registry`, starts from that list).
 
 Reference sets (built-in names of ``evaluation.reference`` and ``specreg eval
 --reference``), each with a disjoint floor set of the samples' size (seed ``s + 1``):
@@ -26,13 +26,13 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
-from specreg.data.registry import DEFAULT_COUNT, DataSet, RealRequest, RealSets, Rows, register
+from specreg.data.entry import DEFAULT_COUNT, DataSet, RealRequest, RealSets, Rows
 
 if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset
 
-__all__ = ["AUDIO_FOLDER", "CHECKERBOARD", "FASHION_MNIST", "IMAGE_FOLDER", "SPEECH", "TEXTURES"]
+__all__ = ["AUDIO_FOLDER", "CHECKERBOARD", "FASHION_MNIST", "IMAGE_FOLDER", "SHIPPED", "SPEECH", "TEXTURES"]
 
 
 def _stack(ds: Any) -> torch.Tensor:
@@ -68,10 +68,10 @@ def _textures_real(data: Any, q: RealRequest) -> RealSets:
                     f"{n} other {what} (seed {s + 1})")
 
 
-TEXTURES = register(DataSet(
+TEXTURES = DataSet(
     "textures", "image", _textures, Rows("eval"), reference="textures", aliases=("texture",),
     description="scikit-image texture crops from the held-out eval rows", real=_textures_real,
-    serves=("image_folder",)))
+    serves=("image_folder",))
 
 
 # --------------------------------------------------------------------------------------
@@ -103,11 +103,11 @@ def _checkerboard_lines(data: Any) -> list[tuple[float, ...]]:
     return list(checkerboard_lines(CHECKERBOARD_PERIODS))
 
 
-CHECKERBOARD = register(DataSet(
+CHECKERBOARD = DataSet(
     "checkerboard", "image", _checkerboard, Rows(None, reseed=1, text="checkerboards of data.seed + 1"),
     reference="checkerboards", aliases=("checkerboard",),
     description="checkerboards of the training distribution (known spectral lines)", real=_checkerboard_real,
-    peaks=_checkerboard_lines))
+    peaks=_checkerboard_lines)
 
 
 # --------------------------------------------------------------------------------------
@@ -141,10 +141,10 @@ def _fashion_real(data: Any, q: RealRequest) -> RealSets:
     return RealSets(images, fl, f"{m} {what} (random subset, seed {s})", f"{n} other {what}", cond)
 
 
-FASHION_MNIST = register(DataSet(
+FASHION_MNIST = DataSet(
     "fashion_mnist", "image", _fashion, Rows("test"), reference="fashion-mnist",
     aliases=("fashion_mnist", "fashion", "fashionmnist"), description="Fashion-MNIST test split (10 000 images)",
-    real=_fashion_real, channels=(1,)))
+    real=_fashion_real, channels=(1,))
 
 
 # --------------------------------------------------------------------------------------
@@ -159,9 +159,9 @@ def _image_folder(data: Any, split: str) -> Dataset:
     return ImageFolder(root=data.root, size=data.size, channels=data.channels)  # a folder has no split
 
 
-IMAGE_FOLDER = register(DataSet(
+IMAGE_FOLDER = DataSet(
     "image_folder", "image", _image_folder,
-    Rows(None, text="the training folder's own items (an image folder has no held-out split)")))
+    Rows(None, text="the training folder's own items (an image folder has no held-out split)"))
 
 
 # --------------------------------------------------------------------------------------
@@ -224,9 +224,9 @@ def _speech_real(d: Any, q: RealRequest) -> RealSets:
                     floor_what, {"cond": torch.stack([c for _, c in items])})
 
 
-SPEECH = register(DataSet(
+SPEECH = DataSet(
     "speech", "audio", _speech, Rows("eval"), reference="speech", aliases=("asterisk",),
-    description="held-out (eval) Asterisk speech prompts, cut into segments", real=_speech_real))
+    description="held-out (eval) Asterisk speech prompts, cut into segments", real=_speech_real)
 
 
 def _audio_folder(data: Any, split: str) -> Dataset:
@@ -238,6 +238,10 @@ def _audio_folder(data: Any, split: str) -> Dataset:
                                   segment_length=data.segment_length), data)
 
 
-AUDIO_FOLDER = register(DataSet(
+AUDIO_FOLDER = DataSet(
     "audio_folder", "audio", _audio_folder,
-    Rows(None, text="the training folder's own items (an audio folder has no held-out split)")))
+    Rows(None, text="the training folder's own items (an audio folder has no held-out split)"))
+
+
+SHIPPED = (TEXTURES, CHECKERBOARD, FASHION_MNIST, IMAGE_FOLDER, SPEECH, AUDIO_FOLDER)
+"""The shipped data sets, in the order configs list them; a new one is an entry above and a name here."""
