@@ -48,7 +48,7 @@ def checkerboard_lines(periods: Sequence[int]) -> list[tuple[float, float]]:
     """Every spectral line (k₁/p, k₂/p) (cycles/pixel, k₁, k₂ odd, not aliased) of a
     board of any period in ``periods``, sorted: the ``peaks`` of the checkerboard reference,
     which the peak metric aliases into [−½, ½)."""
-    lines = set()
+    lines: set[tuple[float, float]] = set()
     for p in periods:
         _, f = checkerboard_harmonics(int(p))
         lines.update((float(f1), float(f2)) for f1 in f for f2 in f)

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset
 
+    from specreg.data.checkerboards import Checkerboards
+
 __all__ = ["AUDIO_FOLDER", "CHECKERBOARD", "FASHION_MNIST", "IMAGE_FOLDER", "SHIPPED", "SPEECH", "TEXTURES"]
 
 
@@ -78,7 +80,7 @@ TEXTURES = DataSet(
 # checkerboards
 
 
-def _checkerboard(data: Any, split: str) -> Dataset:
+def _checkerboard(data: Any, split: str) -> Checkerboards:
     from specreg.data.checkerboards import Checkerboards
 
     return Checkerboards(n=data.n, size=data.size, seed=data.seed)  # generated: no split
