@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from specreg.data.clips import crop_clips, segments, subset  # moved to the data layer; importable here as before
 from specreg.files import newest_step
 from specreg.layout import CONFIG_FILE, EVAL_DIR, RUN_RECORD, SAMPLE_FILES, SAMPLES_ARRAY, SAMPLES_DIR, read_run_record
 
@@ -115,22 +116,6 @@ def shortest_clip(folder: Path) -> int | None:
         except (RuntimeError, OSError) as err:
             raise ValueError(f"cannot read audio file {str(p)!r}: {err}") from None
     return min(lengths) if lengths else None
-
-
-def crop_clips(clips: Sequence[np.ndarray], length: int, seed: int) -> torch.Tensor:
-    """One ``length``-sample segment of every clip, at an offset drawn uniformly from the
-    clip's valid range; clip i's offset depends on (``seed``, i) only, so the samples and
-    the reference are cut by one rule, whichever of them is which. Returns (N, 1, length)."""
-    import numpy as np
-    import torch
-
-    out = []
-    for i, c in enumerate(clips):
-        if c.size < length:
-            raise ValueError(f"clip {i} has {c.size} samples, fewer than the crop length {length}")
-        start = int(np.random.default_rng([seed, i]).integers(0, c.size - length + 1))
-        out.append(c[start:start + length])
-    return torch.from_numpy(np.stack(out)).float()[:, None]
 
 
 def load_audio_folder(folder: Path, *, crop: bool = False, length: int | None = None,
@@ -380,28 +365,6 @@ def load_image_file(path: Path, channels: int) -> torch.Tensor:
     a = a[..., :1] if channels == 1 else np.broadcast_to(a, (*a.shape[:2], 3))
     a = np.array(a, dtype=np.uint8)  # a writable copy (PIL arrays are read-only)
     return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 127.5 - 1.0
-
-
-def segments(clips: Sequence[np.ndarray], length: int) -> torch.Tensor:
-    """Every non-overlapping ``length``-sample segment of each clip (remainders dropped)."""
-    import numpy as np
-    import torch
-
-    segs = [c[k * length:(k + 1) * length] for c in clips for k in range(c.size // length)]
-    if not segs:
-        raise ValueError(f"the reference clips are all shorter than the samples ({length} samples)")
-    return torch.from_numpy(np.stack(segs)).float()[:, None]
-
-
-def subset(r: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
-    import torch
-
-    if n is None or n >= r.shape[0]:
-        return r
-    g = torch.Generator().manual_seed(seed)
-    return r[torch.randperm(r.shape[0], generator=g)[:n].sort().values]
-
-
 
 
 __all__ = ["EVAL_DIR", "RUN_RECORD", "SAMPLE_FILES", "TENSOR_SUFFIXES", "audio_files", "crop_clips",

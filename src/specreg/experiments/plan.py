@@ -188,9 +188,9 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
 
 def data_kind(cfg: dict[str, Any]) -> tuple[str, int | None]:
     """``("audio", sample_rate)`` or ``("image", None)`` for a run config."""
-    from specreg.train.config import AUDIO_KINDS
+    from specreg.data.registry import data_set
 
-    audio = cfg["data"]["kind"] in AUDIO_KINDS
+    audio = data_set(cfg["data"]["kind"]).kind == "audio"
     return ("audio", int(cfg["data"]["sample_rate"])) if audio else ("image", None)
 
 

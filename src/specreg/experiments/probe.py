@@ -42,17 +42,13 @@ MIN_RUN = 2  # … at this many neighbouring σ at least (one cell in 40 passes 
 
 def held_out_items(cfg: Any, n: int, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor], str]:
     """``n`` held-out items of the run's data set: (x0 images or audio, model kwargs, description)."""
-    from specreg.train.build import build_dataset
+    from specreg.data.registry import held_out_dataset
 
-    data, what = cfg.data, ""
-    if data.kind == "checkerboard":
-        data, what = dataclasses.replace(data, seed=data.seed + 1), "checkerboards of data.seed + 1"
-        ds = build_dataset(data)
-    elif data.kind == "image_folder":
-        ds, what = build_dataset(data), "the training folder's own items (an image folder has no held-out split)"
-    else:
-        split = "test" if data.kind == "fashion_mnist" else "eval"
-        ds, what = build_dataset(data, split=split), f"the {split} split"
+    data = cfg.data
+    try:  # the held-out rows are the data set's (its registry entry's Rows)
+        ds, what = held_out_dataset(data)
+    except FileNotFoundError as err:
+        raise ValueError(f"data.root={data.root!r} (data.kind={data.kind}): {err}") from None
     total = len(ds)  # type: ignore[arg-type]
     if total < 2:
         raise ValueError(f"the held-out set has {total} items; the probe needs at least 2")

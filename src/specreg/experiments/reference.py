@@ -1,23 +1,12 @@
 """Real data to measure samples against: one builder for ``specreg eval``, ``specreg
 compare`` and the demo, so every path scores against the same data.
 
+The built-in reference sets are entries of the data-set registry
+(:mod:`specreg.data.registry`; what each one is: :mod:`specreg.data.sets`).
 :func:`real_sets` builds, for a built-in reference set, the *reference* (``n_reference``
 items, seed ``s``) and a disjoint *floor* set of the samples' size (``n_samples`` items,
 seed ``s + 1``), which, measured against the reference like a run, gives each metric's
-noise floor:
-
-* ``textures``: crops of the scikit-image photographs the run's data names (default
-  brick, grass, gravel) at the samples' size, from the held-out ``eval`` rows (``split``
-  ``train``: from the training rows);
-* ``checkerboards``: boards of the training distribution (known spectral lines, for
-  ``peak_energy``);
-* ``fashion-mnist``: two disjoint random subsets of the 10 000 test images (``split``
-  ``train``: of the 60 000 training images), padded to 32 as in training (other sizes
-  resized);
-* ``speech``: held-out Asterisk prompts. ``paired=True`` (a vocoder study): the reference
-  is the held-out prompt segments whose log-mels condition the samples, item i with
-  sample i, and the floor set is training segments; ``paired=False`` (``specreg eval``
-  of unconditional samples): every non-overlapping segment of the samples' length.
+noise floor.
 
 :func:`load_reference` gives ``specreg eval`` a reference shaped like its samples: a
 built-in set through :func:`real_sets`, or a folder of images or audio files (images are
@@ -28,55 +17,27 @@ metric is asked for), or a tensor file.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from specreg.experiments.loading import audio_files, crop_clips, load_tensor_file, read_clips, segments, subset
+from specreg.data import registry
+from specreg.data.clips import crop_clips, segments, subset
+from specreg.data.registry import DEFAULT_COUNT, LiveMapping, RealRequest, RealSets, canonical_reference
+from specreg.experiments.loading import audio_files, load_tensor_file, read_clips
 
 if TYPE_CHECKING:
     import torch
 
-REFERENCE_SETS: dict[str, str] = {
-    "textures": "scikit-image texture crops from the held-out eval rows",
-    "checkerboards": "checkerboards of the training distribution (known spectral lines)",
-    "fashion-mnist": "Fashion-MNIST test split (10 000 images)",
-    "speech": "held-out (eval) Asterisk speech prompts, cut into segments",
-}
-REFERENCE_ALIASES = {"fashion_mnist": "fashion-mnist", "fashion": "fashion-mnist", "fashionmnist": "fashion-mnist",
-                     "texture": "textures", "checkerboard": "checkerboards", "asterisk": "speech"}
-DATA_KIND = {"textures": "textures", "checkerboards": "checkerboard", "fashion-mnist": "fashion_mnist",
-             "speech": "speech"}
-DEFAULT_COUNT = 2048  # items of a generated reference (textures, checkerboards) when none is given
-
-
-def canonical_reference(name: str) -> str:
-    """A built-in reference's name with aliases folded (``fashion`` → ``fashion-mnist``)."""
-    key = str(name).strip().lower()
-    key = REFERENCE_ALIASES.get(key, REFERENCE_ALIASES.get(key.replace("-", "_"), key))
-    return key.replace("_", "-") if key.replace("_", "-") in REFERENCE_SETS else key
-
-
-@dataclass
-class RealSets:
-    """The reference set, a disjoint real set of the samples' size (the noise floor; None
-    when not asked for) and the conditioning of the samples (paired with the reference for
-    audio), with descriptions for the report."""
-
-    reference: Any
-    floor: Any
-    description: str
-    floor_description: str
-    conditioning: dict[str, Any] = field(default_factory=dict)
-    peaks: list[tuple[float, ...]] | None = None
-
-
-def _stack(ds: Any, count: int | None = None) -> Any:
-    import torch
-
-    return torch.stack([ds[i][0] for i in range(len(ds) if count is None else count)])
+# Views of the registry (specreg.data.registry), read at each use: a registered set appears in them.
+REFERENCE_SETS: Mapping[str, str] = LiveMapping(
+    lambda: {n: registry.reference_set(n).description for n in registry.reference_names()})
+"""Built-in reference name → what it is."""
+REFERENCE_ALIASES: Mapping[str, str] = LiveMapping(registry.reference_aliases)
+"""Other spellings of the built-in reference names → the name."""
+DATA_KIND: Mapping[str, str] = LiveMapping(
+    lambda: {n: registry.reference_set(n).name for n in registry.reference_names()})
+"""Built-in reference name → the ``data.kind`` it is the reference of."""
 
 
 def real_sets(name: str, data: Any, *, n_samples: int, n_reference: int | None, seed: int = 1,
@@ -90,107 +51,19 @@ def real_sets(name: str, data: Any, *, n_samples: int, n_reference: int | None, 
     :data:`DEFAULT_COUNT` generated ones. ``num_classes`` > 0 gives class labels 0…K−1 in
     turn as conditioning of class-conditional samples. ``crop_seed`` (unpaired speech):
     one segment per prompt at seeded offsets, as ``specreg eval --crop`` cuts the samples,
-    instead of every segment. See the module docstring.
+    instead of every segment. ``paired`` (audio): the reference is the held-out segments
+    whose log-mels condition the samples, item i with sample i. What each set is:
+    :mod:`specreg.data.sets`.
     """
-    import torch
-
     from specreg.schema import from_mapping
     from specreg.train.config import DataConfig
 
     if isinstance(data, Mapping):
         data = from_mapping(DataConfig, dict(data), "data")
-    ref = canonical_reference(name)
-    if ref not in REFERENCE_SETS:
-        raise ValueError(f"reference={name!r} is not a built-in reference set; accepted: {list(REFERENCE_SETS)}")
-    if DATA_KIND[ref] != data.kind and not (ref == "textures" and data.kind == "image_folder"):
-        raise ValueError(f"reference={ref!r} does not fit data.kind={data.kind!r}; expected reference="
-                         f"{next((r for r, k in DATA_KIND.items() if k == data.kind), None)!r}")
-    n, s = n_samples, seed
-    if ref == "textures":
-        from specreg.data.images import TextureCrops
-
-        split = split or "eval"
-        m = DEFAULT_COUNT if n_reference is None else n_reference
-        r = TextureCrops(list(data.names), data.size, m, seed=s, channels=data.channels, split=split)
-        f = TextureCrops(list(data.names), data.size, n, seed=s + 1, channels=data.channels, split=split) \
-            if floor else None
-        what = (f"{data.size}×{data.size} crops of {list(data.names)} from the "
-                f"{'held-out eval' if split == 'eval' else split} rows")
-        return RealSets(_stack(r), None if f is None else _stack(f), f"{m} {what} (seed {s})",
-                        f"{n} other {what} (seed {s + 1})")
-    if ref == "checkerboards":
-        from specreg.data.images import Checkerboards
-
-        if split is not None:
-            raise ValueError(f"split={split!r} is not accepted for reference 'checkerboards' (generated boards "
-                             "have no splits); expected null")
-        m = DEFAULT_COUNT if n_reference is None else n_reference
-        boards = Checkerboards(m, data.size, seed=s)
-        # every spectral line of a board of period p: (k1/p, k2/p) with k1, k2 odd (aliased
-        # into [−½, ½) by the metric); a board's energy sits on these lines and nowhere else
-        peaks: list[tuple[float, ...]] = sorted({(k1 / p, k2 / p) for p in boards.periods
-                                                 for k1 in range(1, p, 2) for k2 in range(1, p, 2)})
-        what = f"{data.size}×{data.size} checkerboards, periods {list(boards.periods)} px, random phase"
-        return RealSets(_stack(boards), _stack(Checkerboards(n, data.size, seed=s + 1)) if floor else None,
-                        f"{m} {what} (seed {s})", f"{n} other {what} (seed {s + 1})", peaks=peaks)
-    if ref == "fashion-mnist":
-        from specreg.data.images import FashionMNIST, require_fashion_mnist
-
-        split = split or "test"
-        fit = "pad" if data.size in (28, 32) else "resize"  # 32: padded, as FashionMNIST(size=32) trains
-        ds = FashionMNIST(root=require_fashion_mnist(data.root, split), split=split, size=data.size, fit=fit)
-        m = len(ds) - (n if floor else 0) if n_reference is None else n_reference
-        if m + (n if floor else 0) > len(ds) or m < 1:
-            raise ValueError(f"n_samples + n_reference = {n + m} exceeds the {len(ds)} Fashion-MNIST {split} "
-                             "images; the floor set and the reference must be disjoint")
-        perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(s))
-        images = torch.stack([ds[int(i)][0] for i in perm[:m]])
-        fl = torch.stack([ds[int(i)][0] for i in perm[m:m + n]]) if floor else None
-        cond = {"class_labels": torch.arange(n) % num_classes} if num_classes > 0 else {}
-        what = f"Fashion-MNIST {split} images at {data.size}×{data.size} ({fit})"
-        return RealSets(images, fl, f"{m} {what} (random subset, seed {s})", f"{n} other {what}", cond)
-    return _speech(data, n=n, m=n_reference, s=s, split=split or "eval", segment_length=segment_length,
-                   paired=paired, floor=floor, crop_seed=crop_seed)
-
-
-def _speech(d: Any, *, n: int, m: int | None, s: int, split: str, segment_length: int | None, paired: bool,
-            floor: bool, crop_seed: int | None = None) -> RealSets:
-    import torch
-
-    from specreg.data.audio import AsteriskSpeech, LogMel, MelConditioned
-
-    kw = {} if d.root is None else {"root": d.root}
-    length = segment_length or d.segment_length  # a vocoder is convolutional: any multiple of the hop
-    seg = f"{length}-sample segments at {d.sample_rate} Hz"
-    f, floor_what = None, ""
-    if floor:
-        tr_set = AsteriskSpeech(split="train", sample_rate=d.sample_rate, segment_length=length, random_crop=False,
-                                seed=s + 1, **kw)
-        perm = torch.randperm(len(tr_set), generator=torch.Generator().manual_seed(s + 1))
-        f = torch.stack([tr_set[int(i)][0] for i in perm[:n]])
-        floor_what = f"{n} {seg} of training prompts"
-    if not paired:
-        ds = AsteriskSpeech(split=split, sample_rate=d.sample_rate, segment_length=None, **kw)
-        if crop_seed is None:
-            r, how = subset(segments(ds.clips, length), m, s), "segments"
-        else:  # one segment per prompt, as the samples were cut
-            long = [c for c in ds.clips if c.size >= length]
-            if not long:
-                raise ValueError(f"every {split} prompt is shorter than the samples' crop length ({length} samples)")
-            r, how = subset(crop_clips(long, length, crop_seed), m, s), "segments (one per prompt, seeded offset)"
-        return RealSets(r, f, f"held-out Asterisk prompts ({len(ds)} {split} prompts) at {d.sample_rate} Hz, "
-                              f"{r.shape[0]} {how} of {length} samples", floor_what)
-    # paired: the reference must go with the conditioning of the samples
-    if length % d.hop_length:
-        raise ValueError(f"evaluation.segment_length={length} is not a multiple of data.hop_length={d.hop_length}")
-    mel = LogMel(sample_rate=d.sample_rate, n_fft=d.n_fft, hop_length=d.hop_length, n_mels=d.n_mels)
-    ev_set = MelConditioned(AsteriskSpeech(split=split, sample_rate=d.sample_rate, segment_length=length,
-                                           random_crop=False, seed=s, **kw), mel)
-    items = [ev_set[i % len(ev_set)] for i in range(n)]
-    repeat = f", each of the {len(ev_set)} prompts used {math.ceil(n / len(ev_set))}×" if n > len(ev_set) else ""
-    return RealSets(torch.stack([x for x, _ in items]), f,
-                    f"{n} {seg} of held-out prompts, paired with the samples' log-mels{repeat}",
-                    floor_what, {"cond": torch.stack([c for _, c in items])})
+    request = RealRequest(n_samples=n_samples, n_reference=n_reference, seed=seed, split=split,
+                          segment_length=segment_length, num_classes=num_classes, paired=paired, floor=floor,
+                          crop_seed=crop_seed)
+    return registry.real_sets(name, data, request)
 
 
 def data_like(reference: str, shape: tuple[int, ...], *, sample_rate: int | None = None,
@@ -198,20 +71,21 @@ def data_like(reference: str, shape: tuple[int, ...], *, sample_rate: int | None
     """The data section that built-in reference ``reference`` needs for samples of ``shape``
     ((C, H, W) or (1, T)): the run's own where its config is known (texture names, data
     root, mel settings), the samples' size, channels, rate and length otherwise."""
-    ref = canonical_reference(reference)
+    entry = registry.reference_set(reference)
+    ref = entry.reference
     known = dict((config or {}).get("data", {}))
-    same = known.get("kind") == DATA_KIND.get(ref)
-    data: dict[str, Any] = {"kind": DATA_KIND[ref]}
-    if same:
+    data: dict[str, Any] = {"kind": entry.name}
+    if known.get("kind") == entry.name:
         data.update({k: v for k, v in known.items() if k in ("names", "root", "n_mels", "n_fft", "hop_length")})
-    if ref == "speech":
+    if entry.kind == "audio":
         data.update(sample_rate=int(sample_rate or known.get("sample_rate", 8000)), segment_length=int(shape[-1]))
     else:
         c, h, w = shape
         if h != w:
             raise ValueError(f"reference {ref!r} is square images; samples are {h}×{w}")
-        if ref == "fashion-mnist" and c != 1:
-            raise ValueError(f"reference 'fashion-mnist' is square gray images; samples have shape {tuple(shape)}")
+        if c not in entry.channels:
+            what = "gray" if entry.channels == (1,) else f"{'- or '.join(map(str, entry.channels))}-channel"
+            raise ValueError(f"reference {ref!r} is square {what} images; samples have shape {tuple(shape)}")
         data.update(size=int(h), channels=int(c))
     return data
 
@@ -239,7 +113,7 @@ def load_reference(reference: str | Path, like: torch.Tensor, kind: str, *, samp
     here and ``n_reference`` caps it (a subset seeded by ``seed``). ``crop_seed``: audio
     clips are cut as ``specreg eval --crop`` cuts the samples, one segment of the samples'
     length per clip at offsets seeded by ``crop_seed``
-    (:func:`specreg.experiments.loading.crop_clips`), not into every segment.
+    (:func:`specreg.data.clips.crop_clips`), not into every segment.
     """
     try:
         return _load_reference(reference, like, kind, sample_rate=sample_rate, n_reference=n_reference, seed=seed,
@@ -257,20 +131,22 @@ def _load_reference(reference: str | Path, like: torch.Tensor, kind: str, *, sam
 
     ref = resolve_reference(reference)
     if isinstance(ref, str):
-        is_audio = DATA_KIND[ref] == "speech"
+        is_audio = registry.reference_set(ref).kind == "audio"
         if is_audio != (kind == "audio"):
-            want = "'speech', a folder of audio files or a tensor file" if kind == "audio" else \
-                "'fashion-mnist', 'textures', 'checkerboards', a folder of images or a tensor file"
+            same_kind = [repr(n) for n in registry.reference_names()
+                         if (registry.reference_set(n).kind == "audio") == (kind == "audio")]
+            want = ", ".join([*same_kind, f"a folder of {'audio files' if kind == 'audio' else 'images'} or a "
+                                          "tensor file"])
             raise ValueError(f"reference {ref!r} is {'audio' if is_audio else 'images'} but the samples are "
                              f"{kind}s; accepted {kind} references: {want}".replace("audios", "audio"))
-        if ref == "speech" and paired:
-            raise ValueError("mrstft and pesq compare sample i with its own reference clip; reference 'speech' has "
+        if is_audio and paired:
+            raise ValueError(f"mrstft and pesq compare sample i with its own reference clip; reference {ref!r} has "
                              "no such pairing. Pass --reference a folder (or tensor file) of the matching real "
                              "clips, or drop mrstft/pesq")
         data = data_like(ref, tuple(like.shape[1:]), sample_rate=sample_rate, config=config)
         sets = real_sets(ref, data, n_samples=like.shape[0], n_reference=n_reference, seed=seed, split=split,
-                         paired=paired, floor=False, crop_seed=crop_seed if ref == "speech" else None,
-                         segment_length=int(like.shape[-1]) if ref == "speech" else None)
+                         paired=paired, floor=False, crop_seed=crop_seed if is_audio else None,
+                         segment_length=int(like.shape[-1]) if is_audio else None)
         return sets.reference, sets.description
     if split is not None:
         raise ValueError(f"split={split!r} is not accepted for reference {str(ref)!r}: splits belong to the built-in "
@@ -324,5 +200,5 @@ def _load_reference(reference: str | Path, like: torch.Tensor, kind: str, *, sam
     return r, f"audio folder {ref}, {r.shape[0]} segments of {length} samples from {len(clips)} files"
 
 
-__all__ = ["DATA_KIND", "DEFAULT_COUNT", "REFERENCE_ALIASES", "REFERENCE_SETS", "RealSets", "canonical_reference",
-           "data_like", "load_reference", "real_sets", "resolve_reference"]
+__all__ = ["DATA_KIND", "DEFAULT_COUNT", "REFERENCE_ALIASES", "REFERENCE_SETS", "RealRequest", "RealSets",
+           "canonical_reference", "data_like", "load_reference", "real_sets", "resolve_reference"]

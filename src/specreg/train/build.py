@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from specreg.data import registry
 from specreg.files import step_of, write_atomic
 from specreg.train.checkpoint import CHECKPOINT_DIR, latest_weights, list_checkpoints, load_weights
 from specreg.train.config import (
@@ -52,55 +53,15 @@ def spatial_ndim(cfg: Config) -> int:
 def build_dataset(data: DataConfig, split: str | None = None) -> Dataset:
     """The data set named by ``data.kind``; items are ``(x, label)`` for images.
 
-    A data set that is not there (a missing or empty folder, Fashion-MNIST or the speech
-    prompts not installed) raises ``ValueError`` naming ``data.root``, so the command line
-    says it in one line.
+    Built by the data set's registry entry (:func:`specreg.data.registry.build_dataset`),
+    the same factory that builds the reference sets. A data set that is not there (a
+    missing or empty folder, Fashion-MNIST or the speech prompts not installed) raises
+    ``ValueError`` naming ``data.root``, so the command line says it in one line.
     """
     try:
-        return _build_dataset(data, data.split if split is None else split)
+        return registry.build_dataset(data, split)
     except FileNotFoundError as err:
         raise ValueError(f"data.root={data.root!r} (data.kind={data.kind}): {err}") from None
-
-
-def _build_dataset(data: DataConfig, split: str) -> Dataset:
-    if data.kind == "textures":
-        from specreg.data.images import TextureCrops
-
-        return TextureCrops(names=list(data.names), size=data.size, n=data.n, seed=data.seed,
-                            channels=data.channels, split=split)
-    if data.kind == "checkerboard":
-        from specreg.data.images import Checkerboards
-
-        return Checkerboards(n=data.n, size=data.size, seed=data.seed)
-    if data.kind == "fashion_mnist":
-        from specreg.data.images import FashionMNIST, require_fashion_mnist
-
-        # a config never downloads, so FashionMNIST's download=True hint does not apply
-        return FashionMNIST(root=require_fashion_mnist(data.root, split), split=split, size=data.size)
-    if data.kind == "image_folder":
-        from specreg.data.images import ImageFolder
-
-        if data.root is None:
-            raise ValueError("data.kind=image_folder needs data.root (a folder of images)")
-        return ImageFolder(root=data.root, size=data.size, channels=data.channels)
-    return _build_audio(data, split)
-
-
-def _build_audio(data: DataConfig, split: str) -> Dataset:
-    from specreg.data import audio
-
-    waves: audio.AudioFolder
-    if data.kind == "speech":  # root=None: the Debian package's folder
-        waves = audio.AsteriskSpeech(root=data.root, split=split, sample_rate=data.sample_rate,
-                                     segment_length=data.segment_length)
-    else:
-        if data.root is None:
-            raise ValueError("data.kind=audio_folder needs data.root (a folder of audio files)")
-        waves = audio.AudioFolder(root=data.root, sample_rate=data.sample_rate,
-                                  segment_length=data.segment_length)
-    mel = audio.LogMel(sample_rate=data.sample_rate, n_fft=data.n_fft, hop_length=data.hop_length,
-                       n_mels=data.n_mels)
-    return audio.MelConditioned(waves, mel)
 
 
 def build_autoencoder(cfg: Config) -> ConvVAE | None:
