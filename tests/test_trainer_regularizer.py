@@ -1,5 +1,6 @@
 """Regularizers with state of their own in training: learned band weights train with the
-network and resume with it; a whitening spectrum is fitted from the data and checkpointed."""
+network and resume with it; a whitening spectrum is fitted from the data and checkpointed;
+any loss reaches the trainer through the TrainingExtras protocol (fit, parameters, logs)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 
 import torch
 
+from specreg.losses import SpectralLoss
+from specreg.losses.extras import LogRecord
 from specreg.train.checkpoint import latest_checkpoint
 from specreg.train.config import config_from_dict
 from specreg.train.trainer import Trainer
@@ -33,7 +36,9 @@ BANDS = {"loss": "fourier_l2", "options": {"bands": 3}, "band_weights": "learned
 
 
 def test_learned_band_weights_train_checkpoint_and_resume_exactly(tmp_path):
-    Trainer(cfg(6, **BANDS), tmp_path / "straight").fit()
+    from specreg.metrics.plots import redraw_band_weights
+
+    Trainer(cfg(6, **BANDS), tmp_path / "straight", on_checkpoint=redraw_band_weights).fit()
     Trainer(cfg(3, **BANDS), tmp_path / "resumed").fit()
     result = Trainer(cfg(6, **BANDS), tmp_path / "resumed").fit()
     assert result.resumed_from == 3
@@ -45,7 +50,11 @@ def test_learned_band_weights_train_checkpoint_and_resume_exactly(tmp_path):
     record = json.loads((tmp_path / "straight" / "band_weights.json").read_text())
     assert sorted(record["steps"], key=int) == ["3", "6"] and len(record["bands"]) == 3
     assert len(record["steps"]["6"]) == 3 and len(record["steps"]["6"][0]) == len(record["sigma"])
-    assert (tmp_path / "straight" / "band_weights.png").stat().st_size > 0
+    assert (tmp_path / "straight" / "band_weights.png").stat().st_size > 0  # drawn by the caller's hook
+    assert not (tmp_path / "resumed" / "band_weights.png").exists()  # the trainer draws nothing itself
+    # the log record resumes too: the resumed run's file reads as the uninterrupted run's
+    files = [(tmp_path / d / "band_weights.json").read_bytes() for d in ("straight", "resumed")]
+    assert files[0] == files[1]
 
 
 def test_whitening_spectrum_is_fitted_on_the_data_and_checkpointed(tmp_path):
@@ -78,3 +87,47 @@ def test_a_checkpoint_without_the_new_regularizer_keys_still_resumes(tmp_path):
         record["files"]["state.json"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         manifest.write_text(json.dumps(record))
     assert Trainer(cfg(6, loss="haar", lam=0.1), run).fit().resumed_from == 3
+
+
+class _ToyExtras(SpectralLoss):
+    """A loss with state of its own, reached only through the TrainingExtras members: fitted
+    on the data (their mean), a trainable scale, and the scale logged at each checkpoint."""
+
+    def __init__(self) -> None:
+        super().__init__(ndim=2)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.register_buffer("mean", torch.zeros(()))
+        self.fitted_on = 0
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.fitted_on == 0
+
+    def fit(self, x0: torch.Tensor) -> _ToyExtras:
+        self.mean, self.fitted_on = x0.double().mean().to(self.mean), len(x0)
+        return self
+
+    def per_sample(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return self.scale**2 * (x0_hat - x0).pow(2).flatten(1).mean(1) + (self.scale - 1.5) ** 2
+
+    def log_records(self) -> list[LogRecord]:
+        return [LogRecord("toy", float(self.scale.detach()), {"what": "scale"})]
+
+
+def test_a_loss_with_state_of_its_own_is_fitted_trained_and_logged_through_the_protocol(tmp_path):
+    from specreg.data.images import Checkerboards
+    from specreg.regularizer import SpectralRegularizer
+
+    loss, calls = _ToyExtras(), []
+    Trainer(cfg(6), tmp_path, regularizer=SpectralRegularizer(loss, lam=1.0),
+            on_checkpoint=lambda out, step: calls.append((out, step))).fit()
+    data = Checkerboards(n=40, size=16, seed=0)
+    assert loss.fitted_on == 40  # all 40 items (fewer than FIT_ITEMS), before training
+    torch.testing.assert_close(loss.mean, torch.stack([data[i][0] for i in range(40)]).double().mean().float())
+    assert float(loss.scale.detach()) != 1.0  # an extra parameter: the optimizer moved it
+    state = latest_checkpoint(tmp_path / "checkpoints").regularizer
+    torch.testing.assert_close(state["loss.scale"], loss.scale.detach())
+    record = json.loads((tmp_path / "toy.json").read_text())
+    assert record["what"] == "scale" and sorted(record["steps"], key=int) == ["3", "6"]
+    assert record["steps"]["6"] == float(loss.scale.detach())
+    assert calls == [(tmp_path, 3), (tmp_path, 6)]  # after each checkpoint

@@ -74,9 +74,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
+    from specreg.metrics.plots import redraw_band_weights
     from specreg.train.trainer import Trainer
 
-    result = Trainer(cfg, args.out).fit()
+    result = Trainer(cfg, args.out, on_checkpoint=redraw_band_weights).fit()
     if not result.is_main_process:  # one report per run, not one per DDP process
         return 0
     if result.resumed_from:

@@ -26,7 +26,7 @@ above, over a width of w nepers (the LoRA trainers' "t < 0.7" in flow matching i
 σ_c = 0.7/0.3 ≈ 2.33). Gate and fade multiply.
 
 Learned band weights (:class:`BandWeights`, EDM2's learned uncertainty applied per band):
-a loss that splits into bands L_b (``per_band``) is replaced by
+a loss that splits into bands L_b (a :class:`~specreg.losses.extras.BandedLoss`) is replaced by
 
     Σ_b [ L_b / exp(u_b(σ)) + u_b(σ) ],
 
@@ -38,15 +38,17 @@ the term stays quadratic in x̂0, so a quadratic loss keeps the posterior mean.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
 
 from specreg._checks import check_choice, check_positive
+from specreg.band_weights import BandWeights
+from specreg.losses.extras import BandedLoss, LogRecord, TrainingExtras
 
 
 def sigma_from_alpha_bar(alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -139,107 +141,6 @@ class AutoLambda(nn.Module):
         return f"ratio={self.ratio}, beta={self.beta}"
 
 
-class BandWeights(nn.Module):
-    r"""Learned per-band log-weights u(σ) (EDM2's uncertainty head, one output per band).
-
-        u(σ) = Linear(φ(ln σ / 4)),   φ(c) = √2 · cos(2π (f·c + φ0)),
-
-    with ``features`` frozen random frequencies f ~ N(0, 1) and phases φ0 ~ U[0, 1)
-    (drawn from ``seed``, so every process and every resume gets the same ones). σ is
-    clamped to [1e-8, 1e8] first (σ = 0 and ∞ occur in flow matching at t = 0 and 1).
-
-    ``init="data"`` (default): the linear layer's weight starts at 0 and its bias at
-    u_b = ln mean_batch L_b of the first training batch the regularizer sees
-    (:meth:`initialize`, averaged over processes when torch.distributed is running), so
-    every band starts at its stationary point, weighted to O(1) whatever its natural
-    scale, and the head only has to learn the σ-dependence. ``init="zero"`` starts every
-    weight at 1 (u = 0) as EDM2 does; with Adam that is slow when the band errors are far
-    from 1: while every L_b e^{−u_b} lies on the same side of 1, every band gets the same
-    ±lr step, so in a 600-step fine-tune at lr 2e-4 the bands never separated
-    (docs/results/README.md §6). A band's start error is floored at ``INIT_FLOOR`` = 1e-6
-    times the largest band's (a band with no error would otherwise start at weight
-    1/tiny ≈ e^87), and a first batch with no error at all starts every u_b at 0.
-    """
-
-    freqs: torch.Tensor  # buffers
-    phases: torch.Tensor
-    initialized: torch.Tensor
-    INIT_FLOOR = 1e-6  # a band's start error relative to the largest band's, at least
-
-    INITS = ("data", "zero")
-
-    def __init__(self, n_bands: int, features: int = 16, seed: int = 0, init: str = "data") -> None:
-        super().__init__()
-        for name, v in (("n_bands", n_bands), ("features", features)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} is not accepted; expected an integer >= 1")
-        if init not in self.INITS:
-            raise ValueError(f"init={init!r} is not accepted; expected one of {list(self.INITS)}")
-        g = torch.Generator().manual_seed(int(seed))
-        self.register_buffer("freqs", 2 * math.pi * torch.randn(features, generator=g))
-        self.register_buffer("phases", 2 * math.pi * torch.rand(features, generator=g))
-        # saved with the head, so a resumed run does not start over
-        self.register_buffer("initialized", torch.tensor(init == "zero"))
-        self._ready: bool | None = init == "zero"  # a host copy of `initialized`: no device sync per step
-        self.linear = nn.Linear(features, n_bands)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    @property
-    def ready(self) -> bool:
-        """Whether the bias has its start value (data-dependent init done, or ``init="zero"``)."""
-        if self._ready is None:
-            self._ready = bool(self.initialized)
-        return self._ready
-
-    @torch.no_grad()
-    def initialize(self, bands: torch.Tensor) -> None:
-        """Set u_b = ln mean_batch L_b from band errors ``bands`` (B, n_bands), so that
-        exp(−u_b)·L_b starts at 1 for every band; the mean is taken over all processes when
-        torch.distributed is initialised (every rank must start from the same head)."""
-        if bands.ndim != 2 or bands.shape[1] != self.linear.out_features:
-            raise ValueError(f"bands has shape {tuple(bands.shape)}; expected (B, {self.linear.out_features})")
-        m = bands.detach().to(self.linear.bias.dtype).mean(0)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(m)
-            m /= torch.distributed.get_world_size()
-        m = torch.nan_to_num(m, nan=1.0, posinf=1.0)
-        # a band with no error on the first batch (a zero batch, a band the data lacks) would
-        # start at weight 1/tiny ≈ e^87; the floor keeps every start weight within 1e6 of the
-        # largest band's, and a batch with no error at all starts every weight at 1 (u = 0)
-        floor = m.max() * self.INIT_FLOOR
-        self.linear.bias.copy_(torch.where(floor > 0, torch.log(torch.maximum(m, floor)), torch.zeros_like(m)))
-        self.initialized.fill_(True)
-        self._ready = True
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # heads saved before the flag existed had been trained from their start value
-        state_dict.setdefault(prefix + "initialized", torch.tensor(True))
-        self._ready = None
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
-        """u(σ), shape (B, n_bands), for σ of shape (B,)."""
-        c = torch.log(sigma.detach().to(self.freqs.dtype).clamp(1e-8, 1e8)) / 4
-        feats = math.sqrt(2) * torch.cos(c[:, None] * self.freqs + self.phases)
-        return self.linear(feats)
-
-    @torch.no_grad()
-    def weights(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The effective weights exp(−u_b(σ)), (len(σ), n_bands): what each band's error is
-        multiplied by at noise level σ."""
-        return torch.exp(-self(torch.as_tensor(sigma, dtype=self.freqs.dtype, device=self.freqs.device)
-                                .reshape(-1)))
-
-
-class _BandedLoss(Protocol):
-    """A loss that also splits into bands (``fourier_l2``, ``wavelet_l2``): what ``band_weights`` needs."""
-
-    n_bands: int
-
-    def per_band(self, x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor: ...
-
-
 LAM_POLICIES = ("edm", "snr", "flow")
 LAM_MAX = 1e8
 
@@ -264,7 +165,7 @@ def noise_levels(sigma: torch.Tensor | float, batch: int, like: torch.Tensor) ->
     return s.expand(batch)
 
 
-class SpectralRegularizer(nn.Module):
+class SpectralRegularizer(nn.Module, TrainingExtras):
     r"""λ·g·L_S(x̂0, x0) per sample (Eq. 17), with its parts kept apart for logging.
 
     Args:
@@ -282,8 +183,9 @@ class SpectralRegularizer(nn.Module):
         fade_sigma, fade_width: the smooth gate logistic((ln σ_c − ln σ)/w) with
             σ_c = ``fade_sigma`` (None: no fade) and w = ``fade_width``.
         band_weights: learned per-band weights (:class:`BandWeights`); ``True`` builds
-            one with a band per ``loss.per_band`` output (the loss must have ``per_band``
-            and ``n_bands``, as ``fourier_l2`` and ``wavelet_l2`` with ``levels=`` do).
+            one with a band per ``loss.per_band`` output (the loss must be a
+            :class:`~specreg.losses.extras.BandedLoss`, as ``fourier_l2`` and ``wavelet_l2``
+            with ``levels=`` are).
             Its parameters are trained with the network (give ``reg.parameters()`` to
             the optimizer) and it needs ``sigma``.
         decode: a map applied to x̂0 and x0 before the loss, e.g. a frozen VAE decoder
@@ -292,7 +194,9 @@ class SpectralRegularizer(nn.Module):
 
     Call ``reg(x0_hat, x0, sigma=..., diffusion_loss=...)``; ``sigma`` (B,) is needed by
     ``"edm"``, ``"snr"``, the gate, the fade and band weights, ``diffusion_loss`` (B,) by
-    :class:`AutoLambda`.
+    :class:`AutoLambda`. A training loop reaches its state through the
+    :class:`~specreg.losses.extras.TrainingExtras` members: the loss's fit on data, the
+    trainable parameters (the band weights'), and the band weights as a log record.
 
     Example (your own loop, eps-prediction)::
 
@@ -349,10 +253,10 @@ class SpectralRegularizer(nn.Module):
         self.fade_width = check_positive("fade_width", fade_width)
         self.band_weights: BandWeights | None = None
         if band_weights is True:
-            if not hasattr(loss, "per_band"):
+            if not isinstance(loss, BandedLoss):
                 raise ValueError(f"band_weights=True needs a loss that splits into bands (per_band), such as "
                                  f"fourier_l2 or wavelet_l2; {type(loss).__name__} does not")
-            self.band_weights = BandWeights(cast(_BandedLoss, loss).n_bands)
+            self.band_weights = BandWeights(loss.n_bands)
         elif isinstance(band_weights, BandWeights):
             self.band_weights = band_weights
         elif band_weights is not False:
@@ -427,7 +331,10 @@ class SpectralRegularizer(nn.Module):
         else:
             if sigma is None:
                 raise ValueError("band_weights need sigma=(B,) noise levels")
-            bands = cast(_BandedLoss, self.loss).per_band(x0_hat, x0)
+            if not isinstance(self.loss, BandedLoss):
+                raise ValueError(f"band_weights need a loss that splits into bands (a BandedLoss); "
+                                 f"{type(self.loss).__name__} is not one")
+            bands = self.loss.per_band(x0_hat, x0)
             if not self.band_weights.ready and self.training and torch.is_grad_enabled():
                 self.band_weights.initialize(bands)
             u = self.band_weights(sigma.to(bands.device))
@@ -438,6 +345,25 @@ class SpectralRegularizer(nn.Module):
         # where λ = 0 (gated or λ = 0) the product is exactly 0, never 0·inf; a NaN λ stays NaN
         value = torch.where(lam != 0, lam * term, torch.zeros_like(term))
         return RegularizerOutput(value=value, spectral=spectral, lam=lam)
+
+    # ---- for a training loop (TrainingExtras) ----------------------------------------
+    @property
+    def needs_fit(self) -> bool:
+        return isinstance(self.loss, TrainingExtras) and self.loss.needs_fit
+
+    def fit(self, x0: torch.Tensor) -> SpectralRegularizer:
+        """Fit the loss on clean data ``x0``, moved to the loss's device."""
+        if isinstance(self.loss, TrainingExtras):
+            self.loss.fit(x0.to(next(itertools.chain(self.loss.buffers(), self.loss.parameters()), x0).device))
+        return self
+
+    def log_records(self) -> list[LogRecord]:
+        """The loss's records, and the learned band weights' (:meth:`BandWeights.log_record`)."""
+        out = self.loss.log_records() if isinstance(self.loss, TrainingExtras) else []
+        if self.band_weights is not None:
+            out.append(self.band_weights.log_record(self.loss.band_labels() if isinstance(self.loss, BandedLoss)
+                                                    else None))
+        return out
 
     def extra_repr(self) -> str:
         lam = self.lam if not isinstance(self.lam, nn.Module) else "AutoLambda"

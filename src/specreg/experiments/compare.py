@@ -186,7 +186,7 @@ def _run_all(specs: list[RunSpec], ev: Evaluation, jobs: int, log: Any) -> Itera
     if not specs:
         return
     if jobs == 1 or len(specs) == 1:
-        from specreg.train.trainer import cpu_threads
+        from specreg.train.runtime import cpu_threads
 
         # in the main process, one run at a time: without a GPU it gets one thread per job
         # (the cores --jobs grants), e.g. a lone pretraining with --jobs 2 trains on 2 threads

@@ -45,6 +45,7 @@ from specreg.layout import (
 
 def _train(spec: RunSpec) -> tuple[float, int]:
     """Train (or resume) one run; returns (training seconds of all its sittings, its steps)."""
+    from specreg.metrics.plots import redraw_band_weights
     from specreg.train.config import config_from_dict
     from specreg.train.trainer import Trainer
 
@@ -61,7 +62,7 @@ def _train(spec: RunSpec) -> tuple[float, int]:
         # when the run resumes, the trainer replaces them with its own checkpoint's
         net = pretrained_net(cfg, weights)
         write_json(spec.run_dir / FINETUNE_FILE, {"pretrained": str(path), "weights": "ema"})
-    result = Trainer(cfg, spec.run_dir, net=net).fit()
+    result = Trainer(cfg, spec.run_dir, net=net, on_checkpoint=redraw_band_weights).fit()
     return result.total_seconds, result.step
 
 
@@ -155,7 +156,7 @@ def execute(spec: RunSpec, ev: Evaluation, *, threads: int = 0, parallel: int | 
     and runs with ``threads`` torch threads (0: as they are), restored afterwards.
     ``parallel``: how many runs the caller trains at once (recorded with the timing, as
     step times are comparable only between runs trained in the same setting)."""
-    from specreg.train.trainer import torch_threads
+    from specreg.train.runtime import torch_threads
 
     with run_lock(spec.run_dir), torch_threads(threads):
         return _execute(spec, ev, parallel)
@@ -165,7 +166,7 @@ def _setting(spec: RunSpec, parallel: int | None) -> dict[str, Any]:
     """The setting a run trained in: device, torch threads (the trainer's rule) and runs at once."""
     import torch
 
-    from specreg.train.trainer import cpu_threads
+    from specreg.train.runtime import cpu_threads
 
     gpu = torch.cuda.is_available()
     threads = int(spec.config["train"].get("threads") or cpu_threads() or torch.get_num_threads())

@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from specreg._checks import REDUCTIONS, check_choice, check_ndim, check_pair, compute_dtype, reduce
+from specreg.losses.extras import TrainingExtras
 
 
-class SpectralLoss(nn.Module):
+class SpectralLoss(nn.Module, TrainingExtras):
     """Base class: ``forward(x0_hat, x0)`` on (B, C, *spatial) returns (B,) by default.
 
     Subclasses implement :meth:`per_sample` on tensors already checked and cast:
@@ -23,6 +24,10 @@ class SpectralLoss(nn.Module):
     Finite input gives a value that is never NaN: finite, or +inf where the true value
     exceeds the dtype. A sample holding NaN or ±inf (in either argument) gets a NaN value,
     the other samples their own values, so a non-finite check downstream sees it.
+
+    Every loss is a :class:`~specreg.losses.extras.TrainingExtras` that asks a training
+    loop for nothing; a loss fitted on data (``fourier_l2`` with ``weights="whiten"``)
+    overrides its members.
     """
 
     def __init__(self, ndim: int = 2, reduction: str = "none") -> None:

@@ -35,6 +35,7 @@ import torch
 
 from specreg._checks import check_choice, check_positive
 from specreg.losses.base import SpectralLoss, scale_value, scaled_difference
+from specreg.losses.extras import BandedLoss
 from specreg.losses.wavelet import Gamma, WaveletLoss
 from specreg.transforms.fourier import full_mean, hermitian_weights, radial_bins, radial_frequency, rfftn
 from specreg.transforms.wavelet import WaveletLike, wavedec_unscaled
@@ -54,7 +55,7 @@ def _check_weights_tensor(name: str, w: Any) -> torch.Tensor:
     return t
 
 
-class FourierL2Loss(SpectralLoss):
+class FourierL2Loss(SpectralLoss, BandedLoss):
     r"""Frequency-weighted L2 on the orthonormal DFT, per sample:
 
         L_F = mean_{c, ω} w(|ω|) · |F[x̂0 − x0](ω)|²,   mean_ω w = 1,
@@ -104,12 +105,17 @@ class FourierL2Loss(SpectralLoss):
                              "the minimiser would no longer be unique); use floor > 0, e.g. 1e-2")
         if isinstance(bands, bool) or not isinstance(bands, int) or bands < 1:
             raise ValueError(f"bands={bands!r} is not accepted; expected an integer >= 1")
-        self.n_bands = bands
+        self._n_bands = bands
         if spectrum is not None and self.weighting != "whiten":
             raise ValueError(f"spectrum= is only used with weights='whiten', not weights={weights!r}")
         self.register_buffer("bin_weights", bin_weights)
         self.register_buffer("spectrum", torch.empty(0, dtype=torch.float64) if spectrum is None
                              else _check_weights_tensor("spectrum", spectrum))
+
+    @property
+    def n_bands(self) -> int:
+        """Octave bands of :meth:`per_band` (``bands``)."""
+        return self._n_bands
 
     # ---- weights --------------------------------------------------------------------
 
@@ -222,7 +228,7 @@ class FourierL2Loss(SpectralLoss):
         return f"{super().extra_repr()}, weights={self.weighting!r}{extra}, bands={self.n_bands}"
 
 
-class WaveletL2Loss(WaveletLoss):
+class WaveletL2Loss(WaveletLoss, BandedLoss):
     r"""Band-weighted L2 on the coefficients of an orthogonal wavelet, per sample:
 
         L_W = Σ_b γ_b · Σ_{channels, locations} |W_b(x̂0 − x0)|² / N,

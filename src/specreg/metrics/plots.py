@@ -154,6 +154,19 @@ def plot_band_weights(record: Mapping[str, Any], path: str | os.PathLike | None 
                    f"Learned band weights at step {steps[-1]} (grey: earlier)")
 
 
+def redraw_band_weights(run_dir: str | os.PathLike, step: int | None = None) -> None:
+    """Redraw ``band_weights.png`` of a run directory from its ``band_weights.json`` (nothing
+    when the run has none); the trainer's ``on_checkpoint`` hook, so ``step`` is unused."""
+    import json
+    from pathlib import Path
+
+    from specreg.layout import BAND_WEIGHTS_FILE, BAND_WEIGHTS_PLOT
+
+    path = Path(run_dir) / BAND_WEIGHTS_FILE
+    if path.is_file():
+        plot_band_weights(json.loads(path.read_text()), Path(run_dir) / BAND_WEIGHTS_PLOT)
+
+
 def plot_spectrum_ratio(spectra: Mapping[str, tuple[Any, Any]], reference: tuple[Any, Any],
                         path: str | os.PathLike | None = None, *, xlabel: str = "frequency (cycles / sample)",
                         band: tuple[float, float] | None = None,

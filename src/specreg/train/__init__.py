@@ -19,9 +19,9 @@ _EXPORTS = {
     "builtin_configs": "config",
     "Checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "latest_checkpoint": "checkpoint", "list_checkpoints": "checkpoint",
-    "Trainer": "trainer", "TrainResult": "trainer", "TrainingDiverged": "trainer", "train": "trainer",
+    "Trainer": "trainer", "TrainResult": "trainer", "TrainingDiverged": "failures", "train": "trainer",
     "TrainingInterrupted": "trainer", "find_latest": "checkpoint",
-    "EMA": "trainer",
+    "EMA": "ema",
     "build_dataset": "build", "build_net": "build", "build_formulation": "build", "build_model": "build",
     "build_regularizer": "build", "generate": "build", "load_trained": "build",
 }
