@@ -2,8 +2,11 @@
 
 tests/data/sampler_reference.npz holds the outputs of the earlier samplers (EDM's
 ``samplers.py``, the Euler/Heun of ``flow.py``, DDPM/DDIM of ``ddpm.py``) on the cases of
-tests/_sampler_cases.py, saved before they were rewritten. Each case is compared either bit
-for bit (``EXACT``) or to 1e-6 relative to max(1, |x|).
+tests/_sampler_cases.py, saved before they were rewritten. Each case is compared bit for bit,
+except DDPM's ancestral sampler, now DDIM with η = 1 and ε̂ consistent with x̂0 (the same
+step in other arithmetic): to 1e-6 relative to max(1, |x|) (measured: 4.7e-10 on its float32
+outputs, 3.1e-15 on the float64 trajectory the callback sees). DDIM's float32 outputs are
+bitwise equal, its float64 trajectory to 2.2e-16, so its callback is held to 1e-6 as well.
 """
 
 from __future__ import annotations
@@ -15,12 +18,10 @@ from _sampler_cases import REFERENCE, callbacks, cases
 REF = np.load(REFERENCE)
 CASES = cases()
 
-# The prefixes whose outputs are identical to the bit; every other case agrees to 1e-6.
-EXACT: tuple[str, ...] = ()
 
 
 def _tolerance(name: str) -> float:
-    return 0.0 if name.startswith(EXACT) else 1e-6
+    return 1e-6 if "/ddpm/" in name else 0.0
 
 
 def _max_rel_diff(got: np.ndarray, want: np.ndarray) -> float:
@@ -46,4 +47,4 @@ def test_callbacks_see_what_they_saw_before(name):
     np.testing.assert_array_equal([s[1] for s in seen], REF[f"callback/{name}/level"])
     for key, k in (("x", 2), ("x0_hat", 3)):
         got = np.stack([s[k].double().numpy() for s in seen])
-        assert _max_rel_diff(got, REF[f"callback/{name}/{key}"]) <= 1e-6
+        assert _max_rel_diff(got, REF[f"callback/{name}/{key}"]) <= (1e-6 if name.startswith("ddpm") else 0.0)
