@@ -55,7 +55,9 @@ class Preconditioned(Protocol):
     """What :class:`Denoiser` needs of a formulation (:class:`specreg.diffusion.EDM` has it)."""
 
     precond: str
-    supported_range: tuple[float, float]
+
+    @property
+    def supported_range(self) -> tuple[float, float]: ...
 
     def coefficients(self, sigma: torch.Tensor) -> Coefficients: ...
 

@@ -15,8 +15,8 @@ A :class:`Path` turns one model call at τ into x̂0, ε̂ = (x − a·x̂0)/b a
 dx/dτ; the integrators below only see those, so each is written once:
 
 * ``euler``: x' = x + (τ' − τ)·dx/dτ (with EDM's stochastic churn on the σ path).
-* ``heun``: Euler predictor x_e, then x' = x + (τ' − τ)·(dx/dτ + dx/dτ|_{x_e, τ'})/2, Euler
-  on a last step to σ = 0 (Karras et al. 2022, Alg. 1–2).
+* ``heun``: Euler predictor x_e, then x' = x + (τ' − τ)·(d + d')/2 with d = dx/dτ at (x, τ)
+  and d' at (x_e, τ'); Euler on a last step to σ = 0 (Karras et al. 2022, Alg. 1–2).
 * ``dpmpp_2m``: DPM-Solver++(2M) (Lu et al. 2022) in λ = ln(a/b) = −ln σ, with
   h = λ' − λ, r = h_prev/h, D̃ = (1 + 1/(2r))·x̂0 − 1/(2r)·x̂0_prev:
   x' = (b'/b)·x − a'·expm1(−h)·D̃; first order on the first step and the last (x' = a'·x̂0).
@@ -48,7 +48,7 @@ from specreg._checks import check_positive
 from specreg.diffusion.schedule import karras_sigmas, ve_sigmas, vp_sigmas
 
 DenoiserFn = Callable[..., torch.Tensor]
-Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
+Callback = Callable[[int, Any, torch.Tensor, torch.Tensor], None]  # (i, τ_i, x_next, x̂0)
 METHODS = ("euler", "heun", "dpmpp_2m", "ddim")
 
 __all__ = ["METHODS", "SAMPLERS", "Path", "Prediction", "SigmaPath", "integrate", "karras_sigmas",
@@ -101,6 +101,12 @@ class SigmaPath:
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def _slope(pred: Prediction) -> torch.Tensor:
+    if pred.slope is None:
+        raise ValueError("this formulation's time is discrete; it has no Euler or Heun step (use 'ddim')")
+    return pred.slope
+
+
 def _euler_heun(path: Path, x: torch.Tensor, taus: list[float], *, heun: bool, churn: float, S_min: float,
                 S_max: float, S_noise: float, generator: torch.Generator | None,
                 callback: Callback | None) -> torch.Tensor:
@@ -113,14 +119,11 @@ def _euler_heun(path: Path, x: torch.Tensor, taus: list[float], *, heun: bool, c
         if gamma > 0:
             x = x + math.sqrt(tau_hat**2 - tau**2) * S_noise * path.noise(x, generator)
         pred = path.predict(x, tau_hat)
-        d = pred.slope
-        if d is None:
-            raise ValueError("this formulation's time is discrete; it has no Euler or Heun step (use 'ddim')")
+        d = _slope(pred)
         x_next = x + (tau_next - tau_hat) * d
         # the second-order correction needs the model at τ', undefined where σ' = 0
         if heun and path.scales(tau_next)[1] > 0:
-            d_next = path.predict(x_next, tau_next).slope
-            assert d_next is not None
+            d_next = _slope(path.predict(x_next, tau_next))
             x_next = x + (tau_next - tau_hat) * (0.5 * d + 0.5 * d_next)
         x = x_next
         if callback is not None:
