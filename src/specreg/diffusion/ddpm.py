@@ -30,6 +30,7 @@ from specreg.diffusion.base import (
     check_shape,
     check_steps,
     combine,
+    host_readable,
     mean_per_sample,
     module_device,
     per_sample,
@@ -37,6 +38,7 @@ from specreg.diffusion.base import (
     randn,
 )
 from specreg.diffusion.prediction import canonical_prediction, eps_from_pred, x0_from_pred
+from specreg.diffusion.samplers import Prediction, integrate
 from specreg.diffusion.timesteps import TimestepSampler, nearest_timestep, weigh
 from specreg.regularizer import sigma_from_alpha_bar
 
@@ -140,6 +142,46 @@ def ddim_step(x0_hat: torch.Tensor, eps_hat: torch.Tensor, alpha_bar_t: float, a
     if eta > 0 and noise is not None:
         x_prev = x_prev + std * noise
     return x_prev
+
+
+class DDPMPath:
+    """DDPM's discrete path for :func:`specreg.diffusion.samplers.integrate`: τ = the integer
+    timestep t, a = √ᾱ_t, b = √(1 − ᾱ_t) (σ = √((1 − ᾱ_t)/ᾱ_t)); τ = −1 is the end of
+    sampling, with ᾱ = ``final``. x̂0 is clipped to ±``clip_sample_range`` if the formulation
+    says so; ε̂ is the network's own (DDIM, as diffusers) or, with ``eps_from_x0``, the one
+    consistent with the clipped x̂0, ε̂ = (x − a·x̂0)/b, which makes DDIM with η = 1 DDPM's
+    posterior step. No slope: the time is discrete, so only the DDIM step applies."""
+
+    sigma_time = False
+
+    def __init__(self, ddpm: DDPM, model: Callable[..., torch.Tensor], alpha_bars: list[float], final: float,
+                 dtype: torch.dtype, model_kwargs: dict[str, Any], *, eps_from_x0: bool) -> None:
+        self.ddpm, self.model, self.alpha_bars, self.final = ddpm, model, alpha_bars, final
+        self.dtype, self.kwargs, self.eps_from_x0 = dtype, model_kwargs, eps_from_x0
+
+    def _alpha_bar(self, tau: float) -> float:
+        return self.alpha_bars[int(tau)] if tau >= 0 else self.final
+
+    def scales(self, tau: float) -> tuple[float, float]:
+        alpha_bar = self._alpha_bar(tau)
+        return alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+
+    def predict(self, x: torch.Tensor, tau: float) -> Prediction:
+        t = int(tau)
+        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        output = self.model(x.to(self.dtype), t_batch, **self.kwargs).to(torch.float64)
+        x0_hat = self.ddpm.predict_x0(output, x, t)
+        if self.ddpm.clip_sample:
+            x0_hat = x0_hat.clamp(-self.ddpm.clip_sample_range, self.ddpm.clip_sample_range)
+        if self.eps_from_x0:
+            a, b = self.scales(t)
+            return Prediction(x0_hat, (x - a * x0_hat) / b, None)
+        alpha_bar_t = torch.tensor(self.alpha_bars[t], dtype=torch.float64, device=x.device)
+        eps_hat = eps_from_pred(output, x, prediction=self.ddpm.prediction, alpha_bar=alpha_bar_t, validate=False)
+        return Prediction(x0_hat, eps_hat, None)
+
+    def noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return randn(tuple(x.shape), generator, x.device, self.dtype).to(x.dtype)
 
 
 class DDPM(nn.Module):
@@ -281,7 +323,7 @@ class DDPM(nn.Module):
             t = torch.as_tensor(t, device=x0.device)
             if t.shape != (batch,) or t.is_floating_point():
                 raise ValueError(f"t must be integer timesteps of shape ({batch},), got {t.dtype} {tuple(t.shape)}")
-            if bool(((t < 0) | (t >= self.num_timesteps)).any()):
+            if host_readable(t) and bool(((t < 0) | (t >= self.num_timesteps)).any()):
                 raise ValueError(f"t has values outside [0, {self.num_timesteps - 1}]")
         if noise is None:
             noise = randn(x0.shape, generator, x0.device, x0.dtype)
@@ -330,32 +372,18 @@ class DDPM(nn.Module):
         timesteps = inference_timesteps(self.num_timesteps, steps, self.timestep_spacing, self.steps_offset)
         device = module_device(model) if device is None else torch.device(device)
         alpha_bars = self.alphas_cumprod.tolist()
-        final = 1.0 if self.set_alpha_to_one else alpha_bars[0]
-        ratio = self.num_timesteps // steps
-
         x = randn(shape, generator, device, dtype).to(torch.float64)
-        for i, t in enumerate(timesteps):
-            t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
-            output = model(x.to(dtype), t_batch, **model_kwargs).to(torch.float64)
-            x0_hat = self.predict_x0(output, x, t)
-            if self.clip_sample:
-                x0_clipped = x0_hat.clamp(-self.clip_sample_range, self.clip_sample_range)
-            else:
-                x0_clipped = x0_hat
-            if sampler == "ddpm":
-                prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-                a_prev = alpha_bars[prev] if prev >= 0 else 1.0
-                noise = randn(shape, generator, device, dtype).to(torch.float64) if t > 0 else None
-                x = ddpm_step(x0_clipped, x, alpha_bars[t], a_prev, noise)
-            else:
-                prev = t - ratio
-                a_prev = alpha_bars[prev] if prev >= 0 else final
-                alpha_bar_t = torch.tensor(alpha_bars[t], dtype=torch.float64, device=device)
-                eps_hat = eps_from_pred(output, x, prediction=self.prediction, alpha_bar=alpha_bar_t, validate=False)
-                noise = randn(shape, generator, device, dtype).to(torch.float64) if eta > 0 else None
-                x = ddim_step(x0_clipped, eps_hat, alpha_bars[t], a_prev, eta, noise)
-            if callback is not None:
-                callback(i, t, x, x0_clipped)
+        if sampler == "ddpm":  # the posterior step: DDIM with η = 1 and ε̂ consistent with the clipped x̂0
+            path = DDPMPath(self, model, alpha_bars, 1.0, dtype, model_kwargs, eps_from_x0=True)
+            eta_i: list[float] = [1.0 if t > 0 else 0.0 for t in timesteps]  # no noise at t = 0 (diffusers)
+            to = None
+        else:
+            path = DDPMPath(self, model, alpha_bars, 1.0 if self.set_alpha_to_one else alpha_bars[0], dtype,
+                            model_kwargs, eps_from_x0=False)
+            eta_i = [eta] * len(timesteps)
+            ratio = self.num_timesteps // steps
+            to = [max(t - ratio, -1) for t in timesteps]
+        x = integrate(path, x, [*timesteps, -1], "ddim", eta=eta_i, to=to, generator=generator, callback=callback)
         return x.to(dtype)
 
     def extra_repr(self) -> str:

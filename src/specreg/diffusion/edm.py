@@ -1,28 +1,14 @@
-"""EDM and its VP/VE special cases (Karras et al. 2022, Table 1): preconditioning, training
-noise levels, loss weights, samplers.
+"""EDM and its VP/VE special cases (Karras et al. 2022, Table 1), composed of three parts:
 
-A raw network F is wrapped into a denoiser
+* preconditioning c_skip, c_out, c_in, c_noise and the :class:`Denoiser` wrapper —
+  :mod:`specreg.diffusion.precond`;
+* the objective λ(σ)·‖D(x0 + σε; σ) − x0‖² — :mod:`specreg.diffusion.objectives`;
+* the schedule: training σ from the noise-level registry and the sampling grids —
+  :mod:`specreg.diffusion.schedule`;
 
-    D(x; σ) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x, c_noise(σ)),
-
-whose output is the predicted clean sample x̂0 for the VE state x = x0 + σ·ε. Table 1:
-
-============  =====================  ==========================  ====================  ===================
-precond       c_skip                 c_out                       c_in                  c_noise
-============  =====================  ==========================  ====================  ===================
-``"edm"``     σ_d²/(σ² + σ_d²)        σ·σ_d/sqrt(σ² + σ_d²)        1/sqrt(σ² + σ_d²)      ¼·ln σ
-``"vp"``      1                      −σ                          1/sqrt(σ² + 1)        (M − 1)·σ⁻¹_vp(σ)
-``"ve"``      1                      σ                           1                     ln(σ/2)
-============  =====================  ==========================  ====================  ===================
-
-Training noise levels and loss weights λ(σ):
-
-* ``"edm"``: ln σ ~ N(P_mean, P_std²); λ = (σ² + σ_d²)/(σ·σ_d)².
-* ``"vp"``: t ~ U(ε_t, 1), σ = σ_vp(t) = sqrt(exp(½β_d t² + β_min t) − 1); λ = 1/σ².
-* ``"ve"``: ln σ ~ U(ln σ_min^ve, ln σ_max^ve); λ = 1/σ².
-
-The per-sample diffusion term is λ(σ)·mean over non-batch dims of (D(x0 + σε; σ) − x0)²,
-i.e. NVlabs/edm's loss divided by the number of elements per sample.
+sampled by the integrators of :mod:`specreg.diffusion.samplers` on the σ path. The
+:class:`EDM` class keeps the configured numbers together and is what the training code
+builds from ``diffusion.kind: edm``.
 """
 
 from __future__ import annotations
@@ -32,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from specreg._checks import check_choice, check_positive
 from specreg.diffusion.base import (
@@ -43,18 +28,20 @@ from specreg.diffusion.base import (
     check_shape,
     check_steps,
     combine,
-    mean_per_sample,
+    host_readable,
     module_device,
-    per_sample,
-    rand,
     randn,
 )
-from specreg.diffusion.prediction import x0_from_pred
-from specreg.diffusion.samplers import SAMPLERS, karras_sigmas, ve_sigmas, vp_sigmas
+from specreg.diffusion.objectives import denoising_loss, loss_weight
+from specreg.diffusion.precond import PRECONDS, Coefficients, Denoiser, coefficients
+from specreg.diffusion.samplers import SigmaPath, check_sigmas, integrate
+from specreg.diffusion.schedule import edm_training_sampler, karras_sigmas, ve_sigmas, vp_sigma, vp_sigma_inv, vp_sigmas
 from specreg.diffusion.timesteps import TimestepSampler, weigh
 
-PRECONDS = ("edm", "vp", "ve")
 DISCRETIZATIONS = ("edm", "vp", "ve")
+EDM_SAMPLERS = ("euler", "heun", "dpmpp_2m")
+
+__all__ = ["DISCRETIZATIONS", "EDM", "EDM_SAMPLERS", "PRECONDS", "Denoiser"]
 
 
 class EDM:
@@ -104,16 +91,20 @@ class EDM:
         for lo, hi in (("sigma_min", "sigma_max"), ("ve_sigma_min", "ve_sigma_max")):
             if not getattr(self, lo) < getattr(self, hi):
                 raise ValueError(f"{lo}={getattr(self, lo)} must be smaller than {hi}={getattr(self, hi)}")
+        # the built-in training σ as a registry entry, drawn in float32 (unchanged numbers)
+        self.noise_sampler = edm_training_sampler(
+            self.precond, P_mean=self.P_mean, P_std=self.P_std, beta_d=self.beta_d, beta_min=self.beta_min,
+            epsilon_t=self.epsilon_t, ve_sigma_min=self.ve_sigma_min, ve_sigma_max=self.ve_sigma_max)
 
     # --- the VP schedule ----------------------------------------------------------------
 
     def vp_sigma(self, t: torch.Tensor) -> torch.Tensor:
         """σ_vp(t) = sqrt(exp(½β_d t² + β_min t) − 1)."""
-        return torch.expm1(0.5 * self.beta_d * t**2 + self.beta_min * t).sqrt()
+        return vp_sigma(t, self.beta_d, self.beta_min)
 
     def vp_sigma_inv(self, sigma: torch.Tensor) -> torch.Tensor:
         """t = (sqrt(β_min² + 2β_d·ln(1 + σ²)) − β_min)/β_d, the inverse of :meth:`vp_sigma`."""
-        return ((self.beta_min**2 + 2 * self.beta_d * torch.log1p(sigma**2)).sqrt() - self.beta_min) / self.beta_d
+        return vp_sigma_inv(sigma, self.beta_d, self.beta_min)
 
     @property
     def supported_range(self) -> tuple[float, float]:
@@ -128,44 +119,22 @@ class EDM:
 
     # --- Table 1 ------------------------------------------------------------------------
 
-    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(c_skip, c_out, c_in, c_noise) at σ, each with the shape of ``sigma`` (module doc table)."""
-        if self.precond == "edm":
-            sd2 = self.sigma_data**2
-            c_skip = sd2 / (sigma**2 + sd2)
-            c_out = sigma * self.sigma_data / (sigma**2 + sd2).sqrt()
-            c_in = 1 / (sigma**2 + sd2).sqrt()
-            c_noise = sigma.log() / 4
-        elif self.precond == "vp":
-            c_skip = torch.ones_like(sigma)
-            c_out = -sigma
-            c_in = 1 / (sigma**2 + 1).sqrt()
-            c_noise = (self.M - 1) * self.vp_sigma_inv(sigma)
-        else:
-            c_skip = torch.ones_like(sigma)
-            c_out = sigma
-            c_in = torch.ones_like(sigma)
-            c_noise = (0.5 * sigma).log()
-        return c_skip, c_out, c_in, c_noise
+    def coefficients(self, sigma: torch.Tensor) -> Coefficients:
+        """(c_skip, c_out, c_in, c_noise) at σ (:func:`specreg.diffusion.precond.coefficients`)."""
+        return coefficients(self.precond, sigma, sigma_data=self.sigma_data, beta_d=self.beta_d,
+                            beta_min=self.beta_min, M=self.M)
 
     def weight(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The loss weight λ(σ): (σ² + σ_d²)/(σ·σ_d)² for EDM, 1/σ² for VP and VE."""
-        if self.precond == "edm":
-            return (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
-        return 1 / sigma**2
+        """The loss weight λ(σ) (:func:`specreg.diffusion.objectives.loss_weight`)."""
+        return loss_weight(self.precond, sigma, self.sigma_data)
 
     def sample_sigma(self, batch: int, generator: torch.Generator | None = None,
                      device: torch.device | str = "cpu") -> torch.Tensor:
-        """Training noise levels σ (B,), float32, from this formulation's distribution."""
+        """Training noise levels σ (B,), float32: the configured registry entry, else the
+        built-in one (:func:`specreg.diffusion.schedule.edm_training_sampler`)."""
         if self.time_sampler is not None:
             return self.time_sampler.sample(batch, generator, device).to(torch.float32)
-        if self.precond == "edm":
-            n = randn((batch,), generator, device, torch.float32)
-            return (n * self.P_std + self.P_mean).exp()
-        u = rand(batch, generator, device, torch.float32)
-        if self.precond == "vp":
-            return self.vp_sigma(1 + u * (self.epsilon_t - 1))
-        return self.ve_sigma_min * (self.ve_sigma_max / self.ve_sigma_min) ** u
+        return self.noise_sampler.sample(batch, generator, device, torch.float32)
 
     def precondition(self, net: Callable[..., torch.Tensor], dtype: torch.dtype = torch.float32) -> Denoiser:
         """Wrap a raw network into the denoiser D(x; σ) = x̂0 (see :class:`Denoiser`)."""
@@ -191,16 +160,14 @@ class EDM:
             sigma = self.sample_sigma(batch, generator, x0.device)
         else:
             sigma = torch.as_tensor(sigma, device=x0.device)
-            if sigma.shape != (batch,) or not sigma.is_floating_point() or bool((sigma <= 0).any()):
+            if sigma.shape != (batch,) or not sigma.is_floating_point() or (
+                    host_readable(sigma) and bool((sigma <= 0).any())):
                 raise ValueError(f"sigma must be positive noise levels of shape ({batch},), got {tuple(sigma.shape)}")
         if noise is None:
             noise = randn(x0.shape, generator, x0.device, x0.dtype)
         check_noise(noise, x0)
-        dtype = torch.float64 if x0.dtype == torch.float64 else torch.float32
-        sigma = sigma.to(dtype)
-        x = x0.to(dtype) + per_sample(sigma, x0) * noise.to(dtype)
-        x0_hat = x0_from_pred(denoiser(x, sigma, **model_kwargs), x, prediction="edm", validate=False)
-        diffusion = self.weight(sigma) * mean_per_sample((x0_hat.to(dtype) - x0.to(dtype)).square())
+        sigma = sigma.to(torch.float64 if x0.dtype == torch.float64 else torch.float32)
+        diffusion, x0_hat = denoising_loss(denoiser, x0, sigma, noise, self.weight(sigma), **model_kwargs)
         out = combine(diffusion, x0_hat, x0, sigma, regularizer)
         return out if drawn is None else weigh(out, self.time_sampler, drawn)
 
@@ -238,48 +205,20 @@ class EDM:
         S_min, S_max, S_noise as in NVlabs/edm (their ImageNet setting: 40, 0.05, 50, 1.003).
         Returns float32.
         """
-        check_choice("sampler", sampler, tuple(SAMPLERS))
+        check_choice("sampler", sampler, EDM_SAMPLERS)
         shape = check_shape(shape)
         if sampler == "dpmpp_2m" and churn > 0:
             raise ValueError(f"churn={churn!r} is not accepted with sampler='dpmpp_2m' (deterministic); use 0")
         device = module_device(denoiser) if device is None else torch.device(device)
         sigmas = self.sigmas(steps, discretization, device=device)
         x = randn(shape, generator, device, torch.float32).to(torch.float64) * sigmas[0]
-        if sampler == "dpmpp_2m":
-            x = SAMPLERS[sampler](denoiser, x, sigmas, model_kwargs=model_kwargs, callback=callback)
-        else:
-            x = SAMPLERS[sampler](denoiser, x, sigmas, churn=churn, S_min=S_min, S_max=S_max, S_noise=S_noise,
-                                  generator=generator, model_kwargs=model_kwargs, callback=callback)
+        if sampler != "dpmpp_2m":
+            check_positive("churn", churn, allow_zero=True)
+            check_positive("S_noise", S_noise, allow_zero=True)
+        x = integrate(SigmaPath(denoiser, model_kwargs), x, check_sigmas(sigmas), sampler, churn=churn, S_min=S_min,
+                      S_max=S_max, S_noise=S_noise, generator=generator, callback=callback)
         return x.to(torch.float32)
 
     def __repr__(self) -> str:
         return f"EDM(precond={self.precond!r}, sigma_data={self.sigma_data})"
 
-
-class Denoiser(nn.Module):
-    """D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise): a raw network made into an x̂0 predictor.
-
-    As in NVlabs/edm, x and σ are cast to ``dtype`` (float32) before the network and its
-    output is cast back, so mixed-precision networks (autocast) still return float32 x̂0.
-    ``sigma`` may be a scalar or (B,). ``sigma_min``/``sigma_max`` give the supported range.
-    Only ``net`` is a submodule, so ``state_dict`` is the network's.
-    """
-
-    def __init__(self, net: Callable[..., torch.Tensor], formulation: EDM, dtype: torch.dtype = torch.float32) -> None:
-        super().__init__()
-        self.net = net
-        self.formulation = formulation
-        self.dtype = dtype
-        self.sigma_min, self.sigma_max = formulation.supported_range
-
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **model_kwargs: Any) -> torch.Tensor:
-        x = x.to(self.dtype)
-        sigma = torch.as_tensor(sigma, device=x.device).to(self.dtype).reshape(-1)
-        if sigma.shape[0] == 1:
-            sigma = sigma.expand(x.shape[0])
-        c_skip, c_out, c_in, c_noise = self.formulation.coefficients(sigma)
-        F_x = self.net(per_sample(c_in, x) * x, c_noise, **model_kwargs)
-        return per_sample(c_skip, x) * x + per_sample(c_out, x) * F_x.to(self.dtype)
-
-    def extra_repr(self) -> str:
-        return f"precond={self.formulation.precond!r}, dtype={self.dtype}"

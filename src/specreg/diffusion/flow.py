@@ -26,6 +26,7 @@ from specreg.diffusion.base import (
     check_shape,
     check_steps,
     combine,
+    host_readable,
     mean_per_sample,
     module_device,
     per_sample,
@@ -33,6 +34,7 @@ from specreg.diffusion.base import (
     randn,
 )
 from specreg.diffusion.prediction import x0_from_pred
+from specreg.diffusion.samplers import Prediction, integrate
 from specreg.diffusion.timesteps import TimestepSampler, weigh
 from specreg.regularizer import sigma_from_flow_t
 
@@ -47,11 +49,35 @@ def shift_time(t: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * t / (1 + (shift - 1) * t)
 
 
+class FlowPath:
+    """Flow matching's ODE path for :func:`specreg.diffusion.samplers.integrate`: τ = t,
+    x_t = (1 − t)·x0 + t·ε (a = 1 − t, b = t, σ = t/(1 − t)); the slope dx/dt is the
+    velocity v̂ itself, x̂0 = x − t·v̂, ε̂ = x + (1 − t)·v̂. The model is called
+    ``velocity(x.to(dtype), t, **model_kwargs)`` with t (B,) in ``dtype``."""
+
+    sigma_time = False
+
+    def __init__(self, velocity: Velocity, model_kwargs: dict[str, Any] | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.velocity, self.kwargs, self.dtype = velocity, model_kwargs or {}, dtype
+
+    def scales(self, tau: float) -> tuple[float, float]:
+        return 1.0 - tau, tau
+
+    def predict(self, x: torch.Tensor, tau: float) -> Prediction:
+        t_batch = torch.full((x.shape[0],), tau, dtype=self.dtype, device=x.device)
+        v = self.velocity(x.to(self.dtype), t_batch, **self.kwargs).to(x.dtype)
+        return Prediction(x - tau * v, x + (1 - tau) * v, v)
+
+    def noise(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return randn(tuple(x.shape), generator, x.device, self.dtype).to(x.dtype)
+
+
 @torch.no_grad()
 def sample_flow(velocity: Velocity, x: torch.Tensor, ts: torch.Tensor | list[float], *, method: str = "euler",
                 model_kwargs: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32,
                 callback: Callable[[int, float, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Integrate dx/dt = v(x, t) down the decreasing grid ``ts`` (from ~1 to 0).
+    """Integrate dx/dt = v(x, t) down the decreasing grid ``ts`` (from ~1 to 0) on :class:`FlowPath`.
 
     Euler: x ← x + (t_{i+1} − t_i)·v(x, t_i). Heun: with the Euler point x',
     x ← x + (t_{i+1} − t_i)·(v(x, t_i) + v(x', t_{i+1}))/2, except on a last step to t = 0,
@@ -63,22 +89,7 @@ def sample_flow(velocity: Velocity, x: torch.Tensor, ts: torch.Tensor | list[flo
     values = [float(t) for t in ts]
     if len(values) < 2 or any(b >= a for a, b in zip(values, values[1:])) or values[-1] < 0 or values[0] > 1:
         raise ValueError("ts must be a strictly decreasing sequence of >= 2 times in [0, 1]")
-    kwargs = model_kwargs or {}
-
-    def v_at(x_: torch.Tensor, t_: float) -> torch.Tensor:
-        t_batch = torch.full((x_.shape[0],), t_, dtype=dtype, device=x_.device)
-        return velocity(x_.to(dtype), t_batch, **kwargs).to(x_.dtype)
-
-    for i in range(len(values) - 1):
-        t, t_next = values[i], values[i + 1]
-        v = v_at(x, t)
-        x_next = x + (t_next - t) * v
-        if method == "heun" and t_next > 0:
-            x_next = x + (t_next - t) * 0.5 * (v + v_at(x_next, t_next))
-        if callback is not None:
-            callback(i, t, x_next, x - t * v)
-        x = x_next
-    return x
+    return integrate(FlowPath(velocity, model_kwargs, dtype), x, values, method, callback=callback)
 
 
 class FlowMatching:
@@ -156,7 +167,8 @@ class FlowMatching:
             t = self.sample_t(batch, generator, x0.device)
         else:
             t = torch.as_tensor(t, device=x0.device)
-            if t.shape != (batch,) or not t.is_floating_point() or bool(((t < 0) | (t > 1)).any()):
+            if t.shape != (batch,) or not t.is_floating_point() or (
+                    host_readable(t) and bool(((t < 0) | (t > 1)).any())):
                 raise ValueError(f"t must be float times in [0, 1] of shape ({batch},), got {tuple(t.shape)}")
         if noise is None:
             noise = randn(x0.shape, generator, x0.device, x0.dtype)
