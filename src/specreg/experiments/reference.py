@@ -49,6 +49,7 @@ REFERENCE_ALIASES = {"fashion_mnist": "fashion-mnist", "fashion": "fashion-mnist
                      "texture": "textures", "checkerboard": "checkerboards", "asterisk": "speech"}
 DATA_KIND = {"textures": "textures", "checkerboards": "checkerboard", "fashion-mnist": "fashion_mnist",
              "speech": "speech"}
+PEAKED = frozenset({"checkerboards"})  # built-in sets with known spectral lines (RealSets.peaks)
 DEFAULT_COUNT = 2048  # items of a generated reference (textures, checkerboards) when none is given
 
 
@@ -71,6 +72,11 @@ class RealSets:
     floor_description: str
     conditioning: dict[str, Any] = field(default_factory=dict)
     peaks: list[tuple[float, ...]] | None = None
+
+
+def has_peaks(name: str) -> bool:
+    """Whether built-in reference ``name`` has known spectral lines (metrics that need them apply)."""
+    return name in PEAKED
 
 
 def _stack(ds: Any, count: int | None = None) -> Any:

@@ -202,7 +202,7 @@ def cache_root() -> Path:
 
 
 class FIDStream(Accumulator):
-    """The registry's ``fid`` accumulator: writes ``fid`` and ``fid_floor``, its noise floor
+    """The registry's ``fid`` accumulator: writes ``name`` and ``name_floor``, its noise floor
     estimated from both sets alike (:mod:`specreg.metrics.floor`'s rule for a Fréchet
     distance, with each set's even and odd items as its two halves): symmetric in samples
     and reference, written when each set has at least 4 items.
@@ -214,7 +214,7 @@ class FIDStream(Accumulator):
     ``chunk``: items per forward pass.
     """
 
-    def __init__(self, ctx: Any, name: str = "fid", *, weights_path: str | os.PathLike | None = None,
+    def __init__(self, ctx: Any, name: str, *, weights_path: str | os.PathLike | None = None,
                  chunk: int = 32, cache: bool = True) -> None:
         from specreg.metrics.frechet import FrechetDistance
 

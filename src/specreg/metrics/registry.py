@@ -211,7 +211,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            default_for=KINDS, features=True, warnings=_partial(kid_warnings, "domain_kid"),
            problem=_both(_partial(gray_images_problem, "domain_kid"), _partial(kid_subsets_problem, "domain_kid"))),
     Metric("fid", ("image",),
-           (Key("fid", "lower", "{fid}; Fréchet distance of 2048-d pool features, 8-bit images resized to 299×299 "
+           (Key("fid", "lower", "{fid_net}; Fréchet distance of 2048-d pool features, 8-bit images resized to 299×299 "
                 "(TF1 bilinear, as torch-fidelity)", True),
             Key("fid_floor", "", "noise floor of fid: each set's even and odd items as two halves, their FIDs "
                 "scaled to the two sets' sizes and summed (symmetric in samples and reference)", floor_of="fid",
@@ -292,7 +292,7 @@ def metric_of(key: str) -> Metric | None:
 
 
 def check_metrics(metrics: Iterable[str] | str | None, kind: str, *, peaks: bool | None = None,
-                  arg: str = "metrics", data: str = "for {kind} data") -> tuple[str, ...]:
+                  arg: str = "metrics", data: str = "a metric for {kind} data") -> tuple[str, ...]:
     """Normalise metric names (a list or comma-separated string; ``-`` = ``_``) for ``kind``,
     or a ValueError naming the first that does not apply. ``None``: the kind's defaults.
     ``peaks``: whether the data have known spectral lines (None: not known). ``arg`` and
@@ -311,7 +311,7 @@ def check_metrics(metrics: Iterable[str] | str | None, kind: str, *, peaks: bool
             if name not in accepted:
                 other = next((k for k in KINDS if k != kind and name in metric_names(k)), None)
                 hint = f" (it applies to {other} data)" if other else ""
-                raise ValueError(f"{arg} contains {name!r}, which is not a metric {data.format(kind=kind)}{hint}; "
+                raise ValueError(f"{arg} contains {name!r}, which is not {data.format(kind=kind)}{hint}; "
                                  f"accepted: {list(accepted)}")
             if name not in names:
                 names.append(name)

@@ -83,8 +83,8 @@ class Context:
                 "accuracy": meta.get("accuracy", {}).get("test"), "label": s.description}
 
     def label_fields(self) -> dict[str, Any]:
-        """Values of the ``{fd}``, ``{kid}``, ``{ndb_on}`` and ``{fid}`` fields of the keys' labels
-        (``{fid}`` names the FID weights and their sha1, hashed only when a label uses it)."""
+        """Values of the ``{fd}``, ``{kid}``, ``{ndb_on}`` and ``{fid_net}`` fields of the keys' labels
+        (``{fid_net}`` names the FID weights and their sha1, hashed only when a label uses it)."""
         from specreg.metrics.domain import DOMAIN_FD_LABEL, DOMAIN_KID_LABEL
 
         if self.feature_extractor is not None:
@@ -94,7 +94,7 @@ class Context:
             features = f"; features: {embedding_name(self.embedding)}"
             fd, kid = DOMAIN_FD_LABEL + features, DOMAIN_KID_LABEL + features
         return {"fd": fd, "kid": kid, "ndb_on": "log-mel spectrograms" if self.kind == "audio" else "pixels",
-                "fid": _OnFormat("specreg.metrics.fid", "fid_label")}
+                "fid_net": _OnFormat("specreg.metrics.fid", "fid_label")}
 
 
 class _OnFormat:
