@@ -113,10 +113,11 @@ def evaluate(samples: Any, reference: Any, *, kind: str = "image", metrics: Iter
             symmetric in samples and reference), and warn where a value is within twice it.
 
     Returns:
-        ``{"kind", "n_samples", "n_reference", "shape", "sample_rate", "metrics": {key:
-        float}, "labels": {key: meaning}, "floors": {key: noise floor}, "floor_method": str,
-        "within_floor": [keys whose |value| < 2 × floor],
-        "embedding": {...} or None, "skipped": {name: reason}, "warnings": [str]}``.
+        a dict with ``"kind"``, ``"n_samples"``, ``"n_reference"``, ``"shape"``,
+        ``"sample_rate"``, ``"metrics"`` ({key: float}), ``"labels"`` ({key: meaning}),
+        ``"floors"`` ({key: noise floor}), ``"floor_method"`` (str), ``"within_floor"``
+        (keys whose absolute value is below twice their floor), ``"embedding"`` (dict or None), ``"skipped"``
+        ({name: reason}) and ``"warnings"`` (list of str).
     """
     from specreg._checks import check_choice, check_ndim
     from specreg.metrics.floor import METHOD, SplitFloor, within_floor

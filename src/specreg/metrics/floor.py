@@ -21,9 +21,11 @@ With n = m and equal noise it reduces to d/√2 for the LSD and d/2 for the FD, 
 
 Which keys have a floor is declared by their registry entries (``floor``: a
 :class:`Halves` that computes the metric on two halves); this module holds the partition,
-the scaling rule and the verdict (:func:`within_floor`) and names no metric. Used by
-:func:`specreg.metrics.evaluation.evaluate`; studies measure their floor from a separate
-real set instead (:mod:`specreg.experiments.reference`).
+the scaling rule and the verdict (:data:`FACTOR`, :func:`within_floor`) and names no
+metric. The split is used by :func:`specreg.metrics.evaluation.evaluate`; studies measure
+their floor from a separate real set (:mod:`specreg.experiments.reference`; kept so that
+committed study reports keep their numbers) and judge it by the same :data:`FACTOR`
+(:func:`specreg.experiments.stats.practical_floor`, the training curves' verdicts).
 """
 
 from __future__ import annotations
