@@ -84,6 +84,6 @@ def test_the_engine_names_no_metric():
     the engine, the accumulators of the streaming side, the floor and the protocol do not."""
     names = metric_strings()
     found = [f"{rel}:{line}: {value!r}" for rel in ("streaming.py", "floor.py", "evaluation.py", "accumulator.py",
-                                                    "plots.py")
+                                                    "rules.py", "plots.py")
              for line, value in literals(SRC / "metrics" / rel) if value in names]
     assert not found, "\n".join(found)

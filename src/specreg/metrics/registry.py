@@ -29,6 +29,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from specreg.metrics.bands import band_text
+from specreg.metrics.rules import (
+    full_rank_problem,
+    gray_images_problem,
+    kid_subsets_problem,
+    kid_warnings,
+    ndb_problem,
+    peaks_problem,
+    quiet_reference_warnings,
+)
 from specreg.metrics.streaming import (
     DNSMOS,
     DNSMOS_PARTS,
@@ -42,13 +51,6 @@ from specreg.metrics.streaming import (
     KIDStream,
     PeakEnergy,
     embedding_name,
-    full_rank_problem,
-    gray_images_problem,
-    kid_subsets_problem,
-    kid_warnings,
-    ndb_problem,
-    peaks_problem,
-    quiet_reference_warnings,
 )
 
 if TYPE_CHECKING:
