@@ -59,15 +59,17 @@ class Accumulator:
     def __init__(self) -> None:
         self._states: dict[str, tuple[str, Any]] = {}
 
-    def add_state(self, name: str, default: Any, reduce: str) -> None:
+    def add_state(self, name: str, default: Any, reduce: str) -> Any:
         """Declare state ``name`` with its initial value and combining rule (``"sum"``,
-        ``"cat"`` or ``"child"``); the value is set as attribute ``name``."""
+        ``"cat"`` or ``"child"``); the value is set as attribute ``name`` and returned, so
+        that ``self.name: T = self.add_state("name", ...)`` gives type checkers its type."""
         if reduce not in REDUCTIONS:
             raise ValueError(f"reduce={reduce!r} is not accepted; expected one of {list(REDUCTIONS)}")
         if "_states" not in self.__dict__:
             self._states = {}
         self._states[name] = (reduce, default if reduce == "child" else copy.deepcopy(default))
         setattr(self, name, default if reduce == "child" else copy.deepcopy(default))
+        return getattr(self, name)
 
     def reset(self) -> None:
         """Every state back to its declared initial value."""

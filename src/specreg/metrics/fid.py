@@ -223,10 +223,11 @@ class FIDStream(Accumulator):
         self.net = _shared_net(str(find_weights(weights_path).resolve())).to(ctx.device)
         self.chunk, self.cache = chunk, cache
         # below 2049 items: biased, judged against the floor
-        self.add_state("fd", FrechetDistance(full_rank=False), "child")
-        self.add_state("halves", FrechetDistance(full_rank=False), "child")  # the samples' even (False), odd (True)
-        self.add_state("seen", 0, "sum")
-        self.add_state("reference", [], "cat")  # uint8 (B, C, H, W)
+        self.fd: FrechetDistance = self.add_state("fd", FrechetDistance(full_rank=False), "child")
+        # the samples' even (False) and odd (True) items: their half of the floor
+        self.halves: FrechetDistance = self.add_state("halves", FrechetDistance(full_rank=False), "child")
+        self.seen: int = self.add_state("seen", 0, "sum")
+        self.reference: list[torch.Tensor] = self.add_state("reference", [], "cat")  # uint8 (B, C, H, W)
 
     def _features(self, x: torch.Tensor) -> np.ndarray:
         return np.concatenate([self.net(x[i:i + self.chunk]).double().cpu().numpy()

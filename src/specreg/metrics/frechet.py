@@ -172,10 +172,10 @@ class FrechetDistance(_FeatureMetric):
     def __init__(self, feature_extractor: FeatureExtractor | None = None, *, full_rank: bool = True) -> None:
         super().__init__(feature_extractor)
         self.full_rank = full_rank
-        self.add_state("n", {True: 0, False: 0}, "sum")
+        self.n: dict[bool, int] = self.add_state("n", {True: 0, False: 0}, "sum")
         # per side: Σf (D,) and Σffᵀ (D, D), both None until the first update
-        self.add_state("sum", {True: None, False: None}, "sum")
-        self.add_state("sum_outer", {True: None, False: None}, "sum")
+        self.sum: dict[bool, np.ndarray | None] = self.add_state("sum", {True: None, False: None}, "sum")
+        self.sum_outer: dict[bool, np.ndarray | None] = self.add_state("sum_outer", {True: None, False: None}, "sum")
 
     def add_sums(self, real: bool, n: int, s: np.ndarray, ss: np.ndarray) -> None:
         """Add ``n`` items of one side given by their sums Σf (D,) and Σffᵀ (D, D)."""
@@ -235,7 +235,7 @@ class KID(_FeatureMetric):
                  subset_size: int = 1000, *, degree: int = 3, coef0: float = 1.0, seed: int = 0) -> None:
         super().__init__(feature_extractor)
         self.subsets, self.subset_size, self.degree, self.coef0, self.seed = subsets, subset_size, degree, coef0, seed
-        self.add_state("features", {True: [], False: []}, "cat")
+        self.features: dict[bool, list[np.ndarray]] = self.add_state("features", {True: [], False: []}, "cat")
 
     def add_features(self, f: np.ndarray, real: bool) -> None:
         """Add features (B, D), float64, of one side."""

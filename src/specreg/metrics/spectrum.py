@@ -107,8 +107,8 @@ class SpectrumMetric(Accumulator):
         self.ndim = check_ndim(ndim)
         self.per_channel = bool(per_channel)
         self.spatial: tuple[int, ...] | None = None
-        self.add_state("sum_power", None, "sum")  # (C, n_bins), float64
-        self.add_state("n", 0, "sum")
+        self.sum_power: torch.Tensor | None = self.add_state("sum_power", None, "sum")  # (C, n_bins), float64
+        self.n: int = self.add_state("n", 0, "sum")
 
     def reset(self) -> None:
         super().reset()

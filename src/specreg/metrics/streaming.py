@@ -182,8 +182,8 @@ class Spectra(Accumulator):
 
         super().__init__()
         self.ndim = ctx.ndim
-        self.add_state("samples", SpectrumMetric(ctx.ndim), "child")
-        self.add_state("reference", SpectrumMetric(ctx.ndim), "child")
+        self.samples: SpectrumMetric = self.add_state("samples", SpectrumMetric(ctx.ndim), "child")
+        self.reference: SpectrumMetric = self.add_state("reference", SpectrumMetric(ctx.ndim), "child")
 
     def update(self, batch: Batch) -> None:
         side = self.reference if batch.real else self.samples
@@ -221,7 +221,7 @@ class FD(Accumulator):
 
         super().__init__()
         self.name = name
-        self.add_state("fd", FrechetDistance(), "child")
+        self.fd: FrechetDistance = self.add_state("fd", FrechetDistance(), "child")
 
     def update(self, batch: Batch) -> None:
         self.fd.add_features(batch.features, batch.real)
@@ -239,7 +239,8 @@ class KIDStream(Accumulator):
 
         super().__init__()
         self.name = name
-        self.add_state("kid", KID(subsets=ctx.kid_subsets, subset_size=ctx.kid_size, seed=ctx.seed), "child")
+        kid = KID(subsets=ctx.kid_subsets, subset_size=ctx.kid_size, seed=ctx.seed)
+        self.kid: KID = self.add_state("kid", kid, "child")
         self.whole = ctx.kid_size >= min(ctx.n, ctx.m)  # every subset holds the whole smaller set
 
     def update(self, batch: Batch) -> None:
@@ -256,7 +257,7 @@ class NDB(Accumulator):
     def __init__(self, ctx: Context, name: str) -> None:
         super().__init__()
         self.name, self.k, self.seed = name, ctx.ndb_k, ctx.seed
-        self.add_state("rows", {True: [], False: []}, "cat")
+        self.rows: dict[bool, list[Any]] = self.add_state("rows", {True: [], False: []}, "cat")
 
     def update(self, batch: Batch) -> None:
         self.rows[batch.real].append(batch.ndb_rows)
@@ -277,7 +278,7 @@ class MeanOverClips(Accumulator):
     def __init__(self, ctx: Context, name: str) -> None:
         super().__init__()
         self.ctx, self.name = ctx, name
-        self.add_state("values", [], "cat")
+        self.values: list[Any] = self.add_state("values", [], "cat")
 
     def update(self, batch: Batch) -> None:
         return None
@@ -338,7 +339,7 @@ class PeakEnergy(Accumulator):
     def __init__(self, ctx: Context, name: str) -> None:
         super().__init__()
         self.ctx, self.name = ctx, name
-        self.add_state("fractions", [], "cat")
+        self.fractions: list[Any] = self.add_state("fractions", [], "cat")
 
     @property
     def tolerance(self) -> float:
