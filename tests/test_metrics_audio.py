@@ -172,7 +172,7 @@ def test_dnsmos_errors() -> None:
         audio.dnsmos(np.zeros(0), 16000)
 
 
-# ----------------------------------------------------------------------------- FAD, UTMOS
+# ----------------------------------------------------------------------------- FAD (a module helper)
 
 
 def test_fad_with_an_injected_embedder() -> None:
@@ -190,14 +190,3 @@ def test_fad_with_an_injected_embedder() -> None:
         audio.frechet_audio_distance(a, b, None)
     with pytest.raises(ValueError, match=r"\(B, D\)"):
         audio.frechet_audio_distance(a, b, lambda x: x.view(-1))
-
-
-def test_utmos_is_optional_and_never_downloads_silently() -> None:
-    try:
-        import utmos  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="utmos"):
-            audio.utmos(np.zeros(16000), 16000)
-    else:
-        with pytest.raises(ValueError, match="allow_download"):
-            audio.utmos(np.zeros(16000), 16000)

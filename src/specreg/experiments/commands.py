@@ -115,10 +115,10 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"  {'metric':<{width}}  {'value':>10}  noise floor")
     for key, value in result["metrics"].items():
         print(f"  {key:<{width}}  {_fmt(value):>10}  {floor_cell(key, result)}")
-    if result.get("embedding"):
-        print("  (domain_fd/domain_kid: domain Fréchet distance (project classifier), not FID)")
-    if "fid" in result["metrics"]:
-        print(f"  (fid: {result['labels']['fid'].split(';')[0]})")
+    from specreg.metrics.registry import notes
+
+    for line in notes(result):
+        print(f"  {line}")
     for name, reason in result.get("skipped", {}).items():
         print(f"  skipped {name}: {reason}")
     for text in result.get("warnings", []):

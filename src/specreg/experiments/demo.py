@@ -25,15 +25,18 @@ from specreg.layout import FULL_REPORT, REPORT_FILE
 STUDY = "demo"
 
 
-def reading(res: StudyResults, key: str = "lsd_high") -> str:
+def reading(res: StudyResults, band: str = "high") -> str:
     """One honest line about a band (default the high band of
     :data:`specreg.metrics.bands.BANDS`): who over- or undershoots, against which noise.
 
     Two noise sources bound what one run shows: sampling noise (the real-vs-real floor,
     measured) and the spread between training runs (not measured: one seed)."""
+    from specreg.metrics.registry import band_metric
+
+    metric = band_metric(band)
+    key, bias = (k.name for k in metric.keys)
     rows = res.rows
     floor = res.floor_value(key) or 0.0
-    bias = f"{key}_bias"
     values = ", ".join(f"{n} {r.stats[key].mean:.3f} (bias {r.stats[bias].mean:+.3f})" for n, r in rows.items()
                        if key in r.stats and bias in r.stats)
     compare = []
@@ -49,8 +52,7 @@ def reading(res: StudyResults, key: str = "lsd_high") -> str:
                            f"by {abs(d):.3f}")
     from specreg.metrics.bands import band_text
 
-    band = key.removeprefix("lsd").removeprefix("_") or None
-    where = band_text(band, "cycles/pixel").replace(">=", "≥").replace("<=", "≤")
+    where = band_text(metric.band, "cycles/pixel").replace(">=", "≥").replace("<=", "≤")
     return (f"{key} ({where}): {values}; real-vs-real floor {floor:.3f}. {'; '.join(compare)}. "
             "A positive bias is too much high-frequency power, a negative one too little. One short run per "
             "model, so differences of a few floors can come from run-to-run variation alone: this shows the "

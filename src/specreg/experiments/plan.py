@@ -196,19 +196,17 @@ def data_kind(cfg: dict[str, Any]) -> tuple[str, int | None]:
 
 def check_measurable(study: Study, cfg: dict[str, Any]) -> None:
     """Raise before any training if the evaluation cannot measure these runs."""
-    from specreg.experiments.reference import DATA_KIND
-    from specreg.metrics.registry import METRICS, metric_names
+    from specreg.experiments.reference import DATA_KIND, has_peaks
+    from specreg.metrics.registry import METRICS, check_metrics
 
     ev, kind = study.evaluation, data_kind(cfg)[0]
     data = cfg["data"]["kind"]
     if DATA_KIND[ev.reference] != data:
         raise ValueError(f"evaluation.reference={ev.reference!r} does not fit data.kind={data!r}; expected "
                          f"evaluation.reference={next((r for r, d in DATA_KIND.items() if d == data), None)!r}")
-    accepted = [m for m in metric_names(kind) if not METRICS[m].needs_peaks or ev.reference == "checkerboards"]
-    for name in ev.metrics:
-        if name not in accepted:
-            raise ValueError(f"evaluation.metrics contains {name!r}, which is not measured for these {kind} "
-                             f"data; accepted: {accepted}")
+    if ev.metrics:  # the registry validates the names, and which apply to this reference
+        check_metrics(ev.metrics, kind, peaks=has_peaks(ev.reference), arg="evaluation.metrics",
+                      data="measured for these {kind} data")
     produced = [k.name for m in ev.metrics for k in METRICS[m].keys]
     for col in study.column_keys():
         if col not in produced:

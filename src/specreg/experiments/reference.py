@@ -40,6 +40,14 @@ DATA_KIND: Mapping[str, str] = LiveMapping(
 """Built-in reference name → the ``data.kind`` it is the reference of."""
 
 
+def has_peaks(name: str) -> bool:
+    """Whether built-in reference ``name`` has known spectral lines (metrics that need them apply)."""
+    try:
+        return registry.reference_set(name).peaks is not None
+    except ValueError:  # a folder or file of the user's: no known lines
+        return False
+
+
 def real_sets(name: str, data: Any, *, n_samples: int, n_reference: int | None, seed: int = 1,
               split: str | None = None, segment_length: int | None = None, num_classes: int = 0,
               paired: bool = True, floor: bool = True, crop_seed: int | None = None) -> RealSets:

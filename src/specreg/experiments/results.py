@@ -288,6 +288,7 @@ class StudyResults:
         (at least one curve interval), against 2f. ``verdict``: "improving" if Δ > 2f,
         "worsening" if Δ < −2f, else "flat"; a run is long enough for a key when it is not
         "improving"."""
+        from specreg.metrics.floor import FACTOR
         from specreg.metrics.registry import find_key
 
         floors = self.floor.get("curve_metrics") or {}
@@ -305,7 +306,7 @@ class StudyResults:
                 a, b = start["metrics"].get(key), last["metrics"].get(key)
                 if spec is None or not spec.distance or f is None or not f > 0 or a is None or b is None:
                     continue
-                gain, bound = spec.score(a) - spec.score(b), 2 * float(f)
+                gain, bound = spec.score(a) - spec.score(b), FACTOR * float(f)
                 verdict = "improving" if gain > bound else "worsening" if gain < -bound else "flat"
                 out.append({"run": c["run"], "key": key, "from_step": start["step"], "to_step": last["step"],
                             "start": a, "end": b, "gain": gain, "bound": bound, "verdict": verdict})

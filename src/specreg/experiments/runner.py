@@ -262,7 +262,7 @@ def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, A
     (``curve_metrics``). Paired metrics are left out (no floor from disjoint sets)."""
     import torch
 
-    from specreg.metrics.registry import METRICS
+    from specreg.metrics.registry import METRICS, band_metric
 
     key = stable_hash({"data": cfg["data"], "evaluation": asdict(ev)})
     path = out / FLOOR_FILE
@@ -282,7 +282,8 @@ def measure_floor(ev: Evaluation, out: Path, cfg: dict[str, Any]) -> dict[str, A
     else:
         record.update({"metrics": {}, "labels": {}, "skipped": {}})
     record["spread"] = floor_spread(real, ev, kind=kind, sample_rate=rate)
-    ref = measure(real.reference, real, replace(ev, metrics=["lsd"]), kind=kind, sample_rate=rate)["spectrum"]
+    spectrum = [band_metric(None).name]  # any spectral metric gives the spectrum; the cheapest
+    ref = measure(real.reference, real, replace(ev, metrics=spectrum), kind=kind, sample_rate=rate)["spectrum"]
     record["reference_spectrum"] = ref
     if cfg.get("autoencoder", {}).get("name") and unpaired.metrics:  # a latent model can do no better than this
         from specreg.train.build import build_autoencoder

@@ -138,6 +138,7 @@ def practical_floor(key: str, floor: float | None, spread: float | None = None) 
     record's ``spread``). A signed key without a recorded spread falls back to |floor|,
     one real-vs-real draw of it (for a zero-mean normal, E|X| ≈ 0.8 σ).
     """
+    from specreg.metrics.floor import FACTOR
     from specreg.metrics.registry import find_key
 
     spec = find_key(key)
@@ -146,7 +147,7 @@ def practical_floor(key: str, floor: float | None, spread: float | None = None) 
     if spec.distance:
         if floor is None or not math.isfinite(floor):
             return 0.0, "none"
-        return 2 * abs(float(floor)), "2 × noise floor"
+        return FACTOR * abs(float(floor)), f"{FACTOR} × noise floor"
     if spec.direction == "zero":
         if spread is not None and math.isfinite(spread):
             return float(spread), "real-vs-real spread"

@@ -80,6 +80,12 @@ def _reference_names() -> tuple[str, ...]:
 # ============================================================================ the schema
 
 
+def _study_default_metrics() -> tuple[str, ...]:
+    from specreg.metrics.registry import study_default_metrics
+
+    return study_default_metrics()
+
+
 @dataclass
 class Evaluation:
     """How every run is measured (see the module docstring)."""
@@ -88,7 +94,7 @@ class Evaluation:
     split: str | None = field(default=None, metadata=describe("split of the reference set (null: held out)"))
     n_samples: int = field(default=512, metadata=describe("generated items per run", minimum=1))
     n_reference: int = field(default=2048, metadata=describe("reference items", minimum=1))
-    metrics: list[str] = field(default_factory=lambda: ["lsd", "lsd_high"], metadata=describe(
+    metrics: list[str] = field(default_factory=lambda: list(_study_default_metrics()), metadata=describe(
         "metric names (specreg.metrics.registry)"))
     columns: list[str] = field(default_factory=list, metadata=describe("result keys tabulated (empty: primary)"))
     sample_seed: int = field(default=1000, metadata=describe("run k samples with seed sample_seed + k", minimum=0))

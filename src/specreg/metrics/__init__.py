@@ -1,8 +1,12 @@
 """Evaluation: spectral metrics (radial power spectrum, LSD, peak energy), distribution
 distances on features (Fréchet distance, KID; FID offline in :mod:`specreg.metrics.fid`)
-and audio metrics (MR-STFT, PESQ, NDB, DNSMOS, FAD, UTMOS).
+and audio metrics (MR-STFT, PESQ, NDB, DNSMOS); the registry of metrics
+(:mod:`specreg.metrics.registry`), their accumulator protocol
+(:class:`~specreg.metrics.accumulator.Accumulator`) and the evaluation engine
+(:func:`~specreg.metrics.evaluation.evaluate`). FAD and UTMOS are not offered (no weights
+that run offline; :mod:`specreg.metrics.audio`).
 
-Optional packages (pesq, speechmos, torch-fidelity, utmos) are imported only when the
+Optional packages (pesq, speechmos, torch-fidelity) are imported only when the
 metric that needs them is called.
 """
 
@@ -14,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 # Names are imported on first use (PEP 562): the command line imports
 # specreg.metrics.registry while it builds its parser, and that must not load torch.
 _EXPORTS = {
-    **dict.fromkeys(("NDBResult", "dnsmos", "frechet_audio_distance", "mr_stft_distance", "ndb", "pesq", "utmos"),
-                    "audio"),
+    "Accumulator": "accumulator",
+    "evaluate": "evaluation",
+    **dict.fromkeys(("NDBResult", "dnsmos", "mr_stft_distance", "ndb", "pesq"), "audio"),
     **dict.fromkeys(("KID", "DomainClassifier", "DomainEmbedding", "FrechetDistance", "frechet_distance",
                      "frechet_distance_from_stats", "inception_feature_extractor", "kid", "load_domain_embedding"),
                     "frechet"),
@@ -26,7 +31,9 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from specreg.metrics.audio import NDBResult, dnsmos, frechet_audio_distance, mr_stft_distance, ndb, pesq, utmos
+    from specreg.metrics.accumulator import Accumulator
+    from specreg.metrics.audio import NDBResult, dnsmos, mr_stft_distance, ndb, pesq
+    from specreg.metrics.evaluation import evaluate
     from specreg.metrics.fid import FIDInception, FIDStream
     from specreg.metrics.frechet import (
         KID,
@@ -57,6 +64,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BANDS",
+    "Accumulator",
     "KID",
     "DomainClassifier",
     "DomainEmbedding",
@@ -66,7 +74,7 @@ __all__ = [
     "NDBResult",
     "SpectrumMetric",
     "dnsmos",
-    "frechet_audio_distance",
+    "evaluate",
     "frechet_distance",
     "frechet_distance_from_stats",
     "inception_feature_extractor",
@@ -80,5 +88,4 @@ __all__ = [
     "pesq",
     "plot_spectra",
     "radial_power_spectrum",
-    "utmos",
 ]

@@ -1,12 +1,18 @@
-"""Audio metrics of the paper's vocoder experiment: MR-STFT, PESQ, NDB, DNSMOS, FAD, UTMOS.
+"""Audio metrics of the paper's vocoder experiment: MR-STFT, PESQ, NDB, DNSMOS.
 
 Audio is given as numpy arrays or tensors: (T,) one mono clip, (B, T) B mono clips or
 (B, C, T). Values are in [-1, 1] (full scale). Sample rates are in Hz.
 
-The optional packages (pesq, speechmos, librosa, onnxruntime, utmos) are imported only
-when their metric is called, with an error naming the package when it is missing. No
-metric downloads anything: DNSMOS uses the ONNX models shipped inside speechmos, and
-FAD and UTMOS need models the user provides or explicitly allows to be fetched.
+The optional packages (pesq, speechmos, librosa, onnxruntime) are imported only when their
+metric is called, with an error naming the package when it is missing. No metric
+downloads anything: DNSMOS uses the ONNX models shipped inside speechmos.
+
+Not public metrics: the paper's FAD (VGGish) and UTMOS have no registry entry, because
+neither has weights that run offline here (VGGish is not bundled; the utmos package only
+loads its checkpoint from the Hugging Face hub, with no local-path option), so they left
+the public API; the project's audio Fréchet distance is ``domain_fd`` on the shipped speech
+embedding. :func:`frechet_audio_distance` stays as a module helper for an embedder the user
+injects (not exported by :mod:`specreg.metrics`).
 """
 
 from __future__ import annotations
@@ -314,31 +320,4 @@ def frechet_audio_distance(a: Any, b: Any, embedder: Embedder | None, *, batch_s
     return frechet_distance(embed_audio(a, embedder, batch_size), embed_audio(b, embedder, batch_size))
 
 
-# ----------------------------------------------------------------------------- UTMOS
-
-
-def utmos(audio: Any, sample_rate: int, *, allow_download: bool = False) -> float | list[float]:
-    """UTMOS (Saeki et al. 2022) predicted MOS, via the optional ``utmos`` package.
-
-    ``utmos.Score`` loads its checkpoint from the Hugging Face hub cache and fetches it
-    when absent, so this refuses to run unless ``allow_download=True`` (which also
-    permits using an already cached copy). Returns a float per clip.
-    """
-    sample_rate = _rate("sample_rate", sample_rate)
-    try:
-        import utmos as _utmos
-    except ImportError as e:
-        raise ImportError("utmos() needs the optional utmos package (pip install utmos); it is not installed") from e
-    if not allow_download:
-        raise ValueError("utmos() would let the utmos package fetch its checkpoint from the Hugging Face hub; "
-                         "pass allow_download=True to allow it")
-    x = _clips(audio, "audio")
-    scorer = _utmos.Score()
-    scores = [float(scorer.calculate_wav(torch.from_numpy(c[None]).float(), sample_rate)) for c in x]
-    return scores[0] if _as_numpy(audio, "audio").ndim == 1 else scores
-
-
-__all__ = [
-    "NDBResult", "dnsmos", "embed_audio", "frechet_audio_distance", "mr_stft_distance", "ndb", "pesq",
-    "resample", "utmos",
-]
+__all__ = ["NDBResult", "dnsmos", "mr_stft_distance", "ndb", "pesq", "resample"]

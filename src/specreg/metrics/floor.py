@@ -19,8 +19,13 @@ construction: each set's splits depend only on its size and the seed, never on i
 With n = m and equal noise it reduces to d/√2 for the LSD and d/2 for the FD, as it should
 (two sets of n items are twice as far apart in variance as n items from n/2 + n/2).
 
-Used by :func:`specreg.experiments.evaluate.evaluate`; studies measure their floor from a
-separate real set instead (:mod:`specreg.experiments.reference`).
+Which keys have a floor is declared by their registry entries (``floor``: a
+:class:`Halves` that computes the metric on two halves); this module holds the partition,
+the scaling rule and the verdict (:data:`FACTOR`, :func:`within_floor`) and names no
+metric. The split is used by :func:`specreg.metrics.evaluation.evaluate`; studies measure
+their floor from a separate real set (:mod:`specreg.experiments.reference`; kept so that
+committed study reports keep their numbers) and judge it by the same :data:`FACTOR`
+(:func:`specreg.experiments.stats.practical_floor`, the training curves' verdicts).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
 
     from specreg.metrics.streaming import Batch
 
+FACTOR = 2  # a value within FACTOR × its floor does not tell the two sets apart
 SPLITS = 8  # random half-splits per set; the floor's own relative noise falls as 1/√splits
 METHOD = ("each set split into random halves (8 splits, seeded by the metric seed and the set's size), the "
           "distance between the halves scaled to the two sets' sizes and combined over both sets: symmetric in "
@@ -51,28 +57,104 @@ def _partition(size: int, seed: int, splits: int) -> np.ndarray:
     return labels
 
 
+class Halves:
+    """One metric's part of the split floor: streams a set's items into the two halves of
+    every split and gives, per split, the distance between the halves for each of the
+    metric's floored keys. ``power``: the g of the module docstring is d ** power."""
+
+    power = 1  # 1 or 2
+
+    def update(self, batch: Batch, half: Any) -> None:
+        """Add ``batch``; ``half`` (splits, B) float64 is 1 for the items of the second half."""
+        raise NotImplementedError  # pragma: no cover
+
+    def distances(self, real: bool, labels: Any) -> dict[str, list[float]] | None:
+        """``{key: [d_k per split]}`` of one set (``labels``: its (splits, size) halves); None
+        when a half is too small for the metric."""
+        raise NotImplementedError  # pragma: no cover
+
+
+class SpectralHalves(Halves):
+    """The log-spectral distance ``name`` and bias ``name_bias`` over ``band``: g(d) = d²."""
+
+    power = 2
+
+    def __init__(self, name: str, band: str | None, ndim: int) -> None:
+        self.name, self.band, self.ndim = name, band, ndim
+        self.power_sums: dict[bool, Any] = {True: None, False: None}  # (splits, 2 halves, C, bins)
+        self.spatial: tuple[int, ...] | None = None
+
+    def update(self, batch: Batch, half: Any) -> None:
+        import torch
+
+        p = batch.radial_power  # (B, C, bins), float64
+        both = torch.stack([torch.einsum("kb,bcf->kcf", 1 - half, p), torch.einsum("kb,bcf->kcf", half, p)], 1)
+        real = batch.real
+        self.power_sums[real] = both if self.power_sums[real] is None else self.power_sums[real] + both
+        self.spatial = tuple(batch.x.shape[-self.ndim:])
+
+    def distances(self, real: bool, labels: Any) -> dict[str, list[float]] | None:
+        import torch
+
+        from specreg.metrics.spectrum import log_spectral_distance_from_spectra
+        from specreg.transforms.fourier import radial_bins
+
+        if self.power_sums[real] is None or self.spatial is None:
+            return None
+        freqs = radial_bins(self.spatial)[2]
+        second = labels.sum(1).double()  # items in the second half, per split
+        counts = torch.stack([labels.shape[1] - second, second], 1)  # (K, 2)
+        spectra = (self.power_sums[real] / counts[:, :, None, None]).mean(2)  # (K, 2, bins), channel mean
+        pairs = [log_spectral_distance_from_spectra(freqs, spectra[k, 0], spectra[k, 1], band=self.band)
+                 for k in range(spectra.shape[0])]
+        return {self.name: [d for d, _ in pairs], f"{self.name}_bias": [b for _, b in pairs]}
+
+
+class FrechetHalves(Halves):
+    """The Fréchet distance ``name`` on the batches' domain features: g(d) = d."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.features: dict[bool, list[Any]] = {True: [], False: []}
+
+    def update(self, batch: Batch, half: Any) -> None:
+        self.features[batch.real].append((half.numpy(), batch.features))
+
+    def distances(self, real: bool, labels: Any) -> dict[str, list[float]] | None:
+        import numpy as np
+
+        from specreg.metrics.frechet import FrechetDistance
+
+        if not self.features[real]:
+            return None
+        halves = np.concatenate([h for h, _ in self.features[real]], axis=1).astype(bool)
+        f = np.concatenate([x for _, x in self.features[real]])
+        if min(int(halves.sum(1).min()), int((~halves).sum(1).min())) <= f.shape[1]:
+            return None  # a half with no more items than feature dimensions: no full-rank covariance
+        out = []
+        for k in range(halves.shape[0]):
+            fd = FrechetDistance()
+            fd.add_features(f[~halves[k]], False)
+            fd.add_features(f[halves[k]], True)
+            out.append(fd.compute())
+        return {self.name: out}
+
+
 class SplitFloor:
-    """Streams both sets' halves: radial spectra sums for the log-spectral keys, feature
-    sums for ``domain_fd``; :meth:`compute` gives ``{key: floor}``.
+    """Streams both sets' halves through the :class:`Halves` of every floored metric;
+    :meth:`compute` gives ``{key: floor}``.
 
     Args:
-        ndim: spatial dims of the spectra.
         sizes: ``{real: number of items}`` for the samples (False) and reference (True).
-        bands: LSD metric name → band (``None`` = all bins) whose floor is wanted.
-        fd: also the floor of ``domain_fd`` (needs the batches' domain features).
+        parts: the metrics' :class:`Halves` (the registry entries' ``floor``).
         seed: the metric seed.
     """
 
-    def __init__(self, ndim: int, sizes: dict[bool, int], bands: dict[str, str | None], *, fd: bool = False,
-                 seed: int = 0, splits: int = SPLITS) -> None:
+    def __init__(self, sizes: dict[bool, int], parts: list[Halves], *, seed: int = 0, splits: int = SPLITS) -> None:
         import torch
 
-        self.ndim, self.sizes, self.bands, self.fd = ndim, sizes, bands, fd
+        self.sizes, self.parts = sizes, parts
         self.labels = {real: torch.from_numpy(_partition(size, seed, splits)) for real, size in sizes.items()}
-        # per side: spectra sums (splits, 2 halves, C, bins) and feature sums per split and half
-        self.power: dict[bool, Any] = {True: None, False: None}
-        self.spatial: tuple[int, ...] | None = None
-        self.features: dict[bool, list[Any]] = {True: [], False: []}
 
     def usable(self) -> bool:
         """Both sets have at least two items per half."""
@@ -80,69 +162,31 @@ class SplitFloor:
 
     def update(self, batch: Batch, start: int) -> None:
         """Add ``batch`` (items ``start`` … of its side)."""
-        import torch
-
-        real = batch.real
-        half = self.labels[real][:, start:start + batch.x.shape[0]].double()  # (K, B)
-        if self.bands:
-            p = batch.radial_power  # (B, C, bins), float64
-            both = torch.stack([torch.einsum("kb,bcf->kcf", 1 - half, p), torch.einsum("kb,bcf->kcf", half, p)], 1)
-            self.power[real] = both if self.power[real] is None else self.power[real] + both
-            self.spatial = tuple(batch.x.shape[-self.ndim:])
-        if self.fd:
-            self.features[real].append((half.numpy(), batch.features))
-
-    def _fd_halves(self, real: bool, splits: int) -> list[float] | None:
-        import numpy as np
-
-        from specreg.metrics.frechet import FrechetDistance
-
-        labels = np.concatenate([h for h, _ in self.features[real]], axis=1).astype(bool)
-        f = np.concatenate([x for _, x in self.features[real]])
-        if min(int(labels.sum(1).min()), int((~labels).sum(1).min())) <= f.shape[1]:
-            return None  # a half with no more items than feature dimensions: no full-rank covariance
-        out = []
-        for k in range(splits):
-            fd = FrechetDistance()
-            for side, rows in ((False, f[~labels[k]]), (True, f[labels[k]])):
-                fd._add(side, rows.shape[0], rows.sum(0), rows.T @ rows)
-            out.append(fd.compute())
-        return out
+        half = self.labels[batch.real][:, start:start + batch.x.shape[0]].double()  # (K, B)
+        for part in self.parts:
+            part.update(batch, half)
 
     def compute(self) -> dict[str, float]:
-        """``{key: floor}`` for every LSD key (``name`` and ``name_bias``) and ``domain_fd``
-        (absent when a half is too small for its covariance)."""
-        import torch
-
-        from specreg.metrics.spectrum import log_spectral_distance_from_spectra
-        from specreg.transforms.fourier import radial_bins
-
-        terms: dict[str, float] = {}
-
-        def add(key: str, values: list[float], size: int, squared: bool) -> None:
-            a, b = size // 2, size - size // 2
-            g = [v * v for v in values] if squared else values
-            terms[key] = terms.get(key, 0.0) + (sum(g) / len(g)) / (size * (1 / a + 1 / b))
-
-        for real, size in self.sizes.items():
-            if self.bands and self.power[real] is not None and self.spatial is not None:
-                freqs = radial_bins(self.spatial)[2]
-                second = self.labels[real].sum(1).double()  # items in the second half, per split
-                counts = torch.stack([size - second, second], 1)  # (K, 2)
-                spectra = (self.power[real] / counts[:, :, None, None]).mean(2)  # (K, 2, bins), channel mean
-                for name, band in self.bands.items():
-                    pairs = [log_spectral_distance_from_spectra(freqs, spectra[k, 0], spectra[k, 1], band=band)
-                             for k in range(spectra.shape[0])]
-                    add(name, [d for d, _ in pairs], size, True)
-                    add(f"{name}_bias", [b for _, b in pairs], size, True)
-        if self.fd and all(self.features.values()):
-            fds = {real: self._fd_halves(real, self.labels[real].shape[0]) for real in self.sizes}
+        """``{key: floor}`` for every floored key (absent where a half is too small for the metric)."""
+        out: dict[str, float] = {}
+        for part in self.parts:
+            per_set = {real: part.distances(real, self.labels[real]) for real in self.sizes}
+            if any(d is None for d in per_set.values()):
+                continue
+            terms: dict[str, float] = {}
             for real, size in self.sizes.items():
-                values = fds[real]
-                if values is None or any(fds[other] is None for other in self.sizes):
-                    break
-                add("domain_fd", values, size, False)
-        return {key: value if key == "domain_fd" else math.sqrt(value) for key, value in terms.items()}
+                a, b = size // 2, size - size // 2
+                for key, values in per_set[real].items():  # type: ignore[union-attr]
+                    g = [v * v for v in values] if part.power == 2 else values
+                    terms[key] = terms.get(key, 0.0) + (sum(g) / len(g)) / (size * (1 / a + 1 / b))
+            out.update({key: math.sqrt(value) if part.power == 2 else value for key, value in terms.items()})
+        return out
 
 
-__all__ = ["METHOD", "SPLITS", "SplitFloor"]
+def within_floor(values: dict[str, float], floors: dict[str, float]) -> list[str]:
+    """Keys whose |value| is below :data:`FACTOR` × their noise floor: these counts cannot
+    tell the two sets apart there."""
+    return [key for key, fl in floors.items() if key in values and abs(values[key]) < FACTOR * fl]
+
+
+__all__ = ["FACTOR", "METHOD", "SPLITS", "FrechetHalves", "Halves", "SpectralHalves", "SplitFloor", "within_floor"]

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from specreg.metrics.accumulator import Accumulator
+
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -133,25 +135,11 @@ def kid(features_a: Any, features_b: Any, subsets: int = 100, subset_size: int =
     return float(values.mean()), float(values.std())
 
 
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    t = t.to(device)
-    dist.all_reduce(t)
-    return t.cpu()
-
-
-def _distributed() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-class _FeatureMetric:
+class _FeatureMetric(Accumulator):
     """Shared frame: an injectable feature extractor applied to each batch, real/fake sides."""
 
     def __init__(self, feature_extractor: FeatureExtractor | None = None) -> None:
+        super().__init__()
         if feature_extractor is not None and not callable(feature_extractor):
             raise ValueError(f"feature_extractor must be callable (an nn.Module or function), got "
                              f"{type(feature_extractor).__name__}")
@@ -171,9 +159,11 @@ class FrechetDistance(_FeatureMetric):
     """Streaming Fréchet distance (FID with Inception features, FAD with audio embeddings).
 
     ``update(x, real=True|False)`` extracts features (B, D) and adds them to float64 running
-    sums (n, Σf, Σffᵀ) of that side; ``compute()`` returns the FD of the two Gaussians, the
-    same for any batching. States combine by summing: ``merge(other)`` in-process,
-    ``sync()`` with ``torch.distributed.all_reduce``. ``full_rank=False`` accepts sides with
+    sums (n, Σf, Σffᵀ) of that side (:meth:`add_features` takes features computed elsewhere,
+    :meth:`add_sums` such sums); ``compute()`` returns the FD of the two Gaussians, the
+    same for any batching. States add up across processes: ``merge(other)`` in-process,
+    ``sync()`` with ``torch.distributed.all_reduce``
+    (:class:`~specreg.metrics.accumulator.Accumulator`). ``full_rank=False`` accepts sides with
     no more items than feature dimensions (≥ 2): the distance between the rank-deficient
     Gaussians is still defined (no inverse is taken) but biased upward, so it is only
     comparable with a real-vs-real floor at the same counts (FID of a 512-sample study).
@@ -182,25 +172,17 @@ class FrechetDistance(_FeatureMetric):
     def __init__(self, feature_extractor: FeatureExtractor | None = None, *, full_rank: bool = True) -> None:
         super().__init__(feature_extractor)
         self.full_rank = full_rank
-        self.reset()
-
-    def reset(self) -> None:
-        self.n: dict[bool, int] = {True: 0, False: 0}
+        self.n: dict[bool, int] = self.add_state("n", {True: 0, False: 0}, "sum")
         # per side: Σf (D,) and Σffᵀ (D, D), both None until the first update
-        self.sum: dict[bool, np.ndarray | None] = {True: None, False: None}
-        self.sum_outer: dict[bool, np.ndarray | None] = {True: None, False: None}
+        self.sum: dict[bool, np.ndarray | None] = self.add_state("sum", {True: None, False: None}, "sum")
+        self.sum_outer: dict[bool, np.ndarray | None] = self.add_state("sum_outer", {True: None, False: None}, "sum")
 
-    def _sums(self, real: bool) -> tuple[np.ndarray, np.ndarray] | None:
-        """(Σf, Σffᵀ) of one side, or None before its first update."""
-        s, ss = self.sum[real], self.sum_outer[real]
-        return None if s is None or ss is None else (s, ss)
-
-    def _add(self, real: bool, n: int, s: np.ndarray, ss: np.ndarray) -> None:
-        sums = self._sums(real)
-        if sums is None:
+    def add_sums(self, real: bool, n: int, s: np.ndarray, ss: np.ndarray) -> None:
+        """Add ``n`` items of one side given by their sums Σf (D,) and Σffᵀ (D, D)."""
+        total, total_outer = self.sum[real], self.sum_outer[real]
+        if total is None or total_outer is None:
             self.n[real], self.sum[real], self.sum_outer[real] = n, s.copy(), ss.copy()
             return
-        total, total_outer = sums
         if s.shape != total.shape:
             raise ValueError(f"features of dimension {s.shape[0]} cannot be pooled with earlier ones of "
                              f"dimension {total.shape[0]}")
@@ -208,43 +190,28 @@ class FrechetDistance(_FeatureMetric):
         total += s  # in place: the arrays held in self.sum and self.sum_outer
         total_outer += ss
 
+    def add_features(self, f: np.ndarray, real: bool) -> None:
+        """Add features (B, D), float64, of one side."""
+        self.add_sums(bool(real), f.shape[0], f.sum(0), f.T @ f)
+
     def update(self, x: Any, real: bool) -> None:
-        f = self._extract(x)
-        self._add(bool(real), f.shape[0], f.sum(0), f.T @ f)
+        self.add_features(self._extract(x), real)
 
-    def merge(self, other: FrechetDistance) -> FrechetDistance:
-        """Add ``other``'s running sums to this one's."""
+    def _check_merge(self, other: Accumulator) -> None:
+        super()._check_merge(other)
         for real in (True, False):
-            sums = other._sums(real)
-            if sums is not None:
-                self._add(real, other.n[real], *sums)
-        return self
-
-    def sync(self) -> None:
-        """Sum the running sums of all processes (no-op outside torch.distributed).
-
-        Every process must have updated both sides at least once (the dimension must be known).
-        """
-        if not _distributed():
-            return
-        for real in (True, False):
-            sums = self._sums(real)
-            if sums is None:
-                raise ValueError("FrechetDistance.sync() needs update() on both sides on every process")
-            d = sums[0].shape[0]
-            local = torch.from_numpy(np.concatenate([[float(self.n[real])], sums[0], sums[1].ravel()]))
-            state = _all_reduce_sum(local).numpy()
-            self.n[real] = int(round(state[0]))
-            self.sum[real] = state[1:1 + d].copy()
-            self.sum_outer[real] = state[1 + d:].reshape(d, d).copy()
+            mine, theirs = self.sum[real], other.sum[real]  # type: ignore[attr-defined]
+            if mine is not None and theirs is not None and mine.shape != theirs.shape:
+                raise ValueError(f"features of dimension {theirs.shape[0]} cannot be pooled with earlier ones of "
+                                 f"dimension {mine.shape[0]}")
 
     def stats(self, real: bool) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and unbiased covariance (D, D) of one side, from the running sums."""
         side = "real" if real else "generated"
-        sums = self._sums(real)
-        if sums is None:
+        s, ss = self.sum[real], self.sum_outer[real]
+        if s is None or ss is None:
             raise ValueError(f"no {side} features yet; call update(x, real={real}) first")
-        n, (s, ss) = self.n[real], sums
+        n = self.n[real]
         _check_enough(n, s.shape[0] if self.full_rank else 1, f"the {side} side")
         mu = s / n
         sigma = (ss - n * np.outer(mu, mu)) / (n - 1)
@@ -260,36 +227,22 @@ class FrechetDistance(_FeatureMetric):
 
 class KID(_FeatureMetric):
     """Streaming kernel inception distance. MMD needs the features themselves, so they are
-    kept (float64, on the CPU); ``merge`` concatenates and ``sync`` gathers them from all
-    processes. ``compute()`` returns ``(mean, std)`` as :func:`kid`.
+    kept (float64, on the CPU) as a ``"cat"`` state: ``merge`` concatenates and ``sync``
+    gathers them from all processes. ``compute()`` returns ``(mean, std)`` as :func:`kid`.
     """
 
     def __init__(self, feature_extractor: FeatureExtractor | None = None, subsets: int = 100,
                  subset_size: int = 1000, *, degree: int = 3, coef0: float = 1.0, seed: int = 0) -> None:
         super().__init__(feature_extractor)
         self.subsets, self.subset_size, self.degree, self.coef0, self.seed = subsets, subset_size, degree, coef0, seed
-        self.reset()
+        self.features: dict[bool, list[np.ndarray]] = self.add_state("features", {True: [], False: []}, "cat")
 
-    def reset(self) -> None:
-        self.features: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    def add_features(self, f: np.ndarray, real: bool) -> None:
+        """Add features (B, D), float64, of one side."""
+        self.features[bool(real)].append(f)
 
     def update(self, x: Any, real: bool) -> None:
-        self.features[bool(real)].append(self._extract(x))
-
-    def merge(self, other: KID) -> KID:
-        for real in (True, False):
-            self.features[real].extend(f.copy() for f in other.features[real])
-        return self
-
-    def sync(self) -> None:
-        """Gather every process's features (no-op outside torch.distributed)."""
-        if not _distributed():
-            return
-        import torch.distributed as dist
-
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, self.features)
-        self.features = {real: [f for part in gathered for f in part[real]] for real in (True, False)}
+        self.add_features(self._extract(x), real)
 
     def compute(self) -> tuple[float, float]:
         sides = {}

@@ -21,12 +21,13 @@ def floor_per_bin(freqs: Any, floors: Mapping[str, float | None]) -> np.ndarray:
     ``lsd_mid``, ``lsd_high``) where that was measured, else the whole-range ``lsd`` floor;
     NaN where neither was. A step curve: each value is a band's RMS real-vs-real log ratio."""
     from specreg.metrics.bands import BANDS
+    from specreg.metrics.registry import band_metric
 
     f = _np(freqs)
-    whole = floors.get("lsd")
+    whole = floors.get(band_metric(None).primary)
     out = np.full(f.shape, np.nan if whole is None else float(whole))
     for band, (lo, hi) in BANDS.items():
-        value = floors.get(f"lsd_{band}")
+        value = floors.get(band_metric(band).primary)
         if value is not None:
             out[(f >= lo) & ((f < hi) | ((f <= hi) & (hi >= 0.5)))] = float(value)
     return out

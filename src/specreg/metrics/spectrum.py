@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from specreg._checks import check_choice, check_ndim, check_positive, check_signal
+from specreg.metrics.accumulator import Accumulator
 from specreg.metrics.bands import BANDS
 from specreg.transforms.fourier import radial_average, radial_bins, rfftn, safe_amplitude, spatial_dims
 
@@ -89,24 +91,28 @@ def radial_power_spectrum(x: torch.Tensor, ndim: int = 2, *, per_channel: bool =
     return radial_bins(spatial)[2].clone(), power
 
 
-class SpectrumMetric:
+class SpectrumMetric(Accumulator):
     """Streaming radial power spectrum: float64 sums, batch-size independent, mergeable.
 
     ``update(x)`` adds Σ_samples of the per-sample radial spectra (B, C, n_bins) and the
-    sample count; ``compute()`` returns ``(freqs, power)`` as :func:`radial_power_spectrum`
-    would on all samples at once. States of several processes combine by summing:
-    ``merge(other)`` in-process, ``sync()`` with ``torch.distributed.all_reduce``.
+    sample count (:meth:`add` takes such sums computed elsewhere); ``compute()`` returns
+    ``(freqs, power)`` as :func:`radial_power_spectrum` would on all samples at once.
+    States (``sum_power``, ``n``) add up across processes: ``merge(other)`` in-process,
+    ``sync()`` with ``torch.distributed.all_reduce``
+    (:class:`~specreg.metrics.accumulator.Accumulator`).
     """
 
     def __init__(self, ndim: int = 2, *, per_channel: bool = False) -> None:
+        super().__init__()
         self.ndim = check_ndim(ndim)
         self.per_channel = bool(per_channel)
-        self.reset()
+        self.spatial: tuple[int, ...] | None = None
+        self.sum_power: torch.Tensor | None = self.add_state("sum_power", None, "sum")  # (C, n_bins), float64
+        self.n: int = self.add_state("n", 0, "sum")
 
     def reset(self) -> None:
-        self.spatial: tuple[int, ...] | None = None
-        self.sum_power: torch.Tensor | None = None  # (C, n_bins), float64
-        self.n = 0
+        super().reset()
+        self.spatial = None
 
     def update(self, x: torch.Tensor) -> None:
         x = _as_tensor(x, "x")
@@ -114,46 +120,34 @@ class SpectrumMetric:
         x = _flatten_channels(x, self.ndim)
         spatial = tuple(x.shape[-self.ndim:])
         P = radial_average(power_spectrum(x, self.ndim), spatial).sum(0).cpu()
-        self._add(spatial, P, x.shape[0])
+        self.add(spatial, P, x.shape[0])
 
-    def _add(self, spatial: tuple[int, ...], sum_power: torch.Tensor, n: int) -> None:
-        if self.sum_power is None:
-            self.spatial, self.sum_power, self.n = spatial, sum_power.clone(), int(n)
+    def _check_pool(self, spatial: tuple[int, ...] | None, sum_power: torch.Tensor | None) -> None:
+        if self.sum_power is None or sum_power is None:
             return
         if spatial != self.spatial or sum_power.shape != self.sum_power.shape:
             raise ValueError(
                 f"signals of spatial shape {spatial} with {sum_power.shape[0]} channels cannot be "
                 f"pooled with earlier ones of shape {self.spatial} with {self.sum_power.shape[0]} channels"
             )
-        self.sum_power += sum_power
+
+    def add(self, spatial: tuple[int, ...], sum_power: torch.Tensor, n: int) -> None:
+        """Add Σ over ``n`` signals of spatial shape ``spatial`` of their radial spectra (C, n_bins)."""
+        self._check_pool(spatial, sum_power)
+        self.spatial = spatial
+        self.sum_power = sum_power.clone() if self.sum_power is None else self.sum_power.add_(sum_power)
         self.n += int(n)
 
-    def merge(self, other: SpectrumMetric) -> SpectrumMetric:
-        """Add ``other``'s state to this one (e.g. gathered from another process)."""
-        if other.ndim != self.ndim or other.per_channel != self.per_channel:
+    def _check_merge(self, other: Accumulator) -> None:
+        if not isinstance(other, SpectrumMetric) or other.ndim != self.ndim or other.per_channel != self.per_channel:
             raise ValueError("cannot merge SpectrumMetric objects with different ndim or per_channel")
-        if other.sum_power is not None:
-            self._add(other.spatial, other.sum_power, other.n)  # type: ignore[arg-type]
+        self._check_pool(other.spatial, other.sum_power)
+
+    def merge(self, other: Any) -> SpectrumMetric:
+        """Add ``other``'s state to this one (e.g. gathered from another process)."""
+        super().merge(other)
+        self.spatial = self.spatial or other.spatial
         return self
-
-    def sync(self) -> None:
-        """Sum the states of all processes with ``all_reduce`` (no-op outside torch.distributed).
-
-        Every process must have called ``update`` at least once, with the same shapes.
-        """
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if self.sum_power is None:
-            raise ValueError("SpectrumMetric.sync() needs at least one update() on every process")
-        state = torch.cat([self.sum_power.flatten(), torch.tensor([float(self.n)], dtype=torch.float64)])
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-        state = state.to(device)
-        dist.all_reduce(state)
-        state = state.cpu()
-        self.sum_power = state[:-1].reshape(self.sum_power.shape)
-        self.n = int(round(state[-1].item()))
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(freqs, power)``: power (n_bins,), or (C, n_bins) with ``per_channel``."""

@@ -1,16 +1,21 @@
 """The streaming side of the metric registry: the :class:`Context` a metric is computed in,
 the :class:`Batch` whose shared work (spectra, domain features, NDB vectors) is computed
 once and cached for every metric, and the accumulators the registry's entries build
-(``update(batch)``, ``update_paired(x, r)`` for paired metrics, ``compute()``). Float64
-running sums where the metric allows, so results do not depend on the batching.
+(:class:`~specreg.metrics.accumulator.Accumulator`: ``update(batch)``, ``update_paired(x,
+r)`` for paired metrics, ``merge``, ``sync``, ``compute() -> {key: value}``); their rules
+of applicability and warnings are in :mod:`specreg.metrics.rules`. Every accumulator takes the
+metric's name and writes its keys from it; nothing here branches on a metric's name.
+Float64 running sums where the metric allows, so results do not depend on the batching.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+
+from specreg.metrics.accumulator import Accumulator
 
 if TYPE_CHECKING:  # heavy imports happen inside the functions, so the CLI's --help stays fast
     import numpy as np
@@ -77,8 +82,8 @@ class Context:
                 "accuracy": meta.get("accuracy", {}).get("test"), "label": s.description}
 
     def label_fields(self) -> dict[str, Any]:
-        """Values of the ``{fd}``, ``{kid}``, ``{ndb_on}`` and ``{fid}`` fields of the keys' labels
-        (``{fid}`` names the FID weights and their sha1, hashed only when a label uses it)."""
+        """Values of the ``{fd}``, ``{kid}``, ``{ndb_on}`` and ``{fid_net}`` fields of the keys' labels
+        (``{fid_net}`` names the FID weights and their sha1, hashed only when a label uses it)."""
         from specreg.metrics.domain import DOMAIN_FD_LABEL, DOMAIN_KID_LABEL
 
         if self.feature_extractor is not None:
@@ -88,7 +93,7 @@ class Context:
             features = f"; features: {embedding_name(self.embedding)}"
             fd, kid = DOMAIN_FD_LABEL + features, DOMAIN_KID_LABEL + features
         return {"fd": fd, "kid": kid, "ndb_on": "log-mel spectrograms" if self.kind == "audio" else "pixels",
-                "fid": _OnFormat("specreg.metrics.fid", "fid_label")}
+                "fid_net": _OnFormat("specreg.metrics.fid", "fid_label")}
 
 
 class _OnFormat:
@@ -169,26 +174,33 @@ class Batch:
         return z.reshape(z.shape[0], -1).double().cpu().numpy()
 
 
-class Spectra:
+class Spectra(Accumulator):
     """Both sides' mean radial spectra (float64 sums, any batching)."""
 
     def __init__(self, ctx: Context) -> None:
         from specreg.metrics.spectrum import SpectrumMetric
 
-        self.sides = {True: SpectrumMetric(ctx.ndim), False: SpectrumMetric(ctx.ndim)}
+        super().__init__()
         self.ndim = ctx.ndim
+        self.samples: SpectrumMetric = self.add_state("samples", SpectrumMetric(ctx.ndim), "child")
+        self.reference: SpectrumMetric = self.add_state("reference", SpectrumMetric(ctx.ndim), "child")
 
     def update(self, batch: Batch) -> None:
-        spatial = tuple(batch.x.shape[-self.ndim:])
-        self.sides[batch.real]._add(spatial, batch.radial_power_sum, batch.x.shape[0])
+        side = self.reference if batch.real else self.samples
+        side.add(tuple(batch.x.shape[-self.ndim:]), batch.radial_power_sum, batch.x.shape[0])
 
     def spectra(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        freqs, p = self.sides[False].compute()
-        _, q = self.sides[True].compute()
+        freqs, p = self.samples.compute()
+        _, q = self.reference.compute()
         return freqs, p, q
+
+    def compute(self) -> Any:
+        return self.spectra()
 
 
 class LSD(Spectra):
+    """Log-spectral distance ``name`` and its signed ``name_bias`` over one band."""
+
     def __init__(self, ctx: Context, name: str, band: str | None) -> None:
         super().__init__(ctx)
         self.name, self.band = name, band
@@ -201,60 +213,51 @@ class LSD(Spectra):
         return {self.name: lsd, f"{self.name}_bias": bias}
 
 
-class FD:
-    def __init__(self, ctx: Context) -> None:
+class FD(Accumulator):
+    """Fréchet distance ``name`` on the batches' domain features."""
+
+    def __init__(self, ctx: Context, name: str) -> None:
         from specreg.metrics.frechet import FrechetDistance
 
-        self.fd = FrechetDistance()
+        super().__init__()
+        self.name = name
+        self.fd: FrechetDistance = self.add_state("fd", FrechetDistance(), "child")
 
     def update(self, batch: Batch) -> None:
-        f = batch.features
-        self.fd._add(batch.real, f.shape[0], f.sum(0), f.T @ f)
+        self.fd.add_features(batch.features, batch.real)
 
     def compute(self) -> dict[str, float]:
-        return {"domain_fd": self.fd.compute()}
+        return {self.name: self.fd.compute()}
 
 
-class KIDStream:
-    def __init__(self, ctx: Context) -> None:
+class KIDStream(Accumulator):
+    """KID ``name`` on the batches' domain features, and ``name_std``, its spread over the
+    random subsets (NaN when every subset is the whole smaller set)."""
+
+    def __init__(self, ctx: Context, name: str) -> None:
         from specreg.metrics.frechet import KID
 
-        self.kid = KID(subsets=ctx.kid_subsets, subset_size=ctx.kid_size, seed=ctx.seed)
+        super().__init__()
+        self.name = name
+        kid = KID(subsets=ctx.kid_subsets, subset_size=ctx.kid_size, seed=ctx.seed)
+        self.kid: KID = self.add_state("kid", kid, "child")
         self.whole = ctx.kid_size >= min(ctx.n, ctx.m)  # every subset holds the whole smaller set
 
     def update(self, batch: Batch) -> None:
-        self.kid.features[batch.real].append(batch.features)
+        self.kid.add_features(batch.features, batch.real)
 
     def compute(self) -> dict[str, float]:
         mean, std = self.kid.compute()
-        return {"domain_kid": mean, "domain_kid_std": float("nan") if self.whole else std}
+        return {self.name: mean, f"{self.name}_std": float("nan") if self.whole else std}
 
 
-def domain_problem(name: str) -> Callable[[Context], str | None]:
-    def problem(ctx: Context) -> str | None:
-        if ctx.feature_extractor is None and ctx.kind == "image" and (len(ctx.shape) != 3 or ctx.shape[0] != 1):
-            return (f"{name} uses the shipped Fashion-MNIST classifier, which takes gray 2-D images (N, 1, H, W); "
-                    f"samples have shape {(ctx.n, *ctx.shape)}. Pass feature_extractor= or drop {name} from metrics")
-        if name == "domain_fd" and ctx.feature_extractor is None:
-            d = ctx.shipped.dim
-            for side, count in (("samples", ctx.n), ("reference", ctx.m)):
-                if count <= d:
-                    return (f"domain_fd needs more {side} than feature dimensions for a full-rank covariance: "
-                            f"{side} has {count}, the embedding has D={d}; use at least {5 * d} (5·D for a "
-                            "stable estimate) or drop domain_fd")
-        if name == "domain_kid" and not 2 <= ctx.kid_size <= min(ctx.n, ctx.m):
-            return (f"domain_kid needs subsets of 2 … {min(ctx.n, ctx.m)} items on each side (samples {ctx.n}, "
-                    f"reference {ctx.m}; by default half the smaller set, so at least 4 items each); got "
-                    f"kid_subset_size={ctx.kid_size}")
-        return None
+class NDB(Accumulator):
+    """NDB/k ``name``, with ``name_number`` (different bins) and ``name_bins`` (k)."""
 
-    return problem
-
-
-class NDB:
-    def __init__(self, ctx: Context) -> None:
-        self.rows: dict[bool, list[Any]] = {True: [], False: []}
-        self.k, self.seed = ctx.ndb_k, ctx.seed
+    def __init__(self, ctx: Context, name: str) -> None:
+        super().__init__()
+        self.name, self.k, self.seed = name, ctx.ndb_k, ctx.seed
+        self.rows: dict[bool, list[Any]] = self.add_state("rows", {True: [], False: []}, "cat")
 
     def update(self, batch: Batch) -> None:
         self.rows[batch.real].append(batch.ndb_rows)
@@ -265,56 +268,78 @@ class NDB:
         from specreg.metrics.audio import ndb
 
         res = ndb(np.concatenate(self.rows[False]), np.concatenate(self.rows[True]), k=self.k, seed=self.seed)
-        return {"ndb": res.fraction, "ndb_number": float(res.number), "ndb_bins": float(self.k)}
+        return {self.name: res.fraction, f"{self.name}_number": float(res.number), f"{self.name}_bins": float(self.k)}
 
 
-def ndb_problem(ctx: Context) -> str | None:
-    k = ctx.ndb_k
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2 or ctx.m < k or ctx.n < 2:
-        return (f"ndb with k={k!r} bins needs an integer k >= 2, at least k reference items and 2 samples; got "
-                f"reference {ctx.m}, samples {ctx.n}")
-    return None
-
-
-class PerClip:
-    """Values of the samples alone, or of sample i against reference i, averaged over clips."""
+class MeanOverClips(Accumulator):
+    """The mean over clips of a per-clip value: of sample i against reference i
+    (``update_paired``) or of the samples alone (``update``)."""
 
     def __init__(self, ctx: Context, name: str) -> None:
+        super().__init__()
         self.ctx, self.name = ctx, name
-        self.values: list[Any] = []
+        self.values: list[Any] = self.add_state("values", [], "cat")
 
     def update(self, batch: Batch) -> None:
-        if self.name == "dnsmos" and not batch.real:
+        return None
+
+    def update_paired(self, x: torch.Tensor, r: torch.Tensor) -> None:
+        return None
+
+    def compute(self) -> dict[str, float]:
+        import numpy as np
+
+        return {self.name: float(np.concatenate(self.values).mean())}
+
+
+class MRSTFT(MeanOverClips):
+    """Multi-resolution STFT distance, sample i against reference i."""
+
+    def update_paired(self, x: torch.Tensor, r: torch.Tensor) -> None:
+        from specreg.metrics.audio import mr_stft_distance
+
+        self.values.append(mr_stft_distance(x, r, reduction="none").numpy())
+
+
+class PESQ(MeanOverClips):
+    """PESQ of sample i (degraded) against reference i (nb at 8 kHz, wb at 16 kHz, else wb after resampling)."""
+
+    def update_paired(self, x: torch.Tensor, r: torch.Tensor) -> None:
+        import numpy as np
+
+        from specreg.metrics.audio import pesq
+
+        rate = self.ctx.rate
+        self.values.append(np.atleast_1d(pesq(r[:, 0].numpy(), x[:, 0].numpy(), rate,
+                                              resample_to_16k=rate not in (8000, 16000))))
+
+
+DNSMOS_PARTS = ("ovrl", "sig", "bak", "p808")
+
+
+class DNSMOS(MeanOverClips):
+    """DNSMOS P.835 of the samples alone: ``name_<part>`` for each of :data:`DNSMOS_PARTS`."""
+
+    def update(self, batch: Batch) -> None:
+        if not batch.real:
             from specreg.metrics.audio import dnsmos
 
             # as a WAV writer would: DNSMOS rejects values outside [−1, 1]
             self.values.extend(dnsmos(batch.x[:, 0].clamp(-1, 1).numpy(), self.ctx.rate))
 
-    def update_paired(self, x: torch.Tensor, r: torch.Tensor) -> None:
-        import numpy as np
-
-        from specreg.metrics.audio import mr_stft_distance, pesq
-
-        if self.name == "mrstft":
-            self.values.append(mr_stft_distance(x, r, reduction="none").numpy())
-        elif self.name == "pesq":
-            rate = self.ctx.rate
-            self.values.append(np.atleast_1d(pesq(r[:, 0].numpy(), x[:, 0].numpy(), rate,
-                                                  resample_to_16k=rate not in (8000, 16000))))
-
     def compute(self) -> dict[str, float]:
         import numpy as np
 
-        if self.name == "dnsmos":
-            return {f"dnsmos_{k}": float(np.mean([d[f"{k}_mos"] for d in self.values]))
-                    for k in ("ovrl", "sig", "bak", "p808")}
-        return {self.name: float(np.concatenate(self.values).mean())}
+        return {f"{self.name}_{k}": float(np.mean([d[f"{k}_mos"] for d in self.values])) for k in DNSMOS_PARTS}
 
 
-class PeakEnergy:
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.fractions: list[Any] = []
+class PeakEnergy(Accumulator):
+    """Share of the samples' energy near the known spectral lines that sits on them."""
+
+    def __init__(self, ctx: Context, name: str) -> None:
+        super().__init__()
+        self.ctx, self.name = ctx, name
+        self.fractions: list[Any] = self.add_state("fractions", [], "cat")
 
     @property
     def tolerance(self) -> float:
@@ -331,8 +356,8 @@ class PeakEnergy:
     def compute(self) -> dict[str, float]:
         import torch
 
-        return {"peak_energy": float(torch.nanmean(torch.cat(self.fractions)))}
+        return {self.name: float(torch.nanmean(torch.cat(self.fractions)))}
 
 
-__all__ = ["FD", "LSD", "NDB", "Batch", "Context", "KIDStream", "PeakEnergy", "PerClip", "Spectra", "domain_problem",
-           "embedding_name", "ndb_problem"]
+__all__ = ["DNSMOS", "DNSMOS_PARTS", "FD", "LSD", "MRSTFT", "NDB", "PESQ", "Batch", "Context", "KIDStream",
+           "MeanOverClips", "PeakEnergy", "Spectra", "embedding_name"]
