@@ -365,8 +365,8 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
                   [{"seed": r.seed, "error": r.error or ""} for r in diverged])
         if ok:
             spectra = [r.spectrum for _, r in ok]
-            row.spectrum = {"freqs": spectra[0]["freqs"],  # type: ignore[index]
-                            "power": np.mean([p["power"] for p in spectra], axis=0).tolist()}  # type: ignore[index]
+            row.spectrum = {"freqs": spectra[0]["freqs"],
+                            "power": np.mean([p["power"] for p in spectra], axis=0).tolist()}
             first = ok[0][0]
             row.samples_seed = first.seed
             row.samples = str((first.run_dir / EVAL_DIR).relative_to(out))

@@ -178,7 +178,7 @@ def _execute(spec: RunSpec, ev: Evaluation, parallel: int | None = None) -> RunR
 
     t0 = time.time()
     timing_path = spec.run_dir / TIMING_FILE
-    base = {"key": spec.key, "variant": spec.variant, "seed": spec.seed, "protocol": spec.protocol,
+    base: dict[str, Any] = {"key": spec.key, "variant": spec.variant, "seed": spec.seed, "protocol": spec.protocol,
             "pretrained": None if spec.pretrain_dir is None else str(spec.pretrain_dir),
             "evaluation": asdict(ev)}
     real = ev.real_sets(spec.config)  # cheap (seconds); a pretraining run needs it only for its curve
