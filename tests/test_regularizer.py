@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -178,3 +179,24 @@ def test_sigma_of_the_wrong_length_is_named():
         SpectralRegularizer("fourier_amp", lam="edm")(x_hat, x0, torch.ones(2))
     out = SpectralRegularizer("fourier_amp", lam="edm")(x_hat, x0, 0.5)  # one for all is fine
     assert out.lam.shape == (3,)
+
+
+def test_a_decoding_regularizer_fits_its_loss_on_the_decoded_data():
+    """space: decoded compares D(x̂0) with D(x0), so a whitening loss must be fitted on D(x0):
+    its spectrum is the decoded images' (here 2× nearest upsampling and a gain of 3, so the
+    spectrum has more bins and 9× the power), not the latents'. Failed before: the latents'."""
+    from specreg.losses import FourierL2Loss
+    from specreg.transforms.fourier import radial_average
+
+    torch.manual_seed(0)
+    z = torch.randn(10, 2, 8, 8, dtype=torch.float64)
+
+    def decode(x: torch.Tensor) -> torch.Tensor:
+        return 3.0 * torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    reg = SpectralRegularizer(FourierL2Loss(weights="whiten"), lam=1.0, decode=decode).fit(z)
+    images = decode(z)
+    f = torch.from_numpy(np.fft.rfft2(images.numpy(), norm="ortho"))  # numpy as the reference DFT
+    expected = radial_average(f.real**2 + f.imag**2, (16, 16)).reshape(-1, reg.loss.spectrum.shape[-1]).mean(0)
+    assert reg.loss.spectrum.shape == expected.shape
+    torch.testing.assert_close(reg.loss.spectrum.double(), expected, rtol=1e-6, atol=0)

@@ -351,10 +351,17 @@ class SpectralRegularizer(nn.Module, TrainingExtras):
     def needs_fit(self) -> bool:
         return isinstance(self.loss, TrainingExtras) and self.loss.needs_fit
 
-    def fit(self, x0: torch.Tensor) -> SpectralRegularizer:
-        """Fit the loss on clean data ``x0``, moved to the loss's device."""
-        if isinstance(self.loss, TrainingExtras):
-            self.loss.fit(x0.to(next(itertools.chain(self.loss.buffers(), self.loss.parameters()), x0).device))
+    def fit(self, x0: torch.Tensor, chunk: int = 64) -> SpectralRegularizer:
+        """Fit the loss on clean data ``x0`` as the loss will see it: D(x0) when the regularizer
+        decodes (``regularizer.space: decoded``; decoded ``chunk`` items at a time, without
+        gradients), else ``x0``; moved to the loss's device."""
+        if not isinstance(self.loss, TrainingExtras):
+            return self
+        if self._decode:  # a whitening loss on decoded images needs the images' spectrum, not the latents'
+            (decode,) = self._decode
+            with torch.no_grad():
+                x0 = torch.cat([decode(x0[i:i + chunk]) for i in range(0, x0.shape[0], chunk)])
+        self.loss.fit(x0.to(next(itertools.chain(self.loss.buffers(), self.loss.parameters()), x0).device))
         return self
 
     def log_records(self) -> list[LogRecord]:
