@@ -22,6 +22,9 @@ entry that is a file or a symbolic link is reported, not skipped silently. Check
 manifests existed (format 1) load unchecked. Every file gets the mode of a newly created
 file (0666 minus the umask), like every other output of a run.
 
+(Over 400 lines: writing, verifying and loading are one format, kept together so the
+manifest rule cannot drift between the writer and the readers.)
+
 Atomicity: the files are written and fsynced inside a hidden temporary directory next
 to the final one, which is then renamed into place (``os.replace`` on a directory is a
 single atomic rename on POSIX), and the parent is fsynced. A process killed during a
