@@ -149,3 +149,13 @@ def reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """Half-precision inputs are computed in float32 (FFTs and logs need the range)."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def host_readable(x: torch.Tensor) -> bool:
+    """Whether a value check on ``x`` costs no device sync: a CPU tensor outside ``torch.compile``.
+
+    The diffusion losses and the regularizer check user-given noise levels only then; on an
+    accelerator (and when compiled) they read no tensor value on the host, so a training
+    step never waits for the device.
+    """
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from specreg._checks import check_choice, check_positive
+from specreg._checks import check_choice, check_positive, host_readable
 from specreg.band_weights import BandWeights
 from specreg.losses.extras import BandedLoss, LogRecord, TrainingExtras
 
@@ -157,7 +157,7 @@ def noise_levels(sigma: torch.Tensor | float, batch: int, like: torch.Tensor) ->
     if s.numel() not in (1, batch):
         raise ValueError(f"sigma has {s.numel()} values (shape {tuple(torch.as_tensor(sigma).shape)}) for a batch "
                          f"of {batch}; expected one noise level per sample or a single one for all")
-    if s.device.type == "cpu" and not torch.compiler.is_compiling():
+    if host_readable(s):
         bad = ~(s >= 0)
         if bool(bad.any()):
             raise ValueError(f"sigma has {int(bad.sum())} value(s) that are not noise levels (first: "

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from specreg._checks import host_readable as host_readable  # ddpm, edm and flow import it from here
+
 
 @dataclass
 class DiffusionLoss:
@@ -144,12 +146,3 @@ def check_int(name: str, value: int, *, minimum: int = 1, maximum: int | None = 
 def check_steps(steps: int, *, minimum: int = 1, maximum: int | None = None) -> int:
     """A number of sampling steps."""
     return check_int("steps", steps, minimum=minimum, maximum=maximum)
-
-
-def host_readable(x: torch.Tensor) -> bool:
-    """Whether a value check on ``x`` costs no device sync: a CPU tensor outside ``torch.compile``.
-
-    The losses check user-given noise levels only then; on an accelerator (and when compiled)
-    they read no tensor value on the host, so a training step never waits for the device.
-    """
-    return x.device.type == "cpu" and not torch.compiler.is_compiling()
