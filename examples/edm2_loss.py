@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
 
     history = []
     net.train()
-    for step, (images, labels) in zip(range(args.steps), batches(loader)):
+    for step, (images, _labels) in zip(range(args.steps), batches(loader)):
         images = images.to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(net=net, images=images, labels=None)

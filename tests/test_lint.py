@@ -1,4 +1,4 @@
-"""Lint and types: ``ruff check src tests`` and ``mypy src/specreg`` report nothing.
+"""Lint and types: ``ruff check src tests benchmarks examples scripts`` and ``mypy src/specreg`` report nothing.
 
 Both read their settings from pyproject.toml ([tool.ruff], [tool.mypy]) and run from the
 repository root, as a developer would run them. mypy keeps its cache in .mypy_cache, so a
@@ -27,8 +27,8 @@ def _run_tool(module: str, *args: str) -> None:
                     f"{proc.stdout}{proc.stderr}", pytrace=False)
 
 
-def test_ruff_finds_nothing_in_src_and_tests() -> None:
-    _run_tool("ruff", "check", "src", "tests")
+def test_ruff_finds_nothing_in_the_code() -> None:
+    _run_tool("ruff", "check", "src", "tests", "benchmarks", "examples", "scripts")
 
 
 def test_mypy_finds_nothing_in_the_package() -> None:

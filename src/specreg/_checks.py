@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 T = TypeVar("T")
@@ -30,13 +31,18 @@ SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed takes without ov
 
 
 def check_int(name: str, value: object, *, lo: int | None = None, hi: int | None = None) -> int:
-    """An integer (not a bool) with ``lo <= value <= hi``; ``ValueError`` naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo) or (
-            hi is not None and value > hi):
-        want = ("an integer" + (f" >= {lo}" if lo is not None and hi is None else "")
-                + (f" from {lo} to {hi}" if lo is not None and hi is not None else ""))
+    """An integer (a Python or numpy integer, not a bool) with ``lo <= value <= hi``;
+    ``ValueError`` naming ``name``, the value and the accepted range otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+            lo is not None and value < lo) or (hi is not None and value > hi):
+        if lo is not None and hi is not None:
+            want = f"an integer from {lo} to {hi}"
+        elif lo is not None:
+            want = f"an integer >= {lo}"
+        else:
+            want = "an integer" + (f" <= {hi}" if hi is not None else "")
         raise ValueError(f"{name}={value!r} is not accepted; expected {want}")
-    return value
+    return int(value)
 
 
 def check_device(name: str, device: str | torch.device | None) -> torch.device:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from specreg._checks import check_all_read, check_choice, check_positive
+from specreg._checks import check_all_read, check_choice, check_int, check_positive
 
 __all__ = [
     "ASTERISK_ROOT",
@@ -76,8 +76,8 @@ class AudioFolder(Dataset):
                  random_crop: bool = True, seed: int = 0, files: Sequence[str | os.PathLike] | None = None,
                  extensions: Sequence[str] = AUDIO_EXTENSIONS) -> None:
         self.root = Path(root)
-        self.sample_rate = _check_int("sample_rate", sample_rate)
-        self.segment_length = None if segment_length is None else _check_int("segment_length", segment_length)
+        self.sample_rate = check_int("sample_rate", sample_rate, lo=1)
+        self.segment_length = None if segment_length is None else check_int("segment_length", segment_length, lo=1)
         self.random_crop = bool(random_crop)
         self.seed = seed
         if not self.root.is_dir():
@@ -262,13 +262,13 @@ class LogMel(nn.Module):
                  power: float = 1.0, floor: float = 1e-5, center: bool = True, pad_mode: str = "reflect",
                  mel_scale: str = "slaney", norm: str | None = "slaney") -> None:
         super().__init__()
-        self.sample_rate = _check_int("sample_rate", sample_rate)
-        self.n_fft = _check_int("n_fft", n_fft)
-        self.hop_length = _check_int("hop_length", hop_length)
-        self.win_length = self.n_fft if win_length is None else _check_int("win_length", win_length)
+        self.sample_rate = check_int("sample_rate", sample_rate, lo=1)
+        self.n_fft = check_int("n_fft", n_fft, lo=1)
+        self.hop_length = check_int("hop_length", hop_length, lo=1)
+        self.win_length = self.n_fft if win_length is None else check_int("win_length", win_length, lo=1)
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length={win_length!r} is not accepted; expected <= n_fft={n_fft}")
-        self.n_mels = _check_int("n_mels", n_mels)
+        self.n_mels = check_int("n_mels", n_mels, lo=1)
         self.power = check_choice("power", power, (1.0, 2.0))
         self.floor = check_positive("floor", floor)
         self.center = bool(center)
@@ -324,9 +324,3 @@ class MelConditioned(Dataset):
         with torch.no_grad():
             mel = self.logmel(x[0])
         return x, mel
-
-
-def _check_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= 1")
-    return int(value)

@@ -7,7 +7,10 @@ from typing import Any
 
 import torch
 
-from specreg._checks import host_readable as host_readable  # ddpm, edm and flow import it from here
+from specreg._checks import (
+    check_int,
+    host_readable as host_readable,  # ddpm, edm and flow import it from here
+)
 
 
 @dataclass
@@ -134,15 +137,6 @@ def check_noise(noise: torch.Tensor, x0: torch.Tensor) -> None:
         raise ValueError(f"noise has shape {got} but x0 has shape {tuple(x0.shape)}; they must be equal")
 
 
-def check_int(name: str, value: int, *, minimum: int = 1, maximum: int | None = None) -> int:
-    """An integer (not a bool) in [minimum, maximum]."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-            maximum is not None and value > maximum):
-        upper = "" if maximum is None else f" and <= {maximum}"
-        raise ValueError(f"{name}={value!r} is not accepted; expected an integer >= {minimum}{upper}")
-    return value
-
-
 def check_steps(steps: int, *, minimum: int = 1, maximum: int | None = None) -> int:
     """A number of sampling steps."""
-    return check_int("steps", steps, minimum=minimum, maximum=maximum)
+    return check_int("steps", steps, lo=minimum, hi=maximum)

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from specreg._checks import check_choice, check_positive
+from specreg._checks import check_choice, check_int, check_positive
 from specreg.diffusion.base import (
     DiffusionLoss,
     check_data,
-    check_int,
     check_noise,
     check_shape,
     check_steps,
@@ -238,7 +237,7 @@ class DDPM(nn.Module):
         self.prediction = canonical_prediction(prediction)
         check_choice("prediction", self.prediction, ("eps", "x0", "v"))
         if betas is None:
-            check_int("timesteps", timesteps, minimum=2)
+            check_int("timesteps", timesteps, lo=2)
             check_positive("beta_start", beta_start)
             check_positive("beta_end", beta_end)
             betas = make_betas(schedule, timesteps, beta_start, beta_end)
@@ -264,7 +263,7 @@ class DDPM(nn.Module):
         self.clip_sample = bool(clip_sample)
         self.clip_sample_range = check_positive("clip_sample_range", clip_sample_range)
         self.timestep_spacing = check_choice("timestep_spacing", timestep_spacing, SPACINGS)
-        self.steps_offset = check_int("steps_offset", steps_offset, minimum=0)
+        self.steps_offset = check_int("steps_offset", steps_offset, lo=0)
         self.set_alpha_to_one = bool(set_alpha_to_one)
         # None: t ~ U{0, …, T−1}; else a registry entry, σ → the nearest timestep in ln σ
         self.time_sampler = time_sampler

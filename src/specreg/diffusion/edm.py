@@ -19,11 +19,10 @@ from typing import Any
 
 import torch
 
-from specreg._checks import check_choice, check_positive
+from specreg._checks import check_choice, check_int, check_positive
 from specreg.diffusion.base import (
     DiffusionLoss,
     check_data,
-    check_int,
     check_noise,
     check_shape,
     check_steps,
@@ -81,7 +80,7 @@ class EDM:
         self.rho = check_positive("rho", rho)
         self.beta_d = check_positive("beta_d", beta_d)
         self.beta_min = check_positive("beta_min", beta_min, allow_zero=True)
-        self.M = check_int("M", M, minimum=2)
+        self.M = check_int("M", M, lo=2)
         self.epsilon_t = check_positive("epsilon_t", epsilon_t)
         if not self.epsilon_t < 1:
             raise ValueError(f"epsilon_t={epsilon_t!r} is not accepted; expected 0 < epsilon_t < 1")
