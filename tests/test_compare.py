@@ -551,6 +551,43 @@ def test_pretrain_seeds_give_each_seed_its_own_pretrained_model(tmp_path, capsys
                    "tiny")
 
 
+def test_pretrain_step_starts_from_an_earlier_checkpoint_of_the_pretraining(tmp_path):
+    """A variant's pretrain_step fine-tunes from the pretraining's checkpoint at that step
+    (kept by its curve), shares the one pretraining, leaves the other runs' keys as they were,
+    and a step the pretraining does not keep is refused in one line before anything trains."""
+    finetune = {"steps": 2, "overrides": ["train.lr=1e-12"]}
+    evaluation = {**tiny_study()["evaluation"], "curve_every": 2, "curve_samples": 4}
+    plain = tiny_study(protocol="finetune", finetune=finetune, evaluation=evaluation,
+                       profiles={"tiny": {"overrides": ["train.steps=4"]}})
+    study = {**plain, "variants": [*plain["variants"],
+                                   {"name": "baseline_at2", "pretrain_step": 2, "baseline": "baseline_at2"}]}
+    result = run_compare(study, tmp_path / "out", "tiny")
+    by_name = {s.variant: s for s in result.runs}
+    assert by_name["baseline_at2"].pretrain_dir == by_name["baseline"].pretrain_dir
+    assert sum(s.protocol == "pretrain" for s in result.runs) == 1
+    kept = by_name["baseline"].pretrain_dir / "checkpoints"
+    assert [p.name for p in list_checkpoints(kept)] == ["step-00000002", "step-00000004"]
+    for name, step in (("baseline", 4), ("baseline_at2", 2)):
+        spec = by_name[name]
+        started = json.loads((spec.run_dir / "finetune.json").read_text())["pretrained"]
+        assert started.endswith(f"step-{step:08d}")
+        pre = load_file(str(kept / f"step-{step:08d}" / "model.safetensors"))
+        ft = load_file(str(list_checkpoints(spec.run_dir / "checkpoints")[-1] / "model.safetensors"))
+        for k in (k for k in pre if k.startswith("ema.")):  # lr 1e-12: the weights it started from
+            torch.testing.assert_close(ft["model." + k[4:]], pre[k], atol=1e-9, rtol=0)
+    assert "baseline_at2 (from step 2)" in result.report.read_text()
+    # the runs without pretrain_step keep the keys they had without the new row
+    before = {s.label: s.key for s in plan_runs(load_study(plain, "tiny"), tmp_path / "plain")}
+    assert {s.label: s.key for s in result.runs if s.label in before} == before
+    bad = {**study, "variants": [*plain["variants"], {"name": "at3", "pretrain_step": 3, "baseline": "at3"}]}
+    with pytest.raises(ValueError, match=r"variant 'at3': pretrain_step=3 is not accepted; the pretraining keeps "
+                                         r"checkpoints at multiples of evaluation.curve_every=2 up to train.steps=4"):
+        plan_runs(load_study(bad, "tiny"), tmp_path / "bad")
+    scratch = tiny_study(variants=[{"name": "baseline"}, {"name": "x", "pretrain_step": 2}])
+    with pytest.raises(ValueError, match=r"variants\[1\].pretrain_step=2 is not accepted for protocol 'scratch'"):
+        load_study(scratch, "tiny")
+
+
 def test_two_jobs_give_the_same_numbers_as_one(tiny_run, tmp_path):
     study, out, _ = tiny_run
     parallel = run_compare(study, tmp_path / "out", "tiny", jobs=2)

@@ -64,6 +64,7 @@ class RunSpec:
     protocol: str  # "scratch", "finetune" or "pretrain"
     key: str
     pretrain_dir: Path | None = None
+    pretrain_step: int | None = None  # finetune: the pretraining's checkpoint it starts from (None: the last)
     curve: bool = False  # measure along training (evaluation.curve_every)
     status: str = "new"  # "done", "resume" (has a checkpoint), "new"; after running: "trained", "diverged"
     # the run's record: as planning found it on disk, then as the runner returned it (None: not measured)
@@ -161,6 +162,7 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
                     pretrains[pkey] = RunSpec(f"{PRETRAIN_DIR}/{pkey}", pseed, pdir, pcfg,
                                               "pretrain", done_key, curve=want_curve)
                 pre = pretrains[pkey]
+                check_pretrain_step(study, v.name, v.pretrain_step, int(pcfg["train"]["steps"]))
                 try:
                     cfg = _resolve(study, [*v.overrides, f"train.seed={seed}",
                                            f"train.steps={study.finetune.steps}", *study.finetune.overrides])
@@ -170,10 +172,14 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
             # enough?), and for every seed of a variant that asks for one (steps to reach)
             curve = want_curve and v.protocol == "scratch" and (
                 v.curve or (seed == study.seeds[0] and v.baseline is None))
-            key = stable_hash({"config": identity(cfg), "evaluation": measured if curve else ev,
-                               "protocol": v.protocol, "pretrain": None if pre is None else identity(pre.config)})
-            runs.append(RunSpec(v.name, seed, run_dir_of(out, v.name, seed), cfg, v.protocol, key,
-                                pretrain_dir=None if pre is None else pre.run_dir, curve=curve))
+            defined: dict[str, Any] = {"config": identity(cfg), "evaluation": measured if curve else ev,
+                                       "protocol": v.protocol,
+                                       "pretrain": None if pre is None else identity(pre.config)}
+            if v.pretrain_step is not None:  # only when set, so that the keys of other runs stay as they were
+                defined["pretrain_step"] = v.pretrain_step
+            runs.append(RunSpec(v.name, seed, run_dir_of(out, v.name, seed), cfg, v.protocol, stable_hash(defined),
+                                pretrain_dir=None if pre is None else pre.run_dir, pretrain_step=v.pretrain_step,
+                                curve=curve))
     check_measurable(study, runs[0].config)
     if len(data_sections) > 1:
         names = list(data_sections.values())
@@ -184,6 +190,18 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
         spec.recorded = read_run_record(spec.run_dir)
         spec.status = status(spec)
     return specs
+
+
+def check_pretrain_step(study: Study, variant: str, step: int | None, total: int) -> None:
+    """A variant's ``pretrain_step`` must name a checkpoint the pretraining keeps: its last
+    step, or a multiple of ``evaluation.curve_every`` below it (one line naming it otherwise)."""
+    every = study.evaluation.curve_every
+    if step is None or step == total or (every > 0 and step % every == 0 and step < total):
+        return
+    kept = (f"multiples of evaluation.curve_every={every} up to train.steps={total}" if every > 0 else
+            f"only its last step, train.steps={total} (evaluation.curve_every=0 keeps no earlier one)")
+    raise ValueError(f"variant {variant!r}: pretrain_step={step} is not accepted; the pretraining keeps "
+                     f"checkpoints at {kept}")
 
 
 def data_kind(cfg: dict[str, Any]) -> tuple[str, int | None]:
@@ -223,5 +241,5 @@ def status(spec: RunSpec) -> str:
     return "resume" if list_checkpoints(spec.run_dir / CHECKPOINT_DIR) else "new"
 
 
-__all__ = ["RUNS_DIR", "RunSpec", "check_measurable", "data_kind", "evaluation_identity",
+__all__ = ["RUNS_DIR", "RunSpec", "check_measurable", "check_pretrain_step", "data_kind", "evaluation_identity",
            "identity", "plan_runs", "stable_hash", "status"]

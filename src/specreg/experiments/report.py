@@ -258,7 +258,8 @@ def setup_text(res: StudyResults) -> str:
                  if ps else f"seed {ft.get('pretrain_seed')}, one model for every seed")
         text += (f"\n\nFine-tuning protocol: each pretrained model below was trained for {res.pretrains[0]['steps']} "
                  f"steps without a regularizer ({which}); the variants marked `finetune` were "
-                 f"fine-tuned from its final EMA weights for {ft.get('steps')} steps with a fresh optimizer "
+                 f"fine-tuned from its final EMA weights (those marked \"from step N\" from the EMA weights of "
+                 f"its checkpoint at step N) for {ft.get('steps')} steps with a fresh optimizer "
                  f"(fine-tuning overrides: {', '.join(ft.get('overrides') or []) or 'none'}).\n")
         for p in res.pretrains:
             text += f"\n- `{p['dir']}`: {', '.join(p['users'])}"

@@ -386,7 +386,8 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
                        "status": s.status if rec is None else rec.status,
                        **{k: tim.get(k) for k in ("device", "threads", "parallel", "interval")}})
     pretrains = [{"dir": str(p.run_dir.relative_to(out)), "steps": p.config["train"]["steps"],
-                  "users": sorted({s.variant for s in runs if s.pretrain_dir == p.run_dir})}
+                  "users": sorted({s.variant + ("" if s.pretrain_step is None else f" (from step {s.pretrain_step})")
+                                   for s in runs if s.pretrain_dir == p.run_dir})}
                  for p in specs if p.protocol == "pretrain"]
     cfg = runs[0].config
     setup = {"steps": sorted({s.config["train"]["steps"] for s in runs}), "batch_size": cfg["train"]["batch_size"],

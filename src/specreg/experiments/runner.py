@@ -52,18 +52,31 @@ def _train(spec: RunSpec) -> tuple[float, int]:
     cfg = config_from_dict(spec.config)
     net = None
     if spec.protocol == "finetune":
-        from specreg.train.checkpoint import latest_weights
-
-        try:  # the newest readable checkpoint (a corrupt one is skipped)
-            path, weights, _ = latest_weights(spec.pretrain_dir / CHECKPOINT_DIR)  # type: ignore[operator]
-        except ValueError as err:
-            raise RuntimeError(f"{spec.label}: the pretrained model {spec.pretrain_dir}: {err}") from None
+        path, weights = _pretrained_weights(spec)
         # the EMA weights, as a published checkpoint that the paper fine-tunes would hold;
         # when the run resumes, the trainer replaces them with its own checkpoint's
         net = pretrained_net(cfg, weights)
         write_json(spec.run_dir / FINETUNE_FILE, {"pretrained": str(path), "weights": "ema"})
     result = Trainer(cfg, spec.run_dir, net=net, on_checkpoint=redraw_band_weights).fit()
     return result.total_seconds, result.step
+
+
+def _pretrained_weights(spec: RunSpec) -> tuple[Path, dict[str, Any]]:
+    """The EMA weights a fine-tuning starts from: the pretraining's newest readable
+    checkpoint (a corrupt one is skipped), or its checkpoint at ``spec.pretrain_step``."""
+    from specreg.train.checkpoint import checkpoint_name, latest_weights, load_weights
+
+    root = spec.pretrain_dir / CHECKPOINT_DIR  # type: ignore[operator]
+    try:
+        if spec.pretrain_step is None:
+            path, weights, _ = latest_weights(root)
+            return path, weights
+        path = root / checkpoint_name(spec.pretrain_step)
+        if not path.is_dir():
+            raise ValueError(f"it has no checkpoint at pretrain_step={spec.pretrain_step} ({path.name} is missing)")
+        return path, load_weights(path)
+    except ValueError as err:
+        raise RuntimeError(f"{spec.label}: the pretrained model {spec.pretrain_dir}: {err}") from None
 
 
 def pretrained_net(cfg: Any, weights: dict[str, Any]) -> Any:

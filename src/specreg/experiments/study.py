@@ -24,6 +24,8 @@ A *study* file (YAML) says what to train, how often, and how to measure it::
       pretrain_seed: 0                  # train.seed of the one pretrained model every seed starts from
       pretrain_seeds: []                # or one pretrained model per seed: seeds[i] starts from the
                                         #   model pretrained with seed pretrain_seeds[i] (same length)
+      # a variant may set pretrain_step: N to start from the pretraining's checkpoint at step N
+      # (one its curve keeps: a multiple of evaluation.curve_every) instead of its final weights
       overrides: [train.lr=2e-4, train.warmup_steps=0]
     evaluation:
       reference: textures               # a built-in reference set (specreg.experiments.reference)
@@ -161,6 +163,9 @@ class VariantFile:
     protocol: str | None = field(default=None, metadata=choice(None, *PROTOCOLS))
     baseline: str | None = None
     curve: bool = field(default=False, metadata=describe("measure every seed along training"))
+    pretrain_step: int | None = field(default=None, metadata=describe(
+        "protocol finetune: start from the pretraining's checkpoint at this step (a multiple of "
+        "evaluation.curve_every, which the pretraining keeps) instead of its final weights", minimum=1))
 
 
 @dataclass
@@ -211,6 +216,7 @@ class Variant:
     protocol: str = "scratch"
     baseline: str | None = None  # the row it is measured against (None: it is a baseline)
     curve: bool = False  # measure every seed along training
+    pretrain_step: int | None = None  # finetune: start from the pretraining's checkpoint at this step
 
 
 @dataclass(frozen=True)
@@ -333,8 +339,12 @@ def load_study(study: str | Path | Mapping[str, Any], profile: str = "small") ->
         if any(v.name == w.name for w in variants):
             raise _err(where, f"variant name {v.name!r} appears twice")
         baseline = v.baseline if v.baseline is not None else f.baseline
-        variants.append(Variant(v.name, v.label, tuple(v.overrides), v.protocol or f.protocol,
-                                None if baseline == v.name else baseline, v.curve))
+        protocol = v.protocol or f.protocol
+        if v.pretrain_step is not None and protocol != "finetune":
+            raise _err(where, f"variants[{i}].pretrain_step={v.pretrain_step!r} is not accepted for protocol "
+                              f"{protocol!r}; it names a checkpoint of the pretraining (protocol finetune)")
+        variants.append(Variant(v.name, v.label, tuple(v.overrides), protocol,
+                                None if baseline == v.name else baseline, v.curve, v.pretrain_step))
     names = [v.name for v in variants]
     for variant in variants:
         if variant.baseline is not None and variant.baseline not in names:
