@@ -228,13 +228,27 @@ def test_adaptive_sampler_resumes_exactly_in_training(tmp_path):
 
 
 def test_schedule_rows_share_one_pretrained_model(tmp_path):
-    """A fine-tuning study's σ-sampler rows fine-tune the baseline's pretrained model."""
+    """A fine-tuning study's σ-sampler rows fine-tune the baseline's pretrained model, which
+    is the pretraining of the study the schedule study builds on (same run keys)."""
     from pathlib import Path
 
     from specreg.experiments.plan import plan_runs
     from specreg.experiments.study import load_study
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "studies" / "schedule_or_loss_fashion.yaml"
-    specs = plan_runs(load_study(path, "small"), tmp_path)
-    assert len([s for s in specs if s.protocol == "pretrain"]) == 1
-    assert len({s.pretrain_dir for s in specs if s.protocol == "finetune"}) == 1
+    studies = Path(__file__).resolve().parents[1] / "configs" / "studies"
+    for name, shares_with in (("schedule_or_loss_fashion", "quadratic_fashion"),
+                              ("schedule_or_loss_latent", "latent_fashion")):
+        specs = plan_runs(load_study(studies / f"{name}.yaml", "small"), tmp_path / name)
+        assert len([s for s in specs if s.protocol == "pretrain"]) == 1
+        assert len({s.pretrain_dir for s in specs if s.protocol == "finetune"}) == 1
+        # the pretraining and the fine-tuned baseline are the earlier study's runs (same keys)
+        earlier = {s.label: s.key for s in plan_runs(load_study(studies / f"{shares_with}.yaml", "small"),
+                                                        tmp_path / shares_with)}
+        mine = {s.label: s.key for s in specs}
+        shared = [k for k in mine if k.startswith(("_pretrain/", "baseline_ft/"))]
+        assert shared and all(earlier.get(k) == mine[k] for k in shared)
+    # the fashion study's "10k model" rows start from the pretraining's checkpoint at 10 000 steps
+    fashion = plan_runs(load_study(studies / "schedule_or_loss_fashion.yaml", "small"), tmp_path / "again")
+    steps = {s.variant: s.pretrain_step for s in fashion if s.protocol == "finetune"}
+    assert {v for v, step in steps.items() if step == 10000} == {v for v in steps if v.endswith("_10k")}
+    assert steps["baseline_ft"] is None
