@@ -71,6 +71,28 @@ def test_the_baselines_curve_is_probed_at_each_kept_checkpoint(study_run):
     assert (out / "probe" / "curve.png").stat().st_size > 0
 
 
+def test_a_checkpoint_off_the_curve_is_not_probed(study_run, tmp_path):
+    """A checkpoint written when a run was stopped (not a multiple of curve_every) is kept
+    on disk but is no point of the curve: the maps along training skip it."""
+    import shutil
+
+    from specreg.experiments.plan import on_curve
+    from specreg.experiments.study_probe import probe_study
+
+    assert [s for s in range(7) if on_curve(s, 2, 5)] == [2, 4, 5]
+    assert not on_curve(None, 2, 4) and not on_curve(2, 0, 4)
+    path, out = study_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    ckpts = copy / "runs" / "baseline" / "seed0" / "checkpoints"
+    (ckpts / "step-00000003").mkdir()  # a stray entry: probing it would fail to load
+    study = load_study(path, "tiny")
+    probe_study(study, plan_runs(study, copy), copy)
+    steps = [int(line.split("|")[1]) for line in (copy / "probe" / "probe.md").read_text().splitlines()
+             if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert steps == [2, 4]
+
+
 def test_rerender_keeps_one_section(study_run):
     _, out = study_run
     rerender(out)

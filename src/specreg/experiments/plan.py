@@ -192,11 +192,19 @@ def plan_runs(study: Study, out_dir: str | Path) -> list[RunSpec]:
     return specs
 
 
+def on_curve(step: int | None, every: int, total: int) -> bool:
+    """Whether a checkpoint at ``step`` is a point of a training curve measured every
+    ``every`` steps (``evaluation.curve_every``) over ``total`` steps: a multiple of
+    ``every``, or the last step. Such checkpoints are kept; others (one written when a run
+    was stopped, say) are not curve points."""
+    return step is not None and every > 0 and 0 < step <= total and (step % every == 0 or step == total)
+
+
 def check_pretrain_step(study: Study, variant: str, step: int | None, total: int) -> None:
     """A variant's ``pretrain_step`` must name a checkpoint the pretraining keeps: its last
-    step, or a multiple of ``evaluation.curve_every`` below it (one line naming it otherwise)."""
+    step, or a point of its curve (one line naming it otherwise)."""
     every = study.evaluation.curve_every
-    if step is None or step == total or (every > 0 and step % every == 0 and step < total):
+    if step is None or step == total or on_curve(step, every, total):
         return
     kept = (f"multiples of evaluation.curve_every={every} up to train.steps={total}" if every > 0 else
             f"only its last step, train.steps={total} (evaluation.curve_every=0 keeps no earlier one)")
@@ -242,4 +250,4 @@ def status(spec: RunSpec) -> str:
 
 
 __all__ = ["RUNS_DIR", "RunSpec", "check_measurable", "check_pretrain_step", "data_kind", "evaluation_identity",
-           "identity", "plan_runs", "stable_hash", "status"]
+           "identity", "on_curve", "plan_runs", "stable_hash", "status"]

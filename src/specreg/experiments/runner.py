@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from specreg.experiments.evaluate import measure
-from specreg.experiments.plan import RunSpec, data_kind, stable_hash
+from specreg.experiments.plan import RunSpec, data_kind, on_curve, stable_hash
 from specreg.experiments.study import Evaluation
 from specreg.files import read_json, save_audio, save_image_grid, step_of, write_json
 from specreg.layout import (
@@ -129,7 +129,7 @@ def _train_with_curve(spec: RunSpec, ev: Evaluation, real: Any) -> tuple[float, 
     reference = real.reference[:n] if kind == "audio" else real.reference
     for ckpt in list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
         step = step_of(ckpt)
-        if step is None or step in have or (step % ev.curve_every and step != total):
+        if not on_curve(step, ev.curve_every, total) or step in have:
             continue
         x, _, _ = sample(spec, ev, real, n, checkpoint=ckpt)
         m = measure(x, real, ev, kind=kind, sample_rate=rate, reference=reference)["metrics"]

@@ -111,7 +111,9 @@ def curve_summary(records: list[dict[str, Any]], space: str = "model") -> tuple[
 
 def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
     """Probe the study's runs and write ``probe/`` and the report's section (module doc)."""
+    from specreg.experiments.plan import on_curve
     from specreg.experiments.probe import band_label, summary_markdown
+    from specreg.files import step_of
     from specreg.train.checkpoint import list_checkpoints
 
     ev = study.evaluation
@@ -137,7 +139,10 @@ def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
         if not spec.curve or (spec.protocol != "pretrain" and baselines.get(spec.variant) is not None):
             continue
         kept = []
+        total = int(spec.config["train"]["steps"])
         for ck in list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
+            if not on_curve(step_of(ck), ev.curve_every, total):  # e.g. one written when the run was stopped
+                continue
             r = _probe(spec.run_dir, n_items=n, n_sigma=ns, checkpoint=ck,
                        out=spec.run_dir / PROBE_DIR / PROBE_CURVE_DIR / ck.name)
             if r is not None:
