@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copy a finished study's report into docs/results/<name>/: report.md, results.json, the
-# plots, and what the report links: the real-data grid (or the first two reference clips)
+# plots, the error maps (probe/), and what the report links: the real-data grid (or the first two reference clips)
 # and the first seed's sample grid (or first two clips) and learned band weights of every variant.
 # Usage: bash scripts/publish_study.sh results/<name> [docs/results/<name>]
 set -euo pipefail
@@ -9,6 +9,10 @@ dst=${2:-docs/results/$(basename "$src")}
 mkdir -p "$dst"
 cp "$src"/report.md "$src"/results.json "$dst"/
 for f in "$src"/*.png; do [ -e "$f" ] && cp "$f" "$dst"/; done
+if [ -d "$src/probe" ]; then  # the error maps the report links (probe.md, its figures, maps.json)
+  mkdir -p "$dst/probe"
+  for f in "$src"/probe/*.md "$src"/probe/*.png "$src"/probe/*.json; do [ -e "$f" ] && cp "$f" "$dst/probe/"; done
+fi
 ( cd "$src" && for d in real runs/*/seed0/eval; do
     [ -d "$d" ] || continue
     mkdir -p "$OLDPWD/$dst/$d"
