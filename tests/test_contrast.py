@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from specreg.experiments.contrast import contrast, render
+from specreg.experiments.contrast import contrast, further, render
 from specreg.experiments.results import StudyResults
 
 
@@ -32,7 +32,7 @@ def test_deltas_match_scipy_paired_and_welch_intervals():
                "loss": {"lsd": list(l32), "lsd_high_bias": bias["loss"]}}, {"lsd": 0.001})
     b = study({"base": {"lsd": list(b64), "lsd_high_bias": bias["base"]},
                "loss": {"lsd": list(l64), "lsd_high_bias": bias["loss"]}}, {"lsd": 0.001})
-    cells = {c.key: c for c in contrast(a, b)}
+    cells = {c.key: c for c in contrast(a, b) if not c.signed}
     lsd = cells["lsd"]
     for got, x, y in ((lsd.a, l32, b32), (lsd.b, l64, b64)):
         ci = stats.ttest_rel(x, y).confidence_interval()
@@ -51,6 +51,31 @@ def test_deltas_match_scipy_paired_and_welch_intervals():
     assert bias_cell.b.mean == pytest.approx(-0.03) and bias_cell.contrast.mean == pytest.approx(0.0)
     assert not bias_cell.supports
     assert "| loss | lsd |" in render(list(cells.values()), "32×32", "64×64")
+
+
+def test_signed_shifts_of_a_bias_are_tested_on_raw_values_in_families_of_their_own():
+    # the bias crosses 0 in both studies: its size barely changes (0.05 → 0.03 and → 0.05),
+    # but the row moves the spectrum down by 0.08 at A and by 0.15 at B
+    base = [0.05, 0.06, 0.04]
+    a = study({"base": {"lsd": [0.1, 0.1, 0.1], "lsd_high_bias": base},
+               "loss": {"lsd": [0.1, 0.1, 0.1], "lsd_high_bias": [-0.03, -0.021, -0.04]}}, {"lsd": 0.001})
+    b = study({"base": {"lsd": [0.1, 0.1, 0.1], "lsd_high_bias": base},
+               "loss": {"lsd": [0.1, 0.1, 0.1], "lsd_high_bias": [-0.1, -0.092, -0.11]}}, {"lsd": 0.001})
+    b.floor["spread"] = {"lsd_high_bias": 0.01}
+    cells = contrast(a, b)
+    shift = next(c for c in cells if c.signed)
+    size = next(c for c in cells if c.key == "lsd_high_bias" and not c.signed)
+    assert [c.key for c in cells if c.signed] == ["lsd_high_bias"]  # lsd has no sign
+    la, lb = np.array([-0.03, -0.021, -0.04]), np.array([-0.1, -0.092, -0.11])
+    assert shift.a.mean == pytest.approx(np.mean(la - base)) and shift.b.mean == pytest.approx(np.mean(lb - base))
+    assert shift.b.p == pytest.approx(stats.ttest_rel(lb, base).pvalue)
+    assert shift.contrast.p == pytest.approx(stats.ttest_ind(lb - base, la - base, equal_var=False).pvalue)
+    assert shift.b.p_adj == pytest.approx(shift.b.p)  # one cell: a family of its own, not the score cells'
+    assert size.b.mean == pytest.approx(np.mean(np.abs(lb)) - np.mean(base))
+    assert further(shift) and not further(size) and not shift.supports
+    text = render(cells, "A", "B", signed=True)
+    assert "| further |" in text and "| loss | lsd_high_bias |" in text and text.rstrip().endswith("| yes |")
+    assert "| loss | lsd |" not in text
 
 
 def test_a_change_inside_twice_the_floor_supports_nothing():

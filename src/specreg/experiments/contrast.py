@@ -17,6 +17,11 @@ The rules of the study statistics in force (:mod:`specreg.experiments.stats`) de
 at q = 0.05, and a change counts only beyond study B's practical floor of the key (twice
 the noise floor for a distance, the real-vs-real spread for a signed bias). A row
 *supports* "helps more in B" when Δ_B < 0 and Δ_B − Δ_A < 0 both count.
+
+A signed key (a spectral bias, ranked by its size) also gets its **signed shift**: d_S(s)
+on the raw values, r_s − baseline_s, the same tests in two families of their own. It
+answers "does the row move the spectrum further in B?" (``further``: Δ_B − Δ_A counts and
+has Δ_B's sign), which the size cannot: a bias that crosses 0 shrinks in size while it moves.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ READING = ("Δ: the row's change against its own study's fine-tuned baseline in 
            "each one family (q = 0.05). floor: study B's practical floor of the key (twice the noise floor for a "
            "distance, the real-vs-real spread for a signed bias). supports: Δ_B < 0 and Δ_B − Δ_A < 0, each "
            "with p_BH ≤ 0.05 and |value| beyond the floor.")
+SHIFT_READING = ("Signed shifts of the bias keys: the same Δ on the raw signed values (> 0: the row adds power "
+                 "against its baseline), each column its own family under BH. further: Δ_B − Δ_A counts (p_BH ≤ 0.05, "
+                 "|value| beyond the floor) and has the sign of Δ_B, i.e. the row moves the spectrum further in B.")
 
 
 @dataclass
@@ -67,6 +75,7 @@ class ContrastCell:
     contrast: Delta
     floor: float
     supports: bool = False
+    signed: bool = False  # a signed shift (raw values) rather than a change of score
 
 
 def _score(key: str, value: float) -> float:
@@ -76,15 +85,23 @@ def _score(key: str, value: float) -> float:
     return spec.score(value) if spec is not None and spec.ranked else value
 
 
-def paired_change(res: StudyResults, row: str, key: str) -> tuple[Delta, list[float]]:
-    """Δ of ``row`` against its baseline in ``res`` for ``key`` (module docstring), and the
-    per-seed differences it came from."""
+def _signed(key: str) -> bool:
+    from specreg.metrics.registry import find_key
+
+    spec = find_key(key)
+    return spec is not None and spec.direction == "zero"
+
+
+def paired_change(res: StudyResults, row: str, key: str, signed: bool = False) -> tuple[Delta, list[float]]:
+    """Δ of ``row`` against its baseline in ``res`` for ``key`` (module docstring), in the
+    key's score or, with ``signed``, on the raw values; and the per-seed differences."""
     r = res.rows[row]
     base = r.variant.get("baseline") or res.study.get("baseline")
     if base is None or base not in res.rows or key not in r.stats or key not in res.rows[base].stats:
         return Delta(math.nan, None, 0), []
     a, b = r.stats[key].by_seed, res.rows[base].stats[key].by_seed
-    d = [_score(key, a[s]) - _score(key, b[s]) for s in sorted(set(a) & set(b))
+    f = (lambda v: v) if signed else (lambda v: _score(key, v))
+    d = [f(a[s]) - f(b[s]) for s in sorted(set(a) & set(b))
          if math.isfinite(a[s]) and math.isfinite(b[s])]
     if len(d) < 2:
         return Delta(statistics.fmean(d) if d else math.nan, None, len(d)), d
@@ -113,23 +130,33 @@ def _adjust(deltas: list[Delta]) -> None:
 
 
 def contrast(a: StudyResults, b: StudyResults, keys: list[str] | None = None) -> list[ContrastCell]:
-    """Every row the two studies share (their baseline excepted) × every key both measured."""
+    """Every row the two studies share (their baseline excepted) × every key both measured,
+    then the signed shift of every signed key (``signed=True`` cells, families of their own)."""
     keys = keys or [k for k in b.columns if k in a.columns]
-    cells = []
+    cells, shifts = [], []
     for row in [r for r in b.rows if r in a.rows]:
         if not (b.rows[row].variant.get("baseline") or b.study.get("baseline")) or row == b.study.get("baseline"):
             continue
         for key in keys:
             if not all(key in res.rows[row].stats for res in (a, b)):
                 continue
-            da, sa = paired_change(a, row, key)
-            db, sb = paired_change(b, row, key)
-            cells.append(ContrastCell(row, key, da, db, welch(sa, sb), b.practical_floor(key)[0]))
-    for family in ([c.a for c in cells], [c.b for c in cells], [c.contrast for c in cells]):
-        _adjust(family)
+            for signed, out in ((False, cells), (True, shifts)):
+                if signed and not _signed(key):
+                    continue
+                da, sa = paired_change(a, row, key, signed)
+                db, sb = paired_change(b, row, key, signed)
+                out.append(ContrastCell(row, key, da, db, welch(sa, sb), b.practical_floor(key)[0], signed=signed))
+    for group in (cells, shifts):
+        for family in ([c.a for c in group], [c.b for c in group], [c.contrast for c in group]):
+            _adjust(family)
     for c in cells:
         c.supports = c.b.counts(c.floor) and c.b.mean < 0 and c.contrast.counts(c.floor) and c.contrast.mean < 0
-    return cells
+    return cells + shifts
+
+
+def further(c: ContrastCell) -> bool:
+    """A signed shift that is larger in B: Δ_B − Δ_A counts and has the sign of Δ_B."""
+    return c.signed and c.contrast.counts(c.floor) and c.contrast.mean * c.b.mean > 0
 
 
 def _fmt(d: Delta) -> str:
@@ -143,13 +170,15 @@ def _p(d: Delta) -> str:
     return "—" if d.p_adj is None else f"{d.p_adj:.2g}"
 
 
-def render(cells: list[ContrastCell], label_a: str, label_b: str) -> str:
-    """A markdown table: one line per row × key."""
-    lines = [f"| row | key | Δ {label_a} | Δ {label_b} | p_BH | Δ {label_b} − Δ {label_a} | p_BH | floor | supports |",
+def render(cells: list[ContrastCell], label_a: str, label_b: str, signed: bool = False) -> str:
+    """A markdown table: one line per row × key, of the score cells or (``signed``) the shifts."""
+    verdict = "further" if signed else "supports"
+    lines = [f"| row | key | Δ {label_a} | Δ {label_b} | p_BH | Δ {label_b} − Δ {label_a} | p_BH | floor | {verdict} |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for c in cells:
+    for c in (c for c in cells if c.signed == signed):
+        yes = further(c) if signed else c.supports
         lines.append(f"| {c.row} | {c.key} | {_fmt(c.a)} | {_fmt(c.b)} | {_p(c.b)} | {_fmt(c.contrast)} | "
-                     f"{_p(c.contrast)} | {c.floor:.3g} | {'yes' if c.supports else 'no'} |")
+                     f"{_p(c.contrast)} | {c.floor:.3g} | {'yes' if yes else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -171,9 +200,12 @@ def write_contrast(dir_a: str | os.PathLike, dir_b: str | os.PathLike) -> Path:
                          "their baselines, or no tabulated key")
     write_json(Path(dir_b) / CONTRAST_RECORD, {"a": name_a, "b": name_b, "cells": to_json(cells)})
     out = Path(dir_b) / CONTRAST_REPORT
-    out.write_text(f"# {name_b} against {name_a}: Δ_B − Δ_A per row\n\n{READING}\n\n"
-                   + render(cells, name_a, name_b), encoding="utf-8")
+    text = f"# {name_b} against {name_a}: Δ_B − Δ_A per row\n\n{READING}\n\n" + render(cells, name_a, name_b)
+    if any(c.signed for c in cells):
+        text += f"\n## Signed shifts\n\n{SHIFT_READING}\n\n" + render(cells, name_a, name_b, signed=True)
+    out.write_text(text, encoding="utf-8")
     return out
 
 
-__all__ = ["ContrastCell", "Delta", "contrast", "paired_change", "render", "to_json", "welch", "write_contrast"]
+__all__ = ["ContrastCell", "Delta", "contrast", "further", "paired_change", "render", "to_json", "welch",
+           "write_contrast"]
