@@ -262,6 +262,31 @@ def test_second_invocation_skips_finished_runs(tiny_run):
                      again.report.read_text())
 
 
+def test_an_invocation_keeps_its_wall_time_while_it_runs(tmp_path):
+    """A sitting killed part-way (a session's end) still has its entry: written at the start,
+    after each run and on a heartbeat, in place rather than appended."""
+    import time
+
+    from specreg.experiments.compare import Invocation
+    from specreg.experiments.report import wall_text
+    from specreg.experiments.results import StudyResults
+
+    old = {"started": "2026-01-01T00:00:00", "wall_s": 60.0, "trained": 3, "command": "earlier"}
+    (tmp_path / "invocations.json").write_text(json.dumps([old]))
+    inv = Invocation(tmp_path, "specreg compare s.yaml", time.time(), planned=4, every=0.05)
+    time.sleep(0.3)  # killed here, before any run finished: the heartbeat has written its time
+    entries = json.loads((tmp_path / "invocations.json").read_text())
+    assert entries[0] == old and len(entries) == 2
+    assert entries[1]["wall_s"] > 0 and entries[1]["trained"] == 0 and entries[1]["planned"] == 4
+    inv.ran()
+    final = inv.close()
+    assert len(final) == 2 and final[1]["trained"] == 1 and final[1]["wall_s"] >= entries[1]["wall_s"]
+    assert json.loads((tmp_path / "invocations.json").read_text()) == final
+    res = StudyResults(study={}, columns=[], rows={}, floor={}, invocations=final)
+    # both sittings count, the killed one too (it had runs to train)
+    assert "wall time of the 2 invocation(s)" in wall_text(res, 0.0)
+
+
 def test_records_of_earlier_versions_count_as_done(tiny_run, tmp_path):
     """A run measured before the record was called run.json (metrics.json) is not retrained."""
     study, out, _ = tiny_run

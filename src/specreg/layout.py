@@ -198,8 +198,13 @@ def read_invocations(out: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def append_invocation(out: str | os.PathLike, entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """Append ``entry`` to ``invocations.json``; returns every entry now in it."""
-    entries = [*read_invocations(out), entry]
+    """Write ``entry`` into ``invocations.json``: in place of the entry with the same
+    ``started``, ``pid`` and ``command`` (one invocation keeps its entry current while it
+    runs), else appended. Returns every entry now in it."""
+    same = ("started", "pid", "command")
+    entries = [e for e in read_invocations(out) if not ("pid" in entry and all(e.get(k) == entry.get(k) for k in same))]
+    entries.append(entry)
+    entries.sort(key=lambda e: str(e.get("started", "")))
     write_json(Path(out) / INVOCATIONS_FILE, entries)
     return entries
 

@@ -37,6 +37,7 @@ import contextlib
 import os
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -119,13 +120,17 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     # seed-major: a study stopped part-way has every variant at its first seeds
     todo = sorted((s for s in specs if s.protocol != "pretrain" and s.status != "done"),
                   key=lambda s: st.seeds.index(s.seed))
-    for phase in (pre, todo):  # fine-tuning needs its pretrained model
-        runner = _run_all(phase, st.evaluation, jobs, log) if cluster is None or cluster.executor == "process" \
-            else run_jobs(phase, st.evaluation, cluster, out, log)
-        for spec, record in runner:
-            spec.recorded = record
-            spec.status = "diverged" if record.status == "diverged" else "trained"
-    invocations = log_invocation(out, command, t0, trained=len(pre) + len(todo))
+    invocation = Invocation(out, command, t0, planned=len(pre) + len(todo))
+    try:
+        for phase in (pre, todo):  # fine-tuning needs its pretrained model
+            runner = _run_all(phase, st.evaluation, jobs, log) if cluster is None or cluster.executor == "process" \
+                else run_jobs(phase, st.evaluation, cluster, out, log)
+            for spec, record in runner:
+                spec.recorded = record
+                spec.status = "diverged" if record.status == "diverged" else "trained"
+                invocation.ran()
+    finally:
+        invocations = invocation.close()
     runs = [s for s in specs if s.protocol != "pretrain"]
     floor = measure_floor(st.evaluation, out, runs[0].config)
     result.results = collect(st, specs, floor, out, command=command, wall_s=time.time() - t0,
@@ -172,11 +177,41 @@ def rerender(out_dir: str | Path) -> Path:
     return path
 
 
-def log_invocation(out: Path, command: str, t0: float, *, trained: int) -> list[dict[str, Any]]:
-    """Append this invocation (start, wall seconds, runs it trained) to ``invocations.json``:
-    a study run in several sittings reports the wall time of all of them. Returns every entry."""
-    return append_invocation(out, {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
-                                   "wall_s": round(time.time() - t0, 1), "trained": trained, "command": command})
+class Invocation:
+    """This invocation's entry in ``invocations.json`` (start, wall seconds, runs planned and
+    trained), so that a study run in several sittings reports the wall time of all of them.
+    The entry is written when training starts, after each finished run and every ``every``
+    seconds, so a sitting that is killed (a session's end) keeps its wall time up to the
+    last minute instead of vanishing."""
+
+    def __init__(self, out: Path, command: str, t0: float, *, planned: int, every: float = 60.0) -> None:
+        self.out, self.t0, self._lock, self._stop = out, t0, threading.Lock(), threading.Event()
+        self.entry: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
+                                      "wall_s": 0.0, "planned": planned, "trained": 0, "command": command,
+                                      "pid": os.getpid()}
+        self._write()
+        if planned:
+            threading.Thread(target=self._beat, args=(every,), daemon=True).start()
+
+    def _write(self) -> list[dict[str, Any]]:
+        with self._lock:
+            self.entry["wall_s"] = round(time.time() - self.t0, 1)
+            return append_invocation(self.out, dict(self.entry))
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self._write()
+
+    def ran(self) -> None:
+        """One more run finished."""
+        with self._lock:
+            self.entry["trained"] += 1
+        self._write()
+
+    def close(self) -> list[dict[str, Any]]:
+        """Stop the heartbeat, write the final entry; returns every entry."""
+        self._stop.set()
+        return self._write()
 
 
 # ============================================================================ scheduling

@@ -267,7 +267,7 @@ def setup_text(res: StudyResults) -> str:
 
 
 def wall_text(res: StudyResults, total_train: float) -> str:
-    entries = [e for e in res.invocations if e.get("trained")]
+    entries = [e for e in res.invocations if e.get("planned", e.get("trained"))]  # it had runs to train
     text = f"Training time summed over runs: {total_train / 60:.1f} min; this invocation: {res.wall_s / 60:.1f} min"
     if entries:
         wall = sum(e["wall_s"] for e in entries)
