@@ -267,9 +267,9 @@ def test_an_invocation_keeps_its_wall_time_while_it_runs(tmp_path):
     after each run and on a heartbeat, in place rather than appended."""
     import time
 
-    from specreg.experiments.compare import Invocation
     from specreg.experiments.report import wall_text
     from specreg.experiments.results import StudyResults
+    from specreg.layout import Invocation
 
     old = {"started": "2026-01-01T00:00:00", "wall_s": 60.0, "trained": 3, "command": "earlier"}
     (tmp_path / "invocations.json").write_text(json.dumps([old]))

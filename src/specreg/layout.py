@@ -37,6 +37,8 @@ A study's output folder (``specreg compare --out DIR``)::
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -209,6 +211,43 @@ def append_invocation(out: str | os.PathLike, entry: dict[str, Any]) -> list[dic
     return entries
 
 
+class Invocation:
+    """This invocation's entry in ``invocations.json`` (start, wall seconds, runs planned and
+    trained), so that a study run in several sittings reports the wall time of all of them.
+    The entry is written when training starts, after each finished run and every ``every``
+    seconds, so a sitting that is killed (a session's end) keeps its wall time up to the
+    last minute instead of vanishing."""
+
+    def __init__(self, out: Path, command: str, t0: float, *, planned: int, every: float = 60.0) -> None:
+        self.out, self.t0, self._lock, self._stop = out, t0, threading.Lock(), threading.Event()
+        self.entry: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
+                                      "wall_s": 0.0, "planned": planned, "trained": 0, "command": command,
+                                      "pid": os.getpid()}
+        self._write()
+        if planned:
+            threading.Thread(target=self._beat, args=(every,), daemon=True).start()
+
+    def _write(self) -> list[dict[str, Any]]:
+        with self._lock:
+            self.entry["wall_s"] = round(time.time() - self.t0, 1)
+            return append_invocation(self.out, dict(self.entry))
+
+    def _beat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self._write()
+
+    def ran(self) -> None:
+        """One more run finished."""
+        with self._lock:
+            self.entry["trained"] += 1
+        self._write()
+
+    def close(self) -> list[dict[str, Any]]:
+        """Stop the heartbeat, write the final entry; returns every entry."""
+        self._stop.set()
+        return self._write()
+
+
 __all__ = [
     "BAND_WEIGHTS_FILE", "BAND_WEIGHTS_PLOT", "CHECKPOINT_DIR", "CHECKPOINT_MANIFEST", "CHECKPOINT_MODEL",
     "CHECKPOINT_OPTIMIZER", "CHECKPOINT_PAYLOAD", "CHECKPOINT_STATE", "CHECKPOINT_TENSORS", "CONFIG_FILE",
@@ -218,6 +257,6 @@ __all__ = [
     "PROBE_DIR", "PROBE_FILES", "PROBE_MAPS", "PROBE_PLOT", "PROBE_RECORD", "PROBE_SUMMARY", "REAL_CLIP_PREFIX",
     "REAL_DIR", "REPORT_FILE", "RESULTS_FILE", "RUNS_DIR", "RUN_RECORD", "SAMPLES_ARRAY", "SAMPLES_DIR",
     "SAMPLE_OUT_GRID", "SAMPLES_GRID", "SAMPLE_FILES", "SPECTRA_PLOT", "SPECTRA_RATIO_PLOT", "STUDY_FILE",
-    "TIMING_FILE", "RunRecord", "append_invocation", "pretrain_dir", "read_invocations", "read_run_record",
-    "run_dir", "with_sidecars", "write_run_record", "write_study",
+    "TIMING_FILE", "Invocation", "RunRecord", "append_invocation", "pretrain_dir", "read_invocations",
+    "read_run_record", "run_dir", "with_sidecars", "write_run_record", "write_study",
 ]

@@ -37,7 +37,6 @@ import contextlib
 import os
 import shlex
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -59,8 +58,8 @@ from specreg.layout import (
     REPORT_FILE,
     RESULTS_FILE,
     RUN_RECORD as DONE_FILE,  # a run's record, under its older name here
+    Invocation,
     RunRecord,
-    append_invocation,
     write_study,
 )
 from specreg.stopping import Stopped, handle_signals
@@ -175,43 +174,6 @@ def rerender(out_dir: str | Path) -> Path:
     if (out / PROBE_DIR / PROBE_SUMMARY).is_file():  # the error maps of the last compare
         _append_section(path, (out / PROBE_DIR / PROBE_CURVE_PLOT).is_file())
     return path
-
-
-class Invocation:
-    """This invocation's entry in ``invocations.json`` (start, wall seconds, runs planned and
-    trained), so that a study run in several sittings reports the wall time of all of them.
-    The entry is written when training starts, after each finished run and every ``every``
-    seconds, so a sitting that is killed (a session's end) keeps its wall time up to the
-    last minute instead of vanishing."""
-
-    def __init__(self, out: Path, command: str, t0: float, *, planned: int, every: float = 60.0) -> None:
-        self.out, self.t0, self._lock, self._stop = out, t0, threading.Lock(), threading.Event()
-        self.entry: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
-                                      "wall_s": 0.0, "planned": planned, "trained": 0, "command": command,
-                                      "pid": os.getpid()}
-        self._write()
-        if planned:
-            threading.Thread(target=self._beat, args=(every,), daemon=True).start()
-
-    def _write(self) -> list[dict[str, Any]]:
-        with self._lock:
-            self.entry["wall_s"] = round(time.time() - self.t0, 1)
-            return append_invocation(self.out, dict(self.entry))
-
-    def _beat(self, every: float) -> None:
-        while not self._stop.wait(every):
-            self._write()
-
-    def ran(self) -> None:
-        """One more run finished."""
-        with self._lock:
-            self.entry["trained"] += 1
-        self._write()
-
-    def close(self) -> list[dict[str, Any]]:
-        """Stop the heartbeat, write the final entry; returns every entry."""
-        self._stop.set()
-        return self._write()
 
 
 # ============================================================================ scheduling
