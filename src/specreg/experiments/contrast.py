@@ -133,7 +133,8 @@ def contrast(a: StudyResults, b: StudyResults, keys: list[str] | None = None) ->
     """Every row the two studies share (their baseline excepted) × every key both measured,
     then the signed shift of every signed key (``signed=True`` cells, families of their own)."""
     keys = keys or [k for k in b.columns if k in a.columns]
-    cells, shifts = [], []
+    cells: list[ContrastCell] = []
+    shifts: list[ContrastCell] = []
     for row in [r for r in b.rows if r in a.rows]:
         if not (b.rows[row].variant.get("baseline") or b.study.get("baseline")) or row == b.study.get("baseline"):
             continue
