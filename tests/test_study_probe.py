@@ -104,3 +104,10 @@ def test_probe_settings_do_not_rename_runs(tmp_path):
     a = plan_runs(load_study(_study(tmp_path), "tiny"), tmp_path / "o")
     b = plan_runs(load_study(_study(tmp_path, probe_items=0, probe_sigmas=8), "tiny"), tmp_path / "o")
     assert [s.key for s in a] == [s.key for s in b]
+
+
+def test_a_band_without_power_prints_a_dash_not_nan():
+    """Checkerboards have no power in the lowest band: w = 0 there and e/w is undefined."""
+    from specreg.experiments.study_probe import log_ratio_cell
+
+    assert [log_ratio_cell(v) for v in (float("nan"), 0.4615, -0.2)] == ["—", "+0.462", "-0.200"]

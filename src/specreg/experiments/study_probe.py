@@ -109,6 +109,11 @@ def curve_summary(records: list[dict[str, Any]], space: str = "model") -> tuple[
     return steps, np.asarray(rows)
 
 
+def log_ratio_cell(v: float) -> str:
+    """A table cell of log10(e/w): signed, or "—" where it is undefined (a band without power)."""
+    return f"{v:+.3f}" if np.isfinite(v) else "—"
+
+
 def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
     """Probe the study's runs and write ``probe/`` and the report's section (module doc)."""
     from specreg.experiments.plan import on_curve
@@ -179,10 +184,13 @@ def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
         steps, table = curve_summary(steps_records)
         edges = steps_records[0]["axes"]["band_edges"]
         lines += [f"## Along the training of {label}", "",
-                  "Training-weight-weighted mean log10(e/w) per band (negative: better than the Wiener filter).", "",
+                  "Training-weight-weighted mean log10(e/w) per band (negative: better than the Wiener filter; "
+                  "— where the data have no power in the band, so the Wiener error w is 0 and e/w is undefined).",
+                  "",
                   "| step | " + " | ".join(band_label(edges, b) for b in range(table.shape[1]))
                   + " |", "|---" * (table.shape[1] + 1) + "|"]
-        lines += [f"| {s} | " + " | ".join(f"{v:+.3f}" for v in row) + " |" for s, row in zip(steps, table)]
+        lines += [f"| {s} | " + " | ".join(map(log_ratio_cell, row)) + " |"
+                  for s, row in zip(steps, table, strict=True)]
         lines.append("")
     (folder / PROBE_SUMMARY).write_text("\n".join(lines))
     (folder / PROBE_MAPS).write_text(json.dumps({"maps": {k: str(first[k].run_dir / PROBE_DIR / PROBE_RECORD)
