@@ -199,7 +199,7 @@ def read_invocations(out: str | os.PathLike) -> list[dict[str, Any]]:
     return read_json(Path(out) / INVOCATIONS_FILE) or []
 
 
-def append_invocation(out: str | os.PathLike, entry: dict[str, Any]) -> list[dict[str, Any]]:
+def write_invocation(out: str | os.PathLike, entry: dict[str, Any]) -> list[dict[str, Any]]:
     """Write ``entry`` into ``invocations.json``: in place of the entry with the same
     ``started``, ``pid`` and ``command`` (one invocation keeps its entry current while it
     runs), else appended. Returns every entry now in it."""
@@ -218,7 +218,7 @@ class Invocation:
     seconds, so a sitting that is killed (a session's end) keeps its wall time up to the
     last minute instead of vanishing."""
 
-    def __init__(self, out: Path, command: str, t0: float, *, planned: int, every: float = 60.0) -> None:
+    def __init__(self, out: str | os.PathLike, command: str, t0: float, *, planned: int, every: float = 60.0) -> None:
         self.out, self.t0, self._lock, self._stop = out, t0, threading.Lock(), threading.Event()
         self.entry: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
                                       "wall_s": 0.0, "planned": planned, "trained": 0, "command": command,
@@ -230,7 +230,7 @@ class Invocation:
     def _write(self) -> list[dict[str, Any]]:
         with self._lock:
             self.entry["wall_s"] = round(time.time() - self.t0, 1)
-            return append_invocation(self.out, dict(self.entry))
+            return write_invocation(self.out, dict(self.entry))
 
     def _beat(self, every: float) -> None:
         while not self._stop.wait(every):
@@ -257,6 +257,6 @@ __all__ = [
     "PROBE_DIR", "PROBE_FILES", "PROBE_MAPS", "PROBE_PLOT", "PROBE_RECORD", "PROBE_SUMMARY", "REAL_CLIP_PREFIX",
     "REAL_DIR", "REPORT_FILE", "RESULTS_FILE", "RUNS_DIR", "RUN_RECORD", "SAMPLES_ARRAY", "SAMPLES_DIR",
     "SAMPLE_OUT_GRID", "SAMPLES_GRID", "SAMPLE_FILES", "SPECTRA_PLOT", "SPECTRA_RATIO_PLOT", "STUDY_FILE",
-    "TIMING_FILE", "Invocation", "RunRecord", "append_invocation", "pretrain_dir", "read_invocations",
+    "TIMING_FILE", "Invocation", "RunRecord", "write_invocation", "pretrain_dir", "read_invocations",
     "read_run_record", "run_dir", "with_sidecars", "write_run_record", "write_study",
 ]
