@@ -93,6 +93,30 @@ def test_a_checkpoint_off_the_curve_is_not_probed(study_run, tmp_path):
     assert steps == [2, 4]
 
 
+def test_probing_in_two_processes_writes_the_maps_of_one(study_run, tmp_path):
+    """``compare --jobs 2`` probes the variants and the curve checkpoints two at a time, in
+    spawned processes: the maps and the summary are those of probing one at a time."""
+    import shutil
+
+    from specreg.experiments.study_probe import probe_study
+
+    path, out = study_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    for old in copy.rglob("probe.json"):  # every map probed anew
+        old.unlink()
+    study = load_study(path, "tiny")
+    probe_study(study, plan_runs(study, copy), copy, jobs=2)
+    maps = sorted(p.relative_to(out) for p in out.rglob("probe.json"))
+    assert maps and maps == sorted(p.relative_to(copy) for p in copy.rglob("probe.json"))
+    assert any("curve" in str(p) for p in maps)
+    for rel in maps:
+        a, b = json.loads((out / rel).read_text()), json.loads((copy / rel).read_text())
+        for key in ("e", "w", "e_floor"):
+            np.testing.assert_allclose(b["spaces"]["model"][key], a["spaces"]["model"][key], rtol=1e-12, atol=0)
+    assert (copy / "probe" / "probe.md").read_text() == (out / "probe" / "probe.md").read_text()
+
+
 def test_rerender_keeps_one_section(study_run):
     _, out = study_run
     rerender(out)

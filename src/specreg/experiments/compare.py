@@ -137,7 +137,7 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     result.report = write_report(result.results, out)
     from specreg.experiments.study_probe import probe_study
 
-    probe_study(st, specs, out)  # the spectral error maps, appended to the report
+    probe_study(st, specs, out, jobs=jobs)  # the spectral error maps, appended to the report
     result.seconds = time.time() - t0
     return result
 

@@ -6,6 +6,7 @@ every variant (``specreg probe``'s :func:`~specreg.experiments.probe.probe_run`,
 ``<run>/probe/`` without a figure of its own, and reused while the run's step and the
 settings are unchanged) and every checkpoint kept along a curve (``evaluation.curve_every``:
 the baseline's first seed of a scratch study, the pretrained model of a fine-tuning study),
+``--jobs`` of them at once (spawned processes of one torch thread each, like the runs),
 then writes under the study's folder:
 
 * ``probe/probe.md``: per baseline, its e/w summary; per variant, the σ ranges per band where
@@ -47,27 +48,44 @@ SECTION = "## Spectral error maps"
 DIFF_FLOORS = 2.0
 
 
-def _probe(run_dir: Path, *, n_items: int, n_sigma: int, checkpoint: Path | None = None,
-           out: Path | None = None, sigmas: list[float] | None = None) -> dict[str, Any] | None:
-    from specreg.experiments.probe import probe_run
-    from specreg.files import step_of
+def _target(run_dir: Path, checkpoint: Path | None) -> Path | None:
     from specreg.train.checkpoint import list_checkpoints
 
-    ckpts = list_checkpoints(run_dir / CHECKPOINT_DIR)
-    if not ckpts:
+    ckpts = list_checkpoints(Path(run_dir) / CHECKPOINT_DIR)
+    return None if not ckpts else checkpoint if checkpoint is not None else ckpts[-1]
+
+
+def _cached(run_dir: Path, *, n_items: int, n_sigma: int, checkpoint: Path | None = None,
+            out: Path | None = None, sigmas: list[float] | None = None) -> dict[str, Any] | None:
+    """The map already written for these settings and the run's (or ``checkpoint``'s) step, if any."""
+    from specreg.files import step_of
+
+    target = _target(run_dir, checkpoint)
+    cached = (out if out is not None else Path(run_dir) / PROBE_DIR) / PROBE_RECORD
+    if target is None or not cached.is_file():
         return None
-    target = checkpoint if checkpoint is not None else ckpts[-1]
-    out = out if out is not None else run_dir / PROBE_DIR
-    cached = out / PROBE_RECORD
-    if cached.is_file():
-        record = json.loads(cached.read_text())
-        settings = record.get("settings", {})
-        same_grid = sigmas is None or record.get("axes", {}).get("sigma") == list(sigmas)
-        if record.get("step") == step_of(Path(target).name) and settings.get("n_items") == n_items \
-                and (settings.get("n_sigma") == n_sigma or sigmas is not None) and same_grid:
-            return record
-    return probe_run(run_dir, out, n_items=n_items, n_sigma=n_sigma, checkpoint=target, plot=False,
-                     sigmas=sigmas)
+    record = json.loads(cached.read_text())
+    settings = record.get("settings", {})
+    same_grid = sigmas is None or record.get("axes", {}).get("sigma") == list(sigmas)
+    if record.get("step") == step_of(Path(target).name) and settings.get("n_items") == n_items \
+            and (settings.get("n_sigma") == n_sigma or sigmas is not None) and same_grid:
+        return record
+    return None
+
+
+def _probe(run_dir: Path, *, n_items: int, n_sigma: int, checkpoint: Path | None = None,
+           out: Path | None = None, sigmas: list[float] | None = None) -> dict[str, Any] | None:
+    """The map of a run (None without a checkpoint): cached, or probed now."""
+    from specreg.experiments.probe import probe_run
+
+    if (record := _cached(run_dir, n_items=n_items, n_sigma=n_sigma, checkpoint=checkpoint, out=out,
+                          sigmas=sigmas)) is not None:
+        return record
+    target = _target(run_dir, checkpoint)
+    if target is None:
+        return None
+    return probe_run(run_dir, out if out is not None else Path(run_dir) / PROBE_DIR, n_items=n_items,
+                     n_sigma=n_sigma, checkpoint=target, plot=False, sigmas=sigmas)
 
 
 def _arr(record: dict[str, Any], key: str, space: str = "model") -> np.ndarray:
@@ -114,8 +132,32 @@ def log_ratio_cell(v: float) -> str:
     return f"{v:+.3f}" if np.isfinite(v) else "—"
 
 
-def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
-    """Probe the study's runs and write ``probe/`` and the report's section (module doc)."""
+def _probe_kw(kw: dict[str, Any]) -> dict[str, Any] | None:
+    return _probe(**kw)
+
+
+def _map(jobs: int, calls: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    """``_probe(**kw)`` for each of ``calls``, in order: up to ``jobs`` at once in spawned
+    processes of one torch thread each (as ``compare --jobs`` trains), cached maps read here."""
+    out = [_cached(**kw) for kw in calls]
+    todo = [i for i, r in enumerate(out) if r is None and _target(calls[i]["run_dir"], calls[i].get("checkpoint"))]
+    if jobs > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            for i, r in zip(todo, pool.map(_probe_kw, [calls[i] for i in todo]), strict=True):
+                out[i] = r
+    else:
+        for i in todo:
+            out[i] = _probe(**calls[i])
+    return out
+
+
+def probe_study(study: Any, specs: list[Any], out: str | Path, *, jobs: int = 1) -> Path | None:
+    """Probe the study's runs and write ``probe/`` and the report's section (module doc);
+    ``jobs`` probes at once (``compare --jobs``)."""
     from specreg.experiments.plan import on_curve
     from specreg.experiments.probe import band_label, summary_markdown
     from specreg.files import step_of
@@ -132,28 +174,33 @@ def probe_study(study: Any, specs: list[Any], out: str | Path) -> Path | None:
         if spec.protocol != "pretrain" and spec.variant not in first and spec.status != "diverged":
             first[spec.variant] = spec
     baselines = {v.name: v.baseline for v in study.variants}
-    records: dict[str, Any] = {}
-    # baselines first, on their own training range; each variant on its baseline's σ grid, cell by cell
-    for name in sorted(first, key=lambda k: baselines.get(k) is not None):
-        base = records.get(baselines.get(name) or "")
-        r = _probe(first[name].run_dir, n_items=n, n_sigma=ns, sigmas=None if base is None else base["axes"]["sigma"])
-        if r is not None:
-            records[name] = r
-    curves: dict[str, list[dict[str, Any]]] = {}
+    # baselines first, on their own training range; then each variant on its baseline's σ grid
+    # (cell by cell) and every curve checkpoint, which no longer depend on one another
+    own = [name for name in first if baselines.get(name) is None]
+    records = {k: r for k, r in zip(own, _map(jobs, [dict(run_dir=first[k].run_dir, n_items=n, n_sigma=ns)
+                                                     for k in own])) if r is not None}
+    tasks: list[tuple[str, str, dict[str, Any]]] = []  # (what, name, _probe's arguments)
+    for name in first:
+        if (base := baselines.get(name)) is not None:
+            grid = records[base]["axes"]["sigma"] if base in records else None
+            tasks.append(("map", name, dict(run_dir=first[name].run_dir, n_items=n, n_sigma=ns, sigmas=grid)))
     for spec in specs:
         if not spec.curve or (spec.protocol != "pretrain" and baselines.get(spec.variant) is not None):
             continue
-        kept = []
         total = int(spec.config["train"]["steps"])
         for ck in list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
-            if not on_curve(step_of(ck), ev.curve_every, total):  # e.g. one written when the run was stopped
-                continue
-            r = _probe(spec.run_dir, n_items=n, n_sigma=ns, checkpoint=ck,
-                       out=spec.run_dir / PROBE_DIR / PROBE_CURVE_DIR / ck.name)
-            if r is not None:
-                kept.append(r)
-        if kept:
-            curves[spec.label] = kept
+            if on_curve(step_of(ck), ev.curve_every, total):  # not e.g. one written when the run was stopped
+                tasks.append(("curve", spec.label, dict(run_dir=spec.run_dir, n_items=n, n_sigma=ns, checkpoint=ck,
+                                                        out=spec.run_dir / PROBE_DIR / PROBE_CURVE_DIR / ck.name)))
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for (what, name, _), r in zip(tasks, _map(jobs, [t[2] for t in tasks]), strict=True):
+        if r is None:
+            continue
+        if what == "map":
+            records[name] = r
+        else:
+            curves.setdefault(name, []).append(r)
+    records = {k: records[k] for k in first if k in records}  # the order of the study's rows
     if not records:
         return None
     folder = out / PROBE_DIR
