@@ -73,19 +73,14 @@ def _cached(run_dir: Path, *, n_items: int, n_sigma: int, checkpoint: Path | Non
     return None
 
 
-def _probe(run_dir: Path, *, n_items: int, n_sigma: int, checkpoint: Path | None = None,
-           out: Path | None = None, sigmas: list[float] | None = None) -> dict[str, Any] | None:
-    """The map of a run (None without a checkpoint): cached, or probed now."""
+def _fresh(kw: dict[str, Any]) -> dict[str, Any]:
+    """Probe a run (or ``kw["checkpoint"]``) now, whatever is cached; one call of :func:`_map`."""
     from specreg.experiments.probe import probe_run
 
-    if (record := _cached(run_dir, n_items=n_items, n_sigma=n_sigma, checkpoint=checkpoint, out=out,
-                          sigmas=sigmas)) is not None:
-        return record
-    target = _target(run_dir, checkpoint)
-    if target is None:
-        return None
-    return probe_run(run_dir, out if out is not None else Path(run_dir) / PROBE_DIR, n_items=n_items,
-                     n_sigma=n_sigma, checkpoint=target, plot=False, sigmas=sigmas)
+    run_dir, out = Path(kw["run_dir"]), kw.get("out")
+    return probe_run(run_dir, out if out is not None else run_dir / PROBE_DIR, n_items=kw["n_items"],
+                     n_sigma=kw["n_sigma"], checkpoint=_target(run_dir, kw.get("checkpoint")), plot=False,
+                     sigmas=kw.get("sigmas"))
 
 
 def _arr(record: dict[str, Any], key: str, space: str = "model") -> np.ndarray:
@@ -132,13 +127,10 @@ def log_ratio_cell(v: float) -> str:
     return f"{v:+.3f}" if np.isfinite(v) else "—"
 
 
-def _probe_kw(kw: dict[str, Any]) -> dict[str, Any] | None:
-    return _probe(**kw)
-
-
 def _map(jobs: int, calls: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-    """``_probe(**kw)`` for each of ``calls``, in order: up to ``jobs`` at once in spawned
-    processes of one torch thread each (as ``compare --jobs`` trains), cached maps read here."""
+    """The map for each of ``calls`` (None for a run without a checkpoint), in order: the cached
+    one where it matches, else probed, up to ``jobs`` at once in spawned processes of one
+    torch thread each (as ``compare --jobs`` trains)."""
     out = [_cached(**kw) for kw in calls]
     todo = [i for i, r in enumerate(out) if r is None and _target(calls[i]["run_dir"], calls[i].get("checkpoint"))]
     if jobs > 1 and len(todo) > 1:
@@ -147,11 +139,11 @@ def _map(jobs: int, calls: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
 
         with ProcessPoolExecutor(max_workers=min(jobs, len(todo)),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            for i, r in zip(todo, pool.map(_probe_kw, [calls[i] for i in todo]), strict=True):
+            for i, r in zip(todo, pool.map(_fresh, [calls[i] for i in todo]), strict=True):
                 out[i] = r
     else:
         for i in todo:
-            out[i] = _probe(**calls[i])
+            out[i] = _fresh(calls[i])
     return out
 
 
@@ -179,7 +171,7 @@ def probe_study(study: Any, specs: list[Any], out: str | Path, *, jobs: int = 1)
     own = [name for name in first if baselines.get(name) is None]
     records = {k: r for k, r in zip(own, _map(jobs, [dict(run_dir=first[k].run_dir, n_items=n, n_sigma=ns)
                                                      for k in own])) if r is not None}
-    tasks: list[tuple[str, str, dict[str, Any]]] = []  # (what, name, _probe's arguments)
+    tasks: list[tuple[str, str, dict[str, Any]]] = []  # (what, name, _cached's arguments)
     for name in first:
         if (base := baselines.get(name)) is not None:
             grid = records[base]["axes"]["sigma"] if base in records else None
