@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Copy a finished study's report into docs/results/<name>/: report.md, results.json, the
-# plots, the error maps (probe/), and what the report links: the real-data grid (or the first two reference clips)
-# and the first seed's sample grid (or first two clips) and learned band weights of every variant.
+# plots, the error maps (probe/ and the seed-0 map record of each row that probe/maps.json names;
+# the records along a training curve stay behind, probe.md tables them), and what the report
+# links: the real-data grid (or the first two reference clips) and the first seed's sample grid (or first two clips) and learned band weights of every variant.
 # Usage: bash scripts/publish_study.sh results/<name> [docs/results/<name>]
 set -euo pipefail
 src=${1:?usage: publish_study.sh results/<name> [docs/results/<name>]}
 dst=${2:-docs/results/$(basename "$src")}
 mkdir -p "$dst"
+dst=$(cd "$dst" && pwd)  # absolute: the copies below run inside "$src"
 cp "$src"/report.md "$src"/results.json "$dst"/
 for f in "$src"/*.png; do [ -e "$f" ] && cp "$f" "$dst"/; done
 if [ -d "$src/probe" ]; then  # the error maps the report links (probe.md, its figures, maps.json)
@@ -15,10 +17,14 @@ if [ -d "$src/probe" ]; then  # the error maps the report links (probe.md, its f
 fi
 ( cd "$src" && for d in real runs/*/seed0/eval; do
     [ -d "$d" ] || continue
-    mkdir -p "$OLDPWD/$dst/$d"
-    [ -e "$d/samples.png" ] && cp "$d/samples.png" "$OLDPWD/$dst/$d/"
-    { ls "$d" | grep "\.wav$" || true; } | sort | head -2 | while read -r w; do cp "$d/$w" "$OLDPWD/$dst/$d/"; done
+    mkdir -p "$dst/$d"
+    [ -e "$d/samples.png" ] && cp "$d/samples.png" "$dst/$d/"
+    { ls "$d" | grep "\.wav$" || true; } | sort | head -2 | while read -r w; do cp "$d/$w" "$dst/$d/"; done
   done
-  for f in runs/*/seed0/band_weights.png; do [ -e "$f" ] && cp "$f" "$OLDPWD/$dst/$f"; done
+  for f in runs/*/seed0/band_weights.png runs/*/seed0/probe/probe.json; do
+    [ -e "$f" ] || continue
+    mkdir -p "$dst/$(dirname "$f")"
+    cp "$f" "$dst/$f"
+  done
   true )
 du -sh "$dst"

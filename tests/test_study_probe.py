@@ -140,3 +140,29 @@ def test_a_band_without_power_prints_a_dash_not_nan():
     from specreg.experiments.study_probe import log_ratio_cell
 
     assert [log_ratio_cell(v) for v in (float("nan"), 0.4615, -0.2)] == ["—", "+0.462", "-0.200"]
+
+
+def test_the_maps_index_resolves_in_a_moved_and_in_a_published_copy(study_run, tmp_path):
+    """``probe/maps.json`` names each row's map relative to the study folder, and
+    ``scripts/publish_study.sh`` copies those maps: the index resolves in a moved copy of the
+    folder and in the published one, and names the same records as the original."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    _, out = study_run
+    index = json.loads((out / "probe" / "maps.json").read_text())
+    assert set(index["maps"]) == {"baseline", "low"} and index["baselines"]["low"] == "baseline"
+    assert index["curves"] == {"baseline/seed0": [2, 4]}
+    moved = tmp_path / "elsewhere" / "study"
+    shutil.copytree(out, moved)
+    published = tmp_path / "docs" / "tiny"
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(["bash", str(root / "scripts" / "publish_study.sh"), str(moved), str(published)],
+                   check=True, capture_output=True)
+    assert not (published / "runs" / "baseline" / "seed0" / "checkpoints").exists()
+    for name, rel in index["maps"].items():
+        assert not Path(rel).is_absolute() and rel == f"runs/{name}/seed0/probe/probe.json"
+        original = json.loads((out / rel).read_text())
+        for folder in (moved, published):
+            assert json.loads((folder / rel).read_text()) == original

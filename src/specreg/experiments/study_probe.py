@@ -27,6 +27,7 @@ differ, not a statistic over seeds.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -232,15 +233,25 @@ def probe_study(study: Any, specs: list[Any], out: str | Path, *, jobs: int = 1)
                   for s, row in zip(steps, table, strict=True)]
         lines.append("")
     (folder / PROBE_SUMMARY).write_text("\n".join(lines))
-    (folder / PROBE_MAPS).write_text(json.dumps({"maps": {k: str(first[k].run_dir / PROBE_DIR / PROBE_RECORD)
-                                                           for k in records}, "baselines": baselines,
-                                                  "curves": {k: [r["step"] for r in v] for k, v in curves.items()}},
-                                                 indent=1))
+    (folder / PROBE_MAPS).write_text(json.dumps(maps_index(out, first, records, baselines, curves), indent=1))
     _plot(records, baselines, folder / PROBE_PLOT)
     if curves:
         _plot_curves(curves, folder / PROBE_CURVE_PLOT)
     _append_section(out / REPORT_FILE, bool(curves))
     return folder / PROBE_SUMMARY
+
+
+def maps_index(out: Path, first: dict[str, Any], records: dict[str, Any], baselines: dict[str, str | None],
+               curves: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """``probe/maps.json``: each row's map record and each curve's steps, by paths relative to the
+    study folder ``out`` (``runs/<variant>/seed0/probe/probe.json``), so the index still resolves
+    in a copy of the folder such as a published one."""
+    def rel(path: Path) -> str:
+        return Path(os.path.relpath(path, out)).as_posix()
+
+    return {"maps": {k: rel(Path(first[k].run_dir) / PROBE_DIR / PROBE_RECORD) for k in records},
+            "baselines": baselines,
+            "curves": {k: [r["step"] for r in v] for k, v in curves.items()}}
 
 
 def _plot(records: dict[str, Any], baselines: dict[str, str | None], path: Path) -> None:
