@@ -892,3 +892,34 @@ def test_an_orphaned_worker_takes_no_further_run(monkeypatch):
     with pytest.raises(Exited):  # the next queued run is never started
         compare._execute_in_worker("b", None)
     assert started == ["a", "dies"]
+
+
+def test_a_fine_tuning_of_another_pretraining_is_not_resumed(tmp_path, capsys):
+    """A fine-tuning's folder is named by variant and seed only: a study run again into the
+    same --out with another pretraining (here another profile's pretraining steps; the
+    fine-tuning itself is unchanged) must not resume the earlier fine-tunings as its own.
+    It is refused in one line before anything trains, the dry run included; a copy of the
+    study folder elsewhere still resumes and finds its runs done."""
+    import shutil
+
+    study = tiny_study(protocol="finetune", finetune={"steps": 2, "overrides": []})
+    first = run_compare(study, tmp_path / "out", "tiny")
+    ft = next(s for s in first.runs if s.protocol == "finetune")
+    assert list_checkpoints(ft.run_dir / "checkpoints")
+    path = write_study(tmp_path / "s.yaml", study)
+    parser = argparse.ArgumentParser()
+    add_compare_parser(parser.add_subparsers())
+    args = parser.parse_args(["compare", str(path), "--out", str(tmp_path / "out"), "--profile", "small",
+                              "--dry-run"])
+    with pytest.raises(ValueError, match=r"holds a fine-tuning of another pretrained model .*use a new --out folder"):
+        args.func(args)
+    with pytest.raises(ValueError, match="another pretrained model"):
+        run_compare(study, tmp_path / "out", "small")
+    shutil.copytree(tmp_path / "out", tmp_path / "moved")
+    again = plan_runs(load_study(path, "tiny"), tmp_path / "moved")
+    assert {s.status for s in again} == {"done"}
+    from specreg.experiments.plan import status
+
+    for spec in (s for s in again if s.protocol == "finetune"):  # killed before its record: resumed
+        spec.recorded = None
+        assert status(spec) == "resume"

@@ -37,6 +37,7 @@ from typing import Any
 from specreg.experiments.study import Evaluation, Study
 from specreg.layout import (
     CHECKPOINT_DIR,
+    FINETUNE_FILE,
     PRETRAIN_DIR,
     RUN_RECORD,
     RUNS_DIR,
@@ -241,12 +242,39 @@ def check_measurable(study: Study, cfg: dict[str, Any]) -> None:
 
 
 def status(spec: RunSpec) -> str:
-    """``done`` (its record has the current key), ``resume`` (a checkpoint) or ``new``."""
+    """``done`` (its record has the current key), ``resume`` (a checkpoint) or ``new``.
+
+    A fine-tuning's folder is named by variant and seed only, so a study run again into the
+    same folder with another pretraining (another profile, say) would find the earlier
+    fine-tuning's checkpoints there and "resume" them, i.e. reuse a model fine-tuned from the
+    other pretrained model under the new key; that is refused (``ValueError``), as the
+    trainer refuses a checkpoint whose settings differ."""
     if spec.recorded is not None and spec.recorded.key == spec.key:
         return "done"
     from specreg.train.checkpoint import list_checkpoints
 
-    return "resume" if list_checkpoints(spec.run_dir / CHECKPOINT_DIR) else "new"
+    if not list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
+        return "new"
+    if (other := _other_pretraining(spec)) is not None:
+        raise ValueError(f"{spec.run_dir} holds a fine-tuning of another pretrained model ({other}); this study "
+                         f"fine-tunes {spec.pretrain_dir}: use a new --out folder (or remove that run folder)")
+    return "resume"
+
+
+def _other_pretraining(spec: RunSpec) -> str | None:
+    """The pretrained model a fine-tuning's folder started from (its ``finetune.json``), if
+    that is not ``spec``'s: another pretraining key or seed (compared by those two folder
+    names, so a study folder that was moved or copied still matches), or another step."""
+    from specreg.train.checkpoint import checkpoint_name
+
+    started = spec.run_dir / FINETUNE_FILE
+    if spec.protocol != "finetune" or spec.pretrain_dir is None or not started.is_file():
+        return None  # a run from before finetune.json was written: nothing to compare
+    recorded = Path(str(json.loads(started.read_text()).get("pretrained", "")))
+    ours = (spec.pretrain_dir.parent.name, spec.pretrain_dir.name)
+    same = (recorded.parent.parent.parent.name, recorded.parent.parent.name) == ours and \
+        (spec.pretrain_step is None or recorded.name == checkpoint_name(spec.pretrain_step))
+    return None if same else str(recorded)
 
 
 __all__ = ["RUNS_DIR", "RunSpec", "check_measurable", "check_pretrain_step", "data_kind", "evaluation_identity",
