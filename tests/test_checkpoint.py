@@ -228,3 +228,17 @@ def test_set_aside_hides_a_checkpoint_from_listing_and_pruning(tmp_path):
     _save(tmp_path, 3, model, opt, keep=2)
     assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["step-00000002", "step-00000003"]
     assert moved.is_dir()  # never pruned
+
+
+def test_keep_every_keeps_multiples_beyond_the_newest(tmp_path):
+    """prune_checkpoints(keep, keep_every): the newest ``keep`` and every step that is a
+    multiple of ``keep_every``; without keep_every only the newest (as before)."""
+    from specreg.train.checkpoint import prune_checkpoints
+
+    for keep_every, expected in ((3, ["step-00000003", "step-00000006", "step-00000007", "step-00000008"]),
+                                 (0, ["step-00000007", "step-00000008"])):
+        root = tmp_path / f"every{keep_every}"
+        for step in range(1, 9):
+            (root / f"step-{step:08d}").mkdir(parents=True)
+        prune_checkpoints(root, 2, keep_every)
+        assert sorted(p.name for p in root.iterdir()) == expected

@@ -923,3 +923,21 @@ def test_a_fine_tuning_of_another_pretraining_is_not_resumed(tmp_path, capsys):
     for spec in (s for s in again if s.protocol == "finetune"):  # killed before its record: resumed
         spec.recorded = None
         assert status(spec) == "resume"
+
+
+def test_a_curve_run_checkpoints_at_its_own_interval_and_keeps_the_curve_points(tmp_path):
+    """A run measured along training used to checkpoint only every evaluation.curve_every
+    steps, so a stopped run could lose more than train.checkpoint_every. It now writes a
+    checkpoint every gcd(checkpoint_every, curve_every) steps and keeps the curve's points
+    beyond train.keep_checkpoints; the curve is measured at those points only."""
+    study = tiny_study(overrides=[*TINY_OVERRIDES, "train.checkpoint_every=2", "train.keep_checkpoints=3"],
+                       evaluation={**tiny_study()["evaluation"], "curve_every": 3, "curve_samples": 4},
+                       variants=[{"name": "baseline"}], profiles={"tiny": {"overrides": ["train.steps=7"]}})
+    result = run_compare(study, tmp_path / "out", "tiny")
+    spec = next(s for s in result.runs if s.variant == "baseline")
+    kept = [p.name for p in list_checkpoints(spec.run_dir / "checkpoints")]
+    # gcd(2, 3) = 1: a checkpoint every step; kept: the newest three (5, 6, 7) and the multiples
+    # of 3 (before: checkpoints at 3, 6 and the last step only)
+    assert kept == ["step-00000003", "step-00000005", "step-00000006", "step-00000007"]
+    curve = json.loads((spec.run_dir / "curve.json").read_text())
+    assert [p["step"] for p in curve] == [3, 6, 7]

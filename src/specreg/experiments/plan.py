@@ -50,7 +50,7 @@ from specreg.layout import (
 # Train settings that do not change what is learned: excluded from a run's identity, so
 # e.g. --jobs 2 (no progress bar, one thread) finds the runs of an earlier --jobs 1.
 _VOLATILE_TRAIN_KEYS = ("progress_bar", "threads", "tensorboard", "num_workers", "log_every", "sample_every",
-                        "checkpoint_every", "keep_checkpoints")
+                        "checkpoint_every", "keep_checkpoints", "keep_every")
 _MISSING = object()
 
 

@@ -15,6 +15,7 @@ like a run, cached by its settings) and a grid of real items (or WAV clips).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
@@ -111,14 +112,18 @@ def sample(spec: RunSpec, ev: Evaluation, real: Any, n: int,
 
 
 def _train_with_curve(spec: RunSpec, ev: Evaluation, real: Any) -> tuple[float, int]:
-    """Train keeping a checkpoint every ``ev.curve_every`` steps, then measure
+    """Train keeping the checkpoint of every ``ev.curve_every`` steps, then measure
     ``ev.curve_samples`` samples of each (``curve.json``, reused when the run resumes).
-    Only the checkpoint cadence changes, so the weights are those of the plain run."""
+    Checkpoints are written every gcd(``train.checkpoint_every``, ``curve_every``) steps, so
+    a stopped run loses no more than its own checkpoint interval, and the curve's points are
+    kept beyond ``train.keep_checkpoints`` (``train.keep_every``). Only the checkpoint
+    cadence changes, so the weights are those of the plain run."""
     from specreg.train.checkpoint import list_checkpoints
 
     total = spec.config["train"]["steps"]
-    raw = {**spec.config, "train": {**spec.config["train"], "checkpoint_every": ev.curve_every,
-                                    "keep_checkpoints": total // ev.curve_every + 2}}
+    every = math.gcd(int(spec.config["train"]["checkpoint_every"]), int(ev.curve_every))
+    raw = {**spec.config, "train": {**spec.config["train"], "checkpoint_every": every,
+                                    "keep_every": ev.curve_every}}
     seconds, trained = _train(replace(spec, config=raw))
     path = spec.run_dir / CURVE_FILE
     points = read_json(path) or []

@@ -238,8 +238,10 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
     keep: int = 2,
     timesteps: Mapping[str, torch.Tensor] | None = None,
+    keep_every: int = 0,
 ) -> Path:
-    """Write a checkpoint for ``step`` atomically under ``root``; keep the newest ``keep``.
+    """Write a checkpoint for ``step`` atomically under ``root``; keep the newest ``keep``
+    and, with ``keep_every`` > 0, every one whose step is a multiple of it.
 
     ``model``, ``ema`` are state dicts; ``optimizer`` is ``optimizer.state_dict()``;
     ``config`` the resolved config as a mapping; ``regularizer`` the regularizer's state
@@ -283,7 +285,7 @@ def save_checkpoint(
         _discard(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    prune_checkpoints(root, keep)
+    prune_checkpoints(root, keep, keep_every)
     _pause("after", step)
     return final
 
@@ -302,10 +304,13 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def prune_checkpoints(root: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints and any stale temporary entries."""
+def prune_checkpoints(root: str | Path, keep: int, keep_every: int = 0) -> None:
+    """Delete all but the newest ``keep`` checkpoints (and, with ``keep_every`` > 0, those
+    whose step is a multiple of it) and any stale temporary entries."""
     root = Path(root)
     for p in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        if keep_every > 0 and (step := step_of(p.name)) is not None and step % keep_every == 0:
+            continue
         _discard(p)
     for p in root.iterdir():
         if p.name.startswith((".tmp-", ".del-")):

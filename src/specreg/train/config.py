@@ -178,6 +178,8 @@ class TrainConfig:
     sample_every: int = field(default=0, metadata=_help("steps between sample grids (0: never)"))
     checkpoint_every: int = field(default=500, metadata=_help("steps between checkpoints (and one at the end)"))
     keep_checkpoints: int = field(default=2, metadata=_help("checkpoints kept on disk (oldest removed)"))
+    keep_every: int = field(default=0, metadata=_help("also keep each checkpoint whose step is a multiple of this, "
+                                                     "beyond keep_checkpoints (0: none), e.g. a curve's points"))
     num_workers: int = field(default=0, metadata=_help("data-loader worker processes"))
     threads: int = field(default=0, metadata=_help(
         "CPU threads for torch while training (0: one thread without a GPU, faster per core and "
@@ -245,6 +247,7 @@ def _check_ranges(cfg: Config) -> None:
         if not (value > 0 and math.isfinite(value)):  # also refuses nan and .inf
             raise ValueError(f"{key}={value!r} is not accepted; expected a finite number > 0")
     non_negative = {"train.warmup_steps": cfg.train.warmup_steps, "train.sample_every": cfg.train.sample_every,
+                    "train.keep_every": cfg.train.keep_every,
                     "train.num_workers": cfg.train.num_workers, "train.threads": cfg.train.threads,
                     "train.weight_decay": cfg.train.weight_decay, "model.num_classes": cfg.model.num_classes}
     for key, value in non_negative.items():

@@ -386,6 +386,7 @@ class Trainer:
                 data={"samples_seen": seen, "epoch": seen // n_items, "index_in_epoch": seen % n_items,
                       "dataset_len": n_items},
                 keep=t.keep_checkpoints,
+                keep_every=t.keep_every,
                 timesteps=_sampler_state(run.formulation),
             )
             if isinstance(run.regularizer, TrainingExtras):
