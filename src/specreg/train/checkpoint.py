@@ -238,17 +238,14 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
     keep: int = 2,
     timesteps: Mapping[str, torch.Tensor] | None = None,
-    keep_every: int = 0,
+    keep_every: int = 0,  # with keep: see prune_checkpoints
 ) -> Path:
-    """Write a checkpoint for ``step`` atomically under ``root``; keep the newest ``keep``
-    and, with ``keep_every`` > 0, every one whose step is a multiple of it.
+    """Write a checkpoint for ``step`` atomically under ``root``, then prune; returns it.
 
     ``model``, ``ema`` are state dicts; ``optimizer`` is ``optimizer.state_dict()``;
     ``config`` the resolved config as a mapping; ``regularizer`` the regularizer's state
     dict (buffers such as AutoLambda's EMAs); ``data`` the data-loader position;
-    ``timesteps`` the noise-level sampler's state (the adaptive sampler's running losses).
-    Returns the committed directory.
-    """
+    ``timesteps`` the noise-level sampler's state (the adaptive sampler's running losses)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
@@ -305,13 +302,12 @@ def _remove(path: Path) -> None:
 
 
 def prune_checkpoints(root: str | Path, keep: int, keep_every: int = 0) -> None:
-    """Delete all but the newest ``keep`` checkpoints (and, with ``keep_every`` > 0, those
-    whose step is a multiple of it) and any stale temporary entries."""
+    """Delete stale temporary entries and all checkpoints but the newest ``keep`` and those
+    whose step is a multiple of ``keep_every`` (> 0)."""
     root = Path(root)
     for p in list_checkpoints(root)[:-keep] if keep > 0 else []:
-        if keep_every > 0 and (step := step_of(p.name)) is not None and step % keep_every == 0:
-            continue
-        _discard(p)
+        if not (keep_every > 0 and (step_of(p.name) or 0) % keep_every == 0):
+            _discard(p)
     for p in root.iterdir():
         if p.name.startswith((".tmp-", ".del-")):
             _remove(p)
