@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Copy a finished study's report into docs/results/<name>/: report.md, results.json, the
-# plots, the error maps (probe/ and the seed-0 map record of each row that probe/maps.json names;
-# the records along a training curve stay behind, probe.md tables them), and what the report
-# links: the real-data grid (or the first two reference clips) and the first seed's sample grid (or first two clips) and learned band weights of every variant.
+# plots, the error maps (probe/ and the seed-0 map record of each row that probe/maps.json
+# names; the records along a training curve stay behind, probe.md tables them), and what
+# the report links: the real-data grid (or the first two reference clips) and the first
+# seed's sample grid (or first two clips) and learned band weights of every variant.
 # Usage: bash scripts/publish_study.sh results/<name> [docs/results/<name>]
 set -euo pipefail
 src=${1:?usage: publish_study.sh results/<name> [docs/results/<name>]}
