@@ -153,3 +153,32 @@ def test_plateau_verdicts_against_twice_the_curve_floor():
     assert got[("coarse", "domain_fd")]["verdict"] == "flat"
     lines = plateau_table(res)
     assert sum("**still improving**" in line for line in lines) == 3 and len(lines) == 2 + len(got)
+
+
+def test_the_strict_rule_holds_the_last_quarter_to_the_floor_itself():
+    """A pretraining's stricter rule: flat by the 20 % verdict *and* the gain over the last 25 %
+    (at least one interval) within f itself: a flat 20 % verdict in LSD can hide a gain beyond f
+    in the last quarter (the 64×64 texture pretraining of 12 000 steps had such a high band)."""
+    from specreg.experiments.report import plateau_table
+
+    steps = list(range(2000, 20001, 2000))
+    # 20 %: 16 000 → 20 000 gains 0.002; 25 %: 14 000 (the last point ≤ 15 000) → gains 0.007
+    lsd = [0.2, 0.15, 0.1, 0.08, 0.06, 0.05, 0.036, 0.031, 0.030, 0.029]
+    fd = [300.0, 250.0, 200.0, 160.0, 130.0, 110.0, 92.0, 91.8, 91.6, 91.5]  # both windows within bounds
+    pts = [{"step": s, "metrics": {"lsd": a, "domain_fd": b}} for s, a, b in zip(steps, lsd, fd)]
+    res = StudyResults(study={"evaluation": {}}, columns=["lsd", "domain_fd"], rows={},
+                       floor={"curve_metrics": {"lsd": 0.0068, "domain_fd": 22.5}},
+                       curves=[{"run": "_pretrain/k/seed0", "variant": "_pretrain", "seed": 0, "points": pts}])
+    got = {e["key"]: e for e in res.plateaus()}
+    assert got["lsd"]["from_step"] == 16000 and got["lsd"]["verdict"] == "flat"
+    assert got["lsd"]["strict_from_step"] == 14000 and got["lsd"]["strict_gain"] == pytest.approx(0.007)
+    assert got["lsd"]["strict"] is False  # 0.007 > 0.0068
+    assert got["domain_fd"]["strict_gain"] == pytest.approx(0.5) and got["domain_fd"]["strict"] is True
+    # an improving verdict is never strict, whatever the quarter gained
+    rising = [{"step": s, "metrics": {"lsd": v, "domain_fd": 1.0}} for s, v in zip(steps, [0.2 - 0.01 * i for i in range(10)])]
+    res.curves = [{"run": "r", "variant": "r", "seed": 0, "points": rising}]
+    e = next(e for e in res.plateaus() if e["key"] == "lsd")
+    assert e["verdict"] == "improving" and e["strict"] is False
+    res.curves = [{"run": "_pretrain/k/seed0", "variant": "_pretrain", "seed": 0, "points": pts}]
+    table = "\n".join(plateau_table(res))
+    assert "from 14000: 0.007 > 0.0068" in table and "from 14000: 0.5 ≤ 22" in table

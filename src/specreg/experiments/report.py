@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from specreg.experiments.results import PLATEAU_TAIL, StudyResults
+from specreg.experiments.results import PLATEAU_STRICT_TAIL, PLATEAU_TAIL, StudyResults
 from specreg.experiments.stats import FDR_Q, Stat
 from specreg.layout import (
     FULL_REPORT,
@@ -163,11 +163,15 @@ def plateau_table(res: StudyResults) -> list[str]:
     if not entries:
         return []
     verdict = {"flat": "stopped improving", "improving": "**still improving**", "worsening": "worsening"}
-    lines = [row(["run", "metric", "steps", "start → end", "gain", "2 × floor", "verdict"]), "|---" * 7 + "|"]
+    lines = [row(["run", "metric", "steps", "start → end", "gain", "2 × floor", "verdict",
+                  f"last {PLATEAU_STRICT_TAIL:.0%}: gain vs floor"]), "|---" * 8 + "|"]
     for e in entries:
+        strict = ("n/a" if e["strict_gain"] is None else
+                  f"from {e['strict_from_step']}: {fmt(e['strict_gain'], 2)} "
+                  f"{'≤' if e['strict_gain'] <= e['floor'] else '>'} {fmt(e['floor'], 2)}")
         lines.append(row([e["run"], e["key"], f"{e['from_step']} → {e['to_step']}",
                           f"{fmt(e['start'])} → {fmt(e['end'])}", fmt(e["gain"], 2), fmt(e["bound"], 2),
-                          verdict[e["verdict"]]]))
+                          verdict[e["verdict"]], strict]))
     return lines
 
 
@@ -379,7 +383,9 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         *([f"Has each run stopped improving? The gain of each metric over the last {PLATEAU_TAIL:.0%} of its "
            "steps (at least one curve interval; positive: better), against twice the curve's noise floor, for "
            "the distances whose floor is positive (a KID or a bias has no such noise scale): \"stopped "
-           "improving\" when the gain is within it.",
+           "improving\" when the gain is within it. The last column holds a pretraining to a stricter rule: the "
+           f"gain over the last {PLATEAU_STRICT_TAIL:.0%} of its steps (at least one interval) within the floor "
+           "itself, once.",
            nl.join(flat)] if flat else []),
         *(["## Steps to reach the baseline",
            "For variants measured along training on several seeds: the first measured step at which a seed is at "

@@ -77,6 +77,7 @@ def _adjust(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 PLATEAU_TAIL = 0.2  # StudyResults.plateaus: the share of a run's steps whose gain decides "flat"
+PLATEAU_STRICT_TAIL = 0.25  # ... and the share whose gain must stay within the floor itself ("strict")
 
 
 @dataclass
@@ -282,16 +283,24 @@ class StudyResults:
                             "reached": len(reached), "seeds": len(by_seed)})
         return out
 
-    def plateaus(self, tail: float = PLATEAU_TAIL) -> list[dict[str, Any]]:
+    def plateaus(self, tail: float = PLATEAU_TAIL, strict_tail: float = PLATEAU_STRICT_TAIL) -> list[dict[str, Any]]:
         """Has each measured run stopped improving? Per curve and distance key whose
         real-vs-real floor f at the curve's sample size is positive (FD, LSD: a biased
         estimator's level, the scale of its sampling noise; an unbiased KID or a signed bias
         has none): the gain Δ = v(start) − v(last) over the last ``tail`` of the run's steps
         (at least one curve interval), against 2f. ``verdict``: "improving" if Δ > 2f,
         "worsening" if Δ < −2f, else "flat"; a run is long enough for a key when it is not
-        "improving"."""
+        "improving". The stricter rule a pretraining is held to adds the gain Δ_q over the last
+        ``strict_tail`` of the steps against f itself: ``strict`` is true when the verdict is not
+        "improving" and Δ_q ≤ f."""
         from specreg.metrics.floor import FACTOR
         from specreg.metrics.registry import find_key
+
+        def start_of(pts: list[dict[str, Any]], share: float) -> dict[str, Any]:
+            last = pts[-1]
+            window = max(last["step"] - pts[-2]["step"], share * last["step"])
+            return max((p for p in pts[:-1] if p["step"] <= last["step"] - window),
+                       key=lambda p: p["step"], default=pts[0])
 
         floors = self.floor.get("curve_metrics") or {}
         out = []
@@ -299,19 +308,19 @@ class StudyResults:
             pts = c["points"]
             if len(pts) < 2:
                 continue
-            last = pts[-1]
-            window = max(last["step"] - pts[-2]["step"], tail * last["step"])
-            start = max((p for p in pts[:-1] if p["step"] <= last["step"] - window),
-                        key=lambda p: p["step"], default=pts[0])
+            last, start, q_start = pts[-1], start_of(pts, tail), start_of(pts, strict_tail)
             for key in self.columns:
                 spec, f = find_key(key), floors.get(key)
-                a, b = start["metrics"].get(key), last["metrics"].get(key)
+                a, b, q = start["metrics"].get(key), last["metrics"].get(key), q_start["metrics"].get(key)
                 if spec is None or not spec.distance or f is None or not f > 0 or a is None or b is None:
                     continue
                 gain, bound = spec.score(a) - spec.score(b), FACTOR * float(f)
                 verdict = "improving" if gain > bound else "worsening" if gain < -bound else "flat"
+                q_gain = None if q is None else spec.score(q) - spec.score(b)
                 out.append({"run": c["run"], "key": key, "from_step": start["step"], "to_step": last["step"],
-                            "start": a, "end": b, "gain": gain, "bound": bound, "verdict": verdict})
+                            "start": a, "end": b, "gain": gain, "bound": bound, "verdict": verdict,
+                            "strict_from_step": q_start["step"], "strict_gain": q_gain, "floor": float(f),
+                            "strict": verdict != "improving" and q_gain is not None and q_gain <= float(f)})
         return out
 
 
@@ -401,5 +410,5 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
         device=device_text(), platform=platform.platform(), wall_s=wall_s)
 
 
-__all__ = ["INVOCATIONS_FILE", "PLATEAU_TAIL", "RESULTS_FILE", "Row", "StudyResults", "collect", "device_text",
-           "versions"]
+__all__ = ["INVOCATIONS_FILE", "PLATEAU_STRICT_TAIL", "PLATEAU_TAIL", "RESULTS_FILE", "Row", "StudyResults", "collect",
+           "device_text", "versions"]
