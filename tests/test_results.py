@@ -175,7 +175,7 @@ def test_the_strict_rule_holds_the_last_quarter_to_the_floor_itself():
     assert got["lsd"]["strict"] is False  # 0.007 > 0.0068
     assert got["domain_fd"]["strict_gain"] == pytest.approx(0.5) and got["domain_fd"]["strict"] is True
     # an improving verdict is never strict, whatever the quarter gained
-    rising = [{"step": s, "metrics": {"lsd": v, "domain_fd": 1.0}} for s, v in zip(steps, [0.2 - 0.01 * i for i in range(10)])]
+    rising = [{"step": s, "metrics": {"lsd": 0.2 - 0.01 * i, "domain_fd": 1.0}} for i, s in enumerate(steps)]
     res.curves = [{"run": "r", "variant": "r", "seed": 0, "points": rising}]
     e = next(e for e in res.plateaus() if e["key"] == "lsd")
     assert e["verdict"] == "improving" and e["strict"] is False
