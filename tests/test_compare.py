@@ -941,3 +941,50 @@ def test_a_curve_run_checkpoints_at_its_own_interval_and_keeps_the_curve_points(
     assert kept == ["step-00000003", "step-00000005", "step-00000006", "step-00000007"]
     curve = json.loads((spec.run_dir / "curve.json").read_text())
     assert [p["step"] for p in curve] == [3, 6, 7]
+
+
+def test_require_plateau_stops_before_fine_tuning_from_a_pretraining_still_improving(tmp_path, monkeypatch):
+    """--require-plateau: the fine-tunings start only when every pretraining's curve meets the
+    strict rule (20 % verdict within 2f, last 25 % within f) in each tabulated distance;
+    otherwise the study stops in one line naming the run, the metric and its gains."""
+    import specreg.experiments.compare as compare
+
+    steps = [2, 4, 6, 8]
+    study = tiny_study(protocol="finetune", finetune={"steps": 2},
+                       evaluation={**tiny_study()["evaluation"], "curve_every": 2, "curve_samples": 4})
+    monkeypatch.setattr(compare, "measure_floor", lambda *a, **k: {"curve_metrics": {"lsd": 0.01, "lsd_high": 0.01}})
+
+    class FineTuning(Exception):
+        pass
+
+    def run(high: list[float]) -> list[str]:
+        ran: list[str] = []
+
+        def fake_execute(spec, ev, **_):
+            ran.append(spec.protocol if spec.protocol == "pretrain" else spec.variant)
+            if spec.protocol != "pretrain":
+                raise FineTuning
+            record = fake_record(spec)
+            curve = [{"step": s, "metrics": {"lsd": 0.05, "lsd_high": h}} for s, h in zip(steps, high)]
+            spec.recorded = RunRecord.from_dict({**record.to_dict(), "curve": curve})
+            return spec.recorded
+
+        monkeypatch.setattr(compare, "execute", fake_execute)
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        with pytest.raises((FineTuning, ValueError)) as caught:
+            run_compare(study, out, "tiny", require_plateau=True)
+        return [*ran, str(caught.value)]
+
+    # the high band gains 0.015 over the last 25 % (6 → 8, also the 20 % window): within 2f, beyond f
+    got = run([0.2, 0.1, 0.035, 0.02])
+    assert got[0] == "pretrain" and len(got) == 2
+    assert got[1].startswith("--require-plateau: not fine-tuning; _pretrain/") and "lsd_high gained 0.015" in got[1]
+    assert "\n" not in got[1] and " lsd " not in got[1]  # LSD is flat: only the high band is named
+    # within f: the fine-tunings start
+    assert run([0.2, 0.1, 0.025, 0.02])[:2] == ["pretrain", "baseline"]
+    # a study without a curve cannot be held to it, before anything trains
+    refused = r"require_plateau \(--require-plateau\) is not accepted for 'tiny' \(evaluation.curve_every=0"
+    with pytest.raises(ValueError, match=refused):
+        run_compare(tiny_study(protocol="finetune", finetune={"steps": 2}), tmp_path / "none", "tiny",
+                    require_plateau=True)
+    assert "--require-plateau" in compare.compare_command("s.yaml", "out", "small", require_plateau=True)

@@ -164,6 +164,10 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
                         "study (B) and in the study whose output folder is OTHER_DIR (A), paired by seed within each, "
                         "and Δ_B − Δ_A with Welch's half-width (e.g. --out results/resolution_textures_64 --contrast "
                         "results/resolution_textures_32)")
+    p.add_argument("--require-plateau", action="store_true",
+                   help="protocol finetune with evaluation.curve_every: stop before fine-tuning if a pretrained "
+                        "model's curve has not stopped improving (the report's 20%% verdict, and the gain over "
+                        "its last 25%% within the curve's noise floor)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="train N runs at once in separate processes with one torch thread each (one GPU each on a "
                         "machine with GPUs); a run alone (a pretraining) gets N threads (default 1)")
@@ -197,7 +201,8 @@ def run_compare_cli(args: argparse.Namespace) -> int:
     except ValueError as err:  # name the flag, not the field
         raise ValueError(str(err).replace("time_min=", "--slurm-time=").replace("cpus=", "--slurm-cpus=")
                          .replace("gpus=", "--slurm-gpus=")) from None
-    result = run_compare(args.study, args.out, args.profile, dry_run=args.dry_run, jobs=args.jobs, cluster=cluster)
+    result = run_compare(args.study, args.out, args.profile, dry_run=args.dry_run, jobs=args.jobs, cluster=cluster,
+                         require_plateau=args.require_plateau)
     if args.dry_run:
         print(format_plan(result))
         return 0

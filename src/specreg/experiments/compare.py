@@ -23,12 +23,18 @@ and rewrites the report. A run that diverged is recorded as such and not retried
 directory is locked while it trains, so two invocations never write the same run. Runs
 train seed by seed (every variant at the first seed, then at the next), so a study
 stopped part-way already compares every variant; its report marks the missing seeds.
+With ``require_plateau`` (``--require-plateau``) no fine-tuning starts from a pretrained
+model whose curve has not stopped improving by the strict rule
+(:meth:`StudyResults.plateaus`); the study stops there, naming the metric and its gain.
 
 ``jobs`` > 1 runs that many trainings at once, each in its own process with one torch
 thread (on a 2-core machine, two one-thread runs beat one two-thread run). Without a GPU
 a run in the main process (``jobs`` = 1, or a phase with one run, such as a lone
 pretraining) uses ``jobs`` threads, the cores it was granted: with more threads than free
 cores, a step was up to 50× slower.
+
+(Over 400 lines: the phases, their workers and signals, and the plan's listing are one
+schedule.)
 """
 
 from __future__ import annotations
@@ -78,20 +84,22 @@ class CompareResult:
 
 
 def compare_command(study: str | Path | Mapping[str, Any], out_dir: str | Path, profile: str, jobs: int = 1,
-                    dry_run: bool = False) -> str:
+                    dry_run: bool = False, require_plateau: bool = False) -> str:
     """The command line that (re)runs this comparison."""
     src = "<study mapping>" if isinstance(study, Mapping) else str(study)
     parts = ["specreg", "compare", src, "--out", str(out_dir), "--profile", profile]
     if jobs != 1:
         parts += ["--jobs", str(jobs)]
+    if require_plateau:
+        parts.append("--require-plateau")
     if dry_run:
         parts.append("--dry-run")
     return shlex.join(parts)
 
 
 def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, profile: str = "small",
-                dry_run: bool = False, *, jobs: int = 1, log: Any = None, cluster: ClusterOptions | None = None
-                ) -> CompareResult:
+                dry_run: bool = False, *, jobs: int = 1, log: Any = None, cluster: ClusterOptions | None = None,
+                require_plateau: bool = False) -> CompareResult:
     """Run every (variant, seed) of ``study`` under ``profile`` into ``out_dir`` and write
     ``out_dir/report.md`` (see the module docstring). ``dry_run`` only plans and lists.
 
@@ -99,6 +107,7 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     thread each, one GPU each when the machine has GPUs (worker k uses GPU k mod count).
     ``cluster`` submits the runs as jobs instead (:mod:`specreg.experiments.cluster`:
     Slurm, or local jobs). ``log`` is a file for progress lines (default stderr).
+    ``require_plateau``: stop before fine-tuning from a pretraining still improving (module doc).
     """
     from specreg.experiments.report import write_report
 
@@ -109,8 +118,13 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     st = load_study(study, profile)
     out = Path(out_dir)
     specs = plan_runs(st, out)
+    if require_plateau and not (st.evaluation.curve_every > 0 and any(s.protocol == "pretrain" for s in specs)):
+        raise ValueError(f"require_plateau (--require-plateau) is not accepted for {st.name!r} (evaluation.curve_every="
+                         f"{st.evaluation.curve_every}, pretrainings: {sum(s.protocol == 'pretrain' for s in specs)}); "
+                         "it needs a pretraining measured along training: protocol finetune and "
+                         "evaluation.curve_every > 0")
     result = CompareResult(st, out, specs)
-    command = compare_command(study, out_dir, profile, jobs)
+    command = compare_command(study, out_dir, profile, jobs, require_plateau=require_plateau)
     if dry_run:
         return result
     out.mkdir(parents=True, exist_ok=True)
@@ -122,6 +136,8 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     invocation = Invocation(out, command, t0, planned=len(pre) + len(todo))
     try:
         for phase in (pre, todo):  # fine-tuning needs its pretrained model
+            if phase is todo and todo and require_plateau:
+                _check_plateaus(st, specs, out)
             runner = _run_all(phase, st.evaluation, jobs, log) if cluster is None or cluster.executor == "process" \
                 else run_jobs(phase, st.evaluation, cluster, out, log)
             for spec, record in runner:
@@ -140,6 +156,22 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
     probe_study(st, specs, out, jobs=jobs)  # the spectral error maps, appended to the report
     result.seconds = time.time() - t0
     return result
+
+
+def _check_plateaus(st: Study, specs: list[RunSpec], out: Path) -> None:
+    """Raise (one line) if a pretraining's curve fails the strict rule of
+    :meth:`StudyResults.plateaus` in any tabulated distance."""
+    pre = [s for s in specs if s.protocol == "pretrain"]
+    floor = measure_floor(st.evaluation, out, next(s for s in specs if s.protocol != "pretrain").config)
+    curves = [{"run": s.label, "variant": s.variant, "seed": s.seed, "points": s.recorded.curve or []}
+              for s in pre if s.recorded is not None]
+    res = StudyResults(study={}, columns=list(st.column_keys()), rows={}, floor=floor, curves=curves)
+    failed = [e for e in res.plateaus() if not e["strict"]]
+    if failed:
+        raise ValueError("--require-plateau: not fine-tuning; " + "; ".join(
+            f"{e['run']} {e['key']} gained {e['gain']:.3g} over steps {e['from_step']}–{e['to_step']} (2 × floor "
+            f"{e['bound']:.3g}) and {e['strict_gain']:.3g} from step {e['strict_from_step']} (floor {e['floor']:.3g})"
+            for e in failed) + ": pretrain longer (a profile with more train.steps) or run without --require-plateau")
 
 
 def rerender(out_dir: str | Path) -> Path:
