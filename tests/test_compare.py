@@ -957,7 +957,7 @@ def test_require_plateau_stops_before_fine_tuning_from_a_pretraining_still_impro
     class FineTuning(Exception):
         pass
 
-    def run(high: list[float]) -> list[str]:
+    def run(high: list[float], at: list[int] = steps) -> list[str]:
         ran: list[str] = []
 
         def fake_execute(spec, ev, **_):
@@ -965,7 +965,7 @@ def test_require_plateau_stops_before_fine_tuning_from_a_pretraining_still_impro
             if spec.protocol != "pretrain":
                 raise FineTuning
             record = fake_record(spec)
-            curve = [{"step": s, "metrics": {"lsd": 0.05, "lsd_high": h}} for s, h in zip(steps, high)]
+            curve = [{"step": s, "metrics": {"lsd": 0.05, "lsd_high": h}} for s, h in zip(at, high)]
             spec.recorded = RunRecord.from_dict({**record.to_dict(), "curve": curve})
             return spec.recorded
 
@@ -982,6 +982,8 @@ def test_require_plateau_stops_before_fine_tuning_from_a_pretraining_still_impro
     assert "\n" not in got[1] and " lsd " not in got[1]  # LSD is flat: only the high band is named
     # within f: the fine-tunings start
     assert run([0.2, 0.1, 0.025, 0.02])[:2] == ["pretrain", "baseline"]
+    # one point cannot show a plateau
+    assert "seed0 has 1 curve point(s), too few to tell" in run([0.02], at=[8])[1]
     # a study without a curve cannot be held to it, before anything trains
     refused = r"require_plateau \(--require-plateau\) is not accepted for 'tiny' \(evaluation.curve_every=0"
     with pytest.raises(ValueError, match=refused):

@@ -160,18 +160,20 @@ def run_compare(study: str | Path | Mapping[str, Any], out_dir: str | Path, prof
 
 def _check_plateaus(st: Study, specs: list[RunSpec], out: Path) -> None:
     """Raise (one line) if a pretraining's curve fails the strict rule of
-    :meth:`StudyResults.plateaus` in any tabulated distance."""
+    :meth:`StudyResults.plateaus` in any tabulated distance, or has too few points to tell."""
     pre = [s for s in specs if s.protocol == "pretrain"]
     floor = measure_floor(st.evaluation, out, next(s for s in specs if s.protocol != "pretrain").config)
-    curves = [{"run": s.label, "variant": s.variant, "seed": s.seed, "points": s.recorded.curve or []}
-              for s in pre if s.recorded is not None]
+    curves: list[dict[str, Any]] = [{"run": s.label, "variant": s.variant, "seed": s.seed,
+                                     "points": s.recorded.curve or []} for s in pre if s.recorded is not None]
     res = StudyResults(study={}, columns=list(st.column_keys()), rows={}, floor=floor, curves=curves)
-    failed = [e for e in res.plateaus() if not e["strict"]]
+    failed = [f"{c['run']} has {len(c['points'])} curve point(s), too few to tell" for c in curves
+              if len(c["points"]) < 2]
+    failed += [f"{e['run']} {e['key']} gained {e['gain']:.3g} over steps {e['from_step']}–{e['to_step']} (2 × floor "
+               f"{e['bound']:.3g}) and {'n/a' if e['strict_gain'] is None else format(e['strict_gain'], '.3g')} "
+               f"from step {e['strict_from_step']} (floor {e['floor']:.3g})" for e in res.plateaus() if not e["strict"]]
     if failed:
-        raise ValueError("--require-plateau: not fine-tuning; " + "; ".join(
-            f"{e['run']} {e['key']} gained {e['gain']:.3g} over steps {e['from_step']}–{e['to_step']} (2 × floor "
-            f"{e['bound']:.3g}) and {e['strict_gain']:.3g} from step {e['strict_from_step']} (floor {e['floor']:.3g})"
-            for e in failed) + ": pretrain longer (a profile with more train.steps) or run without --require-plateau")
+        raise ValueError("--require-plateau: not fine-tuning; " + "; ".join(failed) +
+                         ": pretrain longer (a profile with more train.steps) or run without --require-plateau")
 
 
 def rerender(out_dir: str | Path) -> Path:
