@@ -182,3 +182,43 @@ def test_the_strict_rule_holds_the_last_quarter_to_the_floor_itself():
     res.curves = [{"run": "_pretrain/k/seed0", "variant": "_pretrain", "seed": 0, "points": pts}]
     table = "\n".join(plateau_table(res))
     assert "from 14000: 0.007 > 0.0068" in table and "from 14000: 0.5 ≤ 22" in table
+
+
+def test_the_trend_reading_judges_the_last_40_percent_by_the_points_own_scatter():
+    """A curve that swings from checkpoint to checkpoint by more than the floor (the 64×64
+    texture pretraining's high band of 20 000 steps) is "unresolved", not flat, however a
+    single start point falls; a steady fall is "improving"; a curve whose fitted change and
+    interval sit within ± f is "flat", even a resolved fall smaller than f; fewer than three
+    points in the window give no reading."""
+    import numpy as np
+
+    from specreg.experiments.report import plateau_table
+
+    steps = list(range(2000, 20001, 2000))
+    swinging = [0.0381, 0.0173, 0.0089, 0.0157, 0.0106, 0.0244, 0.0151, 0.0234, 0.0067, 0.0108]
+    falling = [0.2, 0.15, 0.1, 0.08, 0.06, 0.05, 0.045, 0.04, 0.035, 0.03]
+    settled = [0.2, 0.15, 0.1, 0.08, 0.06, 0.0301, 0.0299, 0.0300, 0.0302, 0.0299]
+    slow = [160.0, 117.0, 101.0, 96.0, 91.5, 90.0, 89.5, 89.0, 88.5, 88.0]  # falls 2.0 from 12 000, floor 22.5
+    pts = [{"step": s, "metrics": {"lsd_high": a, "lsd": b, "domain_fd": c, "fid": d}}
+           for s, a, b, c, d in zip(steps, swinging, falling, settled, slow)]
+    res = StudyResults(study={"evaluation": {}}, columns=["lsd_high", "lsd", "domain_fd", "fid"], rows={},
+                       floor={"curve_metrics": {"lsd_high": 0.0036, "lsd": 0.0068, "domain_fd": 0.003,
+                                                "fid": 22.5}},
+                       curves=[{"run": "_pretrain/k/seed0", "variant": "_pretrain", "seed": 0, "points": pts}])
+    got = {e["key"]: e for e in res.plateaus()}
+    assert all(e["trend_from_step"] == 12000 and e["trend_n"] == 5 for e in got.values())
+    high = got["lsd_high"]
+    fit = np.polyfit(steps[5:], swinging[5:], 1)
+    assert high["trend_gain"] == pytest.approx(-fit[0] * 8000)  # positive: better
+    assert high["trend"] == "unresolved" and high["trend_half_width"] > high["floor"]
+    assert got["lsd"]["trend"] == "improving" and got["lsd"]["trend_gain"] == pytest.approx(0.02)
+    assert got["domain_fd"]["trend"] == "flat"
+    assert abs(got["domain_fd"]["trend_gain"]) + got["domain_fd"]["trend_half_width"] <= 0.003
+    assert got["fid"]["trend_gain"] == pytest.approx(2.0) and got["fid"]["trend_p"] < 1e-6
+    assert got["fid"]["trend"] == "flat"  # resolved, but 2.0 over 8 000 steps is within the floor
+    table = "\n".join(plateau_table(res))
+    assert "from 12000, 5 points: 0.02 ±" in table
+    assert "| unresolved |" in table and "| **improving** |" in table and "| flat |" in table
+    res.curves[0]["points"] = pts[:2]  # one interval: a window of two points
+    assert {e["trend"] for e in res.plateaus()} == {None}
+    assert "n/a (< 3 points)" in "\n".join(plateau_table(res))

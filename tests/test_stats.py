@@ -3,6 +3,8 @@ scipy, and the marking rule on synthetic cells with known effects."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -100,3 +102,27 @@ def test_practical_floor_by_kind_of_key():
     assert practical_floor("lsd_high_bias", -0.004, 0.011) == (0.011, "real-vs-real spread")
     assert practical_floor("lsd_high_bias", -0.004) == (0.004, "|real vs real|")  # an old study: one draw
     assert practical_floor("pesq", 3.0) == (0.0, "none")  # paired, no real-vs-real value
+
+
+def test_trend_matches_numpy_polyfit_and_student_t():
+    """The fitted change b·S, its 95 % half-width from the residual scatter and p, against an
+    independent least-squares fit (numpy's polyfit, covariance scaled by the residuals over
+    n − 2) and Student's t from scipy."""
+    from scipy.stats import t as student
+
+    from specreg.experiments.stats import trend
+
+    steps = [12000, 14000, 16000, 18000, 20000]
+    values = [0.0106, 0.0244, 0.0151, 0.0234, 0.0067]
+    (b, _), cov = np.polyfit(steps, values, 1, cov=True)
+    se, span = math.sqrt(cov[0, 0]), 8000
+    got = trend(steps, values)
+    assert got.n == 5 and got.change == pytest.approx(b * span, rel=1e-9)
+    assert got.half_width == pytest.approx(student.ppf(0.975, 3) * se * span, rel=1e-6)
+    assert got.p == pytest.approx(2 * student.sf(abs(b / se), 3), rel=1e-6)
+    exact = trend([0, 1, 2, 3], [1.0, 0.5, 0.0, -0.5])  # no scatter: the slope is certain
+    assert exact.change == pytest.approx(-1.5) and exact.half_width == pytest.approx(0, abs=1e-12)
+    assert exact.p < 1e-9
+    assert trend([0, 1], [1.0, 0.0]) is None  # two points leave no scatter to judge by
+    with pytest.raises(ValueError, match="steps and values: 3 against 2 points"):
+        trend([0, 1, 2], [1.0, 0.0])

@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from specreg.experiments.results import PLATEAU_STRICT_TAIL, PLATEAU_TAIL, StudyResults
+from specreg.experiments.results import PLATEAU_STRICT_TAIL, PLATEAU_TAIL, PLATEAU_TREND_TAIL, StudyResults
 from specreg.experiments.stats import FDR_Q, Stat
 from specreg.layout import (
     FULL_REPORT,
@@ -164,14 +164,19 @@ def plateau_table(res: StudyResults) -> list[str]:
         return []
     verdict = {"flat": "stopped improving", "improving": "**still improving**", "worsening": "worsening"}
     lines = [row(["run", "metric", "steps", "start → end", "gain", "2 × floor", "verdict",
-                  f"last {PLATEAU_STRICT_TAIL:.0%}: gain vs floor"]), "|---" * 8 + "|"]
+                  f"last {PLATEAU_STRICT_TAIL:.0%}: gain vs floor", f"last {PLATEAU_TREND_TAIL:.0%}: trend gain (p)",
+                  "trend"]), "|---" * 10 + "|"]
     for e in entries:
         strict = ("n/a" if e["strict_gain"] is None else
                   f"from {e['strict_from_step']}: {fmt(e['strict_gain'], 2)} "
                   f"{'≤' if e['strict_gain'] <= e['floor'] else '>'} {fmt(e['floor'], 2)}")
+        trend = ("n/a (< 3 points)" if e.get("trend") is None else
+                 f"from {e['trend_from_step']}, {e['trend_n']} points: {fmt(e['trend_gain'], 2)} ± "
+                 f"{fmt(e['trend_half_width'], 2)} (p {fmt(e['trend_p'], 2)})")
+        reading = "n/a" if e.get("trend") is None else "**improving**" if e["trend"] == "improving" else e["trend"]
         lines.append(row([e["run"], e["key"], f"{e['from_step']} → {e['to_step']}",
                           f"{fmt(e['start'])} → {fmt(e['end'])}", fmt(e["gain"], 2), fmt(e["bound"], 2),
-                          verdict[e["verdict"]], strict]))
+                          verdict[e["verdict"]], strict, trend, reading]))
     return lines
 
 
@@ -385,7 +390,11 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
            "the distances whose floor is positive (a KID or a bias has no such noise scale): \"stopped "
            "improving\" when the gain is within it. The last column holds a pretraining to a stricter rule: the "
            f"gain over the last {PLATEAU_STRICT_TAIL:.0%} of its steps (at least one interval) within the floor "
-           "itself, once.",
+           "itself, once. Single points can scatter from checkpoint to checkpoint by more than the floor, so the "
+           f"last two columns fit a least-squares line through every point of the last {PLATEAU_TREND_TAIL:.0%} of "
+           "the steps (at least three): its gain over that window with a 95 % interval from the points' own "
+           "scatter, read as \"flat\" when the whole interval lies within ± the floor, else \"improving\" (or "
+           "\"worsening\") when it excludes 0, else \"unresolved\" (the curve cannot tell).",
            nl.join(flat)] if flat else []),
         *(["## Steps to reach the baseline",
            "For variants measured along training on several seeds: the first measured step at which a seed is at "

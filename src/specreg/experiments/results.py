@@ -78,6 +78,7 @@ def _adjust(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 PLATEAU_TAIL = 0.2  # StudyResults.plateaus: the share of a run's steps whose gain decides "flat"
 PLATEAU_STRICT_TAIL = 0.25  # ... and the share whose gain must stay within the floor itself ("strict")
+PLATEAU_TREND_TAIL = 0.4  # ... and the share whose least-squares trend is judged against the points' scatter
 
 
 @dataclass
@@ -283,7 +284,8 @@ class StudyResults:
                             "reached": len(reached), "seeds": len(by_seed)})
         return out
 
-    def plateaus(self, tail: float = PLATEAU_TAIL, strict_tail: float = PLATEAU_STRICT_TAIL) -> list[dict[str, Any]]:
+    def plateaus(self, tail: float = PLATEAU_TAIL, strict_tail: float = PLATEAU_STRICT_TAIL,
+                 trend_tail: float = PLATEAU_TREND_TAIL) -> list[dict[str, Any]]:
         """Has each measured run stopped improving? Per curve and distance key whose
         real-vs-real floor f at the curve's sample size is positive (FD, LSD: a biased
         estimator's level, the scale of its sampling noise; an unbiased KID or a signed bias
@@ -292,7 +294,16 @@ class StudyResults:
         "worsening" if Δ < −2f, else "flat"; a run is long enough for a key when it is not
         "improving". The stricter rule a pretraining is held to adds the gain Δ_q over the last
         ``strict_tail`` of the steps against f itself: ``strict`` is true when the verdict is not
-        "improving" and Δ_q ≤ f."""
+        "improving" and Δ_q ≤ f.
+
+        Both compare single points, whose checkpoint-to-checkpoint scatter can exceed f. The
+        trend reading fits a line through every point of the last ``trend_tail`` of the steps
+        (:func:`~specreg.experiments.stats.trend`, at least three points): the fitted gain
+        G ± h (95 %) over that window, judged by the points' own scatter. ``trend``: "flat" if
+        |G| + h ≤ f (the whole interval within the floor, even where it excludes 0), else
+        "improving" if G − h > 0, "worsening" if G + h < 0, else "unresolved" (the curve
+        cannot tell); None with fewer than three points."""
+        from specreg.experiments.stats import trend
         from specreg.metrics.floor import FACTOR
         from specreg.metrics.registry import find_key
 
@@ -317,10 +328,21 @@ class StudyResults:
                 gain, bound = spec.score(a) - spec.score(b), FACTOR * float(f)
                 verdict = "improving" if gain > bound else "worsening" if gain < -bound else "flat"
                 q_gain = None if q is None else spec.score(q) - spec.score(b)
+                window = [p for p in pts if p["step"] >= last["step"] * (1 - trend_tail)
+                          and p["metrics"].get(key) is not None]
+                fit = trend([p["step"] for p in window], [-spec.score(p["metrics"][key]) for p in window])
+                reading = None if fit is None else (
+                    "flat" if abs(fit.change) + fit.half_width <= float(f) else
+                    "improving" if fit.change - fit.half_width > 0 else
+                    "worsening" if fit.change + fit.half_width < 0 else "unresolved")
                 out.append({"run": c["run"], "key": key, "from_step": start["step"], "to_step": last["step"],
                             "start": a, "end": b, "gain": gain, "bound": bound, "verdict": verdict,
                             "strict_from_step": q_start["step"], "strict_gain": q_gain, "floor": float(f),
-                            "strict": verdict != "improving" and q_gain is not None and q_gain <= float(f)})
+                            "strict": verdict != "improving" and q_gain is not None and q_gain <= float(f),
+                            "trend_from_step": window[0]["step"] if window else None,
+                            "trend_gain": None if fit is None else fit.change,
+                            "trend_half_width": None if fit is None else fit.half_width,
+                            "trend_p": None if fit is None else fit.p, "trend_n": len(window), "trend": reading})
         return out
 
 
@@ -410,5 +432,5 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
         device=device_text(), platform=platform.platform(), wall_s=wall_s)
 
 
-__all__ = ["INVOCATIONS_FILE", "PLATEAU_STRICT_TAIL", "PLATEAU_TAIL", "RESULTS_FILE", "Row", "StudyResults", "collect",
-           "device_text", "versions"]
+__all__ = ["INVOCATIONS_FILE", "PLATEAU_STRICT_TAIL", "PLATEAU_TAIL", "PLATEAU_TREND_TAIL", "RESULTS_FILE", "Row",
+           "StudyResults", "collect", "device_text", "versions"]

@@ -120,6 +120,35 @@ def difference(a: Stat, b: Stat) -> Difference:
     return Difference(diff, t975(df) * se, p_from_t(diff / se, df), min(a.n, b.n), False)
 
 
+@dataclass(frozen=True)
+class Trend:
+    """The least-squares line v = a + b·s through a curve's points (s: step, v: value) over
+    a window of span S = s_last − s_first: ``change`` = b·S, the fitted change of v over the
+    window, with its 95 % ``half_width`` t₀.₉₇₅(n−2)·se(b)·S and the two-sided ``p`` of
+    b = 0 from t = b / se(b) with n − 2 degrees of freedom (scipy's ``linregress``); the
+    residual scatter of the points, not a sampling floor, sets se(b)."""
+
+    change: float
+    half_width: float
+    p: float
+    n: int
+
+
+def trend(steps: Sequence[float], values: Sequence[float]) -> Trend | None:
+    """The :class:`Trend` of ``values`` along ``steps``; None for fewer than three points
+    (no scatter to judge a slope by)."""
+    if len(steps) != len(values):
+        raise ValueError(f"steps and values: {len(steps)} against {len(values)} points; one value per step")
+    if len(steps) < 3:
+        return None
+    from scipy.stats import linregress
+
+    fit = linregress(list(map(float, steps)), list(map(float, values)))
+    span, n = float(max(steps) - min(steps)), len(steps)
+    p = float(fit.pvalue) if math.isfinite(fit.pvalue) else (1.0 if fit.slope == 0 else 0.0)
+    return Trend(float(fit.slope) * span, t975(n - 2) * float(fit.stderr) * span, p, n)
+
+
 def bh_adjust(p: Sequence[float]) -> list[float]:
     """Benjamini–Hochberg adjusted p-values of one family (scipy's
     ``false_discovery_control``): a cell survives FDR control at q when its value ≤ q."""
@@ -161,5 +190,5 @@ def marked(p_adj: float | None, diff: float, floor: float, q: float = FDR_Q) -> 
     return p_adj is not None and math.isfinite(diff) and p_adj <= q and abs(diff) > floor
 
 
-__all__ = ["FDR_Q", "Difference", "Stat", "bh_adjust", "difference", "marked", "mean_std", "p_from_t",
-           "practical_floor", "t975"]
+__all__ = ["FDR_Q", "Difference", "Stat", "Trend", "bh_adjust", "difference", "marked", "mean_std", "p_from_t",
+           "practical_floor", "t975", "trend"]
