@@ -943,6 +943,36 @@ def test_a_curve_run_checkpoints_at_its_own_interval_and_keeps_the_curve_points(
     assert [p["step"] for p in curve] == [3, 6, 7]
 
 
+def test_a_curve_point_is_measured_when_its_checkpoint_is_written(tmp_path, monkeypatch):
+    """A long pretraining's curve used to be measured only after its last step, so a run
+    stopped part-way had no curve to read. Each point is now measured as soon as its
+    checkpoint exists (the newest checkpoint on disk is the point's own), records its
+    seconds, and those seconds are not counted as training time."""
+    import specreg.experiments.runner as runner
+
+    seen: list[tuple[int, int]] = []
+    real_sample = runner.sample
+
+    def spy(spec, ev, real, n, checkpoint=None):
+        if checkpoint is not None:  # a curve point, not the final samples
+            newest = list_checkpoints(spec.run_dir / "checkpoints")[-1]
+            seen.append((int(checkpoint.name.split("-")[1]), int(newest.name.split("-")[1])))
+        return real_sample(spec, ev, real, n, checkpoint=checkpoint)
+
+    monkeypatch.setattr(runner, "sample", spy)
+    study = tiny_study(evaluation={**tiny_study()["evaluation"], "curve_every": 2, "curve_samples": 4},
+                       variants=[{"name": "baseline"}], profiles={"tiny": {"overrides": ["train.steps=5"]}})
+    result = run_compare(study, tmp_path / "out", "tiny")
+    spec = result.runs[0]
+    curve = json.loads((spec.run_dir / "curve.json").read_text())
+    assert [p["step"] for p in curve] == [2, 4, 5]
+    assert all(p["inline"] and p["seconds"] > 0 for p in curve)
+    assert seen == [(2, 2), (4, 4), (5, 5)]  # each measured before training went on
+    logged = [json.loads(line) for line in (spec.run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_s = json.loads((spec.run_dir / DONE_FILE).read_text())["timing"]["train_s"]
+    assert train_s < max(r["time"] for r in logged if "time" in r) + 1e-9  # the trainer's clock, less measuring
+
+
 def test_require_plateau_stops_before_fine_tuning_from_a_pretraining_still_improving(tmp_path, monkeypatch):
     """--require-plateau: the fine-tunings start only when every pretraining's curve meets the
     strict rule (20 % verdict within 2f, last 25 % within f) in each tabulated distance;

@@ -44,8 +44,9 @@ from specreg.layout import (
 )
 
 
-def _train(spec: RunSpec) -> tuple[float, int]:
-    """Train (or resume) one run; returns (training seconds of all its sittings, its steps)."""
+def _train(spec: RunSpec, on_checkpoint: Any = None) -> tuple[float, int]:
+    """Train (or resume) one run; returns (training seconds of all its sittings, its steps).
+    ``on_checkpoint(run_dir, step)`` runs after each checkpoint, after the band-weight figure."""
     from specreg.metrics.plots import redraw_band_weights
     from specreg.train.config import config_from_dict
     from specreg.train.trainer import Trainer
@@ -58,7 +59,12 @@ def _train(spec: RunSpec) -> tuple[float, int]:
         # when the run resumes, the trainer replaces them with its own checkpoint's
         net = pretrained_net(cfg, weights)
         write_json(spec.run_dir / FINETUNE_FILE, {"pretrained": str(path), "weights": "ema"})
-    result = Trainer(cfg, spec.run_dir, net=net, on_checkpoint=redraw_band_weights).fit()
+    def after_checkpoint(run_dir: Path, step: int) -> None:
+        redraw_band_weights(run_dir, step)
+        if on_checkpoint is not None:
+            on_checkpoint(run_dir, step)
+
+    result = Trainer(cfg, spec.run_dir, net=net, on_checkpoint=after_checkpoint).fit()
     return result.total_seconds, result.step
 
 
@@ -112,35 +118,57 @@ def sample(spec: RunSpec, ev: Evaluation, real: Any, n: int,
 
 
 def _train_with_curve(spec: RunSpec, ev: Evaluation, real: Any) -> tuple[float, int]:
-    """Train keeping the checkpoint of every ``ev.curve_every`` steps, then measure
-    ``ev.curve_samples`` samples of each (``curve.json``, reused when the run resumes).
-    Checkpoints are written every gcd(``train.checkpoint_every``, ``curve_every``) steps, so
-    a stopped run loses no more than its own checkpoint interval, and the curve's points are
-    kept beyond ``train.keep_checkpoints`` (``train.keep_every``). Only the checkpoint
-    cadence changes, so the weights are those of the plain run."""
+    """Train keeping the checkpoint of every ``ev.curve_every`` steps and measure
+    ``ev.curve_samples`` samples of each as soon as it is written (``curve.json``, reused
+    when the run resumes; a resumed run first measures the kept checkpoints it lacks), so a
+    long run's curve can be read, and a stopped run keeps it, while it trains. Checkpoints
+    are written every gcd(``train.checkpoint_every``, ``curve_every``) steps, so a stopped
+    run loses no more than its own checkpoint interval, and the curve's points are kept
+    beyond ``train.keep_checkpoints`` (``train.keep_every``).
+    Only the checkpoint cadence changes, and a measurement leaves the global random state as
+    it found it, so the weights are those of the plain run. Returns the training seconds
+    without the time spent measuring (each point records its ``seconds``; ``inline`` when
+    measured inside the trainer's clock)."""
+    import torch
+
     from specreg.train.checkpoint import list_checkpoints
 
     total = spec.config["train"]["steps"]
     every = math.gcd(int(spec.config["train"]["checkpoint_every"]), int(ev.curve_every))
     raw = {**spec.config, "train": {**spec.config["train"], "checkpoint_every": every,
                                     "keep_every": ev.curve_every}}
-    seconds, trained = _train(replace(spec, config=raw))
     path = spec.run_dir / CURVE_FILE
-    points = read_json(path) or []
-    have = {p["step"] for p in points}
     kind, rate = data_kind(spec.config)
     n = min(ev.curve_samples, ev.n_samples)
     # paired audio metrics: the reference rows that go with the first n samples' log-mels
     reference = real.reference[:n] if kind == "audio" else real.reference
-    for ckpt in list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
+
+    def measure_point(ckpt: Path, inline: bool) -> None:
+        points = read_json(path) or []
         step = step_of(ckpt)
-        if not on_curve(step, ev.curve_every, total) or step in have:
-            continue
-        x, _, _ = sample(spec, ev, real, n, checkpoint=ckpt)
+        if not on_curve(step, ev.curve_every, total) or step in {p["step"] for p in points}:
+            return
+        t0 = time.time()
+        with torch.random.fork_rng(devices=[]):  # building the sampling model draws initial weights
+            x, _, _ = sample(spec, ev, real, n, checkpoint=ckpt)
         m = measure(x, real, ev, kind=kind, sample_rate=rate, reference=reference)["metrics"]
-        points.append({"step": step, "metrics": m})
+        points.append({"step": step, "metrics": m, "seconds": round(time.time() - t0, 3), "inline": inline})
         write_json(path, sorted(points, key=lambda p: p["step"]))
-    return seconds, trained
+
+    def on_checkpoint(run_dir: Path, step: int) -> None:
+        ckpt = next((c for c in list_checkpoints(run_dir / CHECKPOINT_DIR) if step_of(c) == step), None)
+        if ckpt is not None:
+            measure_point(ckpt, inline=True)
+
+    def measure_kept() -> None:  # points whose checkpoints a sitting that measured afterwards left behind
+        for ckpt in list_checkpoints(spec.run_dir / CHECKPOINT_DIR):
+            measure_point(ckpt, inline=False)
+
+    measure_kept()
+    seconds, trained = _train(replace(spec, config=raw), on_checkpoint)
+    measure_kept()
+    measuring = sum(p.get("seconds", 0.0) for p in read_json(path) or [] if p.get("inline"))
+    return seconds - measuring, trained
 
 
 @contextlib.contextmanager
