@@ -6,8 +6,8 @@ number comes from the results object, so a report can be re-rendered from a
 ``results.json`` (``specreg compare --report-only``); :mod:`.report_marks` brings the
 marks of a report whose results.json predates labels, curves and set-up up to date.
 :func:`render_template` fills a study's own short report (``specreg demo``: the template
-beside its study file) with the same tables. (Over 400 lines: one renderer per report
-section, kept together so a report's layout reads in one place.)
+beside its study file) with the same tables. The training-curve section is
+:mod:`.report_curves`; table cells are formatted by :mod:`.report_table`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from specreg.experiments.results import PLATEAU_STRICT_TAIL, PLATEAU_TAIL, PLATEAU_TREND_TAIL, StudyResults
+from specreg.experiments.report_curves import curve_table, curves_section, plateau_table, reach_table
+from specreg.experiments.report_table import fmt, is_paired, row
+from specreg.experiments.results import StudyResults
 from specreg.experiments.stats import FDR_Q, Stat
 from specreg.layout import (
     FULL_REPORT,
@@ -43,29 +45,9 @@ RESULTS_TEXT = (
     "two seeds (a seed fixes the data order, the noise and the sampling noise of every variant; Student t of "
     "the per-seed differences), otherwise Welch's. With a single seed nothing is tested. Without †, this study "
     "does not resolve the difference.")
-def fmt(v: float | None, digits: int = 4) -> str:
-    """A number for a table: ``digits`` significant digits, scientific outside [1e-3, 1e5)."""
-    if v is None or not math.isfinite(v):
-        return "—"
-    if v == 0:
-        return "0"
-    return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.{max(1, digits - 2)}e}"
-
-
-def row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-
 def _direction(key: str) -> str:
     spec = find_key(key)
     return spec.direction if spec is not None else ""
-
-
-def _paired(key: str) -> bool:
-    from specreg.metrics.registry import metric_of
-
-    m = metric_of(key)
-    return m is not None and m.paired
 
 
 def results_table(res: StudyResults) -> list[str]:
@@ -91,11 +73,11 @@ def results_table(res: StudyResults) -> list[str]:
         lines.append(row(cells))
     ev = res.study.get("evaluation", {})
     floor = [f"real vs real: noise floor ({ev.get('n_samples')} vs {ev.get('n_reference')})", "", ""]
-    floor += ["n/a (paired)" if _paired(k) else fmt(res.floor_value(k)) for k in cols]
+    floor += ["n/a (paired)" if is_paired(k) else fmt(res.floor_value(k)) for k in cols]
     lines.append(row(floor))
     if res.floor.get("ceiling"):  # a latent model: what decoding alone costs
         lines.append(row(["autoencoder reconstructions of real (the latent model's ceiling)", "", "",
-                          *["n/a (paired)" if _paired(k) else fmt(res.floor["ceiling"].get(k)) for k in cols]]))
+                          *["n/a (paired)" if is_paired(k) else fmt(res.floor["ceiling"].get(k)) for k in cols]]))
     lines.append(row(["seed spread: median std over variants", "", "", *[fmt(res.median_spread(k), 2) for k in cols]]))
     return lines
 
@@ -141,57 +123,6 @@ def mark_counts(res: StudyResults) -> dict[str, int]:
     cells = [c for c in res.cells() if c["p"] is not None]
     return {"tested": len(cells), "p<0.05": sum(c["p"] < 0.05 for c in cells),
             "bh": sum(c["p_adj"] <= FDR_Q for c in cells), "marked": sum(c["marked"] for c in cells)}
-
-
-def curve_table(res: StudyResults) -> list[str]:
-    if not res.curves:
-        return []
-    cols = res.columns
-    lines = [row(["run", "step", *cols]), "|" + "---|" * (2 + len(cols))]
-    for c in res.curves:
-        for p in c["points"]:
-            lines.append(row([c["run"], str(p["step"]), *[fmt(p["metrics"].get(k)) for k in cols]]))
-    ev = res.study.get("evaluation", {})
-    fm = res.floor.get("curve_metrics") or {}
-    lines.append(row([f"real vs real ({min(ev.get('curve_samples', 0), ev.get('n_samples', 0))} samples)", "",
-                      *["n/a (paired)" if _paired(k) else fmt(fm.get(k)) for k in cols]]))
-    return lines
-
-
-def plateau_table(res: StudyResults) -> list[str]:
-    entries = res.plateaus()
-    if not entries:
-        return []
-    verdict = {"flat": "stopped improving", "improving": "**still improving**", "worsening": "worsening"}
-    lines = [row(["run", "metric", "steps", "start → end", "gain", "2 × floor", "verdict",
-                  f"last {PLATEAU_STRICT_TAIL:.0%}: gain vs floor", f"last {PLATEAU_TREND_TAIL:.0%}: trend gain (p)",
-                  "trend"]), "|---" * 10 + "|"]
-    for e in entries:
-        strict = ("n/a" if e["strict_gain"] is None else
-                  f"from {e['strict_from_step']}: {fmt(e['strict_gain'], 2)} "
-                  f"{'≤' if e['strict_gain'] <= e['floor'] else '>'} {fmt(e['floor'], 2)}")
-        trend = ("n/a (< 3 points)" if e.get("trend") is None else
-                 f"from {e['trend_from_step']}, {e['trend_n']} points: {fmt(e['trend_gain'], 2)} ± "
-                 f"{fmt(e['trend_half_width'], 2)} (p {fmt(e['trend_p'], 2)})")
-        reading = "n/a" if e.get("trend") is None else "**improving**" if e["trend"] == "improving" else e["trend"]
-        lines.append(row([e["run"], e["key"], f"{e['from_step']} → {e['to_step']}",
-                          f"{fmt(e['start'])} → {fmt(e['end'])}", fmt(e["gain"], 2), fmt(e["bound"], 2),
-                          verdict[e["verdict"]], strict, trend, reading]))
-    return lines
-
-
-def reach_table(res: StudyResults) -> list[str]:
-    entries = res.steps_to_reach()
-    if not entries:
-        return []
-    lines = [row(["variant", "metric", "steps to reach the baseline's final value", "seeds that reached it",
-                  "per seed"]), "|---" * 5 + "|"]
-    for e in entries:
-        s = e["stat"]
-        per = ", ".join(f"{seed}: {'—' if v is None else v}" for seed, v in sorted(e["by_seed"].items()))
-        lines.append(row([e["variant"], e["key"], f"{fmt(s.mean)} ± {fmt(s.std, 2)}" if s.n else "not reached",
-                          f"{e['reached']}/{e['seeds']}", per]))
-    return lines
 
 
 def shared_share(t: dict, timing: Sequence[dict]) -> float | None:
@@ -357,13 +288,10 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
     st = res.study
     nl = "\n"
     diverged = [f"- {name}/seed{d['seed']}: {d.get('error', '')}" for name, r in res.rows.items() for d in r.diverged]
-    curves, reach = curve_table(res), reach_table(res)
     counts = mark_counts(res)
-    flat = plateau_table(res)
     times, total_train = timing_table(res)
     bands = [f"**{n}** (seed {r.samples_seed})\n\n![{n}]({r.band_weights})\n" for n, r in res.rows.items()
              if r.band_weights]
-    ev = st.get("evaluation", {})
     sections = [
         f"# {st.get('title') or st.get('name')} — profile `{st.get('profile')}`",
         st.get("description", ""),
@@ -378,29 +306,7 @@ def render(res: StudyResults, out: Path, *, draw: bool = True) -> str:
         ("Diverged runs (left out of the means):" + nl + nl.join(diverged)) if diverged else "",
         *lambda_section(res),
         *tests_section(res),
-        *(["## Training curves",
-           f"Runs measured every {ev.get('curve_every')} steps on "
-           f"{min(ev.get('curve_samples', 0), ev.get('n_samples', 0))} "
-           "samples (the first seed of each from-scratch baseline, each pretrained model, and every seed of "
-           "variants that ask for a curve): a run is long enough when its numbers stop improving well before the "
-           "last row.",
-           nl.join(curves)] if curves else []),
-        *([f"Has each run stopped improving? The gain of each metric over the last {PLATEAU_TAIL:.0%} of its "
-           "steps (at least one curve interval; positive: better), against twice the curve's noise floor, for "
-           "the distances whose floor is positive (a KID or a bias has no such noise scale): \"stopped "
-           "improving\" when the gain is within it. The last column holds a pretraining to a stricter rule: the "
-           f"gain over the last {PLATEAU_STRICT_TAIL:.0%} of its steps (at least one interval) within the floor "
-           "itself, once. Single points can scatter from checkpoint to checkpoint by more than the floor, so the "
-           f"last two columns fit a least-squares line through every point of the last {PLATEAU_TREND_TAIL:.0%} of "
-           "the steps (at least three): its gain over that window with a 95 % interval from the points' own "
-           "scatter, read as \"flat\" when the whole interval lies within ± the floor, else \"improving\" (or "
-           "\"worsening\") when it excludes 0, else \"unresolved\" (the curve cannot tell).",
-           nl.join(flat)] if flat else []),
-        *(["## Steps to reach the baseline",
-           "For variants measured along training on several seeds: the first measured step at which a seed is at "
-           "least as good as its baseline's final value at the same seed (its last curve point, on as many samples "
-           "as the curve), mean ± std over the seeds that reached it (resolution: the curve's spacing).",
-           nl.join(reach)] if reach else []),
+        *curves_section(res),
         *(["## Learned band weights",
            "exp(−u_b(σ)) of each band against the noise level, at the last checkpoint (grey: earlier ones).",
            nl.join(bands)] if bands else []),
