@@ -2,11 +2,16 @@
 
 tests/data/sampler_reference.npz holds the outputs of the earlier samplers (EDM's
 ``samplers.py``, the Euler/Heun of ``flow.py``, DDPM/DDIM of ``ddpm.py``) on the cases of
-tests/_sampler_cases.py, saved before they were rewritten. Each case is compared bit for bit,
-except DDPM's ancestral sampler, now DDIM with η = 1 and ε̂ consistent with x̂0 (the same
-step in other arithmetic): to 1e-6 relative to max(1, |x|) (measured: 4.7e-10 on its float32
-outputs, 3.1e-15 on the float64 trajectory the callback sees). DDIM's float32 outputs are
-bitwise equal, its float64 trajectory to 2.2e-16, so its callback is held to 1e-6 as well.
+tests/_sampler_cases.py, saved before they were rewritten. On the machine that saved them
+each case was equal bit for bit, except DDPM's ancestral sampler, now DDIM with η = 1 and ε̂
+consistent with x̂0 (the same step in other arithmetic; measured there: 4.7e-10 relative to
+max(1, |x|) on its float32 outputs, 3.1e-15 on the float64 trajectory the callback sees).
+Another CPU rounds torch's float32 kernels differently: on a second machine the same code
+gave up to 1.1e-5 (91 float32 ulps, a 7-step Heun through the VP denoiser) and 3e-8 on the
+float64 outputs of float32 networks. So every case is held to :data:`TOLERANCE` relative to
+max(1, |x|): ten times the largest cross-machine difference measured, and a hundredth of
+the smallest difference between two reference cases of three or more steps that differ in
+one setting (sampler, σ grid or shift: 1.1e-2).
 """
 
 from __future__ import annotations
@@ -26,8 +31,7 @@ CASES = cases()
 
 
 
-def _tolerance(name: str) -> float:
-    return 1e-6 if "/ddpm/" in name else 0.0
+TOLERANCE = 1e-4  # relative to max(1, |x|): float32 rounding across CPUs, not a changed algorithm
 
 
 def _max_rel_diff(got: np.ndarray, want: np.ndarray) -> float:
@@ -43,7 +47,7 @@ def test_sampler_equals_the_earlier_implementation(name):
     got = CASES[name]().detach().double().numpy()
     want = REF[name]
     assert got.shape == want.shape and got.dtype == want.dtype
-    assert _max_rel_diff(got, want) <= _tolerance(name), name
+    assert _max_rel_diff(got, want) <= TOLERANCE, name
 
 
 @pytest.mark.parametrize("name", sorted(callbacks()))
@@ -53,7 +57,7 @@ def test_callbacks_see_what_they_saw_before(name):
     np.testing.assert_array_equal([s[1] for s in seen], REF[f"callback/{name}/level"])
     for key, k in (("x", 2), ("x0_hat", 3)):
         got = np.stack([s[k].double().numpy() for s in seen])
-        assert _max_rel_diff(got, REF[f"callback/{name}/{key}"]) <= (1e-6 if name.startswith("ddpm") else 0.0)
+        assert _max_rel_diff(got, REF[f"callback/{name}/{key}"]) <= TOLERANCE
 
 
 # --- one family: the same integrator on different paths ----------------------------------
