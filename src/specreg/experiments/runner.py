@@ -59,6 +59,7 @@ def _train(spec: RunSpec, on_checkpoint: Any = None) -> tuple[float, int]:
         # when the run resumes, the trainer replaces them with its own checkpoint's
         net = pretrained_net(cfg, weights)
         write_json(spec.run_dir / FINETUNE_FILE, {"pretrained": str(path), "weights": "ema"})
+
     def after_checkpoint(run_dir: Path, step: int) -> None:
         redraw_band_weights(run_dir, step)
         if on_checkpoint is not None:
@@ -131,7 +132,7 @@ def _train_with_curve(spec: RunSpec, ev: Evaluation, real: Any) -> tuple[float, 
     measured inside the trainer's clock)."""
     import torch
 
-    from specreg.train.checkpoint import list_checkpoints
+    from specreg.train.checkpoint import checkpoint_name, list_checkpoints
 
     total = spec.config["train"]["steps"]
     every = math.gcd(int(spec.config["train"]["checkpoint_every"]), int(ev.curve_every))
@@ -156,8 +157,8 @@ def _train_with_curve(spec: RunSpec, ev: Evaluation, real: Any) -> tuple[float, 
         write_json(path, sorted(points, key=lambda p: p["step"]))
 
     def on_checkpoint(run_dir: Path, step: int) -> None:
-        ckpt = next((c for c in list_checkpoints(run_dir / CHECKPOINT_DIR) if step_of(c) == step), None)
-        if ckpt is not None:
+        ckpt = run_dir / CHECKPOINT_DIR / checkpoint_name(step)
+        if ckpt.is_dir():
             measure_point(ckpt, inline=True)
 
     def measure_kept() -> None:  # points whose checkpoints a sitting that measured afterwards left behind
