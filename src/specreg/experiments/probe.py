@@ -90,6 +90,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
     from specreg.metrics.probe import as_denoiser, probe_sigmas, spectral_error_map, training_weight_map
     from specreg.train.build import build_autoencoder, build_regularizer, load_trained, spatial_ndim
     from specreg.train.checkpoint import latest_checkpoint, load_checkpoint
+    from specreg.train.runtime import chunked
 
     for name, value, lo in (("--n", n_items, 2), ("--sigmas", n_sigma, 2), ("--bands", bands, 1),
                             ("--batch-size", batch_size, 1)):
@@ -113,7 +114,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
                             for s in range(0, x0.shape[0], batch_size)])
         decode = autoencoder.images
     sigma = probe_sigmas(formulation, n_sigma) if sigmas is None else np.asarray(sigmas, dtype=np.float64)
-    denoiser = as_denoiser(formulation, model)
+    denoiser = as_denoiser(formulation, chunked(model, dev))  # the same maps, faster on a CPU
     with torch.no_grad():
         maps = spectral_error_map(denoiser, x0.to(dev), sigma, ndim=ndim, bands=bands, batch_size=batch_size,
                                   seed=seed, decode=decode, model_kwargs={k: v.to(dev) for k, v in kw.items()})

@@ -244,14 +244,21 @@ def sample_kwargs(diffusion_kind: str, sample: SampleConfig) -> dict[str, Any]:
 @torch.no_grad()
 def generate(cfg: Config, formulation: Any, model: nn.Module, n: int, *, generator: torch.Generator,
              model_kwargs: dict[str, Any] | None = None, batch_size: int = 256,
-             autoencoder: ConvVAE | None = None) -> torch.Tensor:
-    """``n`` samples (n, C, *spatial) on ``model``'s device, drawn in chunks of ``batch_size``.
+             autoencoder: ConvVAE | None = None, forward_chunk: int | str | None = None) -> torch.Tensor:
+    """``n`` samples (n, C, *spatial) on ``model``'s device, drawn in batches of ``batch_size``.
 
     ``model_kwargs`` (conditioning, e.g. ``class_labels`` or ``cond``) must have ``n`` rows.
     A latent model's samples are decoded to images (by ``autoencoder``, else the config's).
+    The batch fixes the noise drawn; each network call takes at most ``forward_chunk``
+    items of it ("auto": :class:`specreg.train.runtime.ChunkedForward`'s rule; None: the
+    device's, :func:`specreg.train.runtime.forward_chunk`), which changes the time, not the
+    samples.
     """
+    from specreg.train.runtime import chunked
+
     model_kwargs = dict(model_kwargs or {})
     device = next(model.parameters()).device
+    net = chunked(model, device, forward_chunk)
     if autoencoder is None and cfg.autoencoder.name is not None:
         autoencoder = build_autoencoder(cfg)
     if autoencoder is not None:
@@ -264,7 +271,7 @@ def generate(cfg: Config, formulation: Any, model: nn.Module, n: int, *, generat
         stop = min(n, start + batch_size)
         chunk_kw = {k: v[start:stop].to(device) for k, v in model_kwargs.items()}
         shape = _sample_shape(cfg, stop - start, chunk_kw)
-        x = formulation.sample(model, shape, generator=generator, **kw, **chunk_kw).float()
+        x = formulation.sample(net, shape, generator=generator, **kw, **chunk_kw).float()
         out.append(x if autoencoder is None else autoencoder.images(x).float())
     model.train(was_training)
     return torch.cat(out)
