@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from specreg.experiments.compare import plan_runs, run_compare
 from specreg.experiments.study import load_study
@@ -27,14 +26,6 @@ def carry_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_a_carried_study_resumes_and_measures_what_the_uncarried_one_did(tmp_path, monkeypatch):

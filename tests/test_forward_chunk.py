@@ -14,14 +14,6 @@ from specreg.train.config import load_config
 from specreg.train.runtime import CPU_ACTIVATION_BUDGET, ChunkedForward, forward_chunk, largest_activation
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class Recorder(nn.Module):
     """y = x · w + bias(label) + shift; records the batch of every call."""
 
