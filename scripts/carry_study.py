@@ -34,6 +34,7 @@ from specreg.layout import (
     CHECKPOINT_STATE,
     CONFIG_FILE,
     EVAL_DIR,
+    LOCK_FILE,
     PRETRAIN_DIR,
     SAMPLES_GRID,
     read_run_record,
@@ -64,7 +65,7 @@ def plan(study: Path, max_bytes: int) -> tuple[list[tuple[Path, str]], list[str]
     left: list[str] = []
     for f in sorted(p for p in study.rglob("*") if p.is_file()):
         rel = f.relative_to(study)
-        if CHECKPOINT_DIR in rel.parts:
+        if CHECKPOINT_DIR in rel.parts or rel.name == LOCK_FILE:
             continue
         if EVAL_DIR in rel.parts[:-1] and rel.name != SAMPLES_GRID and "runs" in rel.parts:
             left.append(f"{rel}: a run's samples (its record holds their metrics)")
