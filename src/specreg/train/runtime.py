@@ -46,7 +46,7 @@ def forward_chunk(device: torch.device) -> str | None:
     (:class:`ChunkedForward`'s rule) on a CPU running one torch thread (a run's default
     there, :func:`cpu_threads`), where a call on a whole sampling batch spills out of the
     caches (measured with one thread, benchmarks/sampling_chunk.py: a 64×64 item costs 1.6
-    times as much in a batch of 64 as in one of 16, a DiffWave clip 3 times as much in 32
+    times as much in a batch of 64 as in one of 16, a DiffWave clip 2.7 times as much in 32
     as in 2); None (the whole batch) with more threads, which split each call between them,
     and on an accelerator, which wants large batches."""
     return "auto" if device.type == "cpu" and torch.get_num_threads() == 1 else None
@@ -93,18 +93,20 @@ class ChunkedForward(torch.nn.Module):
         def part(v: Any, sl: slice) -> Any:
             return v[sl] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == n else v
 
-        def call(sl: slice) -> torch.Tensor:
-            return self.net(x[sl], *(part(a, sl) for a in args), **{k: part(v, sl) for k, v in kwargs.items()})
+        def rows(sl: slice) -> tuple[list[Any], dict[str, Any]]:
+            return [x[sl], *(part(a, sl) for a in args)], {k: part(v, sl) for k, v in kwargs.items()}
 
         if self.chunk == "auto":
-            one = slice(0, 1)
-            per_item = largest_activation(self.net, x[one], *(part(a, one) for a in args),
-                                          **{k: part(v, one) for k, v in kwargs.items()})
-            self.chunk = max(1, CPU_ACTIVATION_BUDGET // max(1, per_item))
+            one_args, one_kwargs = rows(slice(0, 1))
+            self.chunk = max(1, CPU_ACTIVATION_BUDGET // max(1, largest_activation(self.net, *one_args, **one_kwargs)))
         chunk = int(self.chunk)
         if n <= chunk:
             return self.net(x, *args, **kwargs)
-        return torch.cat([call(slice(i, i + chunk)) for i in range(0, n, chunk)])
+        outs = []
+        for i in range(0, n, chunk):
+            a, kw = rows(slice(i, i + chunk))
+            outs.append(self.net(*a, **kw))
+        return torch.cat(outs)
 
 
 def chunked(net: torch.nn.Module, device: torch.device, chunk: int | str | None = None) -> torch.nn.Module:
