@@ -8,14 +8,14 @@ measurement noise of one curve point; compare it with the curve's real-vs-real f
     python scripts/curve_point_noise.py configs/studies/resolution_textures_64.yaml \
         --profile small_20k --out results/resolution_textures_64_20k --step 8000 --seeds 1,2,3,4,5
 
-Results are appended to ``<run>/point_noise.json`` (a seed already there is skipped).
+Results are appended to ``<run>/point_noise.json`` (a seed already there is skipped); the
+study's report tables them beside the curve (``specreg compare ... --report-only``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +37,8 @@ def main() -> None:
     from specreg.experiments.compare import load_study, plan_runs
     from specreg.experiments.plan import data_kind
     from specreg.experiments.runner import sample
+    from specreg.experiments.stats import point_spread
+    from specreg.layout import POINT_NOISE_FILE, read_point_noise
     from specreg.metrics.evaluation import evaluate
     from specreg.train.checkpoint import checkpoint_name
 
@@ -51,8 +53,8 @@ def main() -> None:
     n = args.n or min(ev.curve_samples, ev.n_samples)
     real = ev.real_sets(spec.config)
     kind, rate = data_kind(spec.config)
-    path = spec.run_dir / "point_noise.json"
-    done = json.loads(path.read_text()) if path.is_file() else []
+    path = spec.run_dir / POINT_NOISE_FILE
+    done = read_point_noise(spec.run_dir)
     for seed in (int(s) for s in args.seeds.split(",")):
         if any(r["step"] == args.step and r["seed"] == seed and r["n"] == n for r in done):
             continue
@@ -64,11 +66,10 @@ def main() -> None:
                      "floors": {k: res["floors"].get(k) for k in KEYS}, "seconds": round(time.time() - t0, 1)})
         path.write_text(json.dumps(done, indent=1))
         print(f"seed {seed}: " + ", ".join(f"{k} {res['metrics'][k]:.4f}" for k in KEYS), flush=True)
-    rows = [r for r in done if r["step"] == args.step and r["n"] == n]
+    (g,) = [g for g in point_spread(done, KEYS) if g["step"] == args.step and g["n"] == n]
     for k in KEYS:
-        v = [r[k] for r in rows]
-        sd = statistics.stdev(v) if len(v) > 1 else float("nan")
-        print(f"{k}: {len(v)} seeds, mean {statistics.fmean(v):.4f}, sd {sd:.4f}")
+        sd = "—" if g["sd"][k] is None else f"{g['sd'][k]:.4f}"
+        print(f"{k}: {len(g['seeds'])} seeds, mean {g['mean'][k]:.4f}, sd {sd}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -508,6 +509,48 @@ def test_steps_to_reach_the_baseline_from_curves(tmp_path):
     # the targets are the baseline's last curve points (0.30, 0.40), measured like the curves
     assert fast["by_seed"] == {0: 200, 1: 300} and fast["stat"].mean == pytest.approx(250)
     assert reach[("baseline", "lsd")]["by_seed"] == {0: 300, 1: 200}  # its own final value, reached early on seed 1
+
+
+def test_a_curve_point_s_sampling_noise_is_tabled_beside_the_curve(tmp_path):
+    """point_noise.json, written beside a curve by scripts/curve_point_noise.py after the run,
+    reaches results.json and the report: the sd over sample seeds per checkpoint, and the
+    points' scatter about the trend line in the plateau table, to read one against the other."""
+    import statistics
+
+    from specreg.layout import POINT_NOISE_FILE
+
+    study = load_study(tiny_study(evaluation={**tiny_study()["evaluation"], "curve_every": 1, "curve_samples": 8}),
+                       "tiny")
+    specs = plan_runs(study, tmp_path)
+    (spec,) = [s for s in specs if s.curve]
+    for s in specs:
+        fake_record(s)
+    values = [0.09, 0.05, 0.06, 0.04, 0.055]
+    (spec.run_dir / "curve.json").write_text(json.dumps(
+        [{"step": 100 * (k + 1), "metrics": {"lsd": v, "lsd_high": v}} for k, v in enumerate(values)]))
+    high = [0.041, 0.046, 0.039]
+    (spec.run_dir / POINT_NOISE_FILE).write_text(json.dumps(
+        [{"step": 400, "seed": s, "n": 8, "lsd": 0.04, "lsd_high": v, "lsd_high_bias": 0.0, "floors": None}
+         for s, v in zip((1, 2, 3), high)]))
+    res = results_of(study, plan_runs(study, tmp_path), tmp_path)
+    (curve,) = res.curves
+    (g,) = curve["point_noise"]
+    assert g["step"] == 400 and g["seeds"] == [1, 2, 3]
+    assert g["sd"]["lsd_high"] == pytest.approx(statistics.stdev(high)) and g["sd"]["lsd"] == 0
+    back = StudyResults.from_dict(json.loads(json.dumps(res.to_dict())))  # as results.json keeps it
+    assert back.curves[0]["point_noise"] == curve["point_noise"]
+    text = rerender_text(back, tmp_path)
+    assert "How noisy is one curve point?" in text
+    assert f"| {spec.label} | 400 | 8 | 1, 2, 3 | 0.04 ± 0 | 0.042 ± {statistics.stdev(high):.2g} |" in text
+    scatter = {e["key"]: e["trend_scatter"] for e in back.plateaus()}
+    window = [300, 400, 500]  # the last 40 % of 500 steps
+    resid = np.array(values[2:]) - np.polyval(np.polyfit(window, values[2:], 1), window)
+    assert scatter["lsd"] == pytest.approx(math.sqrt((resid**2).sum() / 1))
+    assert "scatter about the line" in text and f"| {scatter['lsd']:.2g} |" in text
+    # a curve without the file gets no point_noise and no table
+    (spec.run_dir / POINT_NOISE_FILE).unlink()
+    res = results_of(study, plan_runs(study, tmp_path), tmp_path)
+    assert "point_noise" not in res.curves[0] and "How noisy" not in rerender_text(res, tmp_path)
 
 
 # ----------------------------------------------------------------------------- protocols and jobs

@@ -120,9 +120,36 @@ def test_trend_matches_numpy_polyfit_and_student_t():
     assert got.n == 5 and got.change == pytest.approx(b * span, rel=1e-9)
     assert got.half_width == pytest.approx(student.ppf(0.975, 3) * se * span, rel=1e-6)
     assert got.p == pytest.approx(2 * student.sf(abs(b / se), 3), rel=1e-6)
+    residuals = np.array(values) - np.polyval(np.polyfit(steps, values, 1), steps)
+    assert got.scatter == pytest.approx(math.sqrt((residuals**2).sum() / 3), rel=1e-9)
+    assert got.scatter > 0.005  # this curve's points stray well beyond a 0.0049 sampling sd
     exact = trend([0, 1, 2, 3], [1.0, 0.5, 0.0, -0.5])  # no scatter: the slope is certain
     assert exact.change == pytest.approx(-1.5) and exact.half_width == pytest.approx(0, abs=1e-12)
-    assert exact.p < 1e-9
+    assert exact.p < 1e-9 and exact.scatter == pytest.approx(0, abs=1e-12)
     assert trend([0, 1], [1.0, 0.0]) is None  # two points leave no scatter to judge by
     with pytest.raises(ValueError, match="steps and values: 3 against 2 points"):
         trend([0, 1, 2], [1.0, 0.0])
+
+
+def test_point_spread_groups_by_checkpoint_and_sample_count():
+    """One curve point's sampling noise: per (step, n) the mean and the n − 1 standard
+    deviation over sample seeds, against the standard library; a key a group lacks is left
+    out, and a group of one seed has no standard deviation."""
+    import statistics
+
+    from specreg.experiments.stats import point_spread
+
+    lsd = {1000: 0.0201, 1: 0.0262, 2: 0.0155, 3: 0.0198}
+    entries = [{"step": 8000, "seed": s, "n": 256, "lsd_high": v, "lsd": 2 * v} for s, v in lsd.items()]
+    entries += [{"step": 2000, "seed": 1, "n": 256, "lsd_high": 0.05, "lsd": 0.1},
+                {"step": 8000, "seed": 1, "n": 64, "lsd_high": 0.03}]
+    got = point_spread(entries, ["lsd", "lsd_high", "fid"])
+    assert [(g["step"], g["n"]) for g in got] == [(2000, 256), (8000, 64), (8000, 256)]
+    one, few, full = got
+    assert one["sd"] == {"lsd": None, "lsd_high": None} and one["mean"]["lsd_high"] == 0.05
+    assert set(few["mean"]) == {"lsd_high"}  # no lsd measured there, no fid anywhere
+    assert full["seeds"] == [1, 2, 3, 1000]
+    assert full["mean"]["lsd_high"] == pytest.approx(statistics.fmean(lsd.values()))
+    assert full["sd"]["lsd_high"] == pytest.approx(statistics.stdev(lsd.values()))
+    assert full["sd"]["lsd"] == pytest.approx(2 * statistics.stdev(lsd.values()))
+    assert point_spread([], ["lsd"]) == []

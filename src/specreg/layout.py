@@ -14,6 +14,8 @@ A run directory (``specreg train --out DIR``; a study's ``runs/<variant>/seed<k>
                          before it was named so (still read)
     timing.json          train seconds and steps, summed over sittings
     curve.json           metrics along training (evaluation.curve_every)
+    point_noise.json     one curve checkpoint measured on several sample seeds
+                         (scripts/curve_point_noise.py): the noise of one curve point
     finetune.json        the weights a fine-tuning started from
     eval/samples.npy, eval/samples.png (or eval/*.wav)   the samples a study measured
     eval/metrics.json, metrics.md, spectrum.png   what ``specreg eval RUN_DIR`` writes by default
@@ -62,6 +64,7 @@ RUN_RECORD = "run.json"
 LEGACY_RUN_RECORD = "metrics.json"  # the record's name before it was run.json
 TIMING_FILE = "timing.json"
 CURVE_FILE = "curve.json"
+POINT_NOISE_FILE = "point_noise.json"
 FINETUNE_FILE = "finetune.json"
 LOCK_FILE = ".lock"
 EVAL_DIR = "eval"  # where specreg compare keeps a run's samples (and specreg eval writes by default)
@@ -177,6 +180,13 @@ def with_sidecars(record: RunRecord, run: str | os.PathLike, *, curve: bool) -> 
     return record
 
 
+def read_point_noise(run: str | os.PathLike) -> list[dict[str, Any]]:
+    """The entries of ``point_noise.json`` (one per checkpoint step, sample seed and sample
+    count; see ``scripts/curve_point_noise.py``), [] if there is none."""
+    raw = read_json(Path(run) / POINT_NOISE_FILE)
+    return [e for e in raw if isinstance(e, dict)] if isinstance(raw, list) else []
+
+
 def write_run_record(run: str | os.PathLike, record: RunRecord) -> RunRecord:
     """Write ``run.json``; a record of this run under the legacy name is removed (it would
     shadow nothing, but confuse)."""
@@ -253,10 +263,11 @@ __all__ = [
     "CHECKPOINT_OPTIMIZER", "CHECKPOINT_PAYLOAD", "CHECKPOINT_STATE", "CHECKPOINT_TENSORS", "CONFIG_FILE",
     "CONTRAST_RECORD", "CONTRAST_REPORT", "CURVE_FILE", "EVAL_DIR", "EVAL_RECORD", "EVAL_SPECTRUM_PLOT",
     "EVAL_SUMMARY", "FINETUNE_FILE", "FLOOR_FILE", "FLOOR_RECORD", "FULL_REPORT", "INVOCATIONS_FILE", "JOB_LOG_DIR",
-    "LEGACY_RUN_RECORD", "LOCK_FILE", "METRICS_FILE", "PRETRAIN_DIR", "PROBE_CURVE_DIR", "PROBE_CURVE_PLOT",
+    "LEGACY_RUN_RECORD", "LOCK_FILE", "METRICS_FILE", "POINT_NOISE_FILE", "PRETRAIN_DIR", "PROBE_CURVE_DIR",
+    "PROBE_CURVE_PLOT",
     "PROBE_DIR", "PROBE_FILES", "PROBE_MAPS", "PROBE_PLOT", "PROBE_RECORD", "PROBE_SUMMARY", "REAL_CLIP_PREFIX",
     "REAL_DIR", "REPORT_FILE", "RESULTS_FILE", "RUNS_DIR", "RUN_RECORD", "SAMPLES_ARRAY", "SAMPLES_DIR",
     "SAMPLE_OUT_GRID", "SAMPLES_GRID", "SAMPLE_FILES", "SPECTRA_PLOT", "SPECTRA_RATIO_PLOT", "STUDY_FILE",
     "TIMING_FILE", "Invocation", "RunRecord", "write_invocation", "pretrain_dir", "read_invocations",
-    "read_run_record", "run_dir", "with_sidecars", "write_run_record", "write_study",
+    "read_point_noise", "read_run_record", "run_dir", "with_sidecars", "write_run_record", "write_study",
 ]

@@ -1,6 +1,7 @@
 """The training-curve section of a study report: the curve of each run measured along
-training, whether it stopped improving (the 20 % verdict, the strict rule, the trend;
-:meth:`~specreg.experiments.results.StudyResults.plateaus`) and the steps each variant
+training, whether it stopped improving (the 20 % verdict, the strict rule, the trend and
+the points' scatter about it; :meth:`~specreg.experiments.results.StudyResults.plateaus`),
+the sampling noise of single points where it was measured, and the steps each variant
 needs to reach its baseline."""
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def plateau_table(res: StudyResults) -> list[str]:
     verdict = {"flat": "stopped improving", "improving": "**still improving**", "worsening": "worsening"}
     lines = [row(["run", "metric", "steps", "start → end", "gain", "2 × floor", "verdict",
                   f"last {PLATEAU_STRICT_TAIL:.0%}: gain vs floor", f"last {PLATEAU_TREND_TAIL:.0%}: trend gain (p)",
-                  "trend"]), "|---" * 10 + "|"]
+                  "trend", "scatter about the line"]), "|---" * 11 + "|"]
     for e in entries:
         strict = ("n/a" if e["strict_gain"] is None else
                   f"from {e['strict_from_step']}: {fmt(e['strict_gain'], 2)} "
@@ -42,7 +43,23 @@ def plateau_table(res: StudyResults) -> list[str]:
         reading = "n/a" if e.get("trend") is None else "**improving**" if e["trend"] == "improving" else e["trend"]
         lines.append(row([e["run"], e["key"], f"{e['from_step']} → {e['to_step']}",
                           f"{fmt(e['start'])} → {fmt(e['end'])}", fmt(e["gain"], 2), fmt(e["bound"], 2),
-                          verdict[e["verdict"]], strict, trend, reading]))
+                          verdict[e["verdict"]], strict, trend, reading,
+                          "n/a" if e.get("trend_scatter") is None else fmt(e["trend_scatter"], 2)]))
+    return lines
+
+
+def point_noise_table(res: StudyResults) -> list[str]:
+    """One curve point's sampling noise where it was measured: per run and checkpoint, the
+    mean and standard deviation over sample seeds of each tabulated key."""
+    measured = [(c["run"], g) for c in res.curves for g in c.get("point_noise") or []]
+    if not measured:
+        return []
+    cols = [k for k in res.columns if any(k in g["sd"] for _, g in measured)]
+    lines = [row(["run", "step", "samples", "sample seeds", *cols]), "|---" * (4 + len(cols)) + "|"]
+    for run, g in measured:
+        cells = [f"{fmt(g['mean'][k])} ± {fmt(g['sd'][k], 2)}" if g["sd"].get(k) is not None else
+                 fmt(g["mean"].get(k)) for k in cols]
+        lines.append(row([run, str(g["step"]), str(g["n"]), ", ".join(map(str, g["seeds"])), *cells]))
     return lines
 
 
@@ -62,7 +79,7 @@ def reach_table(res: StudyResults) -> list[str]:
 
 def curves_section(res: StudyResults) -> list[str]:
     """The section's paragraphs and tables, in order (none for a study without curves)."""
-    curves, flat, reach = curve_table(res), plateau_table(res), reach_table(res)
+    curves, flat, noise, reach = curve_table(res), plateau_table(res), point_noise_table(res), reach_table(res)
     ev = res.study.get("evaluation", {})
     return [
         *(["## Training curves",
@@ -81,8 +98,14 @@ def curves_section(res: StudyResults) -> list[str]:
            f"last two columns fit a least-squares line through every point of the last {PLATEAU_TREND_TAIL:.0%} of "
            "the steps (at least three): its gain over that window with a 95 % interval from the points' own "
            "scatter, read as \"flat\" when the whole interval lies within ± the floor, else \"improving\" (or "
-           "\"worsening\") when it excludes 0, else \"unresolved\" (the curve cannot tell).",
+           "\"worsening\") when it excludes 0, else \"unresolved\" (the curve cannot tell). The last column is "
+           "the points' standard deviation about that line: where it exceeds one point's sampling noise "
+           "(below, where measured), the checkpoints themselves differ.",
            "\n".join(flat)] if flat else []),
+        *(["How noisy is one curve point? Checkpoints of the curve sampled again on other sample seeds "
+           "(`scripts/curve_point_noise.py`), as many samples as the curve: mean ± standard deviation over "
+           "the sample seeds.",
+           "\n".join(noise)] if noise else []),
         *(["## Steps to reach the baseline",
            "For variants measured along training on several seeds: the first measured step at which a seed is at "
            "least as good as its baseline's final value at the same seed (its last curve point, on as many samples "
@@ -91,4 +114,4 @@ def curves_section(res: StudyResults) -> list[str]:
     ]
 
 
-__all__ = ["curve_table", "curves_section", "plateau_table", "reach_table"]
+__all__ = ["curve_table", "curves_section", "plateau_table", "point_noise_table", "reach_table"]

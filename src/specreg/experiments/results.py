@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specreg.experiments.stats import FDR_Q, Stat, bh_adjust, difference, marked, practical_floor
+from specreg.experiments.stats import FDR_Q, Stat, bh_adjust, difference, marked, point_spread, practical_floor
 from specreg.files import read_json, write_json
-from specreg.layout import BAND_WEIGHTS_PLOT, EVAL_DIR, INVOCATIONS_FILE, RESULTS_FILE
+from specreg.layout import BAND_WEIGHTS_PLOT, EVAL_DIR, INVOCATIONS_FILE, RESULTS_FILE, read_point_noise
 
 
 @dataclass
@@ -302,7 +302,10 @@ class StudyResults:
         G ± h (95 %) over that window, judged by the points' own scatter. ``trend``: "flat" if
         |G| + h ≤ f (the whole interval within the floor, even where it excludes 0), else
         "improving" if G − h > 0, "worsening" if G + h < 0, else "unresolved" (the curve
-        cannot tell); None with fewer than three points."""
+        cannot tell); None with fewer than three points. ``trend_scatter``: the points'
+        residual standard deviation about that line, to set beside one point's sampling
+        noise where the run has it measured (a curve's ``point_noise``:
+        :func:`~specreg.experiments.stats.point_spread`)."""
         from specreg.experiments.stats import trend
         from specreg.metrics.floor import FACTOR
         from specreg.metrics.registry import find_key
@@ -342,7 +345,8 @@ class StudyResults:
                             "trend_from_step": window[0]["step"] if window else None,
                             "trend_gain": None if fit is None else fit.change,
                             "trend_half_width": None if fit is None else fit.half_width,
-                            "trend_p": None if fit is None else fit.p, "trend_n": len(window), "trend": reading})
+                            "trend_p": None if fit is None else fit.p, "trend_n": len(window), "trend": reading,
+                            "trend_scatter": None if fit is None else fit.scatter})
         return out
 
 
@@ -371,7 +375,9 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
             wall_s: float, invocations: Sequence[Mapping[str, Any]] = ()) -> StudyResults:
     """The :class:`StudyResults` of ``study`` from its runs' records (``spec.recorded``: as
     planning read them, or as the runner returned them; nothing is read back) and the
-    study's ``invocations`` (the entries of ``invocations.json``). Paths are given
+    study's ``invocations`` (the entries of ``invocations.json``); beside each curve, the
+    sampling noise of single points where ``scripts/curve_point_noise.py`` measured it
+    (``point_noise.json``, read here: the script writes it after the run). Paths are given
     relative to the study folder ``out``."""
     import json
 
@@ -406,7 +412,8 @@ def collect(study: Any, specs: Sequence[Any], floor: Mapping[str, Any], out: Pat
             if (first.run_dir / BAND_WEIGHTS_PLOT).is_file():  # drawn by the trainer for a loss that learns them
                 row.band_weights = str((first.run_dir / BAND_WEIGHTS_PLOT).relative_to(out))
         rows[v.name] = row
-    curves = [{"run": s.label, "variant": s.variant, "seed": s.seed, "points": s.recorded.curve}
+    curves = [{"run": s.label, "variant": s.variant, "seed": s.seed, "points": s.recorded.curve,
+               **({"point_noise": spread} if (spread := point_spread(read_point_noise(s.run_dir), columns)) else {})}
               for s in specs if s.curve and s.recorded is not None and s.recorded.curve]
     timing = []
     for s in specs:

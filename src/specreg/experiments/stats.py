@@ -126,12 +126,15 @@ class Trend:
     a window of span S = s_last − s_first: ``change`` = b·S, the fitted change of v over the
     window, with its 95 % ``half_width`` t₀.₉₇₅(n−2)·se(b)·S and the two-sided ``p`` of
     b = 0 from t = b / se(b) with n − 2 degrees of freedom (scipy's ``linregress``); the
-    residual scatter of the points, not a sampling floor, sets se(b)."""
+    residual scatter of the points, not a sampling floor, sets se(b). ``scatter`` is that
+    residual standard deviation, s = √(Σ (v − a − b·s)² / (n − 2)): how far single points
+    stray from the line, to set beside one point's sampling noise (:func:`point_spread`)."""
 
     change: float
     half_width: float
     p: float
     n: int
+    scatter: float = math.nan
 
 
 def trend(steps: Sequence[float], values: Sequence[float]) -> Trend | None:
@@ -143,10 +146,31 @@ def trend(steps: Sequence[float], values: Sequence[float]) -> Trend | None:
         return None
     from scipy.stats import linregress
 
-    fit = linregress(list(map(float, steps)), list(map(float, values)))
+    s, v = list(map(float, steps)), list(map(float, values))
+    fit = linregress(s, v)
     span, n = float(max(steps) - min(steps)), len(steps)
     p = float(fit.pvalue) if math.isfinite(fit.pvalue) else (1.0 if fit.slope == 0 else 0.0)
-    return Trend(float(fit.slope) * span, t975(n - 2) * float(fit.stderr) * span, p, n)
+    rss = sum((y - fit.intercept - fit.slope * x) ** 2 for x, y in zip(s, v))
+    return Trend(float(fit.slope) * span, t975(n - 2) * float(fit.stderr) * span, p, n,
+                 math.sqrt(float(rss) / (n - 2)))
+
+
+def point_spread(entries: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """The sampling noise of single curve points: ``entries`` are measurements of one
+    checkpoint on several sample seeds (``scripts/curve_point_noise.py``; each with
+    ``step``, ``seed``, ``n`` samples and a value per key), grouped by (step, n) in step
+    order; per group the seeds and, per key present, the mean and sample standard deviation
+    (n − 1; None for one seed) over seeds."""
+    groups: dict[tuple[int, int], dict[int, Mapping[str, Any]]] = {}
+    for e in entries:
+        groups.setdefault((int(e["step"]), int(e["n"])), {})[int(e["seed"])] = e
+    out = []
+    for (step, n), by_seed in sorted(groups.items()):
+        stats = {k: mean_std([e[k] for e in by_seed.values() if e.get(k) is not None])
+                 for k in keys if any(e.get(k) is not None for e in by_seed.values())}
+        out.append({"step": step, "n": n, "seeds": sorted(by_seed),
+                    "mean": {k: m for k, (m, _) in stats.items()}, "sd": {k: sd for k, (_, sd) in stats.items()}})
+    return out
 
 
 def bh_adjust(p: Sequence[float]) -> list[float]:
@@ -191,4 +215,4 @@ def marked(p_adj: float | None, diff: float, floor: float, q: float = FDR_Q) -> 
 
 
 __all__ = ["FDR_Q", "Difference", "Stat", "Trend", "bh_adjust", "difference", "marked", "mean_std", "p_from_t",
-           "practical_floor", "t975", "trend"]
+           "point_spread", "practical_floor", "t975", "trend"]
