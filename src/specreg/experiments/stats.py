@@ -127,7 +127,7 @@ class Trend:
     window, with its 95 % ``half_width`` t₀.₉₇₅(n−2)·se(b)·S and the two-sided ``p`` of
     b = 0 from t = b / se(b) with n − 2 degrees of freedom (scipy's ``linregress``); the
     residual scatter of the points, not a sampling floor, sets se(b). ``scatter`` is that
-    residual standard deviation, s = √(Σ (v − a − b·s)² / (n − 2)): how far single points
+    residual standard deviation, √(Σ (v − a − b·s)² / (n − 2)): how far single points
     stray from the line, to set beside one point's sampling noise (:func:`point_spread`)."""
 
     change: float
