@@ -15,7 +15,6 @@ study's report tables them beside the curve (``specreg compare ... --report-only
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +37,7 @@ def main() -> None:
     from specreg.experiments.plan import data_kind
     from specreg.experiments.runner import sample
     from specreg.experiments.stats import point_spread
+    from specreg.files import write_json
     from specreg.layout import POINT_NOISE_FILE, read_point_noise
     from specreg.metrics.evaluation import evaluate
     from specreg.train.checkpoint import checkpoint_name
@@ -64,7 +64,7 @@ def main() -> None:
                        batch_size=ev.batch_size, seed=ev.metric_seed, progress=False, floor=True)
         done.append({"step": args.step, "seed": seed, "n": n, **{k: res["metrics"][k] for k in KEYS},
                      "floors": {k: res["floors"].get(k) for k in KEYS}, "seconds": round(time.time() - t0, 1)})
-        path.write_text(json.dumps(done, indent=1))
+        write_json(path, done)
         print(f"seed {seed}: " + ", ".join(f"{k} {res['metrics'][k]:.4f}" for k in KEYS), flush=True)
     (g,) = [g for g in point_spread(done, KEYS) if g["step"] == args.step and g["n"] == n]
     for k in KEYS:

@@ -166,7 +166,7 @@ def point_spread(entries: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> l
         groups.setdefault((int(e["step"]), int(e["n"])), {})[int(e["seed"])] = e
     out = []
     for (step, n), by_seed in sorted(groups.items()):
-        stats = {k: mean_std([e[k] for e in by_seed.values() if e.get(k) is not None])
+        stats = {k: mean_std([e.get(k) for e in by_seed.values()])  # mean_std drops the missing
                  for k in keys if any(e.get(k) is not None for e in by_seed.values())}
         out.append({"step": step, "n": n, "seeds": sorted(by_seed),
                     "mean": {k: m for k, (m, _) in stats.items()}, "sd": {k: sd for k, (_, sd) in stats.items()}})
