@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Copy a finished study's report into docs/results/<name>/: report.md, results.json, the
+# contrast against a twin study where one was written (contrast.md, contrast.json), the
 # plots, the error maps (probe/ and the seed-0 map record of each row that probe/maps.json
 # names; the records along a training curve stay behind, probe.md tables them), and what
 # the report links: the real-data grid (or the first two reference clips) and the first
@@ -11,6 +12,7 @@ dst=${2:-docs/results/$(basename "$src")}
 mkdir -p "$dst"
 dst=$(cd "$dst" && pwd)  # absolute: the copies below run inside "$src"
 cp "$src"/report.md "$src"/results.json "$dst"/
+for f in "$src"/contrast.md "$src"/contrast.json; do [ -e "$f" ] && cp "$f" "$dst"/; done
 for f in "$src"/*.png; do [ -e "$f" ] && cp "$f" "$dst"/; done
 if [ -d "$src/probe" ]; then  # the error maps the report links (probe.md, its figures, maps.json)
   mkdir -p "$dst/probe"

@@ -145,7 +145,8 @@ def test_a_band_without_power_prints_a_dash_not_nan():
 def test_the_maps_index_resolves_in_a_moved_and_in_a_published_copy(study_run, tmp_path):
     """``probe/maps.json`` names each row's map relative to the study folder, and
     ``scripts/publish_study.sh`` copies those maps: the index resolves in a moved copy of the
-    folder and in the published one, and names the same records as the original."""
+    folder and in the published one, and names the same records as the original. A contrast
+    against a twin study travels with the report; the checkpoints do not."""
     import shutil
     import subprocess
     from pathlib import Path
@@ -156,11 +157,15 @@ def test_the_maps_index_resolves_in_a_moved_and_in_a_published_copy(study_run, t
     assert index["curves"] == {"baseline/seed0": [2, 4]}
     moved = tmp_path / "elsewhere" / "study"
     shutil.copytree(out, moved)
+    for name in ("contrast.md", "contrast.json"):
+        (moved / name).write_text(f"{name} of this study\n")
     published = tmp_path / "docs" / "tiny"
     root = Path(__file__).resolve().parents[1]
     subprocess.run(["bash", str(root / "scripts" / "publish_study.sh"), str(moved), str(published)],
                    check=True, capture_output=True)
     assert not (published / "runs" / "baseline" / "seed0" / "checkpoints").exists()
+    for name in ("contrast.md", "contrast.json"):
+        assert (published / name).read_text() == f"{name} of this study\n"
     for name, rel in index["maps"].items():
         assert not Path(rel).is_absolute() and rel == f"runs/{name}/seed0/probe/probe.json"
         original = json.loads((out / rel).read_text())
