@@ -2,7 +2,7 @@
 sittings: copy what a resume and the final report need from ``results/<name>`` into
 ``carry/<name>`` (replacing what was there), and nothing else.
 
-    python scripts/carry_study.py results/resolution_textures_64_20k [carry/resolution_textures_64_20k]
+    python scripts/carry_study.py results/<name> [carry/<name>]
 
 What is carried:
 
