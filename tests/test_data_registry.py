@@ -431,14 +431,14 @@ def test_the_registry_refuses_clashes_and_bad_entries(toy):
 def test_an_audio_folder_is_probed_on_its_own_items_and_says_so(tmp_path):
     """Before the registry the probe said "the eval split" of an audio folder, which has none
     (its items were the training files all along)."""
-    from specreg.experiments.probe import held_out_items
+    from specreg.experiments.probe import probe_items
 
     rng = np.random.default_rng(1)
     for i in range(3):
         sf.write(tmp_path / f"{i}.wav", rng.uniform(-0.5, 0.5, 4000), 8000)
     cfg = load_config("speech-vocoder", ["data.kind=audio_folder", f"data.root={tmp_path}",
                                          "data.segment_length=2048"])
-    x0, kw, what = held_out_items(cfg, 2)
+    x0, kw, what = probe_items(cfg, 2)
     assert x0.shape == (2, 1, 2048) and kw["cond"].shape[0] == 2
     assert what == "2 items from the training folder's own items (an audio folder has no held-out split)"
 

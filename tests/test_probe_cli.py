@@ -71,3 +71,43 @@ def test_probe_of_flow_and_ddpm_runs(tmp_path, kind, sampler):
 
         table = DDPM("linear", timesteps=1000).sigma(torch.arange(1000)).numpy()
         assert np.all(np.isin(sigma, table))
+
+
+def test_split_train_probes_the_run_s_own_training_items(tmp_path):
+    """``--split train`` maps the items the run trained on (the data section built as training
+    builds it), held out by default; a checkpoint other than the newest can be named; a map on
+    training items is never taken for the study's held-out map."""
+    from specreg.data.registry import build_dataset, held_out_dataset
+    from specreg.experiments.probe import probe_items
+    from specreg.experiments.study_probe import _cached
+    from specreg.train.config import load_config
+
+    run = _run(tmp_path, "pix", data={"kind": "textures"},
+               train={"steps": 4})
+    cfg = load_config(run / "config.yaml")
+    train = torch.stack([x for x, *_ in build_dataset(cfg.data)])
+    held = torch.stack([x for x, *_ in held_out_dataset(cfg.data)[0]])
+
+    def rows_of(x0, pool):  # each item's row in pool, -1 where it is none of them
+        match = (x0.flatten(1)[:, None] == pool.flatten(1)[None]).all(-1)
+        return [int(m.nonzero()[0]) if m.any() else -1 for m in match]
+
+    x_train, _, what = probe_items(cfg, 8, seed=3, split="train")
+    x_held, _, _ = probe_items(cfg, 8, seed=3)
+    assert min(rows_of(x_train, train)) >= 0 and len(set(rows_of(x_train, train))) == 8
+    assert rows_of(x_held, train) == [-1] * 8 and min(rows_of(x_held, held)) >= 0
+    assert what == "8 items from the run's own training items (data.kind=textures, n=40)"
+    with pytest.raises(ValueError, match=r"split='test' is not accepted; expected one of \['held-out', 'train'\]"):
+        probe_items(cfg, 8, split="test")
+
+    out = run / "probe"
+    first = run / "checkpoints" / "step-00000002"
+    assert main(["probe", str(run), "--n", "8", "--sigmas", "3", "--bands", "2", "--split", "train",
+                 "--checkpoint", str(first)]) == 0
+    record = json.loads((out / "probe.json").read_text())
+    assert record["settings"]["split"] == "train" and record["step"] == 2
+    assert _cached(run, n_items=8, n_sigma=3, checkpoint=first) is None  # not the study's held-out map
+    assert main(["probe", str(run), "--n", "8", "--sigmas", "3", "--bands", "2", "--checkpoint", str(first)]) == 0
+    cached = _cached(run, n_items=8, n_sigma=3, checkpoint=first)
+    assert cached is not None and cached["settings"]["split"] == "held-out"
+    assert not np.allclose(cached["spaces"]["model"]["e"], record["spaces"]["model"]["e"])

@@ -270,7 +270,8 @@ def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                      "probe.json (self-describing), probe.png (heat maps of e/w and the training weight) and "
                      "probe.md (per band: σ ranges where e > w beyond the floor, and the training weight there). "
                      "Latent runs: on latents and on decoded images."),
-        epilog="Example: specreg probe runs/demo/baseline --out runs/demo/baseline/probe --n 256 --sigmas 32",
+        epilog=("Example: specreg probe runs/demo/baseline --out runs/demo/baseline/probe --n 256 --sigmas 32; "
+                "specreg probe runs/demo/baseline --split train --out runs/demo/baseline/probe_train"),
     )
     p.add_argument("run_dir", type=Path, help="a run directory written by `specreg train` (or a study's run)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default RUN_DIR/probe)")
@@ -283,6 +284,12 @@ def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--seed", type=int, default=0, help="seed of the items' choice and of the noise (default 0)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: one on a CPU)")
+    p.add_argument("--split", default="held-out", choices=("held-out", "train"),
+                   help="the items: held out (default), or the run's own training items; the gap between the two "
+                        "maps is what the network memorized rather than learned")
+    p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
+                   help="a checkpoint directory of the run (e.g. RUN_DIR/checkpoints/step-00006000) instead of "
+                        "its newest")
     p.set_defaults(func=run_probe_cli)
     return p
 
@@ -293,7 +300,8 @@ def run_probe_cli(args: argparse.Namespace) -> int:
     from specreg.layout import PROBE_DIR, PROBE_FILES
 
     record = probe_run(args.run_dir, args.out, n_items=args.n, n_sigma=args.sigmas, bands=args.bands,
-                       batch_size=args.batch_size, seed=args.seed, device=args.device, threads=args.threads)
+                       batch_size=args.batch_size, seed=args.seed, device=args.device, threads=args.threads,
+                       checkpoint=args.checkpoint, split=args.split)
     out = args.out if args.out is not None else args.run_dir / PROBE_DIR
     print(summary_markdown(record), end="")
     print(f"wrote {', '.join(PROBE_FILES)} to {out} in {record['seconds']:.1f} s")

@@ -4,8 +4,10 @@ items, with the training weight of its objective; probe.json, probe.png and prob
 The maps themselves are :mod:`specreg.metrics.probe`; this module picks the items (the data
 set's held-out split: textures' eval rows, Fashion-MNIST's test split, checkerboards of
 another seed, audio's eval split; an image folder has none and is probed on its own items,
-which the summary says), the σ grid (:func:`~specreg.metrics.probe.probe_sigmas`), the
-run's regularizer (with its checkpointed state) and a latent run's decoder, and writes:
+which the summary says; with ``split="train"`` the run's own training items instead, so that
+the gap e_held-out − e_train shows what the network memorized rather than learned), the σ
+grid (:func:`~specreg.metrics.probe.probe_sigmas`), the run's regularizer (with its
+checkpointed state) and a latent run's decoder, and writes:
 
 * ``probe.json``: axes (σ in data units of the model space, band edges in cycles per
   sample), every map and floor, per space (``model``; ``decoded`` for a latent run), the
@@ -40,18 +42,29 @@ EXCESS_FLOORS = 2.0  # e/w − 1 must exceed this many floors to count as "e > w
 MIN_RUN = 2  # … at this many neighbouring σ at least (one cell in 40 passes 2 floors by chance)
 
 
-def held_out_items(cfg: Any, n: int, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor], str]:
-    """``n`` held-out items of the run's data set: (x0 images or audio, model kwargs, description)."""
-    from specreg.data.registry import held_out_dataset
+PROBE_SPLITS = ("held-out", "train")  # the items a probe may use (probe_items)
 
+
+def probe_items(cfg: Any, n: int, seed: int = 0, split: str = "held-out"
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], str]:
+    """``n`` items of the run's data set, chosen with ``seed``: (x0 images or audio, model kwargs,
+    description). ``split``: "held-out" (the data set's held-out rows) or "train" (the items the
+    run trained on: its ``data`` section built as training builds it)."""
+    from specreg.data.registry import build_dataset, held_out_dataset
+
+    if split not in PROBE_SPLITS:
+        raise ValueError(f"split={split!r} is not accepted; expected one of {list(PROBE_SPLITS)}")
     data = cfg.data
     try:  # the held-out rows are the data set's (its registry entry's Rows)
-        ds, what = held_out_dataset(data)
+        if split == "train":
+            ds, what = build_dataset(data), f"the run's own training items (data.kind={data.kind}, n={data.n})"
+        else:
+            ds, what = held_out_dataset(data)
     except FileNotFoundError as err:
         raise ValueError(f"data.root={data.root!r} (data.kind={data.kind}): {err}") from None
     total = len(ds)  # type: ignore[arg-type]
     if total < 2:
-        raise ValueError(f"the held-out set has {total} items; the probe needs at least 2")
+        raise ValueError(f"the {split} set has {total} items; the probe needs at least 2")
     idx = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].tolist()
     items = [ds[i] for i in idx]
     x0 = torch.stack([it[0] for it in items]).float()
@@ -66,27 +79,29 @@ def held_out_items(cfg: Any, n: int, seed: int = 0) -> tuple[torch.Tensor, dict[
 def probe_run(run_dir: str | Path, out: str | Path | None = None, *, n_items: int = 256, n_sigma: int = 32,
               bands: int = 8, batch_size: int = 128, seed: int = 0, device: str | None = None,
               plot: bool = True, threads: int = 0, checkpoint: str | Path | None = None,
-              sigmas: Any = None) -> dict[str, Any]:
+              sigmas: Any = None, split: str = "held-out") -> dict[str, Any]:
     """Probe a run (module doc); returns the probe.json mapping.
 
     ``threads``: torch CPU threads (0: one without a GPU, as training's ``train.threads``:
     faster per core and immune to a busy machine). ``checkpoint``: a checkpoint directory of
     the run instead of its newest. ``sigmas``: an explicit σ grid (e.g. a baseline's, to
     compare maps cell by cell) instead of ``n_sigma`` over the run's own training range.
+    ``split``: the items, "held-out" or the run's own "train" items (:func:`probe_items`).
     """
     before = torch.get_num_threads()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.set_num_threads(threads if threads > 0 else (1 if dev.type == "cpu" else before))
     try:
         return _probe_run(run_dir, out, n_items=n_items, n_sigma=n_sigma, bands=bands, batch_size=batch_size,
-                          seed=seed, dev=dev, plot=plot, checkpoint=checkpoint, sigmas=sigmas)
+                          seed=seed, dev=dev, plot=plot, checkpoint=checkpoint, sigmas=sigmas, split=split)
     finally:
         torch.set_num_threads(before)
 
 
 def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_sigma: int, bands: int,
                batch_size: int, seed: int, dev: torch.device, plot: bool,
-               checkpoint: str | Path | None = None, sigmas: Any = None) -> dict[str, Any]:
+               checkpoint: str | Path | None = None, sigmas: Any = None, split: str = "held-out"
+               ) -> dict[str, Any]:
     from specreg.metrics.probe import as_denoiser, probe_sigmas, spectral_error_map, training_weight_map
     from specreg.train.build import build_autoencoder, build_regularizer, load_trained, spatial_ndim
     from specreg.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -104,7 +119,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
     if isinstance(formulation, torch.nn.Module):
         formulation.to(dev)
     ndim = spatial_ndim(cfg)
-    x0, kw, items = held_out_items(cfg, n_items, seed)
+    x0, kw, items = probe_items(cfg, n_items, seed, split)
     autoencoder = build_autoencoder(cfg)
     decode = None
     if autoencoder is not None:
@@ -128,7 +143,7 @@ def _probe_run(run_dir: str | Path, out: str | Path | None, *, n_items: int, n_s
     first = maps["model"]
     record: dict[str, Any] = {
         "format": 1, "run": str(run_dir), "step": step, "items": items, "seed": seed,
-        "settings": {"n_items": n_items, "n_sigma": n_sigma, "bands": bands, "seed": seed},
+        "settings": {"n_items": n_items, "n_sigma": n_sigma, "bands": bands, "seed": seed, "split": split},
         "diffusion": dataclasses.asdict(cfg.diffusion), "regularizer": dataclasses.asdict(cfg.regularizer),
         "axes": {"sigma": sigma.tolist(), "sigma_units": "VE noise level σ in the model space's data units "
                  "(x = x0 + σ·ε; flow t = σ/(1 + σ); DDPM σ = √((1 − ᾱ)/ᾱ))",

@@ -68,8 +68,9 @@ def _cached(run_dir: Path, *, n_items: int, n_sigma: int, checkpoint: Path | Non
     record = json.loads(cached.read_text())
     settings = record.get("settings", {})
     same_grid = sigmas is None or record.get("axes", {}).get("sigma") == list(sigmas)
+    held_out = settings.get("split", "held-out") == "held-out"  # a map on training items is not the study's
     if record.get("step") == step_of(Path(target).name) and settings.get("n_items") == n_items \
-            and (settings.get("n_sigma") == n_sigma or sigmas is not None) and same_grid:
+            and (settings.get("n_sigma") == n_sigma or sigmas is not None) and same_grid and held_out:
         return record
     return None
 
