@@ -55,7 +55,7 @@ def probe_items(cfg: Any, n: int, seed: int = 0, split: str = "held-out"
     if split not in PROBE_SPLITS:
         raise ValueError(f"split={split!r} is not accepted; expected one of {list(PROBE_SPLITS)}")
     data = cfg.data
-    try:  # the held-out rows are the data set's (its registry entry's Rows)
+    try:  # both come from the data set's registry entry: its builder, its held-out Rows
         if split == "train":
             ds, what = build_dataset(data), f"the run's own training items (data.kind={data.kind}, n={data.n})"
         else:
